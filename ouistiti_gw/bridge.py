@@ -1,0 +1,242 @@
+"""One gateway session: the UNIX connection and the two pumps between it and the WebSocket.
+
+Knows sockets and :class:`~ouistiti_gw.websocket.WebSocket`, not WSGI. Each pump runs in its own
+greenlet; whichever ends first decides how the other one ends, and nothing outlives :meth:`run`:
+both greenlets are joined or killed and the UNIX socket is closed.
+
+Data rules (as ouistiti's module, plus what it gets wrong):
+
+- client -> server: the payload of every message, text or binary alike, is written to the socket;
+  on a ``SOCK_SEQPACKET`` socket one message is one packet (EMSGSIZE closes with 1009).
+- server -> client: each read becomes one message, text when it is valid UTF-8, binary otherwise.
+  On a stream socket a character split across two reads is held back until its end arrives (or
+  for :data:`UTF8_HOLD_SECONDS` at most, then sent as binary, so nothing waits forever).
+"""
+from __future__ import annotations
+
+import errno
+from codecs import utf_8_decode
+import logging
+import os
+import socket as stdlib_socket
+import stat
+import time
+from dataclasses import dataclass, field
+
+import gevent
+from gevent import socket
+
+from .frames import CloseCode
+from .websocket import ConnectionClosed, WebSocket
+
+log = logging.getLogger(__name__)
+
+#: Read size on stream sockets: one WebSocket message per read, at most this big.
+STREAM_READ_SIZE = 64 * 1024
+#: How long an incomplete UTF-8 sequence at the end of a read may wait for its continuation.
+UTF8_HOLD_SECONDS = 0.05
+#: How long we wait for the client's close frame after sending ours (RFC 6455 section 7.1.1).
+CLOSE_TIMEOUT_SECONDS = 5.0
+#: Connecting to a UNIX socket whose backlog is full must not hang the handshake.
+CONNECT_TIMEOUT_SECONDS = 5.0
+
+
+class BackendUnavailable(Exception):
+    """The UNIX server cannot be reached; ``status`` is the HTTP answer, ``close_code`` the WebSocket one."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+_CONNECT_ERRORS = {
+    errno.ENOENT: (404, "no such socket"),
+    errno.ENOTDIR: (404, "no such socket"),
+    errno.EACCES: (403, "permission denied"),
+    errno.EPERM: (403, "permission denied"),
+    errno.ECONNREFUSED: (503, "nobody is listening"),
+    errno.EAGAIN: (503, "server backlog is full"),
+}
+
+
+def connect_unix(path: str, timeout: float = CONNECT_TIMEOUT_SECONDS) -> socket.socket:
+    """Connect to the UNIX server at ``path``, as a stream socket or, if it is one, a SEQPACKET socket.
+
+    Raises :class:`BackendUnavailable` with the HTTP status that describes why not.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as error:
+        status, reason = _CONNECT_ERRORS.get(error.errno, (503, error.strerror))
+        raise BackendUnavailable(status, reason) from None
+    if not stat.S_ISSOCK(mode):
+        raise BackendUnavailable(403, "not a socket")
+    for sock_type in (socket.SOCK_STREAM, socket.SOCK_SEQPACKET):
+        sock = socket.socket(socket.AF_UNIX, sock_type)
+        try:
+            sock.settimeout(timeout)
+            sock.connect(path)
+            sock.settimeout(None)
+            return sock
+        except OSError as error:
+            sock.close()
+            if error.errno == errno.EPROTOTYPE:
+                continue  # the server's socket is of the other type
+            if isinstance(error, stdlib_socket.timeout):
+                raise BackendUnavailable(503, "connection timed out") from None
+            status, reason = _CONNECT_ERRORS.get(error.errno, (503, error.strerror or str(error)))
+            raise BackendUnavailable(status, reason) from None
+    raise BackendUnavailable(403, "socket type not supported (stream or seqpacket only)")
+
+
+class Utf8Splitter:
+    """Decide, read by read, whether bytes from a stream socket go out as text or binary.
+
+    Keeps the 1-3 bytes of a character cut at the end of a read for the next read, so a text
+    stream is never sent as a broken text frame nor needlessly as binary.
+    """
+
+    def __init__(self) -> None:
+        self.pending = b""
+
+    def feed(self, data: bytes) -> tuple[bytes, bool]:
+        """Return ``(payload, is_text)`` for this read; ``payload`` may be empty (all held back)."""
+        data = self.pending + data if self.pending else data
+        try:
+            _, consumed = utf_8_decode(data, "strict", False)
+        except UnicodeDecodeError:
+            self.pending = b""
+            return data, False
+        self.pending = data[consumed:]
+        return (data[:consumed] if self.pending else data), True
+
+    def flush(self) -> bytes:
+        """What is held back, to be sent as binary: its continuation did not come."""
+        pending, self.pending = self.pending, b""
+        return pending
+
+
+def is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+@dataclass
+class Session:
+    """Pump messages between ``websocket`` and the UNIX socket ``backend`` until either side ends.
+
+    ``name`` and ``client`` are for the log line; the counters and codes are read after :meth:`run`.
+    """
+
+    websocket: WebSocket
+    backend: socket.socket
+    name: str
+    client: str
+    close_timeout: float = CLOSE_TIMEOUT_SECONDS
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def seqpacket(self) -> bool:
+        return self.backend.type == socket.SOCK_SEQPACKET
+
+    def run(self) -> None:
+        """Run both pumps; return when the session is over and everything is released."""
+        log.info("session open name=%s client=%s type=%s", self.name, self.client,
+                 "seqpacket" if self.seqpacket else "stream")
+        from_client = gevent.spawn(self._client_to_server)
+        to_client = gevent.spawn(self._server_to_client)
+        try:
+            finished = gevent.wait([from_client, to_client], count=1)
+            if to_client in finished and not from_client.dead:
+                # The server ended: our close frame is out, let the client answer it.
+                from_client.join(timeout=self.close_timeout)
+        finally:
+            gevent.killall([from_client, to_client])
+            self._close_backend()
+            self._log_end()
+
+    def _client_to_server(self) -> None:
+        ws, backend = self.websocket, self.backend
+        while True:
+            message = ws.receive()
+            if message is None:
+                return
+            if ws.close_sent is not None:
+                continue  # section 7.1.1: after our close, data from the client is discarded
+            try:
+                if self.seqpacket:
+                    if not message.data:
+                        log.debug("empty message not forwarded: a zero-length packet reads as EOF")
+                        continue
+                    backend.send(message.data)
+                else:
+                    backend.sendall(message.data)
+            except OSError as error:
+                if error.errno == errno.EMSGSIZE:
+                    ws.close(CloseCode.MESSAGE_TOO_BIG, "message too big for the server's socket")
+                else:
+                    ws.close(CloseCode.INTERNAL_ERROR, "server connection lost")
+                log.warning("write to %s failed: %s", self.name, error)
+                return
+
+    def _server_to_client(self) -> None:
+        ws = self.websocket
+        try:
+            if self.seqpacket:
+                self._pump_packets()
+            else:
+                self._pump_stream()
+        except ConnectionClosed:
+            return  # the client is gone; the other pump notices too
+        except OSError as error:
+            log.warning("read from %s failed: %s", self.name, error)
+            ws.close(CloseCode.INTERNAL_ERROR, "server connection error")
+            return
+        ws.close(CloseCode.NORMAL, "server closed the connection")
+
+    def _pump_stream(self) -> None:
+        backend, ws = self.backend, self.websocket
+        splitter = Utf8Splitter()
+        while True:
+            backend.settimeout(UTF8_HOLD_SECONDS if splitter.pending else None)
+            try:
+                data = backend.recv(STREAM_READ_SIZE)
+            except stdlib_socket.timeout:
+                ws.send(splitter.flush(), text=False)
+                continue
+            if not data:
+                if splitter.pending:
+                    ws.send(splitter.flush(), text=False)
+                return
+            payload, is_text = splitter.feed(data)
+            if payload:
+                ws.send(payload, text=is_text)
+
+    def _pump_packets(self) -> None:
+        backend, ws = self.backend, self.websocket
+        probe = bytearray(1)
+        while True:
+            # MSG_TRUNC makes recv report the packet's full length, so it is read whole.
+            size = backend.recv_into(probe, 1, socket.MSG_PEEK | socket.MSG_TRUNC)
+            if not size:
+                return
+            data = backend.recv(size)
+            ws.send(data, text=is_utf8(data))
+
+    def _close_backend(self) -> None:
+        try:
+            self.backend.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # already disconnected
+        self.backend.close()
+
+    def _log_end(self) -> None:
+        ws = self.websocket
+        code = ws.close_sent if ws.close_sent is not None else ws.close_received
+        log.info("session closed name=%s client=%s bytes_in=%d bytes_out=%d close=%s duration=%.3fs",
+                 self.name, self.client, ws.bytes_received, ws.bytes_sent,
+                 code if code is not None else CloseCode.ABNORMAL, time.monotonic() - self.started)

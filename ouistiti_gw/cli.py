@@ -1,0 +1,152 @@
+"""The ``ouistiti-gw`` command: ``serve`` (an ini file, or options) and ``demo`` (no config at all).
+
+    ouistiti-gw serve example.ini
+    ouistiti-gw serve --docroot /var/run/websocket --port 8080
+    ouistiti-gw demo
+
+Both listen on 127.0.0.1 unless told otherwise and print the URL to open. Ctrl-C (or SIGTERM)
+stops everything they started and removes what they created.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+
+from .middleware import WebSocketGateway
+from .paste import demo_page_directory, gateway_options, make_static_app, not_found_app
+from .server import make_server, serve_until_stopped
+
+log = logging.getLogger(__name__)
+
+#: The sample servers the demo starts beside the gateway: (module, socket name, extra options).
+DEMO_SERVERS = [("ouistiti_gw_contrib.echo", "echo", [])]
+SERVER_START_TIMEOUT_SECONDS = 10.0
+
+
+def _add_listen_options(parser: argparse.ArgumentParser, default_port: int) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=default_port, help="port (default: %(default)s; 0 picks one)")
+    parser.add_argument("--certfile", help="TLS certificate (PEM): serve https:// and wss://")
+    parser.add_argument("--keyfile", help="TLS private key (PEM), if not inside --certfile")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ouistiti-gw", description=__doc__.split("\n")[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="serve an ini file's pipeline, or the gateway alone")
+    serve.add_argument("ini", nargs="?", help="a PasteDeploy ini file (its [server:main] is used if present)")
+    serve.add_argument("--docroot", help="directory of the UNIX sockets")
+    serve.add_argument("--allow", default="*", help="comma-separated globs of names served (default: *)")
+    serve.add_argument("--deny", default="", help="comma-separated globs of names never served")
+    serve.add_argument("--mode", default="", choices=["", "direct"], help="'' pipes messages")
+    serve.add_argument("--max-message-size", type=int, help="largest client message in bytes (default 16 MiB)")
+    _add_listen_options(serve, 8080)
+
+    demo = commands.add_parser("demo", help="a temporary docroot, the sample servers and a demo page")
+    _add_listen_options(demo, 8080)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "demo":
+            return run_demo(args)
+        return run_serve(args)
+    except (ValueError, OSError) as error:
+        print(f"ouistiti-gw: {error}", file=sys.stderr)
+        return 1
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    if args.ini:
+        return _serve_ini(os.path.abspath(args.ini))
+    settings = {"docroot": args.docroot or "", "allow": args.allow, "deny": args.deny, "mode": args.mode}
+    if args.max_message_size is not None:
+        settings["max_message_size"] = str(args.max_message_size)
+    app = WebSocketGateway(not_found_app, **gateway_options(settings))
+    _serve(app, args)
+    return 0
+
+
+def _serve_ini(path: str) -> int:
+    from paste.deploy import loadapp, loadserver
+
+    app = loadapp(f"config:{path}")
+    try:
+        server = loadserver(f"config:{path}")
+    except LookupError:
+        log.info("%s has no [server:main]: serving on 127.0.0.1:8080", path)
+        server = _serve_default
+    server(app)
+    return 0
+
+
+def _serve_default(app) -> None:
+    serve_until_stopped(make_server(app))
+
+
+def _serve(app, args: argparse.Namespace) -> None:
+    server = make_server(app, args.host, args.port, args.certfile, args.keyfile)
+    serve_until_stopped(server)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    """The README's first command: everything the demo page needs, gone again after Ctrl-C."""
+    with ExitStack() as cleanup:
+        docroot = tempfile.mkdtemp(prefix="ouistiti-gw-demo-")
+        cleanup.callback(shutil.rmtree, docroot, ignore_errors=True)
+        for module, name, options in DEMO_SERVERS:
+            process = start_sample_server(module, docroot, name, options)
+            cleanup.callback(stop_process, process)
+        app = WebSocketGateway(make_static_app({}, demo_page_directory()), docroot)
+        _serve(app, args)
+    return 0
+
+
+def start_sample_server(module: str, docroot: str, name: str, options: list[str]) -> subprocess.Popen:
+    """Start one of the contrib servers and wait until its socket accepts connections."""
+    process = subprocess.Popen([sys.executable, "-m", module, "-R", docroot, "-n", name, *options])
+    path = os.path.join(docroot, name)
+    deadline = time.monotonic() + SERVER_START_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise OSError(f"sample server {module} exited with status {process.returncode}")
+        if _accepts(path):
+            log.info("started %s on %s", module, path)
+            return process
+        time.sleep(0.05)
+    stop_process(process)
+    raise OSError(f"sample server {module} did not listen on {path}")
+
+
+def _accepts(path: str) -> bool:
+    for sock_type in (socket.SOCK_STREAM, socket.SOCK_SEQPACKET):
+        with socket.socket(socket.AF_UNIX, sock_type) as probe:
+            try:
+                probe.connect(path)
+                return True
+            except OSError:
+                continue
+    return False
+
+
+def stop_process(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

@@ -1,0 +1,112 @@
+"""The gevent handler that lets the gateway answer 403/404/503 *before* the 101.
+
+gevent-websocket's ``WebSocketHandler`` sends ``101 Switching Protocols`` before it calls the WSGI
+app, so an app can only refuse a WebSocket by closing it. :class:`GatewayHandler` validates the
+handshake (RFC 6455 section 4.2.1), then calls the app as for any HTTP request with one extra key
+in the environ, :data:`UPGRADE_KEY`: a callable the app invokes once it has decided to accept.
+An app that does not call it answers with an ordinary HTTP response.
+
+Used by the project's gunicorn worker (:mod:`ouistiti_gw.worker`), the PasteDeploy server runner
+and the CLI. Under the stock ``GeventWebSocketWorker`` the key is absent and the middleware falls
+back to closing the already-open WebSocket with a close code.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import logging
+
+from geventwebsocket.handler import WebSocketHandler
+
+log = logging.getLogger(__name__)
+
+#: environ key of the accept callable: ``environ[UPGRADE_KEY](protocol) -> (socket, rfile)``.
+UPGRADE_KEY = "ouistiti_gw.upgrade"
+#: RFC 6455 section 1.3.
+WEBSOCKET_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+SUPPORTED_VERSION = "13"
+
+
+def accept_key(key: str) -> str:
+    """The ``Sec-WebSocket-Accept`` value for a client's ``Sec-WebSocket-Key``."""
+    digest = hashlib.sha1((key + WEBSOCKET_GUID).encode("ascii")).digest()
+    return base64.b64encode(digest).decode("ascii")
+
+
+def _header_tokens(value: str) -> set[str]:
+    return {token.strip().lower() for token in value.split(",")}
+
+
+def handshake_error(environ: dict, request_version: str) -> tuple[str, list[tuple[str, str]], str] | None:
+    """Check a request that asks for ``Upgrade: websocket``; return ``(status, headers, why)`` if invalid."""
+    if environ.get("REQUEST_METHOD") != "GET":
+        return "405 Method Not Allowed", [("Allow", "GET")], "WebSocket handshake must be a GET"
+    if request_version != "HTTP/1.1":
+        return "400 Bad Request", [], f"WebSocket handshake needs HTTP/1.1, not {request_version}"
+    if "upgrade" not in _header_tokens(environ.get("HTTP_CONNECTION", "")):
+        return "400 Bad Request", [], "Connection header lacks the upgrade token"
+    if environ.get("HTTP_SEC_WEBSOCKET_VERSION", "").strip() != SUPPORTED_VERSION:
+        return ("426 Upgrade Required", [("Sec-WebSocket-Version", SUPPORTED_VERSION)],
+                "unsupported Sec-WebSocket-Version %r" % environ.get("HTTP_SEC_WEBSOCKET_VERSION"))
+    key = environ.get("HTTP_SEC_WEBSOCKET_KEY", "").strip()
+    try:
+        valid_key = len(base64.b64decode(key, validate=True)) == 16
+    except binascii.Error:
+        valid_key = False
+    if not valid_key:
+        return "400 Bad Request", [], "missing or invalid Sec-WebSocket-Key"
+    return None
+
+
+def is_websocket_request(environ: dict) -> bool:
+    return "websocket" in _header_tokens(environ.get("HTTP_UPGRADE", ""))
+
+
+class GatewayHandler(WebSocketHandler):
+    """A ``WebSocketHandler`` whose app decides on the upgrade before the 101 goes out."""
+
+    @property
+    def logger(self) -> logging.Logger:
+        # gevent-websocket's logger replaces the handlers of its logger; ours stays standard.
+        return log
+
+    def run_application(self) -> None:
+        if is_websocket_request(self.environ):
+            error = handshake_error(self.environ, self.request_version)
+            if error is not None:
+                self._refuse(*error)
+                return
+            self.environ[UPGRADE_KEY] = self._accept_upgrade
+        # The plain WSGI path: the app answers, or calls the upgrade callable and pipes.
+        super(WebSocketHandler, self).run_application()
+
+    def _refuse(self, status: str, headers: list[tuple[str, str]], why: str) -> None:
+        log.warning("refused WebSocket handshake from %s for %s: %s", self.client_address,
+                    self.environ.get("PATH_INFO"), why)
+        body = (why + "\n").encode("utf-8")
+        self.close_connection = True
+        self.start_response(status, headers + [("Content-Type", "text/plain; charset=utf-8"),
+                                               ("Content-Length", str(len(body))), ("Connection", "close")])
+        self.write(body)
+
+    def _accept_upgrade(self, protocol: str | None = None):
+        """Send the 101 and hand the connection over: returns ``(socket, rfile)``.
+
+        After this the HTTP layer must not write to the connection again, nor reuse it.
+        """
+        headers = [("Upgrade", "websocket"), ("Connection", "Upgrade"),
+                   ("Sec-WebSocket-Accept", accept_key(self.environ["HTTP_SEC_WEBSOCKET_KEY"].strip()))]
+        if protocol:
+            headers.append(("Sec-WebSocket-Protocol", protocol))
+        self.start_response("101 Switching Protocols", headers)
+        self.provided_date = True  # no Date header,
+        self.provided_content_length = True  # no Content-Length or chunked body on a 101
+        self.close_connection = True
+        self.write(b"")
+        return self.socket, self.rfile
+
+    def log_request(self) -> None:
+        # The 101 is logged by the session itself (open/close lines with byte counts).
+        if self.code != 101:
+            super(WebSocketHandler, self).log_request()

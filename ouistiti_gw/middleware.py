@@ -1,0 +1,160 @@
+"""``WebSocketGateway``: the WSGI middleware that sends WebSocket requests to UNIX servers.
+
+It decides whether a request is the gateway's (a WebSocket handshake for a name that passes the
+``allow``/``deny`` rules), connects to ``docroot/NAME`` *before* accepting the handshake, then
+hands both ends to a :class:`~ouistiti_gw.bridge.Session`. Everything else goes to the wrapped app
+untouched.
+
+Two servers can carry it:
+
+- the project's handler (:mod:`ouistiti_gw.handler`, used by ``GatewayWorker``, the CLI and the
+  PasteDeploy runner) lets the gateway refuse with a real HTTP status: 403 for a hostile name, a
+  non-socket or no permission, 404 for a missing socket, 503 when nobody listens;
+- gevent-websocket's stock handler (``GeventWebSocketWorker``) has already sent the 101, so the
+  same refusals become close frames: 1008 for a refused name, 1011 for an unreachable server.
+
+Example::
+
+    from ouistiti_gw import WebSocketGateway
+    application = WebSocketGateway(application, docroot="/var/run/websocket", deny="internal/*")
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import TYPE_CHECKING, Iterable
+
+from .bridge import BackendUnavailable, Session, connect_unix
+from .frames import CloseCode
+from .handler import UPGRADE_KEY, is_websocket_request
+from .names import NameRefused, NameRules, find_target, parse_protocols, wsgi_path_to_name
+from .websocket import DEFAULT_MAX_MESSAGE_SIZE, WebSocket
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+log = logging.getLogger(__name__)
+
+MODES = ("", "direct")
+_REASONS = {403: "403 Forbidden", 404: "404 Not Found", 503: "503 Service Unavailable"}
+
+
+class WebSocketGateway:
+    """Wrap ``app`` so that WebSocket requests for ``/NAME`` reach the UNIX socket ``docroot/NAME``.
+
+    :param app: the WSGI application that serves every other request.
+    :param docroot: the directory of the UNIX sockets; nothing outside it is ever reached.
+    :param allow: comma-separated globs of the names the gateway serves (default ``*``).
+    :param deny: comma-separated globs of names it never serves (default none). A name that is
+        not allowed, or denied, is not the gateway's: the request goes to ``app``.
+    :param mode: ``""`` (pipe messages) or ``"direct"`` (hand the client's socket to the server).
+    :param max_message_size: client messages larger than this close the session with 1009.
+    """
+
+    def __init__(self, app: "WSGIApplication", docroot: str, allow: str = "*", deny: str = "",
+                 mode: str = "", *, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> None:
+        if not docroot:
+            raise ValueError("ouistiti_gw: a docroot (the directory of the UNIX sockets) is required")
+        mode = (mode or "").strip()
+        if mode not in MODES:
+            raise ValueError(f"ouistiti_gw: unknown mode {mode!r} (expected one of {MODES})")
+        if mode == "direct":
+            raise ValueError("ouistiti_gw: mode 'direct' is not implemented yet")
+        self.app = app
+        self.docroot = os.path.abspath(docroot)
+        self.rules = NameRules.from_options(allow, deny)
+        self.mode = mode
+        self.max_message_size = int(max_message_size)
+        if not os.path.isdir(self.docroot):
+            log.warning("docroot %s does not exist (yet): every WebSocket name will be 404", self.docroot)
+
+    def __call__(self, environ: "WSGIEnvironment", start_response: "StartResponse") -> Iterable[bytes]:
+        if not is_websocket_request(environ):
+            return self.app(environ, start_response)
+        stock_websocket = environ.get("wsgi.websocket")
+        if stock_websocket is None and UPGRADE_KEY not in environ:
+            log.warning("WebSocket request for %s on a server that cannot upgrade it "
+                        "(use ouistiti_gw.worker.GatewayWorker or GeventWebSocketWorker)",
+                        environ.get("PATH_INFO"))
+            return self.app(environ, start_response)
+        client = _client_address(environ)
+        try:
+            name = wsgi_path_to_name(environ.get("PATH_INFO", ""))
+            protocols = parse_protocols(environ.get("HTTP_SEC_WEBSOCKET_PROTOCOL"))
+            target = find_target(self.docroot, self.rules, name, protocols)
+        except NameRefused as refusal:
+            return self._refuse(environ, start_response, 403, str(refusal), client)
+        if target is None:
+            return self._pass_on(environ, start_response, stock_websocket)
+        try:
+            backend = connect_unix(target.path)
+        except BackendUnavailable as unavailable:
+            return self._refuse(environ, start_response, unavailable.status,
+                                f"{target.name}: {unavailable.reason}", client)
+        try:
+            websocket = self._accept(environ, target.protocol)
+        except BaseException:
+            backend.close()
+            raise
+        Session(websocket, backend, target.name, client).run()
+        return []
+
+    def _accept(self, environ: "WSGIEnvironment", protocol: str | None) -> WebSocket:
+        """Complete the handshake and return the WebSocket we trust over the client connection."""
+        stock_websocket = environ.get("wsgi.websocket")
+        if stock_websocket is None:
+            sock, rfile = environ[UPGRADE_KEY](protocol)
+        else:
+            sock, rfile = _take_over(stock_websocket)
+        return WebSocket(sock, rfile, max_message_size=self.max_message_size)
+
+    def _refuse(self, environ, start_response, status: int, reason: str, client: str) -> Iterable[bytes]:
+        log.warning("refused WebSocket %s from %s: %s (%d)", environ.get("PATH_INFO"), client, reason, status)
+        stock_websocket = environ.get("wsgi.websocket")
+        if stock_websocket is not None:
+            code = CloseCode.POLICY_VIOLATION if status == 403 else CloseCode.INTERNAL_ERROR
+            self._accept(environ, None).close(code, reason)
+            return []
+        body = f"{_REASONS[status]}: {reason}\n".encode("utf-8")
+        start_response(_REASONS[status], [("Content-Type", "text/plain; charset=utf-8"),
+                                          ("Content-Length", str(len(body)))])
+        return [body]
+
+    def _pass_on(self, environ, start_response, stock_websocket) -> Iterable[bytes]:
+        """Hand a WebSocket request that is not the gateway's to the wrapped app.
+
+        Under the stock handler the WebSocket is already open; if the app leaves it open, we end
+        it with a well-formed 1008 (gevent-websocket's own close would carry no status code).
+        """
+        result = self.app(environ, start_response)
+        if stock_websocket is None:
+            return result
+
+        def close_if_left_open() -> None:
+            if not stock_websocket.closed:
+                self._accept(environ, None).close(CloseCode.POLICY_VIOLATION, "no WebSocket service here")
+
+        return _then_close(result, close_if_left_open)
+
+
+def _take_over(stock_websocket):
+    """Take the connection from gevent-websocket's ``WebSocket`` and mute it for good."""
+    handler = stock_websocket.stream.handler
+    stock_websocket.closed = True  # its close() (run after the app) would write a codeless close frame
+    return handler.socket, handler.rfile
+
+
+def _then_close(result: Iterable[bytes], finish) -> Iterable[bytes]:
+    try:
+        yield from result
+    finally:
+        close = getattr(result, "close", None)
+        if close is not None:
+            close()
+        finish()
+
+
+def _client_address(environ: "WSGIEnvironment") -> str:
+    host = environ.get("REMOTE_ADDR", "-")
+    port = environ.get("REMOTE_PORT")
+    return f"{host}:{port}" if port else host

@@ -1,0 +1,55 @@
+"""Serve a WSGI app with :class:`~ouistiti_gw.handler.GatewayHandler` on gevent's ``pywsgi``.
+
+The one place where a listening socket is made, for the CLI and the PasteDeploy server runner.
+"""
+from __future__ import annotations
+
+import logging
+import signal
+from typing import TYPE_CHECKING
+
+import gevent
+from gevent.event import Event
+from gevent.pywsgi import WSGIServer
+
+from .handler import GatewayHandler
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIApplication
+
+log = logging.getLogger(__name__)
+access_log = logging.getLogger("ouistiti_gw.access")
+
+#: How long a stop waits for open sessions before they are cut.
+STOP_TIMEOUT_SECONDS = 5.0
+
+
+def make_server(app: "WSGIApplication", host: str = "127.0.0.1", port: int = 8080,
+                certfile: str | None = None, keyfile: str | None = None) -> WSGIServer:
+    """A ``WSGIServer`` with the gateway's handler, TLS (wss://) when ``certfile`` is given."""
+    if keyfile and not certfile:
+        raise ValueError("keyfile given without certfile")
+    tls = {"certfile": certfile, "keyfile": keyfile or certfile} if certfile else {}
+    return WSGIServer((host, int(port)), app, handler_class=GatewayHandler,
+                      log=access_log, error_log=log, **tls)
+
+
+def server_url(server: WSGIServer) -> str:
+    host, port = server.address[:2]
+    scheme = "https" if server.ssl_enabled else "http"
+    return f"{scheme}://{host if ':' not in host else f'[{host}]'}:{port}/"
+
+
+def serve_until_stopped(server: WSGIServer) -> None:
+    """Run until SIGINT or SIGTERM, then stop accepting and give open sessions a moment to end."""
+    server.start()
+    log.info("ouistiti-gw listening on %s", server_url(server))
+    stopping = Event()
+    handlers = [gevent.signal_handler(sig, stopping.set) for sig in (signal.SIGINT, signal.SIGTERM)]
+    try:
+        stopping.wait()
+        log.info("stopping")
+    finally:
+        for handler in handlers:
+            handler.cancel()
+        server.stop(timeout=STOP_TIMEOUT_SECONDS)

@@ -1,0 +1,208 @@
+"""The WebSocket endpoint the gateway trusts: RFC 6455 over a gevent socket, built on :mod:`.frames`.
+
+gevent-websocket 0.10.1 performs the handshake (its handler, or ours in :mod:`.handler`), then
+this class takes over the connection's buffered reader and socket, whichever worker accepted it.
+That is how its faults are fixed once, here, for every way the gateway is run:
+
+- close frames carry the status code and reason (``WebSocket.close`` there never wrote them);
+- unmasked client frames, reserved bits and opcodes are refused with 1002, bad UTF-8 with 1007,
+  oversized messages with 1009 before their payload is read (it answered with codeless closes);
+- unmasking is one C-level operation per chunk, UTF-8 is checked by the C codec incrementally, so
+  a fragmented text message fails on its first bad frame, not at its end;
+- writes are serialised, so the two pumps of a session never interleave two frames.
+"""
+from __future__ import annotations
+
+import codecs
+import logging
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from gevent.lock import Semaphore
+
+from .frames import (
+    CloseCode, Opcode, ProtocolViolation, apply_mask, encode_close_payload, encode_header,
+    header_size, parse_close_payload, parse_header,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
+#: Payloads are read in chunks of this size (a multiple of 4, so the mask stays aligned).
+_READ_CHUNK = 256 * 1024
+#: Below this size header and payload go out in one ``sendall`` (one segment); above, in two.
+_COALESCE_LIMIT = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A complete data message; text messages are kept as their (validated) UTF-8 bytes."""
+
+    data: bytes
+    is_text: bool
+
+
+class ConnectionClosed(Exception):
+    """Raised by :meth:`WebSocket.send` once the connection can no longer carry data."""
+
+
+class WebSocket:
+    """One server-side WebSocket connection after a successful handshake.
+
+    :param sock: the client's (gevent) socket, written with ``sendall``.
+    :param rfile: the buffered reader the HTTP server parsed the handshake from; bytes the client
+        sent right after its handshake may already sit in its buffer, so it must be the one read.
+    :param max_message_size: a message whose payload would exceed it is refused with 1009.
+    """
+
+    def __init__(self, sock, rfile: BinaryIO, *, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> None:
+        self.sock = sock
+        self.rfile = rfile
+        self.max_message_size = max_message_size
+        self._write_lock = Semaphore()
+        #: The code we sent in our close frame, and the one the client sent in its own.
+        self.close_sent: int | None = None
+        self.close_received: int | None = None
+        self.close_reason = ""
+        self.bytes_received = 0
+        self.bytes_sent = 0
+
+    @property
+    def closing(self) -> bool:
+        """True once either side has started the closing handshake: no data may follow."""
+        return self.close_sent is not None or self.close_received is not None
+
+    # -- receiving -------------------------------------------------------------------------
+
+    def receive(self) -> Message | None:
+        """Return the next data message, answering pings and closes on the way.
+
+        Returns ``None`` when the connection is over: the client closed (our reply is sent), the
+        client broke the protocol (our close with the matching code is sent), or the transport
+        ended without a close frame (1006 is recorded, nothing is sent).
+        """
+        try:
+            return self._read_message()
+        except ProtocolViolation as violation:
+            log.info("closing WebSocket: %s", violation.reason)
+            self.close(violation.code, violation.reason)
+        except (EOFError, OSError) as error:
+            log.debug("WebSocket transport ended: %s", error)
+            if self.close_received is None:
+                self.close_received = CloseCode.ABNORMAL
+        return None
+
+    def _read_exactly(self, size: int) -> bytes:
+        data = self.rfile.read(size)
+        if len(data) != size:
+            raise EOFError("connection ended inside a frame")
+        return data
+
+    def _read_header(self):
+        first_two = self._read_exactly(2)
+        rest = header_size(first_two) - 2
+        return parse_header(first_two + self._read_exactly(rest) if rest else first_two, require_mask=True)
+
+    def _read_payload(self, header, decoder) -> list[bytes]:
+        """Read and unmask a payload chunk by chunk, validating text as it arrives."""
+        chunks = []
+        remaining = header.length
+        while remaining:
+            chunk = self.rfile.read1(min(remaining, _READ_CHUNK)) if remaining > 4 else self.rfile.read(remaining)
+            if not chunk:
+                raise EOFError("connection ended inside a frame")
+            # keep chunks (but the last) 4-byte aligned so the mask does not need rotating
+            if len(chunk) != remaining and len(chunk) % 4:
+                chunk += self._read_exactly(4 - len(chunk) % 4)
+            chunk = apply_mask(chunk, header.mask)
+            remaining -= len(chunk)
+            if decoder is not None:
+                self._check_utf8(decoder, chunk, final=False)
+            chunks.append(chunk)
+        return chunks
+
+    @staticmethod
+    def _check_utf8(decoder, chunk: bytes, *, final: bool) -> None:
+        try:
+            decoder.decode(chunk, final)
+        except UnicodeDecodeError:
+            raise ProtocolViolation(CloseCode.INVALID_DATA, "text message is not valid UTF-8") from None
+
+    def _read_message(self) -> Message | None:
+        message_opcode = None
+        decoder = None
+        parts: list[bytes] = []
+        size = 0
+        while True:
+            header = self._read_header()
+            if header.opcode.is_control:
+                payload = b"".join(self._read_payload(header, None))
+                if self._handle_control(header.opcode, payload):
+                    return None
+                continue
+            if header.opcode == Opcode.CONTINUATION:
+                if message_opcode is None:
+                    raise ProtocolViolation(CloseCode.PROTOCOL_ERROR, "continuation frame without a message")
+            elif message_opcode is not None:
+                raise ProtocolViolation(CloseCode.PROTOCOL_ERROR, "new message inside a fragmented message")
+            else:
+                message_opcode = header.opcode
+                if message_opcode == Opcode.TEXT:
+                    decoder = codecs.getincrementaldecoder("utf-8")()
+            size += header.length
+            if size > self.max_message_size:
+                raise ProtocolViolation(CloseCode.MESSAGE_TOO_BIG,
+                                        f"message over {self.max_message_size} bytes")
+            parts.extend(self._read_payload(header, decoder))
+            if header.fin:
+                if decoder is not None:
+                    self._check_utf8(decoder, b"", final=True)
+                data = parts[0] if len(parts) == 1 else b"".join(parts)
+                self.bytes_received += len(data)
+                return Message(data, message_opcode == Opcode.TEXT)
+
+    def _handle_control(self, opcode: Opcode, payload: bytes) -> bool:
+        """Answer a control frame; True when it was a close (the message loop ends)."""
+        if opcode == Opcode.PING:
+            self._send_frame(Opcode.PONG, payload, quiet=True)
+        elif opcode == Opcode.CLOSE:
+            code, reason = parse_close_payload(payload)
+            self.close_received, self.close_reason = code, reason
+            # Section 5.5.1: reply with a close frame, typically echoing the status code.
+            self.close(CloseCode.NORMAL if code == CloseCode.NO_STATUS else code)
+            return True
+        return False
+
+    # -- sending ---------------------------------------------------------------------------
+
+    def _send_frame(self, opcode: int, payload: bytes | memoryview, *, quiet: bool = False) -> None:
+        header = encode_header(opcode, len(payload))
+        with self._write_lock:
+            try:
+                if len(payload) <= _COALESCE_LIMIT:
+                    self.sock.sendall(header + payload)
+                else:
+                    self.sock.sendall(header)
+                    self.sock.sendall(payload)
+            except OSError as error:
+                if quiet:
+                    log.debug("could not write %s frame: %s", Opcode(opcode).name, error)
+                    return
+                raise ConnectionClosed(str(error)) from error
+
+    def send(self, data: bytes | memoryview, *, text: bool) -> None:
+        """Send one data message; ``data`` must already be valid UTF-8 when ``text`` is True."""
+        if self.closing:
+            raise ConnectionClosed("the closing handshake has started")
+        self._send_frame(Opcode.TEXT if text else Opcode.BINARY, data)
+        self.bytes_sent += len(data)
+
+    def ping(self, payload: bytes = b"") -> None:
+        self._send_frame(Opcode.PING, payload, quiet=True)
+
+    def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
+        """Send our close frame once (with its status code, unlike gevent-websocket's)."""
+        if self.close_sent is not None:
+            return
+        self.close_sent = code
+        self._send_frame(Opcode.CLOSE, encode_close_payload(code, reason), quiet=True)
