@@ -1,0 +1,46 @@
+"""websocket_echo: send every byte a client sends back to that same client.
+
+A SOCK_STREAM server: unlike ouistiti's echo.c it has no 256-byte buffer and
+does not cut at the first NUL, so any data, of any size, comes back unchanged.
+Each client has its own greenlet; ``sendall`` only blocks the client that does
+not read its echo.
+
+Usage: ``websocket_echo [-R DIR] [-n NAME] [-u USER] [-m N] [-D]``
+"""
+from __future__ import annotations
+
+import socket
+import sys
+from typing import Optional, Sequence
+
+import gevent.socket
+
+from .server import Handler, build_parser, program_name, run, setup_logging
+
+CHUNK = 65536
+
+
+def echo(conn: gevent.socket.socket) -> None:
+    """Echo *conn*'s data until it closes its side, then close ours."""
+    while True:
+        data = conn.recv(CHUNK)
+        if not data:
+            return
+        conn.sendall(data)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Parse the options and serve until SIGTERM or SIGINT."""
+    prog = program_name("websocket_echo")
+    parser = build_parser(prog, "Echo server for the ouistiti WebSocket gateway.")
+    args = parser.parse_args(argv)
+    setup_logging(prog)
+
+    def start() -> Handler:
+        return echo
+
+    return run(args, socket.SOCK_STREAM, start)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
