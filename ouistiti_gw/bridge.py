@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 #: Read size on stream sockets: one WebSocket message per read, at most this big.
 STREAM_READ_SIZE = 64 * 1024
 #: How long an incomplete UTF-8 sequence at the end of a read may wait for its continuation.
-UTF8_HOLD_SECONDS = 0.05
+UTF8_HOLD_SECONDS = 0.25
 #: How long we wait for the client's close frame after sending ours (RFC 6455 section 7.1.1).
 CLOSE_TIMEOUT_SECONDS = 5.0
 #: Connecting to a UNIX socket whose backlog is full must not hang the handshake.

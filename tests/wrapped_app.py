@@ -1,0 +1,69 @@
+"""A WSGI app for the tests, served behind the gateway in its own process.
+
+    python tests/wrapped_app.py --docroot DIR --port N [--allow ...] [--deny ...] [--stock]
+
+Routes: ``/stream`` answers in chunks from a generator, ``/echo-body`` returns the request body,
+``/closed`` tells how many results had ``close()`` called; anything else answers ``app: PATH``.
+``--stock`` serves with gevent-websocket's own ``WebSocketServer`` instead of the gateway's handler.
+"""
+import argparse
+import logging
+
+from ouistiti_gw import WebSocketGateway
+from ouistiti_gw.server import make_server, serve_until_stopped
+
+closed_results = 0
+
+
+class Streamed:
+    """A result iterable with a ``close()`` the server must call (PEP 3333)."""
+
+    def __init__(self, chunks):
+        self.chunks = chunks
+
+    def __iter__(self):
+        return iter(self.chunks)
+
+    def close(self):
+        global closed_results
+        closed_results += 1
+
+
+def app(environ, start_response):
+    path = environ["PATH_INFO"]
+    if path == "/stream":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return Streamed([b"chunk-%d\n" % i for i in range(5)])
+    if path == "/echo-body":
+        body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+        start_response("200 OK", [("Content-Type", "application/octet-stream"),
+                                  ("Content-Length", str(len(body)))])
+        return [body]
+    if path == "/closed":
+        body = str(closed_results).encode()
+    else:
+        body = ("app: " + path).encode("latin-1")
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--docroot", required=True)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--allow", default="*")
+    parser.add_argument("--deny", default="")
+    parser.add_argument("--stock", action="store_true")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO)
+    gateway = WebSocketGateway(app, args.docroot, allow=args.allow, deny=args.deny)
+    if args.stock:
+        from geventwebsocket import WebSocketServer
+        server = WebSocketServer(("127.0.0.1", args.port), gateway)
+    else:
+        server = make_server(gateway, "127.0.0.1", args.port)
+    serve_until_stopped(server)
+
+
+if __name__ == "__main__":
+    main()
