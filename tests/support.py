@@ -193,7 +193,14 @@ def echo_handler(conn: socket.socket, server: UnixServer) -> None:
         conn.sendall(data)
 
 
+def say_bye_and_leave(conn: socket.socket, server: UnixServer) -> None:
+    """Answer the first read with ``bye``, then close: the server ends the session."""
+    conn.recv(100)
+    conn.sendall(b"bye")
+
+
 def read_until_eof(conn: socket.socket, server: UnixServer) -> None:
+    """Record everything until the peer closes, then flag ``closed_by_peer``."""
     while True:
         data = conn.recv(65536)
         if not data:

@@ -10,7 +10,7 @@ import websocket as websocket_client
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from support import handshake_request, raw_request, wait_until
+from support import handshake_request, raw_request, read_until_eof, say_bye_and_leave, wait_until
 
 TEXT_UNIT = "héllo wörld € 😀 "  # 1-, 2-, 3- and 4-byte characters, so reads split them
 
@@ -132,17 +132,8 @@ def test_subprotocol_names_the_socket_as_in_ouistiti(gateway, docroot, unix_serv
         assert ws.recv() == "via protocol"
 
 
-def record_until_eof(conn, server):
-    while True:
-        data = conn.recv(65536)
-        if not data:
-            server.closed_by_peer.set()
-            return
-        server.received.append(data)
-
-
 def test_client_close_closes_the_unix_connection(gateway, docroot, unix_servers):
-    server = unix_servers(f"{docroot}/sink", record_until_eof)
+    server = unix_servers(f"{docroot}/sink", read_until_eof)
     with connect(f"{gateway.url}/sink") as ws:
         ws.send("last words")
     assert server.closed_by_peer.wait(10)
@@ -150,17 +141,12 @@ def test_client_close_closes_the_unix_connection(gateway, docroot, unix_servers)
 
 
 def test_client_vanishing_closes_the_unix_connection(gateway, docroot, unix_servers):
-    server = unix_servers(f"{docroot}/sink", record_until_eof)
+    server = unix_servers(f"{docroot}/sink", read_until_eof)
     status, _, sock, _ = raw_request(gateway.port, handshake_request("/sink", port=gateway.port))
     assert status == 101
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     sock.close()  # an RST, no close frame
     assert server.closed_by_peer.wait(10)
-
-
-def say_bye_and_leave(conn, server):
-    conn.recv(100)
-    conn.sendall(b"bye")
 
 
 def test_server_exit_closes_the_client_with_1000(gateway, docroot, unix_servers):

@@ -1,0 +1,106 @@
+"""What the gateway refuses, and how: HTTP statuses before the 101, never a socket outside docroot."""
+import os
+import sys
+
+import pytest
+from websockets.sync.client import connect
+
+from support import (
+    TESTS, ServerProcess, free_port, gateway_test_app, handshake_request, handshake_status, raw_request,
+    remove_tree, short_tempdir,
+)
+
+
+@pytest.fixture
+def outside(unix_servers):
+    """A live socket outside docroot that no request may ever reach."""
+    directory = short_tempdir("gw-out-")
+    secret = unix_servers(f"{directory}/secret")
+    yield directory, secret
+    remove_tree(directory)
+
+
+def traversal_targets(docroot: str, outside_dir: str) -> list[str]:
+    """Request targets (sent byte for byte) that try to reach ``outside_dir/secret``."""
+    out = os.path.basename(outside_dir)
+    os.symlink(f"{outside_dir}/secret", f"{docroot}/link")
+    os.symlink(outside_dir, f"{docroot}/linkdir")
+    os.mkdir(f"{docroot}/sub")
+    return [
+        f"/../{out}/secret", f"/sub/../../{out}/secret", f"/%2e%2e/{out}/secret", f"/%2E%2E%2F{out}%2Fsecret",
+        f"/..%2f{out}%2fsecret", f"/%252e%252e/{out}/secret", f"/%25252e%25252e%25252f{out}/secret",
+        f"/.%2e/{out}/secret", f"/sub%2f..%2f..%2f{out}%2fsecret",
+        f"/{outside_dir}/secret", f"//{outside_dir.lstrip('/')}/secret", f"/%2f{outside_dir.lstrip('/')}%2fsecret",
+        f"/..\\{out}\\secret", f"/%5c..%5c{out}%5csecret", "/link", "/linkdir/secret", "/link%00", "/echo%00/x",
+        "/./link", "/sub/./../link", "/" + "a" * 200, "/",
+    ]
+
+
+def test_traversal_never_reaches_outside(docroot, unix_servers, outside):
+    outside_dir, secret = outside
+    unix_servers(f"{docroot}/echo")
+    targets = traversal_targets(docroot, outside_dir)
+    with gateway_test_app(docroot) as gateway:
+        statuses = {target: handshake_status(gateway.port, target)[0] for target in targets}
+    assert secret.accepted == 0
+    assert {t: s for t, s in statuses.items() if s != 403} == {}
+
+
+@pytest.mark.parametrize("name, status", [("missing", 404), ("sub/missing", 404), ("file", 403),
+                                          ("fifo", 403), ("dir", 403), ("deaf", 503)])
+def test_statuses_before_the_upgrade(gateway, docroot, unix_servers, name, status):
+    open(f"{docroot}/file", "w").close()
+    os.mkfifo(f"{docroot}/fifo")
+    os.mkdir(f"{docroot}/dir")
+    unix_servers(f"{docroot}/deaf", listen=False)  # bound, nobody listening: ECONNREFUSED
+    got, headers, body = handshake_status(gateway.port, f"/{name}")
+    assert got == status
+    assert "sec-websocket-accept" not in headers and b"Traceback" not in body
+    assert name in gateway.log() and f"({status})" in gateway.log()
+
+
+def test_no_permission_is_403(docroot, unix_servers):
+    """The socket is mode 000; the gateway runs without root's right to override file modes."""
+    server = unix_servers(f"{docroot}/private")
+    os.chmod(f"{docroot}/private", 0)
+    port = free_port()
+    argv = ["setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner", "--",
+            sys.executable, str(TESTS / "wrapped_app.py"), "--docroot", docroot, "--port", str(port)]
+    with ServerProcess(argv, port) as gateway:
+        status, _, _ = handshake_status(port, "/private")
+        assert status == 403 and "permission denied" in gateway.log()
+    assert server.accepted == 0
+
+
+def test_allow_and_deny(docroot, unix_servers):
+    servers = {name: unix_servers(f"{docroot}/{name}") for name in ("ws_echo", "echo", "chat/room1", "chat/secret")}
+    with gateway_test_app(docroot, "--allow", "ws_*, chat/*", "--deny", "chat/secret") as gateway:
+        for name in ("ws_echo", "chat/room1"):
+            with connect(f"{gateway.url}/{name}") as ws:
+                ws.send(name)
+                assert ws.recv() == name
+        # not the gateway's: the wrapped app answers, the socket is never connected
+        for name in ("echo", "chat/secret"):
+            status, _, body = handshake_status(gateway.port, f"/{name}")
+            assert (status, body) == (200, f"app: /{name}".encode())
+    assert [servers[n].accepted for n in ("ws_echo", "chat/room1", "echo", "chat/secret")] == [1, 1, 0, 0]
+
+
+@pytest.mark.parametrize("kwargs, status", [
+    ({"version": "8"}, 426), ({"version": ""}, 426), ({"method": "POST"}, 405), ({"http": "HTTP/1.0"}, 400),
+])
+def test_malformed_handshakes(gateway, docroot, unix_servers, kwargs, status):
+    server = unix_servers(f"{docroot}/echo")
+    got, headers, body = handshake_status(gateway.port, "/echo", **kwargs)
+    assert got == status and b"Traceback" not in body
+    if status == 426:
+        assert headers["sec-websocket-version"] == "13"
+    assert server.accepted == 0
+
+
+def test_bad_key_is_400(gateway, docroot, unix_servers):
+    server = unix_servers(f"{docroot}/echo")
+    request = handshake_request("/echo", port=gateway.port).replace(b"Sec-WebSocket-Key", b"X-Nothing")
+    status, _, sock, _ = raw_request(gateway.port, request)
+    sock.close()
+    assert status == 400 and server.accepted == 0
