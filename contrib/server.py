@@ -247,7 +247,9 @@ def daemonize() -> Callable[[], None]:
 
     The original process waits until the daemon calls it (exit 0) or dies
     before that (exit 1).  Until then the daemon keeps stderr, so start-up
-    errors still reach the caller; the callback moves stdio to /dev/null.
+    errors still reach the caller, and its working directory, so relative
+    paths given to the program still work while it starts; the callback moves
+    stdio to /dev/null and the working directory to /.
     """
     read_end, write_end = os.pipe()
     if os.fork():
@@ -258,9 +260,9 @@ def daemonize() -> Callable[[], None]:
     os.setsid()
     if os.fork():
         os._exit(0)
-    os.chdir("/")
 
     def ready() -> None:
+        os.chdir("/")
         null = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(null, fd)
