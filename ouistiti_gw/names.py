@@ -83,7 +83,10 @@ def check_name(name: str) -> None:
         _check_plain(decoded)
         if "%" not in decoded:
             return
-        decoded, previous = unquote(decoded, errors="strict"), decoded
+        try:
+            decoded, previous = unquote(decoded, errors="strict"), decoded
+        except UnicodeDecodeError:
+            raise NameRefused("percent-escape that is not valid UTF-8") from None
         if decoded == previous:
             return
     raise NameRefused("name is percent-encoded too many times")

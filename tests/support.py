@@ -53,6 +53,18 @@ def port_accepts(port: int) -> bool:
         return False
 
 
+def unix_accepts(path: str) -> bool:
+    """True when a server listens on the UNIX socket ``path`` (stream or seqpacket)."""
+    for sock_type in (socket.SOCK_STREAM, socket.SOCK_SEQPACKET):
+        with socket.socket(socket.AF_UNIX, sock_type) as probe:
+            try:
+                probe.connect(path)
+                return True
+            except OSError:
+                continue
+    return False
+
+
 def fd_count(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 

@@ -34,7 +34,7 @@ def test_allow_deny_table(allow, deny, name, permitted):
     "/", "//etc/passwd", "/../secret", "/a/../../secret", "/a/..", "/./echo", "/a//b", "/a/",
     "/..\\secret", "/a\\b", "/echo\x00", "/ec\nho", "/ec\rho", "/\x7f",
     "/%2e%2e/secret", "/%2E%2E%2Fsecret", "/..%2fsecret", "/%252e%252e%252fsecret",
-    "/%25252e%25252e/x", "/%2fetc%2fpasswd", "/a%5c..%5csecret", "/%00", "/\xff\xfe",
+    "/%25252e%25252e/x", "/%2fetc%2fpasswd", "/a%5c..%5csecret", "/%00", "/\xff\xfe", "/%80", "/%c3",
 ])
 def test_hostile_names_are_refused(path_info):
     with pytest.raises(NameRefused):
