@@ -12,6 +12,8 @@ packets is never cut, and each complete value is handed over whole.
 
 Rules:
 
+* whitespace and NUL bytes between values are skipped (clients written for
+  ouistiti's jsonrpc.c end each request with a NUL);
 * objects, arrays and strings end at their closing character, however many
   packets they span;
 * a bare top-level token (number, ``true``, ``false``, ``null`` or garbage)
@@ -30,10 +32,10 @@ from typing import List, Optional
 #: The most input kept for one unfinished value.
 MAX_PENDING_INPUT = 8 << 20
 
-_WHITESPACE = re.compile(rb"[ \t\n\r]*")
+_WHITESPACE = re.compile(rb"[ \t\n\r\0]*")
 _STRUCTURE = re.compile(rb'["{}\[\]]')
 _STRING_SPECIAL = re.compile(rb'["\\]')
-_TOKEN_END = re.compile(rb'[ \t\n\r"{}\[\],:]')
+_TOKEN_END = re.compile(rb'[ \t\n\r\0"{}\[\],:]')
 _QUOTE = ord('"')
 _CLOSER = {ord("{"): ord("}"), ord("["): ord("]")}
 _INCOMPLETE, _COMPLETE, _INVALID = range(3)

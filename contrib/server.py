@@ -23,10 +23,13 @@ Start-up order, and why:
    unlinked at exit after the rights are dropped (``unlinkat`` needs write
    access to that directory only, not to the path leading to it); a directory
    this program created to hold the socket is chowned to the user for that.
-4. Rights are dropped for good: supplementary groups, gid, then uid.
-5. With ``-D`` the process double-forks; the original process waits on a pipe
+4. With ``-D`` the process double-forks; the original process waits on a pipe
    and exits 0 only when the daemon is listening (1 if its start failed), so a
    caller may connect as soon as it returns.
+5. The gevent hub and the signal handlers are set up, then the rights are
+   dropped for good: supplementary groups, gid, then uid.  (gevent imports
+   modules while it sets up, and the interpreter's files may be readable by
+   root only.)
 6. ``start()`` (e.g. the RPC library's ``init``) runs as the final user, then
    ``listen(backlog)``: clients are only accepted once everything is ready.
 
@@ -284,15 +287,16 @@ class Server:
     so a client that saw the socket accept may stop the server at once.
     """
 
-    def __init__(self, handler: Handler) -> None:
-        self.handler = handler
+    def __init__(self) -> None:
+        self.handler: Optional[Handler] = None
         self.clients = gevent.pool.Group()
         self.stopped = gevent.event.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             gevent.signal_handler(signum, self.stopped.set)
 
-    def serve_until_signal(self, listener: gevent.socket.socket) -> None:
+    def serve_until_signal(self, listener: gevent.socket.socket, handler: Handler) -> None:
         """Serve until SIGTERM or SIGINT, then close every client."""
+        self.handler = handler
         acceptor = gevent.spawn(self._accept_loop, listener)
         self.stopped.wait()
         log.info("stopping: closing %d client(s)", len(self.clients))
@@ -314,6 +318,7 @@ class Server:
 
     def _serve_client(self, conn: gevent.socket.socket) -> None:
         log.debug("client %d connected", conn.fileno())
+        assert self.handler is not None
         try:
             self.handler(conn)
         except OSError as exc:
@@ -342,10 +347,13 @@ def run(args: argparse.Namespace, sock_type: int,
         log.error("%s", exc)
         return 1
     try:
+        ready = daemonize() if args.daemon else (lambda: None)
+        # Created with all rights: gevent imports modules as it sets up its
+        # hub, and the interpreter's files may be readable by root only.
+        server = Server()
         if user is not None:
             drop_privileges(user)
-        ready = daemonize() if args.daemon else (lambda: None)
-        server = Server(start())
+        handler = start()
         bound.sock.listen(args.backlog)
     except (StartupError, OSError) as exc:
         log.error("%s", exc)
@@ -355,7 +363,7 @@ def run(args: argparse.Namespace, sock_type: int,
     listener = gevent.socket.socket(fileno=bound.sock.detach())
     ready()
     try:
-        server.serve_until_signal(listener)
+        server.serve_until_signal(listener, handler)
         release()
     finally:
         bound.unlink()
@@ -382,7 +390,7 @@ def enlarge_send_buffer(conn: socket.socket) -> int:
     """Set SO_SNDBUF as large as allowed (the kernel caps it at
     net.core.wmem_max and reports twice the value set); return it."""
     try:
-        with open("/proc/sys/net/core/wmem_max", encoding="ascii") as limit:
+        with open("/proc/sys/net/core/wmem_max", "rb") as limit:
             wanted = int(limit.read())
     except (OSError, ValueError):
         wanted = 1 << 22
