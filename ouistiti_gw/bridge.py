@@ -27,6 +27,7 @@ import gevent
 from gevent import socket
 
 from .frames import CloseCode
+from .policy import TokenBucket
 from .websocket import ConnectionClosed, WebSocket
 
 log = logging.getLogger(__name__)
@@ -136,6 +137,7 @@ class Session:
     backend: socket.socket
     name: str
     client: str
+    max_message_rate: float = 0
     close_timeout: float = CLOSE_TIMEOUT_SECONDS
     started: float = field(default_factory=time.monotonic)
 
@@ -161,12 +163,17 @@ class Session:
 
     def _client_to_server(self) -> None:
         ws, backend = self.websocket, self.backend
+        bucket = TokenBucket(self.max_message_rate) if self.max_message_rate else None
         while True:
             message = ws.receive()
             if message is None:
                 return
             if ws.close_sent is not None:
                 continue  # section 7.1.1: after our close, data from the client is discarded
+            if bucket is not None and not bucket.take():
+                log.warning("closing %s from %s: over %g messages/s", self.name, self.client, self.max_message_rate)
+                ws.close(CloseCode.POLICY_VIOLATION, "message rate limit exceeded")
+                return
             try:
                 if self.seqpacket:
                     if not message.data:

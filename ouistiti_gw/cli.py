@@ -21,7 +21,7 @@ import time
 from contextlib import ExitStack
 
 from .middleware import WebSocketGateway
-from .paste import demo_page_directory, gateway_options, make_static_app, not_found_app
+from .paste import SETTINGS, demo_page_directory, gateway_options, make_static_app, not_found_app
 from .server import make_server, serve_until_stopped
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--allow", default="*", help="comma-separated globs of names served (default: *)")
     serve.add_argument("--deny", default="", help="comma-separated globs of names never served")
     serve.add_argument("--mode", default="", choices=["", "direct"], help="'' pipes messages")
+    serve.add_argument("--origins", help="allowed browser Origins: '*', or a comma-separated list "
+                       "(default: only this same host)")
+    serve.add_argument("--max-connections", type=int, help="sessions at once before 503 (default 10000)")
     serve.add_argument("--max-message-size", type=int, help="largest client message in bytes (default 16 MiB)")
+    serve.add_argument("--max-message-rate", type=float, help="client messages/s per session (default: no limit)")
     _add_listen_options(serve, 8080)
 
     demo = commands.add_parser("demo", help="a temporary docroot, the sample servers and a demo page")
@@ -73,9 +77,9 @@ def main(argv: list[str] | None = None) -> int:
 def run_serve(args: argparse.Namespace) -> int:
     if args.ini:
         return _serve_ini(os.path.abspath(args.ini))
-    settings = {"docroot": args.docroot or "", "allow": args.allow, "deny": args.deny, "mode": args.mode}
-    if args.max_message_size is not None:
-        settings["max_message_size"] = str(args.max_message_size)
+    settings = {key: str(value) for key, value in vars(args).items()
+                if key in SETTINGS and value is not None}
+    settings.setdefault("docroot", "")
     app = WebSocketGateway(not_found_app, **gateway_options(settings))
     _serve(app, args)
     return 0

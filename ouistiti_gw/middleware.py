@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Iterable
 from .bridge import BackendUnavailable, Session, connect_unix
 from .frames import CloseCode
 from .handler import UPGRADE_KEY, is_websocket_request
-from .names import NameRefused, NameRules, find_target, parse_protocols, wsgi_path_to_name
+from .names import NameRefused, NameRules, Target, find_target, parse_protocols, wsgi_path_to_name
+from .policy import OriginPolicy, SessionCounter
 from .websocket import DEFAULT_MAX_MESSAGE_SIZE, WebSocket
 
 if TYPE_CHECKING:
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MODES = ("", "direct")
+#: Sessions one process carries before new upgrades get 503 (each costs two file descriptors).
+DEFAULT_MAX_CONNECTIONS = 10000
 _REASONS = {403: "403 Forbidden", 404: "404 Not Found", 503: "503 Service Unavailable"}
 
 
@@ -48,11 +51,18 @@ class WebSocketGateway:
     :param deny: comma-separated globs of names it never serves (default none). A name that is
         not allowed, or denied, is not the gateway's: the request goes to ``app``.
     :param mode: ``""`` (pipe messages) or ``"direct"`` (hand the client's socket to the server).
+    :param origins: browser Origins allowed to connect: ``""`` only this same host (the
+        default, against cross-site WebSocket hijacking), ``"*"`` any, or a comma-separated list
+        of origins with globs (``"https://app.example.com, https://*.example.org"``). 403 otherwise.
+    :param max_connections: sessions at once in this process; past it, 503 (0: no limit).
     :param max_message_size: client messages larger than this close the session with 1009.
+    :param max_message_rate: client messages per second per session, as a token bucket with one
+        second of burst; a client over it is closed with 1008 (0, the default: no limit).
     """
 
     def __init__(self, app: "WSGIApplication", docroot: str, allow: str = "*", deny: str = "",
-                 mode: str = "", *, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> None:
+                 mode: str = "", *, origins: str = "", max_connections: int = DEFAULT_MAX_CONNECTIONS,
+                 max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE, max_message_rate: float = 0) -> None:
         if not docroot:
             raise ValueError("ouistiti_gw: a docroot (the directory of the UNIX sockets) is required")
         mode = (mode or "").strip()
@@ -64,7 +74,10 @@ class WebSocketGateway:
         self.docroot = os.path.abspath(docroot)
         self.rules = NameRules.from_options(allow, deny)
         self.mode = mode
+        self.origins = OriginPolicy(origins)
+        self.sessions = SessionCounter(int(max_connections))
         self.max_message_size = int(max_message_size)
+        self.max_message_rate = float(max_message_rate)
         if not os.path.isdir(self.docroot):
             log.warning("docroot %s does not exist (yet): every WebSocket name will be 404", self.docroot)
 
@@ -86,6 +99,19 @@ class WebSocketGateway:
             return self._refuse(environ, start_response, 403, str(refusal), client)
         if target is None:
             return self._pass_on(environ, start_response, stock_websocket)
+        origin = environ.get("HTTP_ORIGIN")
+        if not self.origins.permits(origin, environ.get("HTTP_HOST"), environ.get("wsgi.url_scheme", "http")):
+            return self._refuse(environ, start_response, 403, f"origin {origin!r} not allowed", client)
+        if not self.sessions.try_acquire():
+            return self._refuse(environ, start_response, 503,
+                                f"{self.sessions.maximum} sessions already open", client)
+        try:
+            return self._bridge(environ, start_response, target, client)
+        finally:
+            self.sessions.release()
+
+    def _bridge(self, environ, start_response, target: Target, client: str) -> Iterable[bytes]:
+        """Connect to the server, then accept the handshake and run the session to its end."""
         try:
             backend = connect_unix(target.path)
         except BackendUnavailable as unavailable:
@@ -96,7 +122,7 @@ class WebSocketGateway:
         except BaseException:
             backend.close()
             raise
-        Session(websocket, backend, target.name, client).run()
+        Session(websocket, backend, target.name, client, max_message_rate=self.max_message_rate).run()
         return []
 
     def _accept(self, environ: "WSGIEnvironment", protocol: str | None) -> WebSocket:

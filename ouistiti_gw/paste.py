@@ -2,7 +2,7 @@
 
 - ``make_app`` (``egg:ouistiti_gw#main``): an app factory, also callable with no argument:
   ``gunicorn -k ouistiti_gw.worker.GatewayWorker 'ouistiti_gw:make_app()'`` then reads
-  ``OUISTITI_GW_DOCROOT``, ``OUISTITI_GW_ALLOW``, ``OUISTITI_GW_DENY``, ``OUISTITI_GW_MODE``.
+  ``OUISTITI_GW_DOCROOT``, ``OUISTITI_GW_ALLOW``, ... (``OUISTITI_GW_`` + any setting in upper case).
 - ``make_filter`` (``egg:ouistiti_gw#websocket``): a filter, so an existing app gets the gateway
   by one line of a ``[pipeline:main]``.
 - ``make_static_app`` (``egg:ouistiti_gw#static``): serves a directory (the demo page by default).
@@ -23,25 +23,34 @@ from .server import make_server, serve_until_stopped
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
-#: Settings read from the environment when ``make_app()`` is called without any.
-ENVIRONMENT_SETTINGS = {"docroot": "OUISTITI_GW_DOCROOT", "allow": "OUISTITI_GW_ALLOW",
-                        "deny": "OUISTITI_GW_DENY", "mode": "OUISTITI_GW_MODE"}
-_INT_SETTINGS = ("max_message_size",)
+#: Every setting of the gateway, with the type its string form (ini, environment, CLI) converts to.
+SETTINGS = {"docroot": str, "allow": str, "deny": str, "mode": str, "origins": str,
+            "max_connections": int, "max_message_size": int, "max_message_rate": float}
+ENVIRONMENT_PREFIX = "OUISTITI_GW_"
 
 
 def gateway_options(settings: dict[str, str]) -> dict:
     """Turn ini/environment strings into :class:`WebSocketGateway` keyword arguments."""
-    options = {key: value for key, value in settings.items() if key in ("docroot", "allow", "deny", "mode")}
-    for key in _INT_SETTINGS:
-        if key in settings:
-            options[key] = int(settings[key])
-    unknown = set(settings) - set(options)
+    unknown = set(settings) - set(SETTINGS)
     if unknown:
-        raise ValueError(f"ouistiti_gw: unknown setting(s) {', '.join(sorted(unknown))}")
+        raise ValueError(f"ouistiti_gw: unknown setting(s) {', '.join(sorted(unknown))}; "
+                         f"known: {', '.join(SETTINGS)}")
+    options = {}
+    for key, value in settings.items():
+        try:
+            options[key] = SETTINGS[key](value)
+        except ValueError:
+            raise ValueError(f"ouistiti_gw: {key} = {value!r} is not a valid {SETTINGS[key].__name__}") from None
     if not options.get("docroot"):
         raise ValueError("ouistiti_gw: no docroot: set `docroot` in the ini file, "
                          "or OUISTITI_GW_DOCROOT in the environment, to the directory of the UNIX sockets")
     return options
+
+
+def settings_from_environment() -> dict[str, str]:
+    """``OUISTITI_GW_DOCROOT``, ``OUISTITI_GW_ALLOW``... for each setting that is set."""
+    return {key: os.environ[ENVIRONMENT_PREFIX + key.upper()] for key in SETTINGS
+            if ENVIRONMENT_PREFIX + key.upper() in os.environ}
 
 
 def not_found_app(environ: "WSGIEnvironment", start_response: "StartResponse"):
@@ -55,7 +64,7 @@ def not_found_app(environ: "WSGIEnvironment", start_response: "StartResponse"):
 def make_app(global_conf: dict | None = None, **settings: str) -> WebSocketGateway:
     """The gateway in front of :func:`not_found_app`, configured by ``settings`` or the environment."""
     if not settings:
-        settings = {key: os.environ[var] for key, var in ENVIRONMENT_SETTINGS.items() if var in os.environ}
+        settings = settings_from_environment()
     return WebSocketGateway(not_found_app, **gateway_options(settings))
 
 

@@ -3,11 +3,12 @@ import os
 import sys
 
 import pytest
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from support import (
     TESTS, ServerProcess, free_port, gateway_test_app, handshake_request, handshake_status, raw_request,
-    remove_tree, short_tempdir,
+    remove_tree, short_tempdir, wait_until,
 )
 
 
@@ -74,7 +75,7 @@ def test_no_permission_is_403(docroot, unix_servers):
 
 def test_allow_and_deny(docroot, unix_servers):
     servers = {name: unix_servers(f"{docroot}/{name}") for name in ("ws_echo", "echo", "chat/room1", "chat/secret")}
-    with gateway_test_app(docroot, "--allow", "ws_*, chat/*", "--deny", "chat/secret") as gateway:
+    with gateway_test_app(docroot, "--set", "allow=ws_*, chat/*", "--set", "deny=chat/secret") as gateway:
         for name in ("ws_echo", "chat/room1"):
             with connect(f"{gateway.url}/{name}") as ws:
                 ws.send(name)
@@ -104,3 +105,53 @@ def test_bad_key_is_400(gateway, docroot, unix_servers):
     status, _, sock, _ = raw_request(gateway.port, request)
     sock.close()
     assert status == 400 and server.accepted == 0
+
+
+@pytest.mark.parametrize("origins, origin, status", [
+    (None, None, 101),  # not a browser: no Origin header, nothing to protect
+    (None, "http://127.0.0.1:{port}", 101),  # same host
+    (None, "http://evil.example", 403),
+    (None, "http://127.0.0.1:1", 403),  # same host name, another port: another origin
+    (None, "null", 403),
+    ("*", "http://evil.example", 101),
+    ("https://app.example.com, https://*.example.org", "https://app.example.com", 101),
+    ("https://app.example.com, https://*.example.org", "https://a.example.org:443", 101),
+    ("https://app.example.com, https://*.example.org", "http://app.example.com", 403),
+])
+def test_origin_policy(docroot, unix_servers, origins, origin, status):
+    server = unix_servers(f"{docroot}/echo")
+    options = ["--set", f"origins={origins}"] if origins else []
+    with gateway_test_app(docroot, *options) as gateway:
+        extra = f"Origin: {origin.format(port=gateway.port)}\r\n" if origin else ""
+        got = handshake_status(gateway.port, "/echo", extra=extra)[0]
+        if status == 403:
+            assert "not allowed" in gateway.log()
+    assert got == status
+    assert server.accepted == (1 if status == 101 else 0)
+
+
+def test_max_connections_gives_503_before_any_unix_connection(docroot, unix_servers):
+    server = unix_servers(f"{docroot}/echo")
+    with gateway_test_app(docroot, "--set", "max_connections=2") as gateway:
+        with connect(f"{gateway.url}/echo") as first, connect(f"{gateway.url}/echo") as second:
+            assert handshake_status(gateway.port, "/echo")[0] == 503
+            assert server.accepted == 2
+            first.send("still")
+            assert first.recv() == "still"
+        wait_until(lambda: gateway.log().count("session closed") == 2, what="both sessions closed")
+        with connect(f"{gateway.url}/echo") as third:  # a slot is free again
+            third.send("again")
+            assert third.recv() == "again"
+
+
+def test_message_rate_limit_closes_1008(docroot, unix_servers):
+    unix_servers(f"{docroot}/echo")
+    with gateway_test_app(docroot, "--set", "max_message_rate=5") as gateway:
+        with connect(f"{gateway.url}/echo") as ws:
+            with pytest.raises(ConnectionClosed) as closed:
+                for i in range(100):  # far more than 5/s with a burst of 5
+                    ws.send(f"m{i}")
+                while True:
+                    ws.recv()
+        assert closed.value.rcvd.code == 1008 and "rate" in closed.value.rcvd.reason
+        assert "messages/s" in gateway.log()

@@ -1,15 +1,16 @@
 """A WSGI app for the tests, served behind the gateway in its own process.
 
-    python tests/wrapped_app.py --docroot DIR --port N [--allow ...] [--deny ...] [--stock]
+    python tests/wrapped_app.py --docroot DIR --port N [--set KEY=VALUE ...] [--stock]
 
 Routes: ``/stream`` answers in chunks from a generator, ``/echo-body`` returns the request body,
 ``/closed`` tells how many results had ``close()`` called; anything else answers ``app: PATH``.
-``--stock`` serves with gevent-websocket's own ``WebSocketServer`` instead of the gateway's handler.
+``--set`` passes any gateway setting (``allow=ws_*``, ``origins=*``...); ``--stock`` serves with gevent-websocket's own ``WebSocketServer`` instead of the gateway's handler.
 """
 import argparse
 import logging
 
 from ouistiti_gw import WebSocketGateway
+from ouistiti_gw.paste import gateway_options
 from ouistiti_gw.server import make_server, serve_until_stopped
 
 closed_results = 0
@@ -51,12 +52,12 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--docroot", required=True)
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--allow", default="*")
-    parser.add_argument("--deny", default="")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--stock", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
-    gateway = WebSocketGateway(app, args.docroot, allow=args.allow, deny=args.deny)
+    settings = dict(option.split("=", 1) for option in args.set)
+    gateway = WebSocketGateway(app, **gateway_options({"docroot": args.docroot, **settings}))
     if args.stock:
         from geventwebsocket import WebSocketServer
         server = WebSocketServer(("127.0.0.1", args.port), gateway)

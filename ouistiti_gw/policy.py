@@ -1,0 +1,103 @@
+"""Admission policies, pure and small: which Origins may connect, how many sessions, how fast.
+
+- :class:`OriginPolicy` protects against cross-site WebSocket hijacking (a page on another site
+  opening a WebSocket with the user's cookies). Browsers always send ``Origin``; a request without
+  one is not from a browser page and is let through (such a client could forge any header anyway).
+- :class:`SessionCounter` caps the sessions of one process, so a flood of upgrades cannot exhaust
+  file descriptors for everybody.
+- :class:`TokenBucket` limits the message rate of one connection (OWASP's WebSocket cheat sheet).
+"""
+from __future__ import annotations
+
+import fnmatch
+import time
+from urllib.parse import urlsplit
+
+from .names import parse_patterns
+
+_DEFAULT_PORTS = {"http": 80, "ws": 80, "https": 443, "wss": 443}
+
+
+def normalize_origin(origin: str) -> str | None:
+    """``scheme://host[:port]`` in lower case without a default port; None if it is not an origin."""
+    try:
+        parts = urlsplit(origin.strip().lower())
+        port = parts.port
+    except ValueError:
+        return None
+    if not parts.scheme or not parts.hostname:
+        return None
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    if port is not None and port != _DEFAULT_PORTS.get(parts.scheme):
+        host = f"{host}:{port}"
+    return f"{parts.scheme}://{host}"
+
+
+def _host_of(origin: str) -> str:
+    return origin.split("://", 1)[1]
+
+
+def _normalize_host(host: str, scheme: str) -> str:
+    normalized = normalize_origin(f"{scheme}://{host}")
+    return _host_of(normalized) if normalized else ""
+
+
+class OriginPolicy:
+    """Decide whether a browser's ``Origin`` may open a WebSocket here.
+
+    :param origins: ``""`` (the default) allows only pages served by this same host (the Origin's
+        host and port equal the request's ``Host``); ``"*"`` allows every origin; otherwise a
+        comma-separated list of origins, globs allowed: ``"https://app.example.com, https://*.example.org"``.
+    """
+
+    def __init__(self, origins: str | list[str] | None = "") -> None:
+        patterns = parse_patterns(origins)
+        self.allow_all = "*" in patterns
+        self.patterns = tuple(normalize_origin(p) or p.lower() for p in patterns)
+
+    def permits(self, origin: str | None, host: str | None, scheme: str = "http") -> bool:
+        if origin is None or self.allow_all:
+            return True
+        normalized = normalize_origin(origin)
+        if normalized is None:
+            return False  # "null" (sandboxed frames, file://) or garbage
+        if not self.patterns:
+            return bool(host) and _host_of(normalized) == _normalize_host(host, normalized.split(":")[0])
+        return any(fnmatch.fnmatchcase(normalized, pattern) for pattern in self.patterns)
+
+
+class SessionCounter:
+    """How many sessions this process carries, against a maximum (0: no limit)."""
+
+    def __init__(self, maximum: int) -> None:
+        self.maximum = maximum
+        self.active = 0
+
+    def try_acquire(self) -> bool:
+        if self.maximum and self.active >= self.maximum:
+            return False
+        self.active += 1
+        return True
+
+    def release(self) -> None:
+        self.active -= 1
+
+
+class TokenBucket:
+    """Allow ``rate`` events per second on average, in bursts of up to ``rate`` (one second's worth)."""
+
+    def __init__(self, rate: float, clock=time.monotonic) -> None:
+        self.rate = rate
+        self.capacity = max(rate, 1.0)
+        self.tokens = self.capacity
+        self.clock = clock
+        self.updated = clock()
+
+    def take(self) -> bool:
+        now = self.clock()
+        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True

@@ -1,0 +1,45 @@
+"""Admission policies as pure functions: origins, the session counter, the token bucket."""
+import pytest
+
+from ouistiti_gw.policy import OriginPolicy, SessionCounter, TokenBucket, normalize_origin
+
+
+@pytest.mark.parametrize("origin, normalized", [
+    ("http://Example.COM", "http://example.com"),
+    ("https://example.com:443", "https://example.com"),
+    ("http://example.com:8080", "http://example.com:8080"),
+    ("http://[::1]:80", "http://[::1]"),
+    ("null", None), ("", None), ("http://", None), ("http://x:99999", None),
+])
+def test_normalize_origin(origin, normalized):
+    assert normalize_origin(origin) == normalized
+
+
+@pytest.mark.parametrize("origin, host, permitted", [
+    ("http://example.com", "example.com", True),
+    ("http://example.com", "example.com:80", True),
+    ("https://example.com", "example.com", True),  # TLS terminated in front: Host has no port
+    ("http://example.com:8080", "example.com:8080", True),
+    ("http://example.com:8080", "example.com", False),
+    ("http://example.com.evil.org", "example.com", False),
+    ("http://example.com", None, False),
+])
+def test_same_host_is_the_default(origin, host, permitted):
+    assert OriginPolicy("").permits(origin, host) is permitted
+
+
+def test_session_counter():
+    counter = SessionCounter(2)
+    assert counter.try_acquire() and counter.try_acquire() and not counter.try_acquire()
+    counter.release()
+    assert counter.try_acquire()
+    unlimited = SessionCounter(0)
+    assert all(unlimited.try_acquire() for _ in range(1000))
+
+
+def test_token_bucket_allows_rate_with_one_second_of_burst():
+    now = [0.0]
+    bucket = TokenBucket(10, clock=lambda: now[0])
+    assert [bucket.take() for _ in range(11)] == [True] * 10 + [False]
+    now[0] += 0.5  # half a second refills five tokens
+    assert [bucket.take() for _ in range(6)] == [True] * 5 + [False]
