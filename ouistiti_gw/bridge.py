@@ -21,10 +21,12 @@ import os
 import socket as stdlib_socket
 import stat
 import time
+import weakref
 from dataclasses import dataclass, field
 
 import gevent
 from gevent import socket
+from gevent.event import Event
 
 from .frames import CloseCode
 from .policy import TokenBucket
@@ -126,7 +128,7 @@ def is_utf8(data: bytes) -> bool:
     return True
 
 
-@dataclass
+@dataclass(eq=False)
 class Session:
     """Pump messages between ``websocket`` and the UNIX socket ``backend`` until either side ends.
 
@@ -140,6 +142,7 @@ class Session:
     max_message_rate: float = 0
     close_timeout: float = CLOSE_TIMEOUT_SECONDS
     started: float = field(default_factory=time.monotonic)
+    closing: Event = field(default_factory=Event)
 
     @property
     def seqpacket(self) -> bool:
@@ -151,15 +154,22 @@ class Session:
                  "seqpacket" if self.seqpacket else "stream")
         from_client = gevent.spawn(self._client_to_server)
         to_client = gevent.spawn(self._server_to_client)
+        _live_sessions.add(self)
         try:
-            finished = gevent.wait([from_client, to_client], count=1)
-            if to_client in finished and not from_client.dead:
-                # The server ended: our close frame is out, let the client answer it.
+            gevent.wait([from_client, to_client, self.closing], count=1)
+            if not from_client.dead:
+                # The server ended, or we are stopping: our close frame is out, let the client answer.
                 from_client.join(timeout=self.close_timeout)
         finally:
+            _live_sessions.discard(self)
             gevent.killall([from_client, to_client])
             self._close_backend()
             self._log_end()
+
+    def close(self, code: int, reason: str) -> None:
+        """End the session from outside (a server stopping): close frame now, the rest in :meth:`run`."""
+        self.websocket.close(code, reason)
+        self.closing.set()
 
     def _client_to_server(self) -> None:
         ws, backend = self.websocket, self.backend
@@ -247,3 +257,15 @@ class Session:
         log.info("session closed name=%s client=%s bytes_in=%d bytes_out=%d close=%s duration=%.3fs",
                  self.name, self.client, ws.bytes_received, ws.bytes_sent,
                  code if code is not None else CloseCode.ABNORMAL, time.monotonic() - self.started)
+
+
+#: Sessions running in this process, so a stopping server can close them properly.
+_live_sessions: "weakref.WeakSet[Session]" = weakref.WeakSet()
+
+
+def close_all_sessions(code: int = CloseCode.GOING_AWAY, reason: str = "server shutting down") -> int:
+    """Send every open session a close frame (1001 by default); return how many there were."""
+    sessions = list(_live_sessions)
+    for session in sessions:
+        session.close(code, reason)
+    return len(sessions)

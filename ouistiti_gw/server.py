@@ -12,6 +12,7 @@ import gevent
 from gevent.event import Event
 from gevent.pywsgi import WSGIServer
 
+from .bridge import close_all_sessions
 from .handler import GatewayHandler
 
 if TYPE_CHECKING:
@@ -41,14 +42,15 @@ def server_url(server: WSGIServer) -> str:
 
 
 def serve_until_stopped(server: WSGIServer) -> None:
-    """Run until SIGINT or SIGTERM, then stop accepting and give open sessions a moment to end."""
+    """Run until SIGINT or SIGTERM; then stop accepting, close open sessions with 1001 and give
+    their clients :data:`STOP_TIMEOUT_SECONDS` to answer before the connections are cut."""
     server.start()
     log.info("ouistiti-gw listening on %s", server_url(server))
     stopping = Event()
     handlers = [gevent.signal_handler(sig, stopping.set) for sig in (signal.SIGINT, signal.SIGTERM)]
     try:
         stopping.wait()
-        log.info("stopping")
+        log.info("stopping: closing %d open session(s) with 1001", close_all_sessions())
     finally:
         for handler in handlers:
             handler.cancel()

@@ -7,9 +7,11 @@ refused WebSocket can only be closed (1008/1011), not answered with 403/404/503.
 """
 from __future__ import annotations
 
+import gevent
 from geventwebsocket.gunicorn.workers import GeventWebSocketWorker
 from gunicorn.workers.ggevent import PyWSGIHandler
 
+from .bridge import close_all_sessions
 from .handler import GatewayHandler
 
 
@@ -18,4 +20,11 @@ class GunicornGatewayHandler(GatewayHandler, PyWSGIHandler):
 
 
 class GatewayWorker(GeventWebSocketWorker):
+    """gunicorn's gevent worker with :class:`GunicornGatewayHandler`; on SIGTERM it stops accepting
+    (as gunicorn does) and closes open sessions with 1001, within ``--graceful-timeout``."""
+
     wsgi_handler = GunicornGatewayHandler
+
+    def handle_exit(self, sig, frame) -> None:
+        super().handle_exit(sig, frame)
+        gevent.spawn(close_all_sessions)

@@ -146,3 +146,23 @@ def test_demo_runs_and_cleans_up():
     assert not os.path.exists(docroot)
     assert all(not os.path.exists(f"/proc/{child}") or "Z" in Path(f"/proc/{child}/stat").read_text().split()[2]
                for child in children)
+
+
+@pytest.mark.parametrize("server", ["cli", "gunicorn"])
+def test_sigterm_closes_sessions_with_1001_and_removes_nothing(docroot, unix_servers, server):
+    backend = unix_servers(f"{docroot}/echo")
+    port = free_port()
+    if server == "cli":
+        process = gateway_cli(docroot, port=port)
+    else:
+        process = gunicorn(PROJECT_WORKER, port, {"OUISTITI_GW_DOCROOT": docroot})
+    with process, connect(f"ws://127.0.0.1:{port}/echo") as ws:
+        ws.send("before")
+        assert ws.recv() == "before"
+        process.process.send_signal(signal.SIGTERM)
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv()
+        assert closed.value.rcvd.code == 1001
+        assert process.process.wait(timeout=15) == 0
+    assert backend.closed_by_peer.wait(5)
+    assert os.path.exists(f"{docroot}/echo")
