@@ -202,13 +202,11 @@ def test_client_that_stops_reading_is_dropped_not_waited_for(chat):
     idle, sender, reader = join(chat, b"idle"), join(chat, b"sender"), join(chat, b"reader")
     message = b"y" * 49152
     count = (kernel_buffer + MAX_PENDING_BYTES) // len(message) + 50
-    got = []
-    receiving = threading.Thread(target=lambda: got.extend(recv_packet(reader) for _ in range(count)))
-    receiving.start()
+    # The reader keeps up (it gets each message before the next is sent), so
+    # only the idle client falls behind, by more than the server keeps.
     for _ in range(count):
         sender.send(message)
-    receiving.join(TIMEOUT * 3)
-    assert not receiving.is_alive() and len(got) == count and set(got) == {message}
+        assert recv_packet(reader) == message
     # The idle client gets what was queued before it was dropped, then the end.
     idle_got = 0
     while recv_packet(idle):
