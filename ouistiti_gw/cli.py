@@ -36,6 +36,8 @@ def _add_listen_options(parser: argparse.ArgumentParser, default_port: int) -> N
     parser.add_argument("--port", type=int, default=default_port, help="port (default: %(default)s; 0 picks one)")
     parser.add_argument("--certfile", help="TLS certificate (PEM): serve https:// and wss://")
     parser.add_argument("--keyfile", help="TLS private key (PEM), if not inside --certfile")
+    parser.add_argument("--header-timeout", type=float,
+                        help="seconds a client may take to send its request headers (default 10)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -103,7 +105,7 @@ def _serve_default(app) -> None:
 
 
 def _serve(app, args: argparse.Namespace) -> None:
-    server = make_server(app, args.host, args.port, args.certfile, args.keyfile)
+    server = make_server(app, args.host, args.port, args.certfile, args.keyfile, args.header_timeout)
     serve_until_stopped(server)
 
 

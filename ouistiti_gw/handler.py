@@ -17,6 +17,7 @@ import binascii
 import hashlib
 import logging
 
+import gevent
 from geventwebsocket.handler import WebSocketHandler
 
 log = logging.getLogger(__name__)
@@ -64,12 +65,40 @@ def is_websocket_request(environ: dict) -> bool:
 
 
 class GatewayHandler(WebSocketHandler):
-    """A ``WebSocketHandler`` whose app decides on the upgrade before the 101 goes out."""
+    """A ``WebSocketHandler`` whose app decides on the upgrade before the 101 goes out.
+
+    It also bounds how long a client may take to send a request (slowloris): an idle keep-alive
+    connection is closed after :attr:`idle_timeout`, headers slower than :attr:`header_timeout`
+    get a 400. Header count and line length are bounded by ``http.client`` (100 headers, 64 KiB).
+    """
+
+    #: Seconds a connection may wait before its request line (keep-alive idle time included).
+    idle_timeout = 60.0
+    #: Seconds the request headers may take once the request line has arrived.
+    header_timeout = 10.0
 
     @property
     def logger(self) -> logging.Logger:
         # gevent-websocket's logger replaces the handlers of its logger; ours stays standard.
         return log
+
+    def read_requestline(self):
+        with gevent.Timeout(self.idle_timeout, False):
+            return super().read_requestline()
+        log.debug("closing idle connection from %s", self.client_address)
+        return None
+
+    def read_request(self, raw_requestline):
+        timeout = gevent.Timeout(self.header_timeout)
+        timeout.start()
+        try:
+            return super().read_request(raw_requestline)
+        except gevent.Timeout as expired:
+            if expired is not timeout:
+                raise
+            raise ValueError(f"request headers took more than {self.header_timeout:g} s") from None
+        finally:
+            timeout.close()
 
     def run_application(self) -> None:
         if is_websocket_request(self.environ):

@@ -26,13 +26,19 @@ STOP_TIMEOUT_SECONDS = 5.0
 
 
 def make_server(app: "WSGIApplication", host: str = "127.0.0.1", port: int = 8080,
-                certfile: str | None = None, keyfile: str | None = None) -> WSGIServer:
-    """A ``WSGIServer`` with the gateway's handler, TLS (wss://) when ``certfile`` is given."""
+                certfile: str | None = None, keyfile: str | None = None,
+                header_timeout: float | None = None) -> WSGIServer:
+    """A ``WSGIServer`` with the gateway's handler, TLS (wss://) when ``certfile`` is given.
+
+    ``header_timeout`` overrides :attr:`GatewayHandler.header_timeout` (slow request headers get 400).
+    """
     if keyfile and not certfile:
         raise ValueError("keyfile given without certfile")
     tls = {"certfile": certfile, "keyfile": keyfile or certfile} if certfile else {}
-    return WSGIServer((host, int(port)), app, handler_class=GatewayHandler,
-                      log=access_log, error_log=log, **tls)
+    handler = GatewayHandler
+    if header_timeout is not None:
+        handler = type("GatewayHandler", (GatewayHandler,), {"header_timeout": float(header_timeout)})
+    return WSGIServer((host, int(port)), app, handler_class=handler, log=access_log, error_log=log, **tls)
 
 
 def server_url(server: WSGIServer) -> str:

@@ -1,5 +1,6 @@
 """What the gateway refuses, and how: HTTP statuses before the 101, never a socket outside docroot."""
 import os
+import socket
 import sys
 
 import pytest
@@ -7,7 +8,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from support import (
-    TESTS, ServerProcess, free_port, gateway_test_app, handshake_request, handshake_status, raw_request,
+    TESTS, ServerProcess, free_port, gateway_cli, gateway_test_app, handshake_request, handshake_status, raw_request,
     remove_tree, short_tempdir, wait_until,
 )
 
@@ -155,3 +156,28 @@ def test_message_rate_limit_closes_1008(docroot, unix_servers):
                     ws.recv()
         assert closed.value.rcvd.code == 1008 and "rate" in closed.value.rcvd.reason
         assert "messages/s" in gateway.log()
+
+
+def test_huge_headers_get_400_not_a_traceback(gateway, docroot, unix_servers):
+    unix_servers(f"{docroot}/echo")
+    many = "".join(f"X-Header-{i}: {i}\r\n" for i in range(200))
+    long_line = "X-Long: " + "a" * 70000 + "\r\n"
+    for extra in (many, long_line):
+        status, _, body = handshake_status(gateway.port, "/echo", extra=extra)
+        assert status == 400 and b"Traceback" not in body
+    assert handshake_status(gateway.port, "/" + "a" * 9000)[0] == 414
+
+
+def test_slowloris_gets_400_and_does_not_hold_up_others(docroot, unix_servers):
+    unix_servers(f"{docroot}/echo")
+    with gateway_cli(docroot, "--header-timeout", "1") as gateway:
+        slow = socket.create_connection(("127.0.0.1", gateway.port), timeout=10)
+        slow.sendall(b"GET /echo HTTP/1.1\r\nHost: x\r\n")
+        for _ in range(3):  # meanwhile, others are served
+            with connect(f"{gateway.url}/echo") as ws:
+                ws.send("not blocked")
+                assert ws.recv() == "not blocked"
+            slow.sendall(b"X-Slow: 1\r\n")
+        answer = slow.recv(1000)
+        slow.close()
+        assert answer.startswith(b"HTTP/1.1 400")
