@@ -16,6 +16,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from contextlib import closing
 from pathlib import Path
 
@@ -63,6 +64,12 @@ def unix_accepts(path: str) -> bool:
             except OSError:
                 continue
     return False
+
+
+def live_greenlets(port: int) -> int:
+    """Greenlets alive in a gateway process running ``tests/wrapped_app.py``, as it counts them."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/greenlets", timeout=10) as response:
+        return int(response.read())
 
 
 def fd_count(pid: int) -> int:

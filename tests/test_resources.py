@@ -1,4 +1,4 @@
-"""Nothing is left behind: file descriptors of the gateway process after many sessions."""
+"""Nothing is left behind: file descriptors and greenlets of the gateway process after many sessions."""
 import socket
 import struct
 
@@ -6,7 +6,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from support import fd_count, handshake_request, handshake_status, raw_request, say_bye_and_leave, wait_until
+from support import fd_count, live_greenlets, handshake_request, handshake_status, raw_request, say_bye_and_leave, wait_until
 
 
 def test_no_fd_left_after_200_sessions(gateway, docroot, unix_servers):
@@ -17,6 +17,7 @@ def test_no_fd_left_after_200_sessions(gateway, docroot, unix_servers):
         ws.recv()
     wait_until(lambda: echo.closed_by_peer.is_set(), what="warm-up session end")
     baseline = fd_count(gateway.pid)
+    greenlets = live_greenlets(gateway.port)
     for i in range(200):
         kind = i % 4
         if kind == 0:  # clean close
@@ -39,3 +40,4 @@ def test_no_fd_left_after_200_sessions(gateway, docroot, unix_servers):
     assert (echo.accepted, bye.accepted) == (1 + 100, 50)
     # sessions end asynchronously after the client's last packet: wait for the count to settle
     wait_until(lambda: fd_count(gateway.pid) <= baseline, what=f"fd count back to {baseline}")
+    assert live_greenlets(gateway.port) <= greenlets

@@ -3,11 +3,15 @@
     python tests/wrapped_app.py --docroot DIR --port N [--set KEY=VALUE ...] [--stock]
 
 Routes: ``/stream`` answers in chunks from a generator, ``/echo-body`` returns the request body,
-``/closed`` tells how many results had ``close()`` called; anything else answers ``app: PATH``.
+``/closed`` tells how many results had ``close()`` called, ``/greenlets`` how many greenlets are
+alive in this process (a leak check from outside); anything else answers ``app: PATH``.
 ``--set`` passes any gateway setting (``allow=ws_*``, ``origins=*``...); ``--stock`` serves with gevent-websocket's own ``WebSocketServer`` instead of the gateway's handler.
 """
 import argparse
+import gc
 import logging
+
+import greenlet
 
 from ouistiti_gw import WebSocketGateway
 from ouistiti_gw.paste import gateway_options
@@ -30,6 +34,11 @@ class Streamed:
         closed_results += 1
 
 
+def live_greenlets() -> int:
+    gc.collect()
+    return sum(1 for o in gc.get_objects() if isinstance(o, greenlet.greenlet) and not o.dead)
+
+
 def app(environ, start_response):
     path = environ["PATH_INFO"]
     if path == "/stream":
@@ -42,6 +51,8 @@ def app(environ, start_response):
         return [body]
     if path == "/closed":
         body = str(closed_results).encode()
+    elif path == "/greenlets":
+        body = str(live_greenlets()).encode()
     else:
         body = ("app: " + path).encode("latin-1")
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
