@@ -22,30 +22,57 @@ def outside(unix_servers):
     remove_tree(directory)
 
 
-def traversal_targets(docroot: str, outside_dir: str) -> list[str]:
-    """Request targets (sent byte for byte) that try to reach ``outside_dir/secret``."""
+def traversal_targets(docroot: str, outside_dir: str) -> tuple[list[str], list[str]]:
+    """Request targets (sent byte for byte) that try to reach ``outside_dir/secret``.
+
+    Returns ``(hostile, lookalikes)``: the first must get 403; the second are names that only
+    look like traversal (unicode dots and slashes): literal names inside docroot, so 404.
+    """
     out = os.path.basename(outside_dir)
     os.symlink(f"{outside_dir}/secret", f"{docroot}/link")
     os.symlink(outside_dir, f"{docroot}/linkdir")
+    os.symlink("/", f"{docroot}/root")
     os.mkdir(f"{docroot}/sub")
-    return [
+    os.symlink("../link", f"{docroot}/sub/relative")
+    absolute = outside_dir.lstrip("/")
+    hostile = [
+        # dot segments, plain and percent-encoded, once, twice, thrice
         f"/../{out}/secret", f"/sub/../../{out}/secret", f"/%2e%2e/{out}/secret", f"/%2E%2E%2F{out}%2Fsecret",
         f"/..%2f{out}%2fsecret", f"/%252e%252e/{out}/secret", f"/%25252e%25252e%25252f{out}/secret",
-        f"/.%2e/{out}/secret", f"/sub%2f..%2f..%2f{out}%2fsecret",
-        f"/{outside_dir}/secret", f"//{outside_dir.lstrip('/')}/secret", f"/%2f{outside_dir.lstrip('/')}%2fsecret",
-        f"/..\\{out}\\secret", f"/%5c..%5c{out}%5csecret", "/link", "/linkdir/secret", "/link%00", "/echo%00/x",
-        "/./link", "/sub/./../link", "/" + "a" * 200, "/",
+        f"/.%2e/{out}/secret", f"/%2e./{out}/secret", f"/sub%2f..%2f..%2f{out}%2fsecret",
+        f"/sub/%2e%2e/%2e%2e/{out}/secret", f"/sub/..%252f..%252f{out}%252fsecret", "/..", "/.", "/sub/..",
+        "/%2e", "/%2e%2e", f"/./{out}", "/sub/.", "/echo/..",
+        # absolute names and empty segments
+        f"/{outside_dir}/secret", f"//{absolute}/secret", f"/%2f{absolute}%2fsecret", f"/%252f{absolute}/secret",
+        "/sub//echo", "/", "//", "/sub/",
+        # backslashes
+        f"/..\\{out}\\secret", f"/%5c..%5c{out}%5csecret", f"/sub\\..\\..\\{out}", "/%255c..",
+        # NUL, newlines and other control characters
+        "/link%00", "/echo%00/x", "/echo%00", "/echo%0a", "/echo%0d%0aX-Injected:%201", "/ec%09ho", "/%7f",
+        "/echo%2500",
+        # bytes that are not UTF-8 (overlong dots and slashes included)
+        "/%c0%ae%c0%ae/secret", "/..%c0%af", "/%ff", "/%e0%80%ae",
+        # symlinks out of docroot, direct, through a directory, relative, to /
+        "/link", "/linkdir/secret", "/./link", "/sub/./../link", "/sub/relative", f"/root/{absolute}/secret",
+        "/root/etc/passwd",
+        # too long for a UNIX socket address
+        "/" + "a" * 200, "/" + "/".join(["sub"] * 40),
     ]
+    lookalikes = [f"/\u2024\u2024/{out}/secret".encode().decode("latin-1"), "/%e2%80%a4%e2%80%a4/x",
+                  f"/%ef%bc%8e%ef%bc%8e%ef%bc%8f{out}", "/..;/x", "/.../x", "/%20../x", "/LINK"]
+    return hostile, lookalikes
 
 
 def test_traversal_never_reaches_outside(docroot, unix_servers, outside):
     outside_dir, secret = outside
     unix_servers(f"{docroot}/echo")
-    targets = traversal_targets(docroot, outside_dir)
+    hostile, lookalikes = traversal_targets(docroot, outside_dir)
+    assert len(hostile) + len(lookalikes) >= 50
     with gateway_test_app(docroot) as gateway:
-        statuses = {target: handshake_status(gateway.port, target)[0] for target in targets}
+        statuses = {target: handshake_status(gateway.port, target)[0] for target in hostile + lookalikes}
     assert secret.accepted == 0
-    assert {t: s for t, s in statuses.items() if s != 403} == {}
+    assert {t: statuses[t] for t in hostile if statuses[t] != 403} == {}
+    assert {t: statuses[t] for t in lookalikes if statuses[t] != 404} == {}
 
 
 @pytest.mark.parametrize("name, status", [("missing", 404), ("sub/missing", 404), ("file", 403),
