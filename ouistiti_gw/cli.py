@@ -26,8 +26,8 @@ from .server import make_server, serve_until_stopped
 
 log = logging.getLogger(__name__)
 
-#: The sample servers the demo starts beside the gateway: (module, socket name, extra options).
-DEMO_SERVERS = [("ouistiti_gw_contrib.echo", "echo", [])]
+#: The demo's account in its jsonrpc/authrpc panel (a throw-away database in the temporary docroot).
+DEMO_USER, DEMO_PASSWORD = "demo", "demo"
 SERVER_START_TIMEOUT_SECONDS = 10.0
 
 
@@ -114,9 +114,16 @@ def run_demo(args: argparse.Namespace) -> int:
     with ExitStack() as cleanup:
         docroot = tempfile.mkdtemp(prefix="ouistiti-gw-demo-")
         cleanup.callback(shutil.rmtree, docroot, ignore_errors=True)
-        for module, name, options in DEMO_SERVERS:
+        database = os.path.join(docroot, "users.db")
+        subprocess.run([sys.executable, "-m", "ouistiti_gw_contrib.authrpc", database, "adduser", DEMO_USER],
+                       input=DEMO_PASSWORD + "\n", text=True, check=True, capture_output=True)
+        servers = [("ouistiti_gw_contrib.echo", "echo", []),
+                   ("ouistiti_gw_contrib.chat", "chat", ["-w"]),
+                   ("ouistiti_gw_contrib.jsonrpc", "jsonrpc", ["-L", "ouistiti_gw_contrib.authrpc", "-C", database])]
+        for module, name, options in servers:
             process = start_sample_server(module, docroot, name, options)
             cleanup.callback(stop_process, process)
+        log.info("demo account for the jsonrpc panel: user %r, password %r", DEMO_USER, DEMO_PASSWORD)
         app = WebSocketGateway(make_static_app({}, demo_page_directory()), docroot)
         _serve(app, args)
     return 0
