@@ -156,8 +156,11 @@ class UserStore:
         if mode == "rw":
             self.db.executescript(SCHEMA)
         self.db.execute("SELECT count(*) FROM users JOIN groups ON groups.id = users.groupid")
-        #: Verified when the user does not exist, so that failing takes as long.
-        self.dummy_hash = hash_password("")
+
+    @functools.cached_property
+    def dummy_hash(self) -> str:
+        """Verified when the user does not exist, so that failing takes as long."""
+        return hash_password("")
 
     def close(self) -> None:
         """Close the database."""
