@@ -5,15 +5,13 @@ to send a marker afterwards, and the marker must be the next message.
 """
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
 
 import pytest
 
-from contrib_helpers import (TIMEOUT, module_servers, recv_packet, servers, wait_until,  # noqa: F401
-                             workdir)
+from contrib_helpers import TIMEOUT, module_servers, recv_packet, wait_until  # noqa: F401
 
 CLIENTS, MESSAGES = 50, 20
 

@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from contrib_helpers import module_servers, servers, workdir  # noqa: F401
+from contrib_helpers import module_servers  # noqa: F401
 
 
 @pytest.fixture(scope="module")

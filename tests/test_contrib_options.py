@@ -12,8 +12,8 @@ import sys
 
 import pytest
 
-from contrib_helpers import (PLUGIN, SOCK_TYPES, RPCClient, connect, peer_pid, proc_status, run,
-                             servers, wait_exit, wait_until, workdir)  # noqa: F401
+from contrib_helpers import (PLUGIN, SOCK_TYPES, RPCClient, connect, peer_pid, proc_status, run,  # noqa: F401
+                             servers, wait_exit, workdir)
 
 #: What each program needs besides the common options.
 EXTRA = {"echo": [], "chat": ["-w"], "jsonrpc": ["-L", str(PLUGIN)]}
