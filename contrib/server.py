@@ -23,6 +23,8 @@ Start-up order, and why:
    unlinked at exit after the rights are dropped (``unlinkat`` needs write
    access to that directory only, not to the path leading to it); a directory
    this program created to hold the socket is chowned to the user for that.
+   (In an existing directory the user cannot write, the socket stays behind
+   at exit, with a warning; the next start replaces it as stale.)
 4. With ``-D`` the process double-forks; the original process waits on a pipe
    and exits 0 only when the daemon is listening (1 if its start failed), so a
    caller may connect as soon as it returns.
@@ -335,15 +337,16 @@ def run(args: argparse.Namespace, sock_type: int,
 
     *prepare* runs before binding with the original rights; *start* runs as
     the final user (after ``-u`` and ``-D``) and returns the connection
-    handler; *release* runs after every client is closed.  Either may raise
-    :class:`StartupError` for a clean exit 1 with its message.
+    handler; *release* runs after every client is closed.  *prepare* and
+    *start* may raise :class:`StartupError` for a clean exit 1 with its
+    message.
     """
     try:
         user = lookup_user(args.user)
         path = socket_path(args.docroot, args.name)
         prepare()
         bound = bind_socket(path, sock_type, user)
-    except StartupError as exc:
+    except (StartupError, OSError) as exc:
         log.error("%s", exc)
         return 1
     try:
