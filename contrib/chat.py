@@ -39,7 +39,8 @@ import gevent
 import gevent.event
 import gevent.socket
 
-from .server import Handler, build_parser, enlarge_send_buffer, program_name, recv_packet, run, setup_logging
+from .server import (Connection, Handler, adopted, build_parser, enlarge_send_buffer, peer_address, program_name,
+                     recv_packet, run, setup_logging)
 
 log = logging.getLogger(__name__)
 
@@ -53,13 +54,17 @@ class Client:
     def __init__(self, conn: gevent.socket.socket) -> None:
         self.conn = conn
         self.name: Optional[bytes] = None
-        #: The client's network address as text, when known.  The gateway does
-        #: not pass it yet (a later PROXY protocol or direct mode will).
+        #: The client's network address as text, when known (in direct mode).
         self.address: Optional[str] = None
         self.dropped = False
         self._outbox: collections.deque[bytes] = collections.deque()
         self._outbox_bytes = 0
         self._wake = gevent.event.Event()
+
+    def attach(self, conn: Connection) -> None:
+        """Serve through *conn* from now on: the browser's own socket in direct mode."""
+        self.conn = conn
+        self.address = peer_address(conn)
 
     def post(self, message: bytes) -> None:
         """Queue *message*; disconnect the client if it cannot keep up."""
@@ -125,20 +130,28 @@ class ChatRoom:
         }
 
     def handle(self, conn: gevent.socket.socket) -> None:
-        """Serve one client until it leaves (a :data:`Handler`)."""
-        enlarge_send_buffer(conn)
+        """Serve one client until it leaves (a :data:`Handler`).
+
+        The client joins the room at once: what others say meanwhile queues in
+        its outbox while :func:`adopted` tells a direct client from a piped one.
+        """
         client = Client(conn)
         self.clients.append(client)
-        writer = gevent.spawn(client.write_loop)
+        writer = None
         try:
-            while True:
-                message = recv_packet(conn)
-                if not message:
-                    return
-                self.receive(client, message)
+            with adopted(conn) as conn:
+                client.attach(conn)
+                enlarge_send_buffer(conn)
+                writer = gevent.spawn(client.write_loop)
+                while True:
+                    message = recv_packet(conn)
+                    if not message:
+                        return
+                    self.receive(client, message)
         finally:
             self.clients.remove(client)
-            writer.kill()
+            if writer is not None:
+                writer.kill()
 
     def receive(self, sender: Client, message: bytes) -> None:
         """Run a command (with ``-w``) or relay *message* to the others."""

@@ -15,18 +15,19 @@ from typing import Optional, Sequence
 
 import gevent.socket
 
-from .server import Handler, build_parser, program_name, run, setup_logging
+from .server import Handler, adopted, build_parser, program_name, run, setup_logging
 
 CHUNK = 65536
 
 
 def echo(conn: gevent.socket.socket) -> None:
     """Echo *conn*'s data until it closes its side, then close ours."""
-    while True:
-        data = conn.recv(CHUNK)
-        if not data:
-            return
-        conn.sendall(data)
+    with adopted(conn) as client:
+        while True:
+            data = client.recv(CHUNK)
+            if not data:
+                return
+            client.sendall(data)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -34,8 +34,8 @@ import gevent.socket
 
 from .framing import JsonFramer
 from .rpc import INTERNAL_ERROR, Dispatcher, Library, LibraryError, RPCError, error_response, load_library
-from .server import (Handler, StartupError, build_parser, enlarge_send_buffer, max_packet_size,
-                     program_name, recv_packet, run, setup_logging)
+from .server import (Connection, Handler, StartupError, adopted, build_parser, enlarge_send_buffer, max_packet_size,
+                     peer_address, program_name, recv_packet, run, setup_logging)
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +49,14 @@ class RPCServer:
 
     def handle(self, conn: gevent.socket.socket) -> None:
         """Serve one client until it leaves (a :data:`Handler`)."""
+        with adopted(conn) as client:
+            self.serve(client)
+
+    def serve(self, conn: Connection) -> None:
         enlarge_send_buffer(conn)
         framer = JsonFramer()
         session = self.dispatcher.new_session()
+        session.peer = peer_address(conn)
         while True:
             packet = recv_packet(conn)
             if not packet:
@@ -61,7 +66,7 @@ class RPCServer:
                 if reply is not None:
                     self.send(conn, reply)
 
-    def send(self, conn: gevent.socket.socket, reply: bytes) -> None:
+    def send(self, conn: Connection, reply: bytes) -> None:
         """Send *reply* as one packet, or an error if the kernel refuses it."""
         try:
             conn.send(reply)

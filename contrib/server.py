@@ -41,6 +41,7 @@ only ever blocks itself.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import logging
 import os
@@ -50,12 +51,14 @@ import socket
 import stat
 import sys
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional, Union
 
 import gevent
 import gevent.event
 import gevent.pool
 import gevent.socket
+
+from ouistiti_gw.direct import DirectClient, adopt
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +69,9 @@ MAX_SOCKET_PATH = 107
 
 #: A connection handler: serves one client until it leaves.  The server closes
 #: the socket afterwards.
-Handler = Callable[[gevent.socket.socket], None]
+#: A client: the UNIX connection from the gateway, or the browser's own socket in direct mode.
+Connection = Union[gevent.socket.socket, DirectClient]
+Handler = Callable[[Connection], None]
 
 
 class StartupError(Exception):
@@ -378,20 +383,49 @@ def run(args: argparse.Namespace, sock_type: int,
 # SOCK_SEQPACKET helpers
 # --------------------------------------------------------------------------
 
-def recv_packet(conn: gevent.socket.socket) -> bytes:
+def recv_packet(conn: Connection) -> bytes:
     """Receive one whole SOCK_SEQPACKET packet, whatever its size.
 
     The size is peeked first (MSG_TRUNC makes recv return the real length),
     so a large packet is neither truncated nor given a huge buffer up front.
-    An empty result means the peer closed the connection.
+    An empty result means the peer closed the connection. A direct client
+    gives one WebSocket message instead.
     """
+    if isinstance(conn, DirectClient):
+        return conn.recv()
     size = conn.recv_into(bytearray(1), 1, socket.MSG_PEEK | socket.MSG_TRUNC)
     return conn.recv(max(size, 1))
 
 
-def enlarge_send_buffer(conn: socket.socket) -> int:
+@contextlib.contextmanager
+def adopted(conn: gevent.socket.socket) -> Iterator[Connection]:
+    """The client a new UNIX connection stands for, closed on exit.
+
+    In direct mode the gateway hands the browser's own socket over (see
+    :func:`ouistiti_gw.direct.adopt`): the handler then serves that instead.
+    Telling the two apart may take up to half a second for a client that
+    sends nothing, so a server that writes first (chat) queues until then.
+    """
+    client = adopt(conn)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def peer_address(conn: Connection) -> Optional[str]:
+    """The browser's IP address where the gateway passed it (direct mode), else None."""
+    if isinstance(conn, DirectClient) and conn.address is not None:
+        return conn.address[0]
+    return None
+
+
+def enlarge_send_buffer(conn: Connection) -> int:
     """Set SO_SNDBUF as large as allowed (the kernel caps it at
-    net.core.wmem_max and reports twice the value set); return it."""
+    net.core.wmem_max and reports twice the value set); return it.
+    A direct client's TCP socket is left as it is."""
+    if isinstance(conn, DirectClient):
+        return 0
     try:
         with open("/proc/sys/net/core/wmem_max", "rb") as limit:
             wanted = int(limit.read())

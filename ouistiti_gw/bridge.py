@@ -15,7 +15,6 @@ Data rules (as ouistiti's module, plus what it gets wrong):
 from __future__ import annotations
 
 import errno
-from codecs import utf_8_decode
 import logging
 import os
 import socket as stdlib_socket
@@ -30,6 +29,7 @@ from gevent.event import Event
 
 from .frames import CloseCode
 from .policy import TokenBucket
+from .utf8 import Utf8Splitter, is_utf8
 from .websocket import ConnectionClosed, WebSocket
 
 log = logging.getLogger(__name__)
@@ -91,41 +91,6 @@ def connect_unix(path: str, timeout: float = CONNECT_TIMEOUT_SECONDS) -> socket.
             status, reason = _CONNECT_ERRORS.get(error.errno, (503, error.strerror or str(error)))
             raise BackendUnavailable(status, reason) from None
     raise BackendUnavailable(403, "socket type not supported (stream or seqpacket only)")
-
-
-class Utf8Splitter:
-    """Decide, read by read, whether bytes from a stream socket go out as text or binary.
-
-    Keeps the 1-3 bytes of a character cut at the end of a read for the next read, so a text
-    stream is never sent as a broken text frame nor needlessly as binary.
-    """
-
-    def __init__(self) -> None:
-        self.pending = b""
-
-    def feed(self, data: bytes) -> tuple[bytes, bool]:
-        """Return ``(payload, is_text)`` for this read; ``payload`` may be empty (all held back)."""
-        data = self.pending + data if self.pending else data
-        try:
-            _, consumed = utf_8_decode(data, "strict", False)
-        except UnicodeDecodeError:
-            self.pending = b""
-            return data, False
-        self.pending = data[consumed:]
-        return (data[:consumed] if self.pending else data), True
-
-    def flush(self) -> bytes:
-        """What is held back, to be sent as binary: its continuation did not come."""
-        pending, self.pending = self.pending, b""
-        return pending
-
-
-def is_utf8(data: bytes) -> bool:
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
 
 
 @dataclass(eq=False)

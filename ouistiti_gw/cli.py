@@ -32,6 +32,7 @@ SERVER_START_TIMEOUT_SECONDS = 10.0
 
 
 def _add_listen_options(parser: argparse.ArgumentParser, default_port: int) -> None:
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     parser.add_argument("--port", type=int, default=default_port, help="port (default: %(default)s; 0 picks one)")
     parser.add_argument("--certfile", help="TLS certificate (PEM): serve https:// and wss://")
@@ -42,7 +43,6 @@ def _add_listen_options(parser: argparse.ArgumentParser, default_port: int) -> N
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ouistiti-gw", description=__doc__.split("\n")[0])
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="serve an ini file's pipeline, or the gateway alone")

@@ -18,15 +18,46 @@ import hashlib
 import logging
 
 import gevent
+from gevent.pywsgi import WSGIHandler
 from geventwebsocket.handler import WebSocketHandler
 
 log = logging.getLogger(__name__)
 
-#: environ key of the accept callable: ``environ[UPGRADE_KEY](protocol) -> (socket, rfile)``.
+#: environ key of the accept callable: ``environ[UPGRADE_KEY](protocol) -> ClientConnection``.
 UPGRADE_KEY = "ouistiti_gw.upgrade"
 #: RFC 6455 section 1.3.
 WEBSOCKET_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 SUPPORTED_VERSION = "13"
+
+
+class ClientConnection:
+    """The client's connection once upgraded: its socket, the buffered reader the HTTP server
+    parsed the handshake from (bytes sent right after the handshake may already sit in it), and
+    the handler that served it, whichever server that was (ours, or gevent-websocket's)."""
+
+    def __init__(self, handler: WSGIHandler) -> None:
+        self.handler = handler
+        self.sock = handler.socket
+        self.rfile = handler.rfile
+
+    def buffered(self) -> bool:
+        """True when bytes from the client already sit in our reader (they cannot follow the socket)."""
+        timeout = self.sock.gettimeout()
+        self.sock.settimeout(0.0)
+        try:
+            return bool(self.rfile.peek(1))
+        finally:
+            self.sock.settimeout(timeout)
+
+    def detach(self) -> None:
+        """Take the connection from the HTTP server for good, and close our copy of it.
+
+        The handler must not touch it again: gevent's handler reads out and closes its socket
+        after a request (that read would steal the client's bytes), and gunicorn closes it too.
+        """
+        self.handler.socket = None
+        self.rfile.close()
+        self.sock.close()
 
 
 def accept_key(key: str) -> str:
@@ -119,8 +150,8 @@ class GatewayHandler(WebSocketHandler):
                                                ("Content-Length", str(len(body))), ("Connection", "close")])
         self.write(body)
 
-    def _accept_upgrade(self, protocol: str | None = None):
-        """Send the 101 and hand the connection over: returns ``(socket, rfile)``.
+    def _accept_upgrade(self, protocol: str | None = None) -> ClientConnection:
+        """Send the 101 and hand the connection over.
 
         After this the HTTP layer must not write to the connection again, nor reuse it.
         """
@@ -133,7 +164,7 @@ class GatewayHandler(WebSocketHandler):
         self.provided_content_length = True  # no Content-Length or chunked body on a 101
         self.close_connection = True
         self.write(b"")
-        return self.socket, self.rfile
+        return ClientConnection(self)
 
     def log_request(self) -> None:
         # The 101 is logged by the session itself (open/close lines with byte counts).

@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Iterable
 
 from .bridge import BackendUnavailable, Session, connect_unix
 from .frames import CloseCode
-from .handler import UPGRADE_KEY, is_websocket_request
+from .direct import hand_over
+from .handler import UPGRADE_KEY, ClientConnection, is_websocket_request
 from .names import NameRefused, NameRules, Target, find_target, parse_protocols, wsgi_path_to_name
 from .policy import OriginPolicy, SessionCounter
 from .websocket import DEFAULT_MAX_MESSAGE_SIZE, WebSocket
@@ -50,7 +51,8 @@ class WebSocketGateway:
     :param allow: comma-separated globs of the names the gateway serves (default ``*``).
     :param deny: comma-separated globs of names it never serves (default none). A name that is
         not allowed, or denied, is not the gateway's: the request goes to ``app``.
-    :param mode: ``""`` (pipe messages) or ``"direct"`` (hand the client's socket to the server).
+    :param mode: ``""`` (pipe messages) or ``"direct"``: after the 101 the client's socket itself
+        is handed to the server (:mod:`ouistiti_gw.direct`), plain HTTP only (wss:// is piped).
     :param origins: browser Origins allowed to connect: ``""`` only this same host (the
         default, against cross-site WebSocket hijacking), ``"*"`` any, or a comma-separated list
         of origins with globs (``"https://app.example.com, https://*.example.org"``). 403 otherwise.
@@ -68,8 +70,6 @@ class WebSocketGateway:
         mode = (mode or "").strip()
         if mode not in MODES:
             raise ValueError(f"ouistiti_gw: unknown mode {mode!r} (expected one of {MODES})")
-        if mode == "direct":
-            raise ValueError("ouistiti_gw: mode 'direct' is not implemented yet")
         self.app = app
         self.docroot = os.path.abspath(docroot)
         self.rules = NameRules.from_options(allow, deny)
@@ -118,28 +118,60 @@ class WebSocketGateway:
             return self._refuse(environ, start_response, unavailable.status,
                                 f"{target.name}: {unavailable.reason}", client)
         try:
-            websocket = self._accept(environ, target.protocol)
+            connection = self._upgrade(environ, target.protocol)
         except BaseException:
             backend.close()
             raise
+        if self.mode == "direct" and self._can_hand_over(environ, connection, client):
+            self._hand_over(connection, backend, target, client)
+            return []
+        websocket = self._websocket(connection)
         Session(websocket, backend, target.name, client, max_message_rate=self.max_message_rate).run()
         return []
 
-    def _accept(self, environ: "WSGIEnvironment", protocol: str | None) -> WebSocket:
-        """Complete the handshake and return the WebSocket we trust over the client connection."""
+    def _upgrade(self, environ: "WSGIEnvironment", protocol: str | None) -> ClientConnection:
+        """Complete the handshake (or take over the one gevent-websocket completed)."""
         stock_websocket = environ.get("wsgi.websocket")
         if stock_websocket is None:
-            sock, rfile = environ[UPGRADE_KEY](protocol)
+            return environ[UPGRADE_KEY](protocol)
+        return _take_over(stock_websocket)
+
+    def _websocket(self, connection: ClientConnection) -> WebSocket:
+        """The WebSocket we trust, over the client connection."""
+        return WebSocket(connection.sock, connection.rfile, max_message_size=self.max_message_size)
+
+    @staticmethod
+    def _can_hand_over(environ: "WSGIEnvironment", connection: ClientConnection, client: str) -> bool:
+        if environ.get("wsgi.url_scheme") == "https":
+            log.info("direct mode is for plain HTTP only: piping %s's TLS connection instead", client)
+            return False
+        if connection.buffered():
+            log.debug("%s sent data right after its handshake: piping instead of handing over", client)
+            return False
+        return True
+
+    def _hand_over(self, connection: ClientConnection, backend, target: Target, client: str) -> None:
+        """Direct mode: the server gets the client's socket; we keep nothing of it."""
+        try:
+            taken = hand_over(backend, connection.sock)
+        except OSError as error:
+            log.warning("handover of %s to %s failed: %s", client, target.name, error)
+            taken = False
+        finally:
+            backend.close()
+        if taken:
+            log.info("session handed over name=%s client=%s", target.name, client)
         else:
-            sock, rfile = _take_over(stock_websocket)
-        return WebSocket(sock, rfile, max_message_size=self.max_message_size)
+            log.warning("%s did not take the connection of %s", target.name, client)
+            self._websocket(connection).close(CloseCode.INTERNAL_ERROR, "server did not take the connection")
+        connection.detach()
 
     def _refuse(self, environ, start_response, status: int, reason: str, client: str) -> Iterable[bytes]:
         log.warning("refused WebSocket %s from %s: %s (%d)", environ.get("PATH_INFO"), client, reason, status)
         stock_websocket = environ.get("wsgi.websocket")
         if stock_websocket is not None:
             code = CloseCode.POLICY_VIOLATION if status == 403 else CloseCode.INTERNAL_ERROR
-            self._accept(environ, None).close(code, reason)
+            self._websocket(self._upgrade(environ, None)).close(code, reason)
             return []
         body = f"{_REASONS[status]}: {reason}\n".encode("utf-8")
         start_response(_REASONS[status], [("Content-Type", "text/plain; charset=utf-8"),
@@ -158,16 +190,16 @@ class WebSocketGateway:
 
         def close_if_left_open() -> None:
             if not stock_websocket.closed:
-                self._accept(environ, None).close(CloseCode.POLICY_VIOLATION, "no WebSocket service here")
+                self._websocket(self._upgrade(environ, None)).close(
+                    CloseCode.POLICY_VIOLATION, "no WebSocket service here")
 
         return _then_close(result, close_if_left_open)
 
 
-def _take_over(stock_websocket):
+def _take_over(stock_websocket) -> ClientConnection:
     """Take the connection from gevent-websocket's ``WebSocket`` and mute it for good."""
-    handler = stock_websocket.stream.handler
     stock_websocket.closed = True  # its close() (run after the app) would write a codeless close frame
-    return handler.socket, handler.rfile
+    return ClientConnection(stock_websocket.stream.handler)
 
 
 def _then_close(result: Iterable[bytes], finish) -> Iterable[bytes]:

@@ -7,6 +7,8 @@ refused WebSocket can only be closed (1008/1011), not answered with 403/404/503.
 """
 from __future__ import annotations
 
+import logging
+
 import gevent
 from geventwebsocket.gunicorn.workers import GeventWebSocketWorker
 from gunicorn.workers.ggevent import PyWSGIHandler
@@ -24,6 +26,16 @@ class GatewayWorker(GeventWebSocketWorker):
     (as gunicorn does) and closes open sessions with 1001, within ``--graceful-timeout``."""
 
     wsgi_handler = GunicornGatewayHandler
+
+    def init_process(self) -> None:
+        # The gateway logs through ``logging``; where nothing is configured for it, its lines go
+        # where gunicorn's error log goes, at gunicorn's --log-level.
+        gateway_log = logging.getLogger("ouistiti_gw")
+        if not gateway_log.handlers and not logging.getLogger().handlers:
+            for handler in self.log.error_log.handlers:
+                gateway_log.addHandler(handler)
+            gateway_log.setLevel(self.log.error_log.level)
+        super().init_process()
 
     def handle_exit(self, sig, frame) -> None:
         super().handle_exit(sig, frame)
