@@ -7,13 +7,12 @@ That is how its faults are fixed once, here, for every way the gateway is run:
 - close frames carry the status code and reason (``WebSocket.close`` there never wrote them);
 - unmasked client frames, reserved bits and opcodes are refused with 1002, bad UTF-8 with 1007,
   oversized messages with 1009 before their payload is read (it answered with codeless closes);
-- unmasking is one C-level operation per chunk, UTF-8 is checked by the C codec incrementally, so
-  a fragmented text message fails on its first bad frame, not at its end;
+- unmasking is one C-level operation per chunk, UTF-8 is checked incrementally as bytes arrive, so
+  a text message fails on its first bad byte, not at the end of its frame or message;
 - writes are serialised, so the two pumps of a session never interleave two frames.
 """
 from __future__ import annotations
 
-import codecs
 import logging
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -21,14 +20,14 @@ from typing import BinaryIO
 from gevent.lock import Semaphore
 
 from .frames import (
-    CloseCode, Opcode, ProtocolViolation, apply_mask, encode_close_payload, encode_header,
-    header_size, parse_close_payload, parse_header,
+    CloseCode, FrameHeader, Opcode, ProtocolViolation, Utf8Validator, apply_mask, encode_close_payload,
+    encode_header, header_size, parse_close_payload, parse_header,
 )
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
-#: Payloads are read in chunks of this size (a multiple of 4, so the mask stays aligned).
+#: Payloads are read in pieces of at most this size (less when less has arrived).
 _READ_CHUNK = 256 * 1024
 #: Below this size header and payload go out in one ``sendall`` (one segment); above, in two.
 _COALESCE_LIMIT = 64 * 1024
@@ -103,34 +102,29 @@ class WebSocket:
         rest = header_size(first_two) - 2
         return parse_header(first_two + self._read_exactly(rest) if rest else first_two, require_mask=True)
 
-    def _read_payload(self, header, decoder) -> list[bytes]:
-        """Read and unmask a payload chunk by chunk, validating text as it arrives."""
+    def _read_payload(self, header: FrameHeader, validator: Utf8Validator | None) -> list[bytes]:
+        """Read and unmask a payload as its bytes arrive, validating text as it goes.
+
+        Each piece is whatever the connection has (up to :data:`_READ_CHUNK`), never more: a
+        frame whose rest has not come yet is still checked up to its last byte received, so bad
+        UTF-8 fails the connection at once (Autobahn 6.4.3, 6.4.4).
+        """
         chunks = []
-        remaining = header.length
-        while remaining:
-            chunk = self.rfile.read1(min(remaining, _READ_CHUNK)) if remaining > 4 else self.rfile.read(remaining)
+        received = 0
+        while received < header.length:
+            chunk = self.rfile.read1(min(header.length - received, _READ_CHUNK))
             if not chunk:
                 raise EOFError("connection ended inside a frame")
-            # keep chunks (but the last) 4-byte aligned so the mask does not need rotating
-            if len(chunk) != remaining and len(chunk) % 4:
-                chunk += self._read_exactly(4 - len(chunk) % 4)
-            chunk = apply_mask(chunk, header.mask)
-            remaining -= len(chunk)
-            if decoder is not None:
-                self._check_utf8(decoder, chunk, final=False)
+            chunk = apply_mask(chunk, header.mask, received)
+            received += len(chunk)
+            if validator is not None:
+                validator.feed(chunk)
             chunks.append(chunk)
         return chunks
 
-    @staticmethod
-    def _check_utf8(decoder, chunk: bytes, *, final: bool) -> None:
-        try:
-            decoder.decode(chunk, final)
-        except UnicodeDecodeError:
-            raise ProtocolViolation(CloseCode.INVALID_DATA, "text message is not valid UTF-8") from None
-
     def _read_message(self) -> Message | None:
         message_opcode = None
-        decoder = None
+        validator = None
         parts: list[bytes] = []
         size = 0
         while True:
@@ -148,15 +142,15 @@ class WebSocket:
             else:
                 message_opcode = header.opcode
                 if message_opcode == Opcode.TEXT:
-                    decoder = codecs.getincrementaldecoder("utf-8")()
+                    validator = Utf8Validator()
             size += header.length
             if size > self.max_message_size:
                 raise ProtocolViolation(CloseCode.MESSAGE_TOO_BIG,
                                         f"message over {self.max_message_size} bytes")
-            parts.extend(self._read_payload(header, decoder))
+            parts.extend(self._read_payload(header, validator))
             if header.fin:
-                if decoder is not None:
-                    self._check_utf8(decoder, b"", final=True)
+                if validator is not None:
+                    validator.feed(b"", final=True)
                 data = parts[0] if len(parts) == 1 else b"".join(parts)
                 self.bytes_received += len(data)
                 return Message(data, message_opcode == Opcode.TEXT)
