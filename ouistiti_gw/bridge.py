@@ -105,6 +105,8 @@ class Session:
     name: str
     client: str
     max_message_rate: float = 0
+    ping_interval: float = 0
+    idle_timeout: float = 0
     close_timeout: float = CLOSE_TIMEOUT_SECONDS
     started: float = field(default_factory=time.monotonic)
     closing: Event = field(default_factory=Event)
@@ -119,17 +121,37 @@ class Session:
                  "seqpacket" if self.seqpacket else "stream")
         from_client = gevent.spawn(self._client_to_server)
         to_client = gevent.spawn(self._server_to_client)
+        greenlets = [from_client, to_client]
+        if self.ping_interval or self.idle_timeout:
+            greenlets.append(gevent.spawn(self._keep_alive))
         _live_sessions.add(self)
         try:
-            gevent.wait([from_client, to_client, self.closing], count=1)
-            if not from_client.dead:
+            gevent.wait([*greenlets, self.closing], count=1)
+            if not from_client.dead and not any(g.dead for g in greenlets[2:]):
                 # The server ended, or we are stopping: our close frame is out, let the client answer.
                 from_client.join(timeout=self.close_timeout)
         finally:
             _live_sessions.discard(self)
-            gevent.killall([from_client, to_client])
+            gevent.killall(greenlets)
             self._close_backend()
+            self.websocket.linger()
             self._log_end()
+
+    def _keep_alive(self) -> None:
+        """Ping a quiet client every ``ping_interval``; end the session once nothing at all (not
+        even a pong) came for ``idle_timeout``: the client is gone without a word (half-open)."""
+        ws = self.websocket
+        tick = min(t for t in (self.ping_interval, self.idle_timeout) if t)
+        while True:
+            gevent.sleep(tick)
+            quiet = time.monotonic() - ws.last_heard
+            if self.idle_timeout and quiet >= self.idle_timeout:
+                log.warning("closing %s from %s: nothing heard for %.1f s", self.name, self.client, quiet)
+                with gevent.Timeout(1, False):  # a vanished client may not take even this
+                    ws.close(CloseCode.GOING_AWAY, "idle timeout")
+                return
+            if self.ping_interval and quiet >= self.ping_interval:
+                ws.ping(b"ouistiti-gw")
 
     def close(self, code: int, reason: str) -> None:
         """End the session from outside (a server stopping): close frame now, the rest in :meth:`run`."""

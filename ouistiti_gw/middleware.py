@@ -40,6 +40,10 @@ log = logging.getLogger(__name__)
 MODES = ("", "direct")
 #: Sessions one process carries before new upgrades get 503 (each costs two file descriptors).
 DEFAULT_MAX_CONNECTIONS = 10000
+#: A quiet client is pinged this often (seconds), and closed after this long without a frame:
+#: a live client answers pings, so only a vanished one (no FIN, no RST) reaches the timeout.
+DEFAULT_PING_INTERVAL = 30.0
+DEFAULT_IDLE_TIMEOUT = 90.0
 _REASONS = {403: "403 Forbidden", 404: "404 Not Found", 503: "503 Service Unavailable"}
 
 
@@ -60,11 +64,15 @@ class WebSocketGateway:
     :param max_message_size: client messages larger than this close the session with 1009.
     :param max_message_rate: client messages per second per session, as a token bucket with one
         second of burst; a client over it is closed with 1008 (0, the default: no limit).
+    :param ping_interval: seconds of client silence before the gateway sends a ping (0: never).
+    :param idle_timeout: seconds without any frame from the client (pongs included) before the
+        session is closed with 1001 and its UNIX connection too (0: never).
     """
 
     def __init__(self, app: "WSGIApplication", docroot: str, allow: str = "*", deny: str = "",
                  mode: str = "", *, origins: str = "", max_connections: int = DEFAULT_MAX_CONNECTIONS,
-                 max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE, max_message_rate: float = 0) -> None:
+                 max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE, max_message_rate: float = 0,
+                 ping_interval: float = DEFAULT_PING_INTERVAL, idle_timeout: float = DEFAULT_IDLE_TIMEOUT) -> None:
         if not docroot:
             raise ValueError("ouistiti_gw: a docroot (the directory of the UNIX sockets) is required")
         mode = (mode or "").strip()
@@ -78,6 +86,8 @@ class WebSocketGateway:
         self.sessions = SessionCounter(int(max_connections))
         self.max_message_size = int(max_message_size)
         self.max_message_rate = float(max_message_rate)
+        self.ping_interval = float(ping_interval)
+        self.idle_timeout = float(idle_timeout)
         if not os.path.isdir(self.docroot):
             log.warning("docroot %s does not exist (yet): every WebSocket name will be 404", self.docroot)
 
@@ -126,7 +136,8 @@ class WebSocketGateway:
             self._hand_over(connection, backend, target, client)
             return []
         websocket = self._websocket(connection)
-        Session(websocket, backend, target.name, client, max_message_rate=self.max_message_rate).run()
+        Session(websocket, backend, target.name, client, max_message_rate=self.max_message_rate,
+                ping_interval=self.ping_interval, idle_timeout=self.idle_timeout).run()
         return []
 
     def _upgrade(self, environ: "WSGIEnvironment", protocol: str | None) -> ClientConnection:
@@ -171,7 +182,9 @@ class WebSocketGateway:
         stock_websocket = environ.get("wsgi.websocket")
         if stock_websocket is not None:
             code = CloseCode.POLICY_VIOLATION if status == 403 else CloseCode.INTERNAL_ERROR
-            self._websocket(self._upgrade(environ, None)).close(code, reason)
+            websocket = self._websocket(self._upgrade(environ, None))
+            websocket.close(code, reason)
+            websocket.linger()
             return []
         body = f"{_REASONS[status]}: {reason}\n".encode("utf-8")
         start_response(_REASONS[status], [("Content-Type", "text/plain; charset=utf-8"),

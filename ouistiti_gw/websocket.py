@@ -14,9 +14,12 @@ That is how its faults are fixed once, here, for every way the gateway is run:
 from __future__ import annotations
 
 import logging
+import socket
+import time
 from dataclasses import dataclass
 from typing import BinaryIO
 
+import gevent
 from gevent.lock import Semaphore
 
 from .frames import (
@@ -31,6 +34,8 @@ DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
 _READ_CHUNK = 256 * 1024
 #: Below this size header and payload go out in one ``sendall`` (one segment); above, in two.
 _COALESCE_LIMIT = 64 * 1024
+#: How long a lingering close waits for the client to hang up (see :meth:`WebSocket.linger`).
+LINGER_SECONDS = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +70,8 @@ class WebSocket:
         self.close_reason = ""
         self.bytes_received = 0
         self.bytes_sent = 0
+        #: When the last frame (data, ping, pong or close) started to arrive: liveness for pings.
+        self.last_heard = time.monotonic()
 
     @property
     def closing(self) -> bool:
@@ -99,6 +106,7 @@ class WebSocket:
 
     def _read_header(self):
         first_two = self._read_exactly(2)
+        self.last_heard = time.monotonic()
         rest = header_size(first_two) - 2
         return parse_header(first_two + self._read_exactly(rest) if rest else first_two, require_mask=True)
 
@@ -169,9 +177,13 @@ class WebSocket:
 
     # -- sending ---------------------------------------------------------------------------
 
-    def _send_frame(self, opcode: int, payload: bytes | memoryview, *, quiet: bool = False) -> None:
+    def _send_frame(self, opcode: int, payload: bytes | memoryview, *, quiet: bool = False,
+                    wait: bool = True) -> bool:
+        """Write one frame; with ``wait=False`` give up (False) if another frame is being written."""
         header = encode_header(opcode, len(payload))
-        with self._write_lock:
+        if not self._write_lock.acquire(blocking=wait):
+            return False
+        try:
             try:
                 if len(payload) <= _COALESCE_LIMIT:
                     self.sock.sendall(header + payload)
@@ -181,8 +193,11 @@ class WebSocket:
             except OSError as error:
                 if quiet:
                     log.debug("could not write %s frame: %s", Opcode(opcode).name, error)
-                    return
+                    return False
                 raise ConnectionClosed(str(error)) from error
+        finally:
+            self._write_lock.release()
+        return True
 
     def send(self, data: bytes | memoryview, *, text: bool) -> None:
         """Send one data message; ``data`` must already be valid UTF-8 when ``text`` is True."""
@@ -191,8 +206,9 @@ class WebSocket:
         self._send_frame(Opcode.TEXT if text else Opcode.BINARY, data)
         self.bytes_sent += len(data)
 
-    def ping(self, payload: bytes = b"") -> None:
-        self._send_frame(Opcode.PING, payload, quiet=True)
+    def ping(self, payload: bytes = b"") -> bool:
+        """Send a ping unless a frame is being written (a client not reading must not block us)."""
+        return self._send_frame(Opcode.PING, payload, quiet=True, wait=False)
 
     def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         """Send our close frame once (with its status code, unlike gevent-websocket's)."""
@@ -200,3 +216,22 @@ class WebSocket:
             return
         self.close_sent = code
         self._send_frame(Opcode.CLOSE, encode_close_payload(code, reason), quiet=True)
+
+    def linger(self, timeout: float = LINGER_SECONDS) -> None:
+        """End the connection with a FIN, not a reset: a lingering close, as HTTP servers do.
+
+        Closing a socket whose input is unread makes the kernel reset the connection, and the
+        client's TCP may then drop our close frame before its application reads it. So: shut
+        down our writing side, read and discard until the client hangs up (or ``timeout``);
+        the socket itself is closed by its owner afterwards.
+        """
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            return
+        with gevent.Timeout(timeout, False):
+            try:
+                while self.rfile.read1(_READ_CHUNK):
+                    pass
+            except (OSError, ValueError):
+                pass  # reset by the client, or the reader is already closed

@@ -13,7 +13,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from support import (
-    BIN, ROOT, ServerProcess, free_port, gateway_cli, gunicorn, handshake_status,
+    BIN, ROOT, ServerProcess, free_port, gateway_cli, gunicorn, handshake_status, wait_until,
 )
 
 STOCK_WORKER = "geventwebsocket.gunicorn.workers.GeventWebSocketWorker"
@@ -112,13 +112,13 @@ def test_cli_serves_wss(tmp_path, docroot, unix_servers):
         context = ssl.create_default_context(cafile=str(cert))
         context.check_hostname = False
         echo_round_trip(f"wss://127.0.0.1:{gateway.port}/echo", ssl=context)
-        assert f"https://127.0.0.1:{gateway.port}/" in gateway.log()
+        wait_until(lambda: f"https://127.0.0.1:{gateway.port}/" in gateway.log(), what="the URL line")
 
 
 def test_cli_prints_url_and_needs_a_docroot(docroot, unix_servers):
     unix_servers(f"{docroot}/echo")
     with gateway_cli(docroot) as gateway:
-        assert f"http://127.0.0.1:{gateway.port}/" in gateway.log()
+        wait_until(lambda: f"http://127.0.0.1:{gateway.port}/" in gateway.log(), what="the URL line")
         echo_round_trip(f"{gateway.url}/echo")
     result = subprocess.run([str(BIN / "ouistiti-gw"), "serve"], capture_output=True, text=True)
     assert result.returncode == 1 and "no docroot" in result.stderr and "Traceback" not in result.stderr

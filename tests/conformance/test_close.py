@@ -150,8 +150,6 @@ def test_server_initiated_close(connect: Connect, unix_servers, conformance_docr
     client.expect_eof()
 
 
-@pytest.mark.xfail(strict=True, reason="no lingering close yet: the gateway closes its socket with the client's "
-                                       "data unread, and the kernel answers with a TCP reset (see the docstring)")
 def test_failed_connection_ends_with_fin_not_reset(connect: Connect) -> None:
     """After failing a connection, the server should end TCP with a FIN, not a reset.
 
@@ -160,8 +158,8 @@ def test_failed_connection_ends_with_fin_not_reset(connect: Connect) -> None:
     a client's TCP may then discard received data its application has not read yet: the very
     close frame that says why (Linux keeps it, which is why the other cases pass). The cure is
     a lingering close, as HTTP servers do: shut down the writing side after the close frame,
-    read and discard until the client's EOF or a deadline, then close. That belongs to where
-    the socket is closed (bridge and handler), not to this codec, so this case stays xfail.
+    read and discard until the client's EOF or a deadline, then close (``WebSocket.linger``,
+    called when a session ends).
     """
     client = connect()
     writer = client.send_in_background(build_frame(0x3, b"reserved opcode"),
