@@ -40,10 +40,11 @@ def test_backend_killed_mid_session_then_restarted(gateway, docroot):
         echo.wait()
 
 
-def settled(read, polls: int = 3, interval: float = 0.2) -> int:
-    """The value ``read()`` stops changing at (the same for ``polls`` polls in a row)."""
+def settled(read, polls: int = 3, interval: float = 0.2, most: int = 150) -> int:
+    """The value ``read()`` stops changing at (the same for ``polls`` polls in a row), or its
+    last value after ``most`` polls if it never does."""
     seen = [read()]
-    while len(seen) <= polls or len(set(seen[-polls:])) > 1:
+    while len(seen) < most and (len(seen) <= polls or len(set(seen[-polls:])) > 1):
         time.sleep(interval)
         seen.append(read())
     return seen[-1]
