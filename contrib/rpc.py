@@ -39,7 +39,8 @@ switches user (``-u``).  It defines:
     dropped when it leaves: ``session.ctx`` is what ``init`` returned (shared
     by all connections), ``session.data`` a dict the library is free to use
     for what one connection has established (e.g. who authenticated on it),
-    ``session.peer`` the client's address, when known (None for now).
+    ``session.peer`` the client's IP address when the gateway gave it
+    (direct mode, or a PROXY header with ``-P``), else None.
 
 Errors
     ``raise RPCError(code, message, data=None)`` (``from

@@ -58,7 +58,8 @@ import gevent.event
 import gevent.pool
 import gevent.socket
 
-from ouistiti_gw.direct import DirectClient, adopt
+from ouistiti_gw.direct import DirectClient, adopt, client_address
+from ouistiti_gw.proxy import ProxyProtocolError
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,9 @@ DEFAULT_DOCROOT = "/var/run/websocket"
 DEFAULT_BACKLOG = 50
 #: ``sun_path`` holds 108 bytes including the terminating NUL.
 MAX_SOCKET_PATH = 107
+#: ``-P``: piped connections start with a PROXY header (the gateway runs with proxy_protocol).
+#: Set once by :func:`run`, read by :func:`adopted`.
+expect_proxy_header = False
 
 #: A connection handler: serves one client until it leaves.  The server closes
 #: the socket afterwards.
@@ -105,6 +109,9 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
                         help="listen backlog (default: %(default)s)")
     parser.add_argument("-D", dest="daemon", action="store_true",
                         help="daemonize once the socket is listening")
+    parser.add_argument("-P", dest="proxy_header", action="store_true",
+                        help="expect a PROXY header (v1 or v2) on each piped connection, as the gateway "
+                             "sends with proxy_protocol; connections without one are refused")
     return parser
 
 
@@ -330,6 +337,8 @@ class Server:
             self.handler(conn)
         except OSError as exc:
             log.debug("client %d: %s", conn.fileno(), exc)
+        except ProxyProtocolError as exc:
+            log.warning("client refused: %s", exc)
         finally:
             conn.close()
 
@@ -346,6 +355,8 @@ def run(args: argparse.Namespace, sock_type: int,
     *start* may raise :class:`StartupError` for a clean exit 1 with its
     message.
     """
+    global expect_proxy_header
+    expect_proxy_header = getattr(args, "proxy_header", False)
     try:
         user = lookup_user(args.user)
         path = socket_path(args.docroot, args.name)
@@ -405,8 +416,10 @@ def adopted(conn: gevent.socket.socket) -> Iterator[Connection]:
     :func:`ouistiti_gw.direct.adopt`): the handler then serves that instead.
     Telling the two apart may take up to half a second for a client that
     sends nothing, so a server that writes first (chat) queues until then.
+    With ``-P`` a piped connection's PROXY header is read first (a
+    connection without one raises ProxyProtocolError, logged by the server).
     """
-    client = adopt(conn)
+    client = adopt(conn, proxy_header=expect_proxy_header)
     try:
         yield client
     finally:
@@ -414,10 +427,10 @@ def adopted(conn: gevent.socket.socket) -> Iterator[Connection]:
 
 
 def peer_address(conn: Connection) -> Optional[str]:
-    """The browser's IP address where the gateway passed it (direct mode), else None."""
-    if isinstance(conn, DirectClient) and conn.address is not None:
-        return conn.address[0]
-    return None
+    """The browser's IP address where the gateway passed it (direct mode, or
+    a PROXY header with ``-P``), else None."""
+    address = client_address(conn)
+    return address[0] if address is not None else None
 
 
 def enlarge_send_buffer(conn: Connection) -> int:

@@ -59,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--ping-interval", type=float, help="ping a client quiet for this long, seconds (default 30)")
     serve.add_argument("--idle-timeout", type=float,
                        help="close a session after this long without a frame, seconds (default 90)")
+    serve.add_argument("--proxy-protocol", choices=["v1", "v2"],
+                       help="start each UNIX connection with a PROXY header saying who the client is")
+    serve.add_argument("--trusted-proxies", help="comma-separated IPs/CIDRs of front proxies whose "
+                       "Forwarded/X-Forwarded-For headers name the client (default: none)")
     _add_listen_options(serve, 8080)
 
     demo = commands.add_parser("demo", help="a temporary docroot, the sample servers and a demo page")

@@ -9,7 +9,12 @@ UNIX connection and speaks WebSocket on the client socket itself. (ouistiti's
 
 Gateway side: :func:`hand_over`. Server side, the counterpart of ouistiti's libwebsocket:
 :func:`accept` / :func:`adopt` return a :class:`DirectClient` (a WebSocket over the passed socket,
-with the client's address) or the plain connection when the gateway is piping.
+with the client's address) or the plain connection when the gateway is piping, after reading the
+PROXY header (:mod:`ouistiti_gw.proxy`) the gateway sends first when asked to;
+:func:`client_address` says who the client is either way.
+
+No PROXY header precedes a handover: the handover message itself carries the client's sockaddr,
+and ouistiti's servers (``ouistiti_recvaddr()``) expect that message first.
 """
 from __future__ import annotations
 
@@ -18,11 +23,14 @@ import errno
 import logging
 import socket as stdlib_socket
 import struct
+import weakref
 
 import gevent.select
 from gevent import socket
 
+from .addresses import Address, pack_ip, unpack_ip
 from .frames import CloseCode
+from .proxy import ProxyHeader, read_header
 from .utf8 import is_utf8
 from .websocket import ConnectionClosed, Message, WebSocket
 
@@ -41,23 +49,27 @@ _ANCILLARY_SIZE = stdlib_socket.CMSG_SPACE(4 * _FD_SIZE)
 def encode_sockaddr(address: tuple) -> bytes:
     """The raw ``struct sockaddr_in`` / ``sockaddr_in6`` of a ``getpeername()`` address."""
     host, port = address[:2]
-    if ":" in host:
+    family, packed = pack_ip(host)
+    if family == socket.AF_INET6:
         flowinfo, scope_id = (address[2], address[3]) if len(address) >= 4 else (0, 0)
-        return (struct.pack("=H", socket.AF_INET6) + struct.pack("!HI", port, flowinfo)
-                + socket.inet_pton(socket.AF_INET6, host) + struct.pack("=I", scope_id))
-    return struct.pack("=H", socket.AF_INET) + struct.pack("!H", port) + socket.inet_aton(host) + bytes(8)
+        return struct.pack("=H", family) + struct.pack("!HI", port, flowinfo) + packed + struct.pack("=I", scope_id)
+    return struct.pack("=H", family) + struct.pack("!H", port) + packed + bytes(8)
 
 
-def decode_sockaddr(data: bytes) -> tuple[str, int] | None:
+#: Where the packed address sits in a ``sockaddr_in`` / ``sockaddr_in6``.
+_SOCKADDR_IP = {socket.AF_INET: slice(4, 8), socket.AF_INET6: slice(8, 24)}
+
+
+def decode_sockaddr(data: bytes) -> Address | None:
     """``(host, port)`` from a raw ``sockaddr_in`` / ``sockaddr_in6``; None for anything else."""
-    if len(data) < 2:
+    if len(data) < 4:
         return None
     (family,) = struct.unpack_from("=H", data)
-    if family == socket.AF_INET and len(data) >= 8:
-        return socket.inet_ntoa(data[4:8]), struct.unpack_from("!H", data, 2)[0]
-    if family == socket.AF_INET6 and len(data) >= 24:
-        return socket.inet_ntop(socket.AF_INET6, data[8:24]), struct.unpack_from("!H", data, 2)[0]
-    return None
+    try:
+        host = unpack_ip(family, data[_SOCKADDR_IP[family]])
+    except (KeyError, ValueError):
+        return None
+    return host, struct.unpack_from("!H", data, 2)[0]
 
 
 # -- gateway side -------------------------------------------------------------------------------
@@ -130,24 +142,41 @@ class DirectClient:
         self.sock.close()
 
 
-def adopt(conn: socket.socket, wait: float = HANDOVER_WAIT_SECONDS) -> socket.socket | DirectClient:
+def adopt(conn: socket.socket, wait: float = HANDOVER_WAIT_SECONDS, *,
+          proxy_header: bool = False) -> socket.socket | DirectClient:
     """Turn a freshly accepted UNIX connection into what the gateway means it to be.
 
-    In direct mode the gateway's handover message arrives at once: the client socket it carries
-    becomes a :class:`DirectClient` and the UNIX connection is closed, as ouistiti's servers do.
-    Otherwise (data without a descriptor, or nothing within ``wait`` seconds) ``conn`` is returned
-    untouched, nothing read from it: the gateway is piping.
+    The one place a server tells the gateway's three kinds of connection apart:
+
+    - direct mode: the gateway's handover message arrives at once; the client socket it carries
+      becomes a :class:`DirectClient` and the UNIX connection is closed, as ouistiti's servers do;
+    - piping with ``proxy_header`` (the gateway runs with ``proxy_protocol``): the connection must
+      start with a PROXY header. It is read, and nothing past it; :func:`client_address` then
+      gives its source. A connection without one raises :class:`~ouistiti_gw.proxy.ProxyProtocolError`:
+      a server that took the header when present would believe any client whose first message
+      looks like one, so it is asked for, never guessed;
+    - piping otherwise (data without a descriptor, or nothing within ``wait`` seconds): ``conn``
+      is returned untouched, nothing read from it.
     """
-    ready = gevent.select.select([conn], [], [], wait)[0]
-    if not ready:
-        return conn
+    if gevent.select.select([conn], [], [], wait)[0]:
+        handed = _take_handover(conn)
+        if handed is not None:
+            return handed
+    if proxy_header:
+        _proxy_headers[conn] = read_header(conn)
+    return conn
+
+
+def _take_handover(conn: socket.socket) -> DirectClient | None:
+    """The :class:`DirectClient` a pending handover message carries; None (nothing read) if the
+    first message carries no descriptor."""
     try:
         peeked, ancillary, _, _ = conn.recvmsg(64, _ANCILLARY_SIZE, socket.MSG_PEEK)
     except OSError:
-        return conn
+        return None
     peeked_fds = _descriptors(ancillary)
     if not peeked_fds:
-        return conn
+        return None
     for fd in peeked_fds:  # peeking installed copies of the descriptors: drop them
         stdlib_socket.close(fd)
     data, ancillary, _, _ = conn.recvmsg(64, _ANCILLARY_SIZE)
@@ -161,11 +190,30 @@ def adopt(conn: socket.socket, wait: float = HANDOVER_WAIT_SECONDS) -> socket.so
     return DirectClient(client, address)
 
 
-def accept(listener: socket.socket, wait: float = HANDOVER_WAIT_SECONDS) -> socket.socket | DirectClient:
+#: PROXY headers read by :func:`adopt`, by connection (gone with it).
+_proxy_headers: "weakref.WeakKeyDictionary[socket.socket, ProxyHeader]" = weakref.WeakKeyDictionary()
+
+
+def proxy_header_of(conn: socket.socket | DirectClient) -> ProxyHeader | None:
+    """The PROXY header :func:`adopt` read on ``conn`` (its TLVs: Host, path, user...), if any."""
+    return _proxy_headers.get(conn) if not isinstance(conn, DirectClient) else None
+
+
+def client_address(conn: socket.socket | DirectClient) -> Address | None:
+    """The browser's ``(host, port)`` as the gateway told it: the handover's sockaddr in direct
+    mode, the PROXY header's source when piping with one; None when the gateway did not say."""
+    if isinstance(conn, DirectClient):
+        return conn.address
+    header = proxy_header_of(conn)
+    return header.source if header is not None else None
+
+
+def accept(listener: socket.socket, wait: float = HANDOVER_WAIT_SECONDS, *,
+           proxy_header: bool = False) -> socket.socket | DirectClient:
     """``listener.accept()`` then :func:`adopt`. Call it where a slow client may wait: it may block
     up to ``wait`` seconds for a client that sends nothing."""
     conn, _ = listener.accept()
-    return adopt(conn, wait)
+    return adopt(conn, wait, proxy_header=proxy_header)
 
 
 def _descriptors(ancillary: list) -> list[int]:

@@ -25,6 +25,10 @@ log = logging.getLogger(__name__)
 
 #: environ key of the accept callable: ``environ[UPGRADE_KEY](protocol) -> ClientConnection``.
 UPGRADE_KEY = "ouistiti_gw.upgrade"
+#: environ key of the client's socket on a WebSocket request, for its local address and TLS
+#: version (the PROXY header's destination and SSL TLV). Not to be read or written: the HTTP
+#: layer owns it until the upgrade.
+SOCKET_KEY = "ouistiti_gw.socket"
 #: RFC 6455 section 1.3.
 WEBSOCKET_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 SUPPORTED_VERSION = "13"
@@ -138,6 +142,7 @@ class GatewayHandler(WebSocketHandler):
                 self._refuse(*error)
                 return
             self.environ[UPGRADE_KEY] = self._accept_upgrade
+            self.environ[SOCKET_KEY] = self.socket
         # The plain WSGI path: the app answers, or calls the upgrade callable and pipes.
         super(WebSocketHandler, self).run_application()
 

@@ -25,9 +25,11 @@ import os
 from typing import TYPE_CHECKING, Iterable
 
 from .bridge import BackendUnavailable, Session, connect_unix
+from .addresses import format_address
 from .frames import CloseCode
 from .direct import hand_over
 from .handler import UPGRADE_KEY, ClientConnection, is_websocket_request
+from .identity import PROXY_PROTOCOL_VERSIONS, TrustedProxies, proxy_header
 from .names import NameRefused, NameRules, Target, find_target, parse_protocols, wsgi_path_to_name
 from .policy import OriginPolicy, SessionCounter
 from .websocket import DEFAULT_MAX_MESSAGE_SIZE, WebSocket
@@ -67,12 +69,18 @@ class WebSocketGateway:
     :param ping_interval: seconds of client silence before the gateway sends a ping (0: never).
     :param idle_timeout: seconds without any frame from the client (pongs included) before the
         session is closed with 1001 and its UNIX connection too (0: never).
+    :param proxy_protocol: ``"v1"`` or ``"v2"``: each new UNIX connection starts with a PROXY
+        header saying who the client is (:mod:`ouistiti_gw.proxy`); ``""`` (default): none. Not
+        before a direct-mode handover, which carries the client's address itself.
+    :param trusted_proxies: comma-separated IPs/CIDRs of front proxies whose ``Forwarded`` /
+        ``X-Forwarded-For`` headers name the client (:mod:`ouistiti_gw.identity`); default none.
     """
 
     def __init__(self, app: "WSGIApplication", docroot: str, allow: str = "*", deny: str = "",
                  mode: str = "", *, origins: str = "", max_connections: int = DEFAULT_MAX_CONNECTIONS,
                  max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE, max_message_rate: float = 0,
-                 ping_interval: float = DEFAULT_PING_INTERVAL, idle_timeout: float = DEFAULT_IDLE_TIMEOUT) -> None:
+                 ping_interval: float = DEFAULT_PING_INTERVAL, idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+                 proxy_protocol: str = "", trusted_proxies: str = "") -> None:
         if not docroot:
             raise ValueError("ouistiti_gw: a docroot (the directory of the UNIX sockets) is required")
         mode = (mode or "").strip()
@@ -88,6 +96,10 @@ class WebSocketGateway:
         self.max_message_rate = float(max_message_rate)
         self.ping_interval = float(ping_interval)
         self.idle_timeout = float(idle_timeout)
+        self.proxy_protocol = (proxy_protocol or "").strip().lower()
+        if self.proxy_protocol not in PROXY_PROTOCOL_VERSIONS:
+            raise ValueError(f"ouistiti_gw: unknown proxy_protocol {proxy_protocol!r} (expected v1 or v2)")
+        self.trusted_proxies = TrustedProxies(trusted_proxies)
         if not os.path.isdir(self.docroot):
             log.warning("docroot %s does not exist (yet): every WebSocket name will be 404", self.docroot)
 
@@ -100,7 +112,7 @@ class WebSocketGateway:
                         "(use ouistiti_gw.worker.GatewayWorker or GeventWebSocketWorker)",
                         environ.get("PATH_INFO"))
             return self.app(environ, start_response)
-        client = _client_address(environ)
+        client = format_address(self.trusted_proxies.client(environ).address)
         try:
             name = wsgi_path_to_name(environ.get("PATH_INFO", ""))
             protocols = parse_protocols(environ.get("HTTP_SEC_WEBSOCKET_PROTOCOL"))
@@ -127,6 +139,9 @@ class WebSocketGateway:
         except BackendUnavailable as unavailable:
             return self._refuse(environ, start_response, unavailable.status,
                                 f"{target.name}: {unavailable.reason}", client)
+        if self.mode != "direct" and not self._introduce(backend, environ, target):
+            backend.close()
+            return self._refuse(environ, start_response, 503, f"{target.name}: connection lost", client)
         try:
             connection = self._upgrade(environ, target.protocol)
         except BaseException:
@@ -135,10 +150,24 @@ class WebSocketGateway:
         if self.mode == "direct" and self._can_hand_over(environ, connection, client):
             self._hand_over(connection, backend, target, client)
             return []
+        if self.mode == "direct":
+            self._introduce(backend, environ, target)  # piped after all; if it fails, so does the session
         websocket = self._websocket(connection)
         Session(websocket, backend, target.name, client, max_message_rate=self.max_message_rate,
                 ping_interval=self.ping_interval, idle_timeout=self.idle_timeout).run()
         return []
+
+    def _introduce(self, backend, environ: "WSGIEnvironment", target: Target) -> bool:
+        """PROXY protocol: the header goes out first, alone; False if the server is already gone."""
+        if not self.proxy_protocol:
+            return True
+        header = proxy_header(self.proxy_protocol, environ, self.trusted_proxies.client(environ), target.protocol)
+        try:
+            backend.sendall(header)
+            return True
+        except OSError as error:
+            log.warning("PROXY header to %s failed: %s", target.name, error)
+            return False
 
     def _upgrade(self, environ: "WSGIEnvironment", protocol: str | None) -> ClientConnection:
         """Complete the handshake (or take over the one gevent-websocket completed)."""
@@ -223,9 +252,3 @@ def _then_close(result: Iterable[bytes], finish) -> Iterable[bytes]:
         if close is not None:
             close()
         finish()
-
-
-def _client_address(environ: "WSGIEnvironment") -> str:
-    host = environ.get("REMOTE_ADDR", "-")
-    port = environ.get("REMOTE_PORT")
-    return f"{host}:{port}" if port else host
