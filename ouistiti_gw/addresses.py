@@ -42,7 +42,7 @@ def unmap(host: str) -> str:
 def as_ipv6(host: str) -> str:
     """``host`` as IPv6 (IPv4 becomes ``::ffff:a.b.c.d``): a pair of mixed families shares one."""
     ip = ipaddress.ip_address(host)
-    return str(ipaddress.IPv6Address(b"\0" * 10 + b"\xff\xff" + ip.packed)) if ip.version == 4 else str(ip)
+    return f"::ffff:{ip}" if ip.version == 4 else str(ip)
 
 
 def format_address(address: Address | None) -> str:

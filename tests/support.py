@@ -274,3 +274,36 @@ def handshake_status(port: int, path: str, **kwargs) -> tuple[int, dict[str, str
 
 def remove_tree(path: str) -> None:
     shutil.rmtree(path, ignore_errors=True)
+
+
+# -- client identity (PROXY protocol, front proxies) -------------------------------------------
+
+def self_signed_certificate(directory: str, name: str = "127.0.0.1") -> tuple[str, str]:
+    """``(cert.pem, key.pem)`` made by the openssl CLI in ``directory``, for ``name``."""
+    cert, key = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+                    f"/CN={name}", "-addext", f"subjectAltName=IP:{name}", "-keyout", key, "-out", cert],
+                   check=True, capture_output=True)
+    return cert, key
+
+
+def socket_from(source: str, port: int, host: str = "127.0.0.1") -> socket.socket:
+    """A TCP connection to ``host:port`` sent from the local address ``source`` (e.g. 127.0.0.2),
+    for a WebSocket client's ``sock=``: the gateway (or nginx) then sees that address."""
+    sock = socket.socket()
+    sock.bind((source, 0))
+    sock.settimeout(10)
+    sock.connect((host, port))
+    return sock
+
+
+def proxied_echo_handler(conn: socket.socket, server: UnixServer) -> None:
+    """Read the PROXY header (recorded in ``server.headers``, raw bytes in ``server.raw_headers``),
+    then echo as :func:`echo_handler` does."""
+    from ouistiti_gw.proxy import parse, read_header
+
+    peeked = conn.recv(65536 + 16, socket.MSG_PEEK)
+    header = read_header(conn)
+    vars(server).setdefault("headers", []).append(header)
+    vars(server).setdefault("raw_headers", []).append(peeked[:parse(peeked)[1]])
+    echo_handler(conn, server)
