@@ -10,7 +10,7 @@ from websockets.sync.client import connect
 
 from ouistiti_gw.direct import decode_sockaddr, encode_sockaddr
 from support import (
-    BIN, TESTS, fd_count, free_port, gateway_cli, gunicorn, handshake_request, raw_request, unix_accepts, wait_until,
+    TESTS, fd_count, free_port, gateway_cli, gunicorn, handshake_request, raw_request, unix_accepts, wait_until,
 )
 from test_ouistiti_samples import TARBALL
 
@@ -20,23 +20,6 @@ def test_sockaddr_round_trip(address):
     raw = encode_sockaddr(address)
     assert len(raw) == (16 if "." in address[0] else 28)  # sizeof(sockaddr_in), sizeof(sockaddr_in6)
     assert decode_sockaddr(raw) == address
-
-
-@pytest.fixture
-def sample(docroot):
-    """Start a contrib sample server in docroot: ``sample("echo")``."""
-    started = []
-
-    def start(program: str, *options: str) -> str:
-        process = subprocess.Popen([str(BIN / f"websocket_{program}"), "-R", docroot, "-n", program, *options])
-        started.append(process)
-        wait_until(lambda: unix_accepts(f"{docroot}/{program}"), what=program)
-        return program
-
-    yield start
-    for process in started:
-        process.terminate()
-        assert process.wait(10) == 0
 
 
 @pytest.fixture

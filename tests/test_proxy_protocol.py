@@ -10,7 +10,6 @@ import shutil
 import socket
 import ssl
 import subprocess
-import time
 
 import pytest
 from proxyprotocol.v2 import ProxyProtocolV2
@@ -19,7 +18,7 @@ from websockets.sync.client import connect
 
 from ouistiti_gw import proxy
 from support import (
-    BIN, free_port, gateway_cli, gateway_test_app, proxied_echo_handler, self_signed_certificate, socket_from,
+    gateway_cli, gateway_test_app, proxied_echo_handler, self_signed_certificate, socket_from,
     unix_accepts, wait_until,
 )
 
@@ -32,22 +31,6 @@ def connect_from(gateway, path: str, **kwargs):
     sock = socket_from(CLIENT_HOST, gateway.port)
     port = sock.getsockname()[1]
     return connect(f"{scheme}://127.0.0.1:{gateway.port}{path}", sock=sock, **kwargs), port
-
-
-@pytest.fixture
-def sample(docroot):
-    """A contrib sample server in docroot: ``sample("chat", "-w", "-P")``."""
-    started = []
-
-    def start(program: str, *options: str) -> None:
-        process = subprocess.Popen([str(BIN / f"websocket_{program}"), "-R", docroot, "-n", program, *options])
-        started.append(process)
-        wait_until(lambda: unix_accepts(f"{docroot}/{program}"), what=program)
-
-    yield start
-    for process in started:
-        process.terminate()
-        assert process.wait(10) == 0
 
 
 @pytest.mark.parametrize("version", ["v1", "v2"])
