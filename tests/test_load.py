@@ -17,19 +17,19 @@ def raise_fd_limit(wanted: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, hard), hard))
 
 
-async def numbered_echo(url: str, client: int) -> list[str]:
-    """Send MESSAGES numbered lines at once; read back until all came, whatever the chunking."""
+async def numbered_echo(url: str, client: int, messages: int = MESSAGES) -> list[str]:
+    """Send ``messages`` numbered lines at once; read back until all came, whatever the chunking."""
     async with connect(url, max_size=None, open_timeout=60, ping_interval=None) as ws:
-        for i in range(MESSAGES):
+        for i in range(messages):
             await ws.send(f"{client}:{i}\n")
         received = ""
-        while received.count("\n") < MESSAGES:
+        while received.count("\n") < messages:
             received += await ws.recv()
         return received.splitlines()
 
 
-async def all_clients(url: str) -> list[list[str]]:
-    return await asyncio.gather(*(numbered_echo(url, c) for c in range(CLIENTS)))
+async def all_clients(url: str, clients: int = CLIENTS, messages: int = MESSAGES) -> list[list[str]]:
+    return await asyncio.gather(*(numbered_echo(url, c, messages) for c in range(clients)))
 
 
 def test_thousand_clients_hundred_messages_each(docroot, gateway):
