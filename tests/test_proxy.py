@@ -200,3 +200,12 @@ def test_header_from_a_request_carries_every_tlv():
     assert header.ssl.client & proxy.PP2_CLIENT_SSL
     assert parse(proxy_header("v1", env, client, None))[0] == ProxyHeader(1, ("127.0.0.1", 40000), ("127.0.0.1", 8080))
     assert ipaddress.ip_address(header.destination[0])
+
+
+def test_settings_reach_the_middleware():
+    from ouistiti_gw.paste import make_app
+
+    app = make_app({}, docroot="/tmp", proxy_protocol="v2", trusted_proxies="10.0.0.0/8")
+    assert app.proxy_protocol == "v2" and app.trusted_proxies.trusts("10.1.2.3")
+    with pytest.raises(ValueError, match="proxy_protocol"):
+        make_app({}, docroot="/tmp", proxy_protocol="v3")
