@@ -24,28 +24,43 @@ With ``-w`` a message may be a command, as in ouistiti's chat.c (a trailing
   when the client's address is unknown, or ``WSIs NAME undefined``.
 * anything else is relayed to the others unchanged.
 
-Usage: ``websocket_chat [-R DIR] [-n NAME] [-u USER] [-m N] [-D] [-w]``
+With ``--redis URL`` the room spans every chat server started with the same
+Redis and ``--room`` (see :mod:`.federation`): broadcasts, private messages,
+names and whois cross servers.  The room only talks to its :class:`Peers`, so
+without ``--redis`` (:class:`Alone`) nothing else changes, and redis-py is not
+imported.
+
+Usage: ``websocket_chat [-R DIR] [-n NAME] [-u USER] [-m N] [-D] [-w]
+[--redis URL [--room NAME] [--name-ttl SECONDS]]``
 """
 from __future__ import annotations
 
+import argparse
 import collections
 import errno
+import itertools
 import logging
 import socket
 import sys
-from typing import Callable, Dict, Iterator, List, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Dict, Iterator, List, Optional, Protocol, Sequence, Tuple
 
 import gevent
 import gevent.event
 import gevent.socket
 
-from .server import (Connection, Handler, adopted, build_parser, enlarge_send_buffer, peer_address, program_name,
-                     recv_packet, run, setup_logging)
+from .server import (Connection, Handler, StartupError, adopted, build_parser, enlarge_send_buffer, peer_address,
+                     program_name, recv_packet, run, setup_logging)
+
+if TYPE_CHECKING:
+    from .federation import Federation
 
 log = logging.getLogger(__name__)
 
 MAX_PENDING_MESSAGES = 1024
 MAX_PENDING_BYTES = 1 << 20
+
+#: Client numbers, unique in this process: a name's owner across servers is (server, number).
+_serials = itertools.count(1)
 
 
 class Client:
@@ -53,6 +68,7 @@ class Client:
 
     def __init__(self, conn: gevent.socket.socket) -> None:
         self.conn = conn
+        self.serial = next(_serials)
         self.name: Optional[bytes] = None
         #: The client's network address as text, when known (in direct mode).
         self.address: Optional[str] = None
@@ -117,11 +133,50 @@ def first_word(text: bytes) -> bytes:
     return text.split(b" ", 1)[0]
 
 
+class Peers(Protocol):
+    """The chat servers sharing this room (:class:`.federation.Federation`)."""
+
+    def claim(self, name: bytes, client: Client) -> bool:
+        """Take *name* for *client* on every server; False when another holds it."""
+
+    def release(self, name: bytes, client: Client) -> None:
+        """Free *name*, held by *client* until now."""
+
+    def say(self, sender: Client, message: bytes) -> None:
+        """Relay a broadcast to the other servers' clients."""
+
+    def private(self, sender: Client, name: bytes, text: bytes) -> None:
+        """Send *text* to the clients called *name* on the other servers."""
+
+    def whois(self, name: bytes) -> Tuple[bool, Optional[str]]:
+        """Whether another server's client holds *name*, and its address if known."""
+
+
+class Alone:
+    """No other server: the room is this server's clients (no ``--redis``)."""
+
+    def claim(self, name: bytes, client: Client) -> bool:
+        return True
+
+    def release(self, name: bytes, client: Client) -> None:
+        pass
+
+    def say(self, sender: Client, message: bytes) -> None:
+        pass
+
+    def private(self, sender: Client, name: bytes, text: bytes) -> None:
+        pass
+
+    def whois(self, name: bytes) -> Tuple[bool, Optional[str]]:
+        return False, None
+
+
 class ChatRoom:
     """The connected clients and what happens to their messages."""
 
-    def __init__(self, commands: bool) -> None:
+    def __init__(self, commands: bool, peers: Optional[Peers] = None) -> None:
         self.commands = commands
+        self.peers: Peers = peers or Alone()
         self.clients: List[Client] = []
         self._verbs: Dict[bytes, Callable[[Client, bytes], None]] = {
             b"WSHello": self.hello,
@@ -150,6 +205,8 @@ class ChatRoom:
                     self.receive(client, message)
         finally:
             self.clients.remove(client)
+            if client.name is not None:
+                self.peers.release(client.name, client)
             if writer is not None:
                 writer.kill()
 
@@ -161,9 +218,22 @@ class ChatRoom:
             if command is not None and space:
                 command(sender, argument)
                 return
+        self.relay(message, sender)
+        self.peers.say(sender, message)
+
+    def relay(self, message: bytes, sender: Optional[Client] = None) -> None:
+        """Give *message* to every local client but its *sender*."""
         for client in list(self.clients):
             if client is not sender:
                 client.post(message)
+
+    def tell(self, name: bytes, text: bytes) -> bool:
+        """Give *text* to the local clients called *name*; whether there was one."""
+        told = False
+        for client in list(self.named(name)):
+            client.post(text)
+            told = True
+        return told
 
     def named(self, name: bytes) -> Iterator[Client]:
         """The clients currently called *name*."""
@@ -176,9 +246,11 @@ class ChatRoom:
             return
         taken = {client.name for client in self.clients if client is not sender}
         name, number = wanted, 0
-        while name in taken:
+        while name in taken or not self.peers.claim(name, sender):
             number += 1
             name = b"%s%03d" % (wanted, number)
+        if sender.name is not None and sender.name != name:
+            self.peers.release(sender.name, sender)
         sender.name = name
         sender.post(b"WSWelcome " + name)
 
@@ -187,8 +259,8 @@ class ChatRoom:
         name, space, text = argument.partition(b" ")
         if not space or not text:
             return
-        for client in self.named(name):
-            client.post(text)
+        if not self.tell(name, text):
+            self.peers.private(sender, name, text)
 
     def whois(self, sender: Client, argument: bytes) -> None:
         """``WSWhois NAME``: answer with the address of the client NAME."""
@@ -196,12 +268,13 @@ class ChatRoom:
         if not name:
             return
         client = next(self.named(name), None)
-        if client is None:
+        held, address = (True, client.address) if client is not None else self.peers.whois(name)
+        if not held:
             where = b"undefined"
-        elif client.address is None:
+        elif address is None:
             where = b"network error"
         else:
-            where = client.address.encode()
+            where = address.encode()
         sender.post(b"WSIs %s %s" % (name, where))
 
 
@@ -211,13 +284,47 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser(prog, "Chat server for the ouistiti WebSocket gateway.")
     parser.add_argument("-w", dest="commands", action="store_true",
                         help="interpret ouistiti's chat commands (WSHello, WSPrivate, WSWhois)")
+    group = parser.add_argument_group("federation", "one room across chat servers, through Redis")
+    group.add_argument("--redis", metavar="URL",
+                            help="share the room through this Redis (redis://HOST:PORT/DB, unix://PATH)")
+    group.add_argument("--room", metavar="NAME",
+                            help="the room's name in Redis (default: the socket name, -n)")
+    group.add_argument("--name-ttl", metavar="SECONDS", type=float, default=30.0,
+                            help="a crashed server's names are free after this long (default: %(default)s)")
     args = parser.parse_args(argv)
+    if args.redis is None and args.room is not None:
+        parser.error("--room needs --redis")
     setup_logging(prog)
+    stops: List[Callable[[], None]] = []
 
     def start() -> Handler:
-        return ChatRoom(args.commands).handle
+        room = ChatRoom(args.commands)
+        if args.redis is not None:
+            federation = federate(args, room)
+            room.peers = federation
+            stops.append(federation.stop)
+        return room.handle
 
-    return run(args, socket.SOCK_SEQPACKET, start)
+    def release() -> None:
+        for stop in stops:
+            stop()
+
+    return run(args, socket.SOCK_SEQPACKET, start, release=release)
+
+
+def federate(args: argparse.Namespace, room: ChatRoom) -> "Federation":
+    """Start sharing *room* through Redis (imported only here: without
+    ``--redis``, redis-py need not even be installed)."""
+    try:
+        from .federation import Federation
+    except ImportError as exc:
+        raise StartupError(f"--redis needs the redis package (pip install redis): {exc}") from None
+    try:
+        federation = Federation(args.redis, args.room or args.name, args.name_ttl)
+    except ValueError as exc:
+        raise StartupError(f"--redis: {exc}") from None
+    federation.start(room)
+    return federation
 
 
 if __name__ == "__main__":
