@@ -24,6 +24,8 @@ setup(
         # gunicorn's gevent worker (which GeventWebSocketWorker extends) imports
         # ``packaging`` without declaring it: without it the worker class "is not found".
         "gunicorn": ["gunicorn>=22", "packaging"],
+        # websocket_chat --redis (federation over Redis pub/sub); imported only with that option
+        "redis": ["redis>=5"],
         "test": [
             "pytest>=8",
             "websockets>=13",
@@ -32,6 +34,9 @@ setup(
             "packaging",
             "hypothesis>=6",
             "playwright>=1.40",
+            "redis>=5",
+            # a PROXY protocol parser no one here wrote, to check our encoder against
+            "proxy-protocol>=0.11",
         ],
     },
     entry_points={

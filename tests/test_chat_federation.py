@@ -24,9 +24,7 @@ from contrib_helpers import Server, recv_packet, run, start_servers, wait_until
 from support import free_port, gateway_cli, port_accepts
 from test_contrib_chat import join, next_after
 
-REDIS_SERVER = shutil.which("redis-server")
-pytestmark = pytest.mark.skipif(REDIS_SERVER is None,
-                                reason="redis-server is not installed (apt-get install redis-server)")
+REDIS_SERVER = shutil.which("redis-server") or "redis-server"  # missing: the test fails (.ci/run installs it)
 
 LOST = "unreachable"
 FEDERATING = "federating room"

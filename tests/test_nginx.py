@@ -47,8 +47,7 @@ def derived_config(port: int, upstreams: list[int], cert: str, key: str) -> str:
 @pytest.fixture
 def nginx(tmp_path):
     """Start nginx in front of ``upstreams``: ``nginx([port_a, port_b]) -> (port, cafile)``."""
-    if not shutil.which("nginx"):
-        pytest.skip("nginx is not installed (apt-get install nginx)")
+    assert shutil.which("nginx"), "nginx is not installed (bash .ci/run installs it)"
     processes = []
 
     def start(upstreams: list[int]) -> tuple[int, str]:
