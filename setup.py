@@ -26,6 +26,8 @@ setup(
         "gunicorn": ["gunicorn>=22", "packaging"],
         # websocket_chat --redis (federation over Redis pub/sub); imported only with that option
         "redis": ["redis>=5"],
+        # metrics_path: Prometheus metrics
+        "metrics": ["prometheus_client>=0.17"],
         "test": [
             "pytest>=8",
             "websockets>=13",
@@ -35,6 +37,7 @@ setup(
             "hypothesis>=6",
             "playwright>=1.40",
             "redis>=5",
+            "prometheus_client>=0.17",
             # a PROXY protocol parser no one here wrote, to check our encoder against
             "proxy-protocol>=0.11",
         ],

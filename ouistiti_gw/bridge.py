@@ -22,6 +22,7 @@ import stat
 import time
 import weakref
 from dataclasses import dataclass, field
+from typing import Callable
 
 import gevent
 from gevent import socket
@@ -108,6 +109,8 @@ class Session:
     ping_interval: float = 0
     idle_timeout: float = 0
     close_timeout: float = CLOSE_TIMEOUT_SECONDS
+    #: Called once the session is over (metrics); it reads :attr:`close_code` and the counters.
+    on_end: Callable[["Session"], None] | None = None
     started: float = field(default_factory=time.monotonic)
     closing: Event = field(default_factory=Event)
 
@@ -238,12 +241,20 @@ class Session:
             pass  # already disconnected
         self.backend.close()
 
-    def _log_end(self) -> None:
+    @property
+    def close_code(self) -> int:
+        """The code that ended the session: ours if we closed first, else the client's (1006: none)."""
         ws = self.websocket
         code = ws.close_sent if ws.close_sent is not None else ws.close_received
+        return int(code) if code is not None else int(CloseCode.ABNORMAL)
+
+    def _log_end(self) -> None:
+        ws = self.websocket
         log.info("session closed name=%s client=%s bytes_in=%d bytes_out=%d close=%s duration=%.3fs",
-                 self.name, self.client, ws.bytes_received, ws.bytes_sent,
-                 code if code is not None else CloseCode.ABNORMAL, time.monotonic() - self.started)
+                 self.name, self.client, ws.bytes_received, ws.bytes_sent, self.close_code,
+                 time.monotonic() - self.started)
+        if self.on_end is not None:
+            self.on_end(self)
 
 
 #: Sessions running in this process, so a stopping server can close them properly.

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from typing import TYPE_CHECKING, Iterable
 
 from .bridge import BackendUnavailable, Session, connect_unix
@@ -47,6 +48,8 @@ DEFAULT_MAX_CONNECTIONS = 10000
 DEFAULT_PING_INTERVAL = 30.0
 DEFAULT_IDLE_TIMEOUT = 90.0
 _REASONS = {403: "403 Forbidden", 404: "404 Not Found", 503: "503 Service Unavailable"}
+#: The metrics' refusal reason for each status a UNIX server's state leads to.
+_REFUSAL_REASON = {403: "denied", 404: "missing", 503: "refused"}
 
 
 class WebSocketGateway:
@@ -74,13 +77,15 @@ class WebSocketGateway:
         before a direct-mode handover, which carries the client's address itself.
     :param trusted_proxies: comma-separated IPs/CIDRs of front proxies whose ``Forwarded`` /
         ``X-Forwarded-For`` headers name the client (:mod:`ouistiti_gw.identity`); default none.
+    :param metrics_path: a path (``/metrics``) where Prometheus metrics are served
+        (:mod:`ouistiti_gw.metrics`); default none.
     """
 
     def __init__(self, app: "WSGIApplication", docroot: str, allow: str = "*", deny: str = "",
                  mode: str = "", *, origins: str = "", max_connections: int = DEFAULT_MAX_CONNECTIONS,
                  max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE, max_message_rate: float = 0,
                  ping_interval: float = DEFAULT_PING_INTERVAL, idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
-                 proxy_protocol: str = "", trusted_proxies: str = "") -> None:
+                 proxy_protocol: str = "", trusted_proxies: str = "", metrics_path: str = "") -> None:
         if not docroot:
             raise ValueError("ouistiti_gw: a docroot (the directory of the UNIX sockets) is required")
         mode = (mode or "").strip()
@@ -100,11 +105,15 @@ class WebSocketGateway:
         if self.proxy_protocol not in PROXY_PROTOCOL_VERSIONS:
             raise ValueError(f"ouistiti_gw: unknown proxy_protocol {proxy_protocol!r} (expected v1 or v2)")
         self.trusted_proxies = TrustedProxies(trusted_proxies)
+        self.metrics_path = metrics_path or ""
+        self.metrics = _make_metrics() if self.metrics_path else None
         if not os.path.isdir(self.docroot):
             log.warning("docroot %s does not exist (yet): every WebSocket name will be 404", self.docroot)
 
     def __call__(self, environ: "WSGIEnvironment", start_response: "StartResponse") -> Iterable[bytes]:
         if not is_websocket_request(environ):
+            if self.metrics is not None and environ.get("PATH_INFO") == self.metrics_path:
+                return self._serve_metrics(start_response)
             return self.app(environ, start_response)
         stock_websocket = environ.get("wsgi.websocket")
         if stock_websocket is None and UPGRADE_KEY not in environ:
@@ -118,15 +127,15 @@ class WebSocketGateway:
             protocols = parse_protocols(environ.get("HTTP_SEC_WEBSOCKET_PROTOCOL"))
             target = find_target(self.docroot, self.rules, name, protocols)
         except NameRefused as refusal:
-            return self._refuse(environ, start_response, 403, str(refusal), client)
+            return self._refuse(environ, start_response, 403, str(refusal), client, "denied")
         if target is None:
             return self._pass_on(environ, start_response, stock_websocket)
         origin = environ.get("HTTP_ORIGIN")
         if not self.origins.permits(origin, environ.get("HTTP_HOST"), environ.get("wsgi.url_scheme", "http")):
-            return self._refuse(environ, start_response, 403, f"origin {origin!r} not allowed", client)
+            return self._refuse(environ, start_response, 403, f"origin {origin!r} not allowed", client, "origin")
         if not self.sessions.try_acquire():
             return self._refuse(environ, start_response, 503,
-                                f"{self.sessions.maximum} sessions already open", client)
+                                f"{self.sessions.maximum} sessions already open", client, "limit")
         try:
             return self._bridge(environ, start_response, target, client)
         finally:
@@ -138,10 +147,10 @@ class WebSocketGateway:
             backend = connect_unix(target.path)
         except BackendUnavailable as unavailable:
             return self._refuse(environ, start_response, unavailable.status,
-                                f"{target.name}: {unavailable.reason}", client)
+                                f"{target.name}: {unavailable.reason}", client, _REFUSAL_REASON[unavailable.status])
         if self.mode != "direct" and not self._introduce(backend, environ, target):
             backend.close()
-            return self._refuse(environ, start_response, 503, f"{target.name}: connection lost", client)
+            return self._refuse(environ, start_response, 503, f"{target.name}: connection lost", client, "refused")
         try:
             connection = self._upgrade(environ, target.protocol)
         except BaseException:
@@ -153,9 +162,22 @@ class WebSocketGateway:
         if self.mode == "direct":
             self._introduce(backend, environ, target)  # piped after all; if it fails, so does the session
         websocket = self._websocket(connection)
+        if self.metrics is not None:
+            self.metrics.session_opened()
         Session(websocket, backend, target.name, client, max_message_rate=self.max_message_rate,
-                ping_interval=self.ping_interval, idle_timeout=self.idle_timeout).run()
+                ping_interval=self.ping_interval, idle_timeout=self.idle_timeout,
+                on_end=self._count_session if self.metrics is not None else None).run()
         return []
+
+    def _count_session(self, session: Session) -> None:
+        ws = session.websocket
+        self.metrics.session_ended(session.name, session.close_code, ws.bytes_received, ws.bytes_sent,
+                                   time.monotonic() - session.started)
+
+    def _serve_metrics(self, start_response: "StartResponse") -> Iterable[bytes]:
+        body = self.metrics.exposition()
+        start_response("200 OK", [("Content-Type", self.metrics.content_type), ("Content-Length", str(len(body)))])
+        return [body]
 
     def _introduce(self, backend, environ: "WSGIEnvironment", target: Target) -> bool:
         """PROXY protocol: the header goes out first, alone; False if the server is already gone."""
@@ -201,13 +223,20 @@ class WebSocketGateway:
             backend.close()
         if taken:
             log.info("session handed over name=%s client=%s", target.name, client)
+            if self.metrics is not None:
+                self.metrics.session_opened()
+                self.metrics.session_ended(target.name, "handover", 0, 0, 0.0)
         else:
             log.warning("%s did not take the connection of %s", target.name, client)
             self._websocket(connection).close(CloseCode.INTERNAL_ERROR, "server did not take the connection")
         connection.detach()
 
-    def _refuse(self, environ, start_response, status: int, reason: str, client: str) -> Iterable[bytes]:
+    def _refuse(self, environ, start_response, status: int, reason: str, client: str,
+                category: str) -> Iterable[bytes]:
+        """Answer a refused handshake; ``category`` is the metrics' reason label."""
         log.warning("refused WebSocket %s from %s: %s (%d)", environ.get("PATH_INFO"), client, reason, status)
+        if self.metrics is not None:
+            self.metrics.refused(category)
         stock_websocket = environ.get("wsgi.websocket")
         if stock_websocket is not None:
             code = CloseCode.POLICY_VIOLATION if status == 403 else CloseCode.INTERNAL_ERROR
@@ -236,6 +265,15 @@ class WebSocketGateway:
                     CloseCode.POLICY_VIOLATION, "no WebSocket service here")
 
         return _then_close(result, close_if_left_open)
+
+
+def _make_metrics():
+    try:
+        from .metrics import Metrics
+    except ImportError as error:
+        raise ValueError(f"ouistiti_gw: metrics_path needs prometheus_client "
+                         f"(pip install ouistiti_gw[metrics]): {error}") from None
+    return Metrics()
 
 
 def _take_over(stock_websocket) -> ClientConnection:

@@ -37,6 +37,21 @@ class GatewayWorker(GeventWebSocketWorker):
             gateway_log.setLevel(self.log.error_log.level)
         super().init_process()
 
+    def run(self) -> None:
+        try:
+            super().run()
+        finally:
+            _forget_live_gauges(self.pid)
+
     def handle_exit(self, sig, frame) -> None:
         super().handle_exit(sig, frame)
         gevent.spawn(close_all_sessions)
+
+
+def _forget_live_gauges(pid: int) -> None:
+    """In prometheus_client's multiprocess mode, a worker's open-session gauge ends with it."""
+    try:
+        from .metrics import process_exited
+    except ImportError:
+        return  # no prometheus_client: no metrics
+    process_exited(pid)

@@ -1,0 +1,66 @@
+"""Prometheus metrics of the gateway, served by the middleware at ``metrics_path``.
+
+Counting happens once per session (when it opens and when it ends) and once per refusal, never
+per message: the data path pays nothing. So ``bytes`` of a session still open are counted when it
+ends; ``sessions_open`` tells what is in flight.
+
+Under gunicorn with several workers, set ``PROMETHEUS_MULTIPROC_DIR`` to an empty directory
+(prometheus_client's multiprocess mode): every worker writes its figures there and a scrape,
+whichever worker answers it, sums them all.
+"""
+from __future__ import annotations
+
+import os
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import multiprocess
+
+#: Why a handshake was refused: the ``reason`` label of ``ouistiti_gw_refusals_total``.
+REFUSAL_REASONS = ("denied", "missing", "refused", "origin", "limit")
+_DURATION_BUCKETS = (0.1, 1, 10, 60, 300, 1800, 3600, 6 * 3600, 24 * 3600)
+
+
+class Metrics:
+    """The gateway's metrics in a registry of their own (several gateways may share a process)."""
+
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.sessions_open = Gauge("ouistiti_gw_sessions_open", "WebSocket sessions open now",
+                                   registry=self.registry, multiprocess_mode="livesum")
+        self.sessions = Counter("ouistiti_gw_sessions", "WebSocket sessions ended, by socket name and close code",
+                                ["name", "code"], registry=self.registry)
+        self.bytes = Counter("ouistiti_gw_bytes", "Payload bytes carried, by direction (in: from clients)",
+                             ["direction"], registry=self.registry)
+        self.refusals = Counter("ouistiti_gw_refusals", "WebSocket handshakes refused, by reason",
+                                ["reason"], registry=self.registry)
+        self.duration = Histogram("ouistiti_gw_session_duration_seconds", "How long sessions last",
+                                  registry=self.registry, buckets=_DURATION_BUCKETS)
+
+    def session_opened(self) -> None:
+        self.sessions_open.inc()
+
+    def session_ended(self, name: str, code: int | str, bytes_in: int, bytes_out: int, duration: float) -> None:
+        self.sessions_open.dec()
+        self.sessions.labels(name, str(code)).inc()
+        self.bytes.labels("in").inc(bytes_in)
+        self.bytes.labels("out").inc(bytes_out)
+        self.duration.observe(duration)
+
+    def refused(self, reason: str) -> None:
+        self.refusals.labels(reason).inc()
+
+    def exposition(self) -> bytes:
+        """The text format for a scrape: this process's figures, or all workers' in multiprocess mode."""
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry)
+        return generate_latest(self.registry)
+
+
+def process_exited(pid: int) -> None:
+    """Drop a finished worker's live gauges (``sessions_open``) from the multiprocess directory."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.mark_process_dead(pid)
