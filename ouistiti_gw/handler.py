@@ -16,6 +16,7 @@ import base64
 import binascii
 import hashlib
 import logging
+import socket
 
 import gevent
 from gevent.pywsgi import WSGIHandler
@@ -43,6 +44,10 @@ class ClientConnection:
         self.handler = handler
         self.sock = handler.socket
         self.rfile = handler.rfile
+        # Messages go out as soon as they are written: Nagle's algorithm would hold a small frame
+        # back while the previous one is unacknowledged (round trips of 40 ms with delayed ACKs).
+        if self.sock.family in (socket.AF_INET, socket.AF_INET6):
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def buffered(self) -> bool:
         """True when bytes from the client already sit in our reader (they cannot follow the socket)."""
