@@ -35,6 +35,32 @@ WEBSOCKET_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 SUPPORTED_VERSION = "13"
 
 
+def has_pending_input(sock, rfile) -> bool:
+    """True when bytes from the client sit in our reader, or in the kernel (they get pulled in).
+
+    Call it before the 101 to learn whether a client pipelined data behind its handshake: after
+    the 101 it would read the client's first message into our buffer.
+    """
+    timeout = sock.gettimeout()
+    sock.settimeout(0.0)
+    try:
+        return bool(rfile.peek(1))
+    except OSError:
+        return False
+    finally:
+        sock.settimeout(timeout)
+
+
+def pending_input(environ: dict) -> bool:
+    """:func:`has_pending_input` for the connection of a WebSocket request (either handler)."""
+    stock_websocket = environ.get("wsgi.websocket")
+    if stock_websocket is not None:
+        handler = stock_websocket.stream.handler
+        return has_pending_input(handler.socket, handler.rfile)
+    # for an upgrade request pywsgi's wsgi.input is the connection's reader itself
+    return has_pending_input(environ[SOCKET_KEY], environ["wsgi.input"])
+
+
 class ClientConnection:
     """The client's connection once upgraded: its socket, the buffered reader the HTTP server
     parsed the handshake from (bytes sent right after the handshake may already sit in it), and
@@ -48,15 +74,6 @@ class ClientConnection:
         # back while the previous one is unacknowledged (round trips of 40 ms with delayed ACKs).
         if self.sock.family in (socket.AF_INET, socket.AF_INET6):
             self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def buffered(self) -> bool:
-        """True when bytes from the client already sit in our reader (they cannot follow the socket)."""
-        timeout = self.sock.gettimeout()
-        self.sock.settimeout(0.0)
-        try:
-            return bool(self.rfile.peek(1))
-        finally:
-            self.sock.settimeout(timeout)
 
     def detach(self) -> None:
         """Take the connection from the HTTP server for good, and close our copy of it.

@@ -29,7 +29,7 @@ from .bridge import BackendUnavailable, Session, connect_unix
 from .addresses import format_address
 from .frames import CloseCode
 from .direct import hand_over
-from .handler import UPGRADE_KEY, ClientConnection, is_websocket_request
+from .handler import UPGRADE_KEY, ClientConnection, is_websocket_request, pending_input
 from .identity import PROXY_PROTOCOL_VERSIONS, TrustedProxies, proxy_header
 from .names import NameRefused, NameRules, Target, find_target, parse_protocols, wsgi_path_to_name
 from .policy import OriginPolicy, SessionCounter
@@ -151,12 +151,13 @@ class WebSocketGateway:
         if self.mode != "direct" and not self._introduce(backend, environ, target):
             backend.close()
             return self._refuse(environ, start_response, 503, f"{target.name}: connection lost", client, "refused")
+        hand_over_client = self.mode == "direct" and self._can_hand_over(environ, client)
         try:
             connection = self._upgrade(environ, target.protocol)
         except BaseException:
             backend.close()
             raise
-        if self.mode == "direct" and self._can_hand_over(environ, connection, client):
+        if hand_over_client:
             self._hand_over(connection, backend, target, client)
             return []
         if self.mode == "direct":
@@ -203,11 +204,12 @@ class WebSocketGateway:
         return WebSocket(connection.sock, connection.rfile, max_message_size=self.max_message_size)
 
     @staticmethod
-    def _can_hand_over(environ: "WSGIEnvironment", connection: ClientConnection, client: str) -> bool:
+    def _can_hand_over(environ: "WSGIEnvironment", client: str) -> bool:
+        """Checked before the 101: afterwards the client's first message may be on its way."""
         if environ.get("wsgi.url_scheme") == "https":
             log.info("direct mode is for plain HTTP only: piping %s's TLS connection instead", client)
             return False
-        if connection.buffered():
+        if pending_input(environ):
             log.debug("%s sent data right after its handshake: piping instead of handing over", client)
             return False
         return True
