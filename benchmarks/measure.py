@@ -1,0 +1,200 @@
+"""What is measured, and how one figure is taken: rounds, medians, percentiles, idle memory.
+
+Every throughput figure is ping-pong: each connection sends one message and reads all of its echo
+back before sending the next, so a figure is bound by round-trip latency, as an interactive
+client is (pipelining would hide a slow gateway behind deep socket buffers). ``MB/s`` counts the
+payload once (10^6 bytes), not once each way.
+"""
+from __future__ import annotations
+
+import fnmatch
+import logging
+import statistics
+import time
+from dataclasses import dataclass
+
+from clientpool import ClientFailed, client_processes, release, run_clients
+from contenders import Contender
+from procinfo import nofile_limit, tree_memory
+
+log = logging.getLogger(__name__)
+
+#: Descriptors a server needs besides its connections (listener, logs, epoll, imports...).
+DESCRIPTOR_RESERVE = 100
+KIB = 1024
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Metric:
+    key: str
+    title: str
+    unit: str
+    higher_is_better: bool
+    size: int = 0
+    connections: int = 1
+
+
+THROUGHPUT = [
+    Metric("msgs_16B_c1", "16 B msg/s, 1 conn", "msg/s", True, 16, 1),
+    Metric("msgs_16B_c16", "16 B msg/s, 16 conns", "msg/s", True, 16, 16),
+    Metric("msgs_1KiB_c1", "1 KiB msg/s, 1 conn", "msg/s", True, KIB, 1),
+    Metric("msgs_1KiB_c16", "1 KiB msg/s, 16 conns", "msg/s", True, KIB, 16),
+    Metric("mbps_64KiB_c1", "64 KiB MB/s, 1 conn", "MB/s", True, 64 * KIB, 1),
+    Metric("mbps_64KiB_c16", "64 KiB MB/s, 16 conns", "MB/s", True, 64 * KIB, 16),
+    Metric("mbps_16MiB_c1", "16 MiB MB/s, 1 conn", "MB/s", True, 16 * MIB, 1),
+    Metric("mbps_16MiB_c16", "16 MiB MB/s, 16 conns", "MB/s", True, 16 * MIB, 16),
+]
+LATENCY_SIZE = 100
+LATENCY = [
+    Metric("lat_100B_p50_us", "100 B RTT p50, 1 conn", "us", False, LATENCY_SIZE, 1),
+    Metric("lat_100B_p99_us", "100 B RTT p99, 1 conn", "us", False, LATENCY_SIZE, 1),
+]
+
+
+def idle_metrics(counts: list[int]) -> list[Metric]:
+    return [Metric(f"rss_idle_{count}", f"RSS, {count} idle conns", "MiB", False, 0, count) for count in counts]
+
+
+@dataclass
+class Settings:
+    rounds: int
+    duration: float
+    latency_messages: int
+    idle_counts: list[int]
+    client_processes: int
+    #: globs of the throughput and latency metric keys to take (the others are recorded as skipped)
+    selected: tuple[str, ...] = ("*",)
+
+    def wants(self, key: str) -> bool:
+        return any(fnmatch.fnmatchcase(key, pattern) for pattern in self.selected)
+
+
+def _percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def throughput_round(target: dict, metric: Metric, settings: Settings) -> float:
+    """One round: msg/s or MB/s summed over the client processes (they run at the same time)."""
+    results = run_clients(target, metric.connections, settings.client_processes, timeout=120.0,
+                          mode="pingpong", size=metric.size, duration=settings.duration)
+    if metric.unit == "msg/s":
+        return sum(result["messages"] / result["seconds"] for result in results)
+    return sum(result["bytes"] / result["seconds"] for result in results) / 1e6
+
+
+def latency_round(target: dict, settings: Settings) -> tuple[float, float]:
+    (result,) = run_clients(target, 1, 1, timeout=120.0, mode="pingpong", size=LATENCY_SIZE,
+                            duration=3600.0, latency=True, max_messages=settings.latency_messages)
+    samples = result["latencies"]
+    return _percentile(samples, 0.50) * 1e6, _percentile(samples, 0.99) * 1e6
+
+
+def _figure(rounds: list[float]) -> dict:
+    return {"value": statistics.median(rounds), "rounds": rounds}
+
+
+def measure_traffic(contender: Contender, target: dict, settings: Settings) -> dict[str, dict]:
+    """Every throughput and latency figure of one running contender."""
+    figures: dict[str, dict] = {}
+    for metric in THROUGHPUT:
+        reason = contender.skip_reason(metric.size, metric.connections)
+        if not settings.wants(metric.key):
+            reason = "not selected (--metrics)"
+        if reason:
+            figures[metric.key] = {"value": None, "skipped": reason}
+            continue
+        try:
+            rounds = [throughput_round(target, metric, settings) for _ in range(settings.rounds)]
+        except ClientFailed as failure:
+            log.warning("%s %s: %s", contender.name, metric.key, failure)
+            figures[metric.key] = {"value": None, "failed": str(failure)}
+            continue
+        figures[metric.key] = _figure(rounds)
+        log.info("%s %s = %.1f %s", contender.name, metric.key, figures[metric.key]["value"], metric.unit)
+    if not any(settings.wants(metric.key) for metric in LATENCY):
+        for metric in LATENCY:
+            figures[metric.key] = {"value": None, "skipped": "not selected (--metrics)"}
+        return figures
+    try:
+        pairs = [latency_round(target, settings) for _ in range(settings.rounds)]
+    except ClientFailed as failure:
+        log.warning("%s latency: %s", contender.name, failure)
+        for metric in LATENCY:
+            figures[metric.key] = {"value": None, "failed": str(failure)}
+        return figures
+    figures["lat_100B_p50_us"] = _figure([p50 for p50, _ in pairs])
+    figures["lat_100B_p99_us"] = _figure([p99 for _, p99 in pairs])
+    log.info("%s latency p50 %.0f us p99 %.0f us", contender.name, figures["lat_100B_p50_us"]["value"],
+             figures["lat_100B_p99_us"]["value"])
+    return figures
+
+
+def _capacity(contender: Contender, pid: int) -> int:
+    """Idle connections the server can hold: a single-process gateway needs two descriptors each."""
+    if not contender.fds_per_connection:
+        return 1 << 30
+    return (nofile_limit(pid) - DESCRIPTOR_RESERVE) // contender.fds_per_connection
+
+
+def measure_idle(contender: Contender, target: dict, settings: Settings) -> dict[str, dict]:
+    """Memory of a freshly started server holding ever more idle WebSockets (each echoed once).
+
+    Connections are added in steps (100, then 900 more for 1 000, then 9 000 more) and held open
+    by client processes; the server's tree is read one second after the last one connected.
+    When the descriptor limit (a hard limit we may not raise) is below what a step needs, the
+    step is measured at the most the limit allows and extrapolated linearly from the previous
+    step; ``measured_connections`` and ``measured_rss_mib`` then say what was really seen.
+    """
+    figures: dict[str, dict] = {}
+    pid = contender.pid
+    if pid is None:
+        keys = ["rss_idle_0", *(metric.key for metric in idle_metrics(settings.idle_counts))]
+        return {key: {"value": None, "skipped": "no server process"} for key in keys}
+    time.sleep(0.5)
+    memory = tree_memory(pid)
+    figures["rss_idle_0"] = {"value": memory["rss_mib"], **memory}
+    capacity = _capacity(contender, pid)
+    opened, previous = 0, memory
+    holders = []
+    try:
+        for metric in idle_metrics(settings.idle_counts):
+            reason = contender.skip_reason(0, metric.connections, idle=True)
+            if reason:
+                figures[metric.key] = {"value": None, "skipped": reason}
+                continue
+            count = min(metric.connections, capacity)
+            if count <= opened:
+                figures[metric.key] = {"value": None, "skipped": f"descriptor limit allows {capacity} connections"}
+                continue
+            holder = client_processes(target, count - opened, 1, mode="idle", size=16, duration=0)
+            try:
+                holders.append((holder, holder.__enter__()))
+            except ClientFailed as failure:
+                log.warning("%s %s: %s", contender.name, metric.key, failure)
+                figures[metric.key] = {"value": None, "failed": str(failure)}
+                break
+            time.sleep(1.0)
+            memory = tree_memory(pid)
+            figure = {"value": memory["rss_mib"], **memory}
+            if count < metric.connections:
+                scale = (metric.connections - opened) / (count - opened)
+                figure = {"value": previous["rss_mib"] + (memory["rss_mib"] - previous["rss_mib"]) * scale,
+                          "extrapolated": True, "measured_connections": count,
+                          "measured_rss_mib": memory["rss_mib"], "measured_pss_mib": memory["pss_mib"],
+                          "pss_mib": previous["pss_mib"] + (memory["pss_mib"] - previous["pss_mib"]) * scale,
+                          "processes": memory["processes"]}
+            figures[metric.key] = figure
+            opened, previous = count, memory
+            log.info("%s %s = %.1f MiB RSS (%.1f MiB PSS, %d processes, %d connections measured)",
+                     contender.name, metric.key, figure["value"], figure["pss_mib"], memory["processes"], count)
+    finally:
+        for holder, processes in reversed(holders):
+            try:
+                release(processes, timeout=60.0)
+            except ClientFailed:
+                pass
+            holder.__exit__(None, None, None)
+    return figures

@@ -1,0 +1,94 @@
+"""Turn the figures into what people read: a table, ratios to websockify and to raw, the targets.
+
+Ratios are plain quotients (contender / reference) for every metric; for latency and memory a
+ratio below 1 is the better one, as the table's header line says.
+"""
+from __future__ import annotations
+
+from measure import LATENCY, THROUGHPUT, Metric, idle_metrics
+
+REFERENCES = ("websockify", "raw")
+
+
+def all_metrics(idle_counts: list[int]) -> list[Metric]:
+    base = Metric("rss_idle_0", "RSS, started, no conn", "MiB", False, 0, 0)
+    return [*THROUGHPUT, *LATENCY, base, *idle_metrics(idle_counts)]
+
+
+def _value(results: dict, contender: str, key: str) -> float | None:
+    return results.get(contender, {}).get(key, {}).get("value")
+
+
+def ratios(results: dict, metrics: list[Metric]) -> dict[str, dict[str, dict[str, float | None]]]:
+    table: dict[str, dict[str, dict[str, float | None]]] = {}
+    for contender in results:
+        table[contender] = {}
+        for metric in metrics:
+            mine = _value(results, contender, metric.key)
+            entry = {}
+            for reference in REFERENCES:
+                theirs = _value(results, reference, metric.key)
+                entry[f"vs_{reference}"] = mine / theirs if mine is not None and theirs else None
+            table[contender][metric.key] = entry
+    return table
+
+
+def targets(results: dict) -> list[dict]:
+    """The issue's goals for ``ouistiti-gw``: which hold on this run (None: not measured)."""
+    def get(contender: str, key: str) -> float | None:
+        return _value(results, contender, key)
+
+    def check(goal: str, mine: float | None, bound: float | None, higher: bool) -> dict:
+        met = None if mine is None or bound is None else (mine >= bound if higher else mine <= bound)
+        return {"goal": goal, "value": mine, "bound": bound, "met": met}
+
+    def scaled(value: float | None, factor: float) -> float | None:
+        return None if value is None else value * factor
+
+    goals = []
+    for suffix in ("c1", "c16"):
+        key = f"msgs_1KiB_{suffix}"
+        goals.append(check(f"{key} >= 1.5x websockify", get("ouistiti-gw", key), scaled(get("websockify", key), 1.5), True))
+        goals.append(check(f"{key} >= ouistiti C", get("ouistiti-gw", key), get("ouistiti", key), True))
+        key = f"mbps_16MiB_{suffix}"
+        goals.append(check(f"{key} >= 1.5x websockify", get("ouistiti-gw", key), scaled(get("websockify", key), 1.5), True))
+        goals.append(check(f"{key} >= raw / 3", get("ouistiti-gw", key), scaled(get("raw", key), 1 / 3), True))
+    goals.append(check("lat_100B_p50_us <= websockify", get("ouistiti-gw", "lat_100B_p50_us"),
+                       get("websockify", "lat_100B_p50_us"), False))
+    goals.append(check("rss_idle_10000 < 300 MiB", get("ouistiti-gw", "rss_idle_10000"), 300.0, False))
+    return goals
+
+
+def _format(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.3g}" if value < 10 else f"{value:.1f}"
+
+
+def _grid(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    line = lambda row: "| " + " | ".join(cell.ljust(w) if i == 0 else cell.rjust(w)  # noqa: E731
+                                         for i, (cell, w) in enumerate(zip(row, widths))) + " |"
+    rule = "|" + "|".join("-" * (w + 1) + (":" if i else "-") for i, w in enumerate(widths)) + "|"
+    return "\n".join([line(header), rule, *(line(row) for row in rows)])
+
+
+def render(results: dict, metrics: list[Metric], ratio_table: dict, goals: list[dict]) -> str:
+    """Markdown tables: figures, ratios to websockify, ratios to raw, then the targets."""
+    contenders = list(results)
+    header = ["metric", *contenders]
+    figures = [[f"{m.title} ({m.unit})", *(_format(_value(results, c, m.key)) for c in contenders)]
+               for m in metrics]
+    parts = ["Figures (median of rounds; `-` = not measured, see the JSON for why)", _grid(header, figures)]
+    for reference in REFERENCES:
+        if reference not in results:
+            continue
+        rows = [[m.title + ("" if m.higher_is_better else " (lower is better)"),
+                 *(_format(ratio_table[c][m.key][f"vs_{reference}"]) for c in contenders)] for m in metrics]
+        parts += ["", f"Ratio to {reference} (x)", _grid(header, rows)]
+    goal_rows = [[goal["goal"], _format(goal["value"]), _format(goal["bound"]),
+                  {True: "met", False: "NOT met", None: "not measured"}[goal["met"]]] for goal in goals]
+    parts += ["", "Targets for ouistiti-gw", _grid(["goal", "ouistiti-gw", "bound", "status"], goal_rows)]
+    return "\n".join(parts)

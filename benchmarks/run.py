@@ -1,0 +1,134 @@
+"""Benchmark ouistiti-gw against websockify, ouistiti (C) and the raw UNIX echo: one command.
+
+    python benchmarks/run.py [--quick] [--json FILE] [--ouistiti DIR] [--only NAMES]
+
+Starts one UNIX echo server in a temporary docroot, then each contender in front of it on a free
+loopback port, drives it with client processes (see wsclient.py) and prints the table; see
+benchmarks/README.md for what each figure means.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+from contenders import ECHO_NAME, all_contenders, stop_tree
+from measure import Settings, measure_idle, measure_traffic
+from procinfo import raise_nofile_limit
+from report import all_metrics, ratios, render, targets
+
+log = logging.getLogger("benchmarks")
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="1 round, short runs, no 10 000 idle test")
+    parser.add_argument("--json", metavar="FILE", help="write every figure, round and ratio as JSON")
+    parser.add_argument("--ouistiti", metavar="DIR", help="also run ouistiti (C) built in DIR by ouistiti-ref")
+    parser.add_argument("--only", metavar="NAMES", help="comma-separated contenders (default: all)")
+    parser.add_argument("--rounds", type=int, help="rounds per figure (default 5, 1 with --quick)")
+    parser.add_argument("--duration", type=float, help="seconds per throughput round (default 1, 0.2 with --quick)")
+    parser.add_argument("--idle", metavar="COUNTS", help="idle connection counts (default 100,1000,10000; 100,1000 with --quick)")
+    parser.add_argument("--metrics", metavar="GLOBS", default="*",
+                        help="comma-separated globs of traffic metrics to take, e.g. 'msgs_*,lat_*' (default: all)")
+    parser.add_argument("--client-processes", type=int, default=2, help="client processes for 16 connections")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every figure as it is taken")
+    return parser.parse_args(argv)
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    idle = args.idle or ("100,1000" if args.quick else "100,1000,10000")
+    return Settings(rounds=args.rounds or (1 if args.quick else 5),
+                    duration=args.duration or (0.2 if args.quick else 1.0),
+                    latency_messages=200 if args.quick else 2000,
+                    idle_counts=sorted(int(count) for count in idle.split(",") if count.strip()),
+                    client_processes=args.client_processes,
+                    selected=tuple(glob.strip() for glob in args.metrics.split(",") if glob.strip()))
+
+
+def start_echo(docroot: str) -> subprocess.Popen:
+    path = os.path.join(docroot, ECHO_NAME)
+    process = subprocess.Popen([sys.executable, os.path.join(HERE, "echo_server.py"), path],
+                               stdout=subprocess.PIPE, text=True, preexec_fn=raise_nofile_limit)
+    if process.stdout.readline().strip() != "ready":
+        raise RuntimeError("the echo server did not start")
+    return process
+
+
+def run(args: argparse.Namespace) -> dict:
+    settings = settings_from(args)
+    contenders = all_contenders(args.ouistiti)
+    if args.only:
+        wanted = {name.strip() for name in args.only.split(",")}
+        unknown = wanted - {contender.name for contender in contenders}
+        if unknown:
+            raise SystemExit(f"unknown contender(s): {', '.join(sorted(unknown))}")
+        contenders = [contender for contender in contenders if contender.name in wanted]
+    raise_nofile_limit()
+    docroot = tempfile.mkdtemp(prefix="owb-", dir="/tmp")
+    results: dict[str, dict] = {}
+    echo = start_echo(docroot)
+    started = time.time()
+    load_at_start = os.getloadavg()
+    try:
+        for contender in contenders:
+            log.info("== %s", contender.name)
+            try:
+                target = contender.start(docroot, docroot)
+                results[contender.name] = measure_traffic(contender, target, settings)
+            finally:
+                contender.stop()
+            try:
+                target = contender.start(docroot, docroot)
+                results[contender.name].update(measure_idle(contender, target, settings))
+            finally:
+                contender.stop()
+    finally:
+        stop_tree(echo)
+        echo.stdout.close()
+        shutil.rmtree(docroot, ignore_errors=True)
+    metrics = all_metrics(settings.idle_counts)
+    ratio_table = ratios(results, metrics)
+    return {
+        "meta": {
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
+            "seconds": round(time.time() - started, 1),
+            "quick": args.quick, "rounds": settings.rounds, "duration": settings.duration,
+            "latency_messages": settings.latency_messages, "idle_counts": settings.idle_counts,
+            "client_processes": settings.client_processes, "metrics_selected": list(settings.selected),
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(), "load_average_at_start": load_at_start,
+            "load_average_at_end": os.getloadavg(), "method": "ping-pong per connection; MB/s = payload bytes echoed / s / 1e6",
+            "contenders": {contender.name: contender.description for contender in contenders},
+        },
+        "metrics": {m.key: {"title": m.title, "unit": m.unit, "higher_is_better": m.higher_is_better}
+                    for m in metrics},
+        "results": results,
+        "ratios": ratio_table,
+        "targets": targets(results),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(message)s")
+    report = run(args)
+    metrics = all_metrics(report["meta"]["idle_counts"])
+    print(render(report["results"], metrics, report["ratios"], report["targets"]))
+    if args.json:
+        with open(args.json, "w") as output:
+            json.dump(report, output, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,337 @@
+"""The load client: raw WebSocket (or raw UNIX) connections driven by one epoll loop per process.
+
+Why not a WebSocket library: the client must not be the bottleneck, and the same client must
+drive every contender. So it does the least a client can do:
+
+- every message it sends is one frame built (and masked) once, before the clock starts: sending
+  is a ``send`` of a ready buffer, whatever the message size;
+- what comes back is never copied nor decoded: a small state machine (:class:`FrameCounter`)
+  walks the frame headers and counts payload bytes. A stream gateway may return one echo in
+  several messages, text or binary: only the byte count matters;
+- sending and receiving run in the same non-blocking loop, so a 16 MiB message can be echoed
+  while it is still being sent (the raw UNIX echo needs that, or both ends would block).
+
+Run by :mod:`clientpool` as a subprocess: ``python wsclient.py SPEC_JSON``. It connects (and
+handshakes) everything, prints ``ready``, waits for a line on stdin, runs, and prints one line of
+JSON with its counts.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import selectors
+import socket
+import struct
+import sys
+import time
+from dataclasses import dataclass, field
+
+from procinfo import raise_nofile_limit
+
+#: Fixed client mask: servers must unmask whatever key is used, and a fixed key lets the frame be
+#: built once.
+MASK = b"\x37\xfa\x21\x3d"
+RECV_SIZE = 1 << 20
+#: No byte received on any connection for this long means a stuck contender (websockify
+#: deadlocks on messages larger than its socket buffers: it blocks sending to the UNIX server
+#: while the echo waits for its writes to be read).
+STALL_SECONDS = float(os.environ.get("BENCH_STALL_SECONDS", "10"))
+HANDSHAKE_BATCH = 64
+
+
+class BenchmarkError(Exception):
+    """The contender misbehaved (refused, closed, stalled): the figure is not measurable."""
+
+
+def mask_bytes(payload: bytes, mask: bytes = MASK) -> bytes:
+    """XOR with the repeated 4-byte mask, as one big-integer operation (done once per run)."""
+    if not payload:
+        return b""
+    key = (mask * (len(payload) // 4 + 1))[:len(payload)]
+    return (int.from_bytes(payload, "big") ^ int.from_bytes(key, "big")).to_bytes(len(payload), "big")
+
+
+def client_frame(payload: bytes, *, text: bool = True) -> bytes:
+    """One masked, final client frame carrying ``payload``."""
+    first = 0x81 if text else 0x82
+    length = len(payload)
+    if length < 126:
+        header = struct.pack("!BB", first, 0x80 | length)
+    elif length <= 0xFFFF:
+        header = struct.pack("!BBH", first, 0x80 | 126, length)
+    else:
+        header = struct.pack("!BBQ", first, 0x80 | 127, length)
+    return header + MASK + mask_bytes(payload)
+
+
+def payload_of(size: int) -> bytes:
+    """ASCII payload: valid as text for every contender (ouistiti's C module only carries text)."""
+    pattern = b"0123456789abcdefghijklmnopqrstuvwxyz"
+    return (pattern * (size // len(pattern) + 1))[:size]
+
+
+class FrameCounter:
+    """Count the payload bytes of data frames in a byte stream from a server, without copying it.
+
+    A close frame sets :attr:`closed`; pings and pongs are skipped.
+    """
+
+    __slots__ = ("skip", "counting", "partial", "closed")
+
+    def __init__(self) -> None:
+        self.skip = 0
+        self.counting = False
+        self.partial = b""
+        self.closed = False
+
+    def feed(self, data: memoryview) -> int:
+        payload = 0
+        pos = 0
+        end = len(data)
+        while pos < end:
+            if self.skip:
+                take = min(self.skip, end - pos)
+                self.skip -= take
+                pos += take
+                if self.counting:
+                    payload += take
+                continue
+            if self.partial:
+                head = self.partial + bytes(data[pos:pos + 14])
+                back = len(self.partial)
+            else:
+                head = data[pos:pos + 14]
+                back = 0
+            if len(head) < 2:
+                self.partial = bytes(head)
+                return payload
+            first, second = head[0], head[1]
+            length = second & 0x7F
+            size = 2 + (4 if second & 0x80 else 0) + (2 if length == 126 else 8 if length == 127 else 0)
+            if len(head) < size:
+                self.partial = bytes(head)
+                return payload
+            if length == 126:
+                (length,) = struct.unpack_from("!H", head, 2)
+            elif length == 127:
+                (length,) = struct.unpack_from("!Q", head, 2)
+            self.partial = b""
+            pos += size - back
+            opcode = first & 0x0F
+            if opcode == 0x8:
+                self.closed = True
+            self.counting = opcode < 0x8
+            self.skip = length
+        return payload
+
+
+class RawCounter:
+    """The raw UNIX echo has no framing: every byte is payload."""
+
+    __slots__ = ("closed",)
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    @staticmethod
+    def feed(data: memoryview) -> int:
+        return len(data)
+
+
+def _handshake_request(host: str, port: int, path: str) -> bytes:
+    key = base64.b64encode(os.urandom(16)).decode()
+    return (f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode()
+
+
+def _read_response(sock: socket.socket) -> bytes:
+    """Read up to the end of the 101's headers; return bytes that came after them."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise BenchmarkError(f"handshake: connection closed after {data[:80]!r}")
+        data += chunk
+    head, rest = data.split(b"\r\n\r\n", 1)
+    if not head.startswith(b"HTTP/1.1 101"):
+        raise BenchmarkError(f"handshake refused: {head.splitlines()[0]!r}")
+    return rest
+
+
+@dataclass
+class Connection:
+    sock: socket.socket
+    counter: FrameCounter | RawCounter
+    leftover: bytes = b""
+    out: memoryview | None = None
+    got: int = 0
+    sent_at: float = 0.0
+    writing: bool = False
+    done: bool = False
+    latencies: list[float] = field(default_factory=list)
+
+
+def open_connections(target: dict, count: int) -> list[Connection]:
+    """Connect ``count`` times (and handshake, for a WebSocket target), in batches."""
+    connections: list[Connection] = []
+    while len(connections) < count:
+        batch = []
+        for _ in range(min(HANDSHAKE_BATCH, count - len(connections))):
+            if target["kind"] == "unix":
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.connect(target["path"])
+                batch.append(Connection(sock, RawCounter()))
+                continue
+            sock = socket.create_connection((target["host"], target["port"]), timeout=STALL_SECONDS)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.sendall(_handshake_request(target["host"], target["port"], target["path"]))
+            batch.append(Connection(sock, FrameCounter()))
+        if target["kind"] == "ws":
+            for connection in batch:
+                connection.leftover = _read_response(connection.sock)
+        for connection in batch:
+            connection.sock.setblocking(False)
+        connections.extend(batch)
+    return connections
+
+
+def ping_pong(connections: list[Connection], frame: bytes, size: int, duration: float,
+              *, latency: bool = False, max_messages: int = 0) -> dict:
+    """Each connection sends one message, reads its whole echo back, and repeats until ``duration``.
+
+    Returns the messages completed and the time from start to the last completion; messages
+    started before the deadline are finished (and counted), so the time covers them.
+    """
+    selector = selectors.EpollSelector()
+    buffer = bytearray(RECV_SIZE)
+    view = memoryview(buffer)
+    frame_view = memoryview(frame)
+    perf = time.perf_counter
+    completed = 0
+
+    def start_send(connection: Connection, now: float) -> None:
+        connection.sent_at = now
+        connection.out = frame_view
+        flush(connection)
+
+    def flush(connection: Connection) -> None:
+        out = connection.out
+        try:
+            sent = connection.sock.send(out)
+        except BlockingIOError:
+            sent = 0
+        except OSError as error:
+            raise BenchmarkError(f"send failed: {error}") from None
+        if sent < len(out):
+            connection.out = out[sent:]
+            if not connection.writing:
+                connection.writing = True
+                selector.modify(connection.sock, selectors.EVENT_READ | selectors.EVENT_WRITE, connection)
+        else:
+            connection.out = None
+            if connection.writing:
+                connection.writing = False
+                selector.modify(connection.sock, selectors.EVENT_READ, connection)
+
+    for connection in connections:
+        selector.register(connection.sock, selectors.EVENT_READ, connection)
+    start = perf()
+    deadline = start + duration
+    last = start
+    active = len(connections)
+    for connection in connections:
+        if connection.leftover:
+            connection.got += connection.counter.feed(memoryview(connection.leftover))
+            connection.leftover = b""
+        start_send(connection, perf())
+    progress = start
+    while active:
+        events = selector.select(1.0)
+        if not events:
+            if perf() - progress > STALL_SECONDS:
+                raise BenchmarkError(f"no byte received for {STALL_SECONDS:.0f} s ({completed} messages done)")
+            continue
+        for key, mask in events:
+            connection = key.data
+            if mask & selectors.EVENT_WRITE and connection.out is not None:
+                flush(connection)
+            if not mask & selectors.EVENT_READ:
+                continue
+            try:
+                received = connection.sock.recv_into(buffer)
+            except BlockingIOError:
+                continue
+            except OSError as error:
+                raise BenchmarkError(f"receive failed: {error}") from None
+            if not received:
+                raise BenchmarkError("the server closed the connection")
+            connection.got += connection.counter.feed(view[:received])
+            progress = perf()
+            if connection.counter.closed:
+                raise BenchmarkError("the server sent a close frame")
+            if connection.got >= size and not connection.done:
+                connection.got -= size
+                now = perf()
+                completed += 1
+                last = now
+                if latency:
+                    connection.latencies.append(now - connection.sent_at)
+                if now < deadline and not (max_messages and completed >= max_messages):
+                    start_send(connection, now)
+                else:
+                    connection.done = True
+                    active -= 1
+    selector.close()
+    result = {"messages": completed, "bytes": completed * size, "seconds": last - start}
+    if latency:
+        result["latencies"] = [value for connection in connections for value in connection.latencies]
+    return result
+
+
+def hold_idle(connections: list[Connection], probe: bytes, probe_size: int) -> None:
+    """One echo on every connection (so the whole path is set up), then nothing: they stay open."""
+    for connection in connections:
+        connection.sock.setblocking(True)
+        connection.sock.sendall(probe)
+    for connection in connections:
+        got = connection.counter.feed(memoryview(connection.leftover)) if connection.leftover else 0
+        while got < probe_size:
+            chunk = connection.sock.recv(65536)
+            if not chunk:
+                raise BenchmarkError("an idle connection was closed by the server")
+            got += connection.counter.feed(memoryview(chunk))
+
+
+def main(spec: dict) -> int:
+    """Subprocess entry: connect, say ``ready``, wait for ``go``, run, print the result."""
+    raise_nofile_limit()
+    try:
+        connections = open_connections(spec["target"], spec["connections"])
+        raw = spec["target"]["kind"] == "unix"
+        payload = payload_of(spec["size"])
+        frame = payload if raw else client_frame(payload, text=spec["target"].get("text", False))
+        if spec["mode"] == "idle":
+            hold_idle(connections, frame, spec["size"])
+    except (OSError, BenchmarkError) as error:
+        print(json.dumps({"error": f"connect: {error}"}), flush=True)
+        return 1
+    print("ready", flush=True)
+    if not sys.stdin.readline():
+        return 0
+    if spec["mode"] == "idle":
+        print(json.dumps({"connections": len(connections)}), flush=True)
+        return 0
+    try:
+        result = ping_pong(connections, frame, spec["size"], spec["duration"],
+                           latency=spec.get("latency", False), max_messages=spec.get("max_messages", 0))
+    except BenchmarkError as error:
+        result = {"error": str(error)}
+    print(json.dumps(result), flush=True)
+    for connection in connections:
+        connection.sock.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(json.loads(sys.argv[1])))
