@@ -31,7 +31,7 @@ from gevent.event import Event
 from .frames import CloseCode
 from .policy import TokenBucket
 from .utf8 import Utf8Splitter, is_utf8
-from .websocket import ConnectionClosed, WebSocket
+from .websocket import ConnectionClosed, WebSocket, send_all
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +113,7 @@ class Session:
     on_end: Callable[["Session"], None] | None = None
     started: float = field(default_factory=time.monotonic)
     closing: Event = field(default_factory=Event)
+    went_idle: bool = False
 
     @property
     def seqpacket(self) -> bool:
@@ -124,37 +125,48 @@ class Session:
                  "seqpacket" if self.seqpacket else "stream")
         from_client = gevent.spawn(self._client_to_server)
         to_client = gevent.spawn(self._server_to_client)
-        greenlets = [from_client, to_client]
-        if self.ping_interval or self.idle_timeout:
-            greenlets.append(gevent.spawn(self._keep_alive))
+        keepalive = self._start_keepalive()
         _live_sessions.add(self)
         try:
-            gevent.wait([*greenlets, self.closing], count=1)
-            if not from_client.dead and not any(g.dead for g in greenlets[2:]):
+            gevent.wait([from_client, to_client, self.closing], count=1)
+            if self.went_idle:
+                log.warning("closing %s from %s: nothing heard for %.1f s", self.name, self.client,
+                            time.monotonic() - self.websocket.last_heard)
+                with gevent.Timeout(1, False):  # a vanished client may not take even this
+                    self.websocket.close(CloseCode.GOING_AWAY, "idle timeout")
+            elif not from_client.dead:
                 # The server ended, or we are stopping: our close frame is out, let the client answer.
                 from_client.join(timeout=self.close_timeout)
         finally:
             _live_sessions.discard(self)
-            gevent.killall(greenlets)
+            if keepalive is not None:
+                keepalive.close()
+            gevent.killall([from_client, to_client])
             self._close_backend()
             self.websocket.linger()
             self._log_end()
 
-    def _keep_alive(self) -> None:
+    def _start_keepalive(self):
         """Ping a quiet client every ``ping_interval``; end the session once nothing at all (not
-        even a pong) came for ``idle_timeout``: the client is gone without a word (half-open)."""
-        ws = self.websocket
-        tick = min(t for t in (self.ping_interval, self.idle_timeout) if t)
-        while True:
-            gevent.sleep(tick)
-            quiet = time.monotonic() - ws.last_heard
-            if self.idle_timeout and quiet >= self.idle_timeout:
-                log.warning("closing %s from %s: nothing heard for %.1f s", self.name, self.client, quiet)
-                with gevent.Timeout(1, False):  # a vanished client may not take even this
-                    ws.close(CloseCode.GOING_AWAY, "idle timeout")
-                return
-            if self.ping_interval and quiet >= self.ping_interval:
-                ws.ping(b"ouistiti-gw")
+        even a pong) came for ``idle_timeout``: the client is gone without a word (half-open).
+
+        A timer of the event loop, not a greenlet: an idle session should cost little memory.
+        """
+        ticks = [t for t in (self.ping_interval, self.idle_timeout) if t]
+        if not ticks:
+            return None
+        timer = gevent.get_hub().loop.timer(min(ticks), min(ticks))
+        timer.start(self._keepalive_tick)
+        return timer
+
+    def _keepalive_tick(self) -> None:
+        # Runs in the event loop itself: nothing here may block.
+        quiet = time.monotonic() - self.websocket.last_heard
+        if self.idle_timeout and quiet >= self.idle_timeout:
+            self.went_idle = True
+            self.closing.set()
+        elif self.ping_interval and quiet >= self.ping_interval:
+            gevent.spawn(self.websocket.ping, b"ouistiti-gw")
 
     def close(self, code: int, reason: str) -> None:
         """End the session from outside (a server stopping): close frame now, the rest in :meth:`run`."""
@@ -163,6 +175,7 @@ class Session:
 
     def _client_to_server(self) -> None:
         ws, backend = self.websocket, self.backend
+        seqpacket = self.seqpacket  # gevent's socket.type is a property: not once per message
         bucket = TokenBucket(self.max_message_rate) if self.max_message_rate else None
         while True:
             message = ws.receive()
@@ -175,13 +188,13 @@ class Session:
                 ws.close(CloseCode.POLICY_VIOLATION, "message rate limit exceeded")
                 return
             try:
-                if self.seqpacket:
+                if seqpacket:
                     if not message.data:
                         log.debug("empty message not forwarded: a zero-length packet reads as EOF")
                         continue
                     backend.send(message.data)
                 else:
-                    backend.sendall(message.data)
+                    send_all(backend, message.data)
             except OSError as error:
                 if error.errno == errno.EMSGSIZE:
                     ws.close(CloseCode.MESSAGE_TOO_BIG, "message too big for the server's socket")
@@ -208,8 +221,11 @@ class Session:
     def _pump_stream(self) -> None:
         backend, ws = self.backend, self.websocket
         splitter = Utf8Splitter()
+        holding = False
         while True:
-            backend.settimeout(UTF8_HOLD_SECONDS if splitter.pending else None)
+            if holding != bool(splitter.pending):  # only when it changes, not once per read
+                holding = not holding
+                backend.settimeout(UTF8_HOLD_SECONDS if holding else None)
             try:
                 data = backend.recv(STREAM_READ_SIZE)
             except stdlib_socket.timeout:

@@ -11,8 +11,13 @@ from __future__ import annotations
 
 import codecs
 import struct
-from dataclasses import dataclass
 from enum import IntEnum
+from typing import NamedTuple
+
+try:  # websockets' C helper (SIMD XOR): ~20 GB/s where the big-integer XOR below does ~130 MB/s
+    from websockets.speedups import apply_mask as _c_apply_mask
+except ImportError:  # pragma: no cover - a platform without websockets' compiled speedups
+    _c_apply_mask = None
 
 
 class Opcode(IntEnum):
@@ -62,14 +67,18 @@ _RSV = 0x70
 _MASK = 0x80
 
 
-@dataclass(frozen=True)
-class FrameHeader:
-    """A parsed frame header; ``mask`` is the 4-byte key or ``b""``."""
+class FrameHeader(NamedTuple):
+    """A parsed frame header; ``mask`` is the 4-byte key or ``b""``. (A tuple: one per frame, so
+    cheaper to build than a frozen dataclass.)"""
 
     fin: bool
     opcode: Opcode
     length: int
     mask: bytes
+
+
+#: Opcode by value, without constructing the enum per frame.
+_OPCODES = {int(opcode): opcode for opcode in Opcode}
 
 
 def header_size(first_two: bytes) -> int:
@@ -93,10 +102,9 @@ def parse_header(data: bytes, *, require_mask: bool) -> FrameHeader:
     first, second = data[0], data[1]
     if first & _RSV:
         raise ProtocolViolation(CloseCode.PROTOCOL_ERROR, "reserved bits set without an extension")
-    try:
-        opcode = Opcode(first & 0x0F)
-    except ValueError:
-        raise ProtocolViolation(CloseCode.PROTOCOL_ERROR, f"reserved opcode {first & 0x0F:#x}") from None
+    opcode = _OPCODES.get(first & 0x0F)
+    if opcode is None:
+        raise ProtocolViolation(CloseCode.PROTOCOL_ERROR, f"reserved opcode {first & 0x0F:#x}")
     fin = bool(first & _FIN)
     masked = bool(second & _MASK)
     if require_mask and not masked:
@@ -111,7 +119,7 @@ def parse_header(data: bytes, *, require_mask: bool) -> FrameHeader:
         offset += 8
         if length >> 63:
             raise ProtocolViolation(CloseCode.PROTOCOL_ERROR, "64-bit length with the top bit set")
-    if opcode.is_control:
+    if opcode >= Opcode.CLOSE:  # a control frame
         if not fin:
             raise ProtocolViolation(CloseCode.PROTOCOL_ERROR, "fragmented control frame")
         if length > MAX_CONTROL_PAYLOAD:
@@ -134,6 +142,8 @@ def apply_mask(payload: bytes | bytearray | memoryview, mask: bytes, offset: int
     shift = offset % 4
     if shift:
         mask = mask[shift:] + mask[:shift]
+    if _c_apply_mask is not None:
+        return _c_apply_mask(payload, mask)
     key = mask * (length // 4 + 1)
     value = int.from_bytes(payload, "big") ^ int.from_bytes(key[:length], "big")
     return value.to_bytes(length, "big")

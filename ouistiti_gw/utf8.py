@@ -11,6 +11,8 @@ from codecs import utf_8_decode
 
 def is_utf8(data: bytes) -> bool:
     """True when ``data`` is entirely valid UTF-8 (the C codec decides)."""
+    if data.isascii():
+        return True  # checked in C without building a str
     try:
         utf_8_decode(data, "strict", True)
     except UnicodeDecodeError:
@@ -30,6 +32,8 @@ class Utf8Splitter:
 
     def feed(self, data: bytes) -> tuple[bytes, bool]:
         """Return ``(payload, is_text)`` for this read; ``payload`` may be empty (all held back)."""
+        if not self.pending and data.isascii():
+            return data, True  # the common case, checked in C without building a str
         data = self.pending + data if self.pending else data
         try:
             _, consumed = utf_8_decode(data, "strict", False)
