@@ -41,6 +41,8 @@ setup(
             "playwright>=1.40",
             "redis>=5",
             "prometheus_client>=0.17",
+            # the peer the benchmark measures us against (its smoke test runs in the suite)
+            "websockify==0.13.*",
             # a PROXY protocol parser no one here wrote, to check our encoder against
             "proxy-protocol>=0.11",
         ],

@@ -135,6 +135,18 @@ class OuistitiGw(Contender):
         return ([sys.executable, "-m", "ouistiti_gw", "serve", "--docroot", docroot, "--port", str(port)], {})
 
 
+class DirectMode(Contender):
+    """``--mode direct``: the gateway hands each client's socket to the server, which must speak
+    WebSocket itself, so the server here is the package's own sample echo (``websocket_echo``,
+    ``ouistiti_gw.direct``) in a docroot of its own, started with the gateway in one process tree."""
+
+    def command(self, docroot: str, port: int) -> tuple[list[str], dict[str, str]]:
+        own = os.path.join(docroot, "direct")
+        script = (f'{sys.executable} -m ouistiti_gw_contrib.echo -R "{own}" -n {ECHO_NAME} & '
+                  f'while [ ! -S "{own}/{ECHO_NAME}" ]; do sleep 0.05; done; exec {sys.executable} -m ouistiti_gw serve --docroot "{own}" --port {port} --mode direct')
+        return (["sh", "-c", script], {})
+
+
 class Gunicorn(Contender):
     def command(self, docroot: str, port: int) -> tuple[list[str], dict[str, str]]:
         return ([sys.executable, "-m", "gunicorn", "-k", "geventwebsocket.gunicorn.workers.GeventWebSocketWorker",
@@ -176,6 +188,7 @@ def all_contenders(ouistiti_dir: str | None) -> list[Contender]:
     contenders: list[Contender] = [
         OuistitiGw("ouistiti-gw", "this gateway, `ouistiti-gw serve` (gevent pywsgi + GatewayHandler)"),
         Gunicorn("gunicorn", "this gateway under gunicorn, GeventWebSocketWorker, 1 worker"),
+        DirectMode("direct", "this gateway in direct mode: the sample echo server speaks WebSocket itself"),
         Websockify("websockify", "websockify 0.13 --unix-target (default mode: a fork per connection)",
                    max_idle=500, fds_per_connection=0, idle_limit_reason=_WEBSOCKIFY_SELECT),
     ]

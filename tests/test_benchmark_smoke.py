@@ -14,7 +14,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN = os.path.join(ROOT, "benchmarks", "run.py")
-CONTENDERS = ["ouistiti-gw", "gunicorn", "websockify", "raw"]
+CONTENDERS = ["ouistiti-gw", "gunicorn", "direct", "websockify", "raw"]
 TRAFFIC_KEYS = ["msgs_16B_c1", "msgs_16B_c16", "msgs_1KiB_c1", "msgs_1KiB_c16", "mbps_64KiB_c1",
                 "mbps_64KiB_c16", "mbps_16MiB_c1", "mbps_16MiB_c16", "lat_100B_p50_us", "lat_100B_p99_us"]
 IDLE = 20
@@ -22,8 +22,6 @@ IDLE = 20
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory) -> dict:
-    pytest.importorskip("websockify")
-    pytest.importorskip("gunicorn")
     output = tmp_path_factory.mktemp("bench") / "bench.json"
     completed = subprocess.run(
         [sys.executable, RUN, "--quick", "--duration", "0.05", "--idle", str(IDLE), "--only", ",".join(CONTENDERS),
