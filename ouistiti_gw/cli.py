@@ -145,7 +145,7 @@ def start_sample_server(module: str, docroot: str, name: str, options: list[str]
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise OSError(f"sample server {module} exited with status {process.returncode}")
-        if _accepts(path):
+        if unix_accepts(path):
             log.info("started %s on %s", module, path)
             return process
         time.sleep(0.05)
@@ -153,7 +153,8 @@ def start_sample_server(module: str, docroot: str, name: str, options: list[str]
     raise OSError(f"sample server {module} did not listen on {path}")
 
 
-def _accepts(path: str) -> bool:
+def unix_accepts(path: str) -> bool:
+    """True when a server listens on the UNIX socket ``path`` (stream or seqpacket)."""
     for sock_type in (socket.SOCK_STREAM, socket.SOCK_SEQPACKET):
         with socket.socket(socket.AF_UNIX, sock_type) as probe:
             try:

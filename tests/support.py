@@ -20,6 +20,8 @@ import urllib.request
 from contextlib import closing
 from pathlib import Path
 
+from ouistiti_gw.cli import unix_accepts  # noqa: F401  (the probe the demo uses)
+
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
@@ -52,18 +54,6 @@ def port_accepts(port: int) -> bool:
         return True
     except OSError:
         return False
-
-
-def unix_accepts(path: str) -> bool:
-    """True when a server listens on the UNIX socket ``path`` (stream or seqpacket)."""
-    for sock_type in (socket.SOCK_STREAM, socket.SOCK_SEQPACKET):
-        with socket.socket(socket.AF_UNIX, sock_type) as probe:
-            try:
-                probe.connect(path)
-                return True
-            except OSError:
-                continue
-    return False
 
 
 def live_greenlets(port: int) -> int:
