@@ -15,6 +15,8 @@ from typing import Optional, Sequence
 
 import gevent.socket
 
+from ouistiti_gw.direct import DirectClient
+
 from .server import Handler, adopted, build_parser, program_name, run, setup_logging
 
 CHUNK = 65536
@@ -23,11 +25,27 @@ CHUNK = 65536
 def echo(conn: gevent.socket.socket) -> None:
     """Echo *conn*'s data until it closes its side, then close ours."""
     with adopted(conn) as client:
+        if isinstance(client, DirectClient):
+            echo_messages(client)
+            return
         while True:
             data = client.recv(CHUNK)
             if not data:
                 return
             client.sendall(data)
+
+
+def echo_messages(client: DirectClient) -> None:
+    """Direct mode: send every message back as it arrives, each piece read
+    as one fragment of the reply, so the echo of a 16 MiB message starts at
+    once and the message is never held whole (the piping gateway does the
+    same with a stream server's reads)."""
+
+    def send_back(piece: bytes, is_text: bool, final: bool) -> None:
+        client.send_piece(piece, text=is_text, final=final)
+
+    while client.receive_streaming(send_back):
+        pass
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -1,13 +1,17 @@
 """One gateway session: the UNIX connection and the two pumps between it and the WebSocket.
 
-Knows sockets and :class:`~ouistiti_gw.websocket.WebSocket`, not WSGI. Each pump runs in its own
-greenlet; whichever ends first decides how the other one ends, and nothing outlives :meth:`run`:
-both greenlets are joined or killed and the UNIX socket is closed.
+Knows sockets and :class:`~ouistiti_gw.websocket.WebSocket`, not WSGI. The client -> server pump
+runs in the caller's greenlet, the other in one of its own; whichever ends first decides how the
+other one ends, and nothing outlives :meth:`run`: the pump greenlet is killed and the UNIX socket
+is closed.
 
 Data rules (as ouistiti's module, plus what it gets wrong):
 
-- client -> server: the payload of every message, text or binary alike, is written to the socket;
-  on a ``SOCK_SEQPACKET`` socket one message is one packet (EMSGSIZE closes with 1009).
+- client -> server: the payload of every message, text or binary alike, is written to the socket.
+  On a stream socket, a message over :data:`STREAM_HOLD_SIZE` is written as it arrives (never held
+  whole; one cut short by bad UTF-8 or a lost client has had its valid beginning written), smaller
+  ones whole or not at all; on a ``SOCK_SEQPACKET`` socket one message is one packet (EMSGSIZE
+  closes with 1009).
 - server -> client: each read becomes one message, text when it is valid UTF-8, binary otherwise.
   On a stream socket a character split across two reads is held back until its end arrives (or
   for :data:`UTF8_HOLD_SECONDS` at most, then sent as binary, so nothing waits forever).
@@ -26,9 +30,9 @@ from typing import Callable
 
 import gevent
 from gevent import socket
-from gevent.event import Event
 
 from .frames import CloseCode
+from .greenlets import LightGreenlet
 from .policy import TokenBucket
 from .utf8 import Utf8Splitter, is_utf8
 from .websocket import ConnectionClosed, WebSocket, send_all
@@ -37,6 +41,9 @@ log = logging.getLogger(__name__)
 
 #: Read size on stream sockets: one WebSocket message per read, at most this big.
 STREAM_READ_SIZE = 64 * 1024
+#: A client message up to this size reaches a stream socket whole or not at all; a bigger one is
+#: written as it arrives, so the gateway never holds it whole and the server can start at once.
+STREAM_HOLD_SIZE = 64 * 1024
 #: How long an incomplete UTF-8 sequence at the end of a read may wait for its continuation.
 UTF8_HOLD_SECONDS = 0.25
 #: How long we wait for the client's close frame after sending ours (RFC 6455 section 7.1.1).
@@ -94,6 +101,21 @@ def connect_unix(path: str, timeout: float = CONNECT_TIMEOUT_SECONDS) -> socket.
     raise BackendUnavailable(403, "socket type not supported (stream or seqpacket only)")
 
 
+class _Interrupted(BaseException):
+    """Thrown into the session's own greenlet to stop it waiting for the client: the close
+    handshake took too long, or the client went quiet. A BaseException, as ``gevent.Timeout``,
+    so no ``except Exception`` on the way swallows it."""
+
+
+class _BackendWriteFailed(Exception):
+    """Writing to the UNIX server failed; carries the OSError out of the WebSocket's reader,
+    which would take a plain OSError for the client's connection ending."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 @dataclass(eq=False)
 class Session:
     """Pump messages between ``websocket`` and the UNIX socket ``backend`` until either side ends.
@@ -112,7 +134,6 @@ class Session:
     #: Called once the session is over (metrics); it reads :attr:`close_code` and the counters.
     on_end: Callable[["Session"], None] | None = None
     started: float = field(default_factory=time.monotonic)
-    closing: Event = field(default_factory=Event)
     went_idle: bool = False
 
     @property
@@ -120,88 +141,116 @@ class Session:
         return self.backend.type == socket.SOCK_SEQPACKET
 
     def run(self) -> None:
-        """Run both pumps; return when the session is over and everything is released."""
+        """Run both pumps; return when the session is over and everything is released.
+
+        The client -> server pump runs right here, in the greenlet that called us (the HTTP
+        handler's, which would otherwise only wait); only the other one gets a greenlet. That
+        is one greenlet and one stack fewer per idle session.
+        """
         log.info("session open name=%s client=%s type=%s", self.name, self.client,
                  "seqpacket" if self.seqpacket else "stream")
-        from_client = gevent.spawn(self._client_to_server)
-        to_client = gevent.spawn(self._server_to_client)
-        keepalive = self._start_keepalive()
+        self._owner = gevent.getcurrent()
+        self._timers: list = []
+        to_client = LightGreenlet.spawn(self._server_to_client)
+        self._start_keepalive()
         _live_sessions.add(self)
         try:
-            gevent.wait([from_client, to_client, self.closing], count=1)
+            self._client_to_server()
+        except _Interrupted:
             if self.went_idle:
                 log.warning("closing %s from %s: nothing heard for %.1f s", self.name, self.client,
                             time.monotonic() - self.websocket.last_heard)
                 with gevent.Timeout(1, False):  # a vanished client may not take even this
                     self.websocket.close(CloseCode.GOING_AWAY, "idle timeout")
-            elif not from_client.dead:
-                # The server ended, or we are stopping: our close frame is out, let the client answer.
-                from_client.join(timeout=self.close_timeout)
         finally:
+            for timer in self._timers:  # first: nothing may be thrown at us past this point
+                timer.close()
+            self._timers = None
             _live_sessions.discard(self)
-            if keepalive is not None:
-                keepalive.close()
-            gevent.killall([from_client, to_client])
+            to_client.kill()
             self._close_backend()
             self.websocket.linger()
             self._log_end()
 
-    def _start_keepalive(self):
+    def _interrupt_after(self, seconds: float) -> None:
+        """Stop waiting for the client in ``seconds`` (0: at the next turn of the event loop)."""
+        if self._timers is None:
+            return  # the session is already ending
+        timer = gevent.get_hub().loop.timer(seconds)
+        timer.start(self._owner.throw, _Interrupted())
+        self._timers.append(timer)
+
+    def _start_keepalive(self) -> None:
         """Ping a quiet client every ``ping_interval``; end the session once nothing at all (not
         even a pong) came for ``idle_timeout``: the client is gone without a word (half-open).
 
         A timer of the event loop, not a greenlet: an idle session should cost little memory.
         """
         ticks = [t for t in (self.ping_interval, self.idle_timeout) if t]
-        if not ticks:
-            return None
-        timer = gevent.get_hub().loop.timer(min(ticks), min(ticks))
-        timer.start(self._keepalive_tick)
-        return timer
+        if ticks:
+            timer = gevent.get_hub().loop.timer(min(ticks), min(ticks))
+            timer.start(self._keepalive_tick)
+            self._timers.append(timer)
 
     def _keepalive_tick(self) -> None:
         # Runs in the event loop itself: nothing here may block.
         quiet = time.monotonic() - self.websocket.last_heard
         if self.idle_timeout and quiet >= self.idle_timeout:
-            self.went_idle = True
-            self.closing.set()
+            if not self.went_idle:
+                self.went_idle = True
+                self._interrupt_after(0)
         elif self.ping_interval and quiet >= self.ping_interval:
             gevent.spawn(self.websocket.ping, b"ouistiti-gw")
 
     def close(self, code: int, reason: str) -> None:
-        """End the session from outside (a server stopping): close frame now, the rest in :meth:`run`."""
+        """End the session from outside (a server stopping): close frame now, the client has
+        :attr:`close_timeout` to answer."""
         self.websocket.close(code, reason)
-        self.closing.set()
+        self._interrupt_after(self.close_timeout)
 
     def _client_to_server(self) -> None:
         ws, backend = self.websocket, self.backend
         seqpacket = self.seqpacket  # gevent's socket.type is a property: not once per message
         bucket = TokenBucket(self.max_message_rate) if self.max_message_rate else None
-        while True:
-            message = ws.receive()
-            if message is None:
-                return
+        held: list[bytes] = []  # a message's beginning, until it is whole (or big, on a stream)
+        held_size = 0
+
+        def forward(piece: bytes, is_text: bool, final: bool) -> None:
+            nonlocal held_size
             if ws.close_sent is not None:
-                continue  # section 7.1.1: after our close, data from the client is discarded
-            if bucket is not None and not bucket.take():
-                log.warning("closing %s from %s: over %g messages/s", self.name, self.client, self.max_message_rate)
-                ws.close(CloseCode.POLICY_VIOLATION, "message rate limit exceeded")
+                return  # section 7.1.1: after our close, data from the client is discarded
+            if piece:
+                held.append(piece)
+                held_size += len(piece)
+            if not final and (seqpacket or held_size < STREAM_HOLD_SIZE):
                 return
+            data = held[0] if len(held) == 1 else b"".join(held)
+            held.clear()
+            held_size = 0
             try:
-                if seqpacket:
-                    if not message.data:
-                        log.debug("empty message not forwarded: a zero-length packet reads as EOF")
-                        continue
-                    backend.send(message.data)
+                if not seqpacket:
+                    if data:
+                        send_all(backend, data)
+                elif data:
+                    backend.send(data)  # one message, one packet
                 else:
-                    send_all(backend, message.data)
+                    log.debug("empty message not forwarded: a zero-length packet reads as EOF")
             except OSError as error:
-                if error.errno == errno.EMSGSIZE:
-                    ws.close(CloseCode.MESSAGE_TOO_BIG, "message too big for the server's socket")
-                else:
-                    ws.close(CloseCode.INTERNAL_ERROR, "server connection lost")
-                log.warning("write to %s failed: %s", self.name, error)
-                return
+                raise _BackendWriteFailed(error) from None
+
+        try:
+            while ws.receive_streaming(forward):
+                if bucket is not None and not bucket.take():
+                    log.warning("closing %s from %s: over %g messages/s", self.name, self.client,
+                                self.max_message_rate)
+                    ws.close(CloseCode.POLICY_VIOLATION, "message rate limit exceeded")
+                    return
+        except _BackendWriteFailed as failed:
+            if failed.error.errno == errno.EMSGSIZE:
+                ws.close(CloseCode.MESSAGE_TOO_BIG, "message too big for the server's socket")
+            else:
+                ws.close(CloseCode.INTERNAL_ERROR, "server connection lost")
+            log.warning("write to %s failed: %s", self.name, failed.error)
 
     def _server_to_client(self) -> None:
         ws = self.websocket
@@ -215,8 +264,10 @@ class Session:
         except OSError as error:
             log.warning("read from %s failed: %s", self.name, error)
             ws.close(CloseCode.INTERNAL_ERROR, "server connection error")
-            return
-        ws.close(CloseCode.NORMAL, "server closed the connection")
+        else:
+            ws.close(CloseCode.NORMAL, "server closed the connection")
+        finally:
+            self._interrupt_after(self.close_timeout)  # the client has that long to answer our close
 
     def _pump_stream(self) -> None:
         backend, ws = self.backend, self.websocket

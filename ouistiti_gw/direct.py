@@ -19,11 +19,13 @@ and ouistiti's servers (``ouistiti_recvaddr()``) expect that message first.
 from __future__ import annotations
 
 import array
+import contextlib
 import errno
 import logging
 import socket as stdlib_socket
 import struct
 import weakref
+from typing import Callable, Iterator
 
 import gevent.select
 from gevent import socket
@@ -110,7 +112,7 @@ class DirectClient:
     def __init__(self, sock: socket.socket, address: tuple[str, int] | None) -> None:
         self.sock = sock
         self.address = address
-        self.websocket = WebSocket(sock, sock.makefile("rb", -1))
+        self.websocket = WebSocket(sock)
 
     def receive(self) -> Message | None:
         return self.websocket.receive()
@@ -119,12 +121,20 @@ class DirectClient:
         message = self.websocket.receive()
         return message.data if message is not None else b""
 
+    def receive_streaming(self, deliver: Callable[[bytes, bool, bool], None]) -> bool:
+        """The next message, piece by piece as it arrives: see
+        :meth:`~ouistiti_gw.websocket.WebSocket.receive_streaming`."""
+        return self.websocket.receive_streaming(deliver)
+
     def send(self, data: bytes) -> int:
-        try:
+        with _broken_pipe():
             self.websocket.send(data, text=is_utf8(data))
-        except ConnectionClosed as closed:
-            raise BrokenPipeError(errno.EPIPE, str(closed)) from None
         return len(data)
+
+    def send_piece(self, data: bytes, *, text: bool, final: bool) -> None:
+        """One piece of a message sent as it comes: see :meth:`~ouistiti_gw.websocket.WebSocket.send_piece`."""
+        with _broken_pipe():
+            self.websocket.send_piece(data, text=text, final=final)
 
     sendall = send
 
@@ -138,8 +148,16 @@ class DirectClient:
         if self.sock.fileno() == -1:
             return
         self.websocket.close(code, reason)
-        self.websocket.rfile.close()
         self.sock.close()
+
+
+@contextlib.contextmanager
+def _broken_pipe() -> Iterator[None]:
+    """A closed WebSocket fails a send as a closed socket would: EPIPE."""
+    try:
+        yield
+    except ConnectionClosed as closed:
+        raise BrokenPipeError(errno.EPIPE, str(closed)) from None
 
 
 def adopt(conn: socket.socket, wait: float = HANDOVER_WAIT_SECONDS, *,

@@ -75,6 +75,24 @@ class ClientConnection:
         if self.sock.family in (socket.AF_INET, socket.AF_INET6):
             self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
+    def take_buffered(self) -> bytes:
+        """What the HTTP server read past the handshake (a client may send its first frames right
+        behind it), without waiting for more; then the reader is closed, its buffer freed: from
+        here on the WebSocket reads the socket itself. The parsed request headers go too (the
+        environ has them): an idle session should keep nothing it will not use."""
+        self.handler.headers = None
+        timeout = self.sock.gettimeout()
+        self.sock.settimeout(0.0)
+        try:
+            # read1 returns the buffered bytes; only when there are none does it try one
+            # non-blocking read, which may bring nothing.
+            return self.rfile.read1(1 << 20) or b""
+        except OSError:
+            return b""  # the client is already gone: the WebSocket finds out on its first read
+        finally:
+            self.sock.settimeout(timeout)
+            self.rfile.close()
+
     def detach(self) -> None:
         """Take the connection from the HTTP server for good, and close our copy of it.
 

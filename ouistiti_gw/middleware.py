@@ -201,7 +201,7 @@ class WebSocketGateway:
 
     def _websocket(self, connection: ClientConnection) -> WebSocket:
         """The WebSocket we trust, over the client connection."""
-        return WebSocket(connection.sock, connection.rfile, max_message_size=self.max_message_size)
+        return WebSocket(connection.sock, connection.take_buffered(), max_message_size=self.max_message_size)
 
     @staticmethod
     def _can_hand_over(environ: "WSGIEnvironment", client: str) -> bool:

@@ -13,6 +13,7 @@ from gevent.event import Event
 from gevent.pywsgi import WSGIServer
 
 from .bridge import close_all_sessions
+from .greenlets import LightGreenlet
 from .handler import GatewayHandler
 
 if TYPE_CHECKING:
@@ -38,7 +39,8 @@ def make_server(app: "WSGIApplication", host: str = "127.0.0.1", port: int = 808
     handler = GatewayHandler
     if header_timeout is not None:
         handler = type("GatewayHandler", (GatewayHandler,), {"header_timeout": float(header_timeout)})
-    return WSGIServer((host, int(port)), app, handler_class=handler, log=access_log, error_log=log, **tls)
+    return WSGIServer((host, int(port)), app, handler_class=handler, log=access_log, error_log=log,
+                      spawn=LightGreenlet.spawn, **tls)
 
 
 def server_url(server: WSGIServer) -> str:

@@ -17,7 +17,7 @@ import logging
 import socket
 import time
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Callable
 
 import gevent
 from gevent.lock import Semaphore
@@ -64,15 +64,18 @@ class ConnectionClosed(Exception):
 class WebSocket:
     """One server-side WebSocket connection after a successful handshake.
 
-    :param sock: the client's (gevent) socket, written with ``sendall``.
-    :param rfile: the buffered reader the HTTP server parsed the handshake from; bytes the client
-        sent right after its handshake may already sit in its buffer, so it must be the one read.
+    :param sock: the client's (gevent) socket, read and written directly: no buffered reader,
+        whose buffer an idle connection would keep (8 KiB each, a third of an idle session).
+    :param buffered: bytes the client sent right after its handshake, already read by the HTTP
+        server (see :meth:`~ouistiti_gw.handler.ClientConnection.take_buffered`); they come first.
     :param max_message_size: a message whose payload would exceed it is refused with 1009.
     """
 
-    def __init__(self, sock, rfile: BinaryIO, *, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> None:
+    def __init__(self, sock, buffered: bytes = b"", *, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> None:
         self.sock = sock
-        self.rfile = rfile
+        self._buffered = buffered
+        #: A message sent with :meth:`send_piece` is open (its final piece has not gone out).
+        self._sending_pieces = False
         self.max_message_size = max_message_size
         self._write_lock = Semaphore()
         #: The code we sent in our close frame, and the one the client sent in its own.
@@ -98,8 +101,31 @@ class WebSocket:
         client broke the protocol (our close with the matching code is sent), or the transport
         ended without a close frame (1006 is recorded, nothing is sent).
         """
+        pieces: list[bytes] = []
+        kind: list[bool] = []
+
+        def collect(piece: bytes, is_text: bool, final: bool) -> None:
+            pieces.append(piece)
+            if final:
+                kind.append(is_text)
+
+        if not self.receive_streaming(collect):
+            return None
+        return Message(pieces[0] if len(pieces) == 1 else b"".join(pieces), kind[0])
+
+    def receive_streaming(self, deliver: Callable[[bytes, bool, bool], None]) -> bool:
+        """Read the next data message and hand it to ``deliver(piece, is_text, final)`` as its
+        bytes arrive, unmasked and (text) validated up to the piece's last byte; False instead
+        when the connection is over (see :meth:`receive`).
+
+        A 16 MiB message is never held whole: a stream can forward it while it is still coming.
+        The price is that a message failing part-way (bad UTF-8, connection lost) has had its
+        valid beginning delivered. ``final`` is True exactly once, on the message's last piece
+        (which may be empty). Exceptions from ``deliver`` propagate; OSError from it would be
+        taken for the client's transport ending, so wrap those.
+        """
         try:
-            return self._read_message()
+            return self._read_message(deliver)
         except ProtocolViolation as violation:
             log.info("closing WebSocket: %s", violation.reason)
             self.close(violation.code, violation.reason)
@@ -107,51 +133,70 @@ class WebSocket:
             log.debug("WebSocket transport ended: %s", error)
             if self.close_received is None:
                 self.close_received = CloseCode.ABNORMAL
-        return None
+        return False
 
-    def _read_exactly(self, size: int) -> bytes:
-        data = self.rfile.read(size)
-        if len(data) != size:
+    def _receive_some(self, limit: int) -> bytes:
+        """The buffered bytes, or what one ``recv`` brings (at most ``limit``); EOFError at the end."""
+        data = self._buffered
+        if data:
+            if len(data) > limit:
+                self._buffered = data[limit:]
+                return data[:limit]
+            self._buffered = b""
+            return data
+        data = self.sock.recv(limit)
+        if not data:
             raise EOFError("connection ended inside a frame")
         return data
 
-    def _read_header(self):
-        first_two = self._read_exactly(2)
-        self.last_heard = time.monotonic()
-        rest = header_size(first_two) - 2
-        return parse_header(first_two + self._read_exactly(rest) if rest else first_two, require_mask=True)
+    def _read_exactly(self, size: int) -> bytes:
+        data = self._receive_some(_READ_CHUNK)
+        while len(data) < size:
+            data += self._receive_some(_READ_CHUNK)
+        self._buffered = data[size:] + self._buffered
+        return data[:size]
 
-    def _read_payload(self, header: FrameHeader, validator: Utf8Validator | None) -> list[bytes]:
-        """Read and unmask a payload as its bytes arrive, validating text as it goes.
+    def _read_header(self) -> FrameHeader:
+        # One read usually brings the header with its payload (and maybe more frames): parse it
+        # from there, and keep the rest for the payload.
+        data = self._read_exactly(2)
+        self.last_heard = time.monotonic()
+        rest = header_size(data) - 2
+        return parse_header(data + self._read_exactly(rest) if rest else data, require_mask=True)
+
+    def _read_payload(self, header: FrameHeader, validator: Utf8Validator | None,
+                      deliver: Callable[[bytes, bool], None]) -> None:
+        """Read and unmask a payload as its bytes arrive, validating text as it goes; hand each
+        piece to ``deliver(piece, last)``.
 
         Each piece is whatever the connection has (up to :data:`_READ_CHUNK`), never more: a
         frame whose rest has not come yet is still checked up to its last byte received, so bad
         UTF-8 fails the connection at once (Autobahn 6.4.3, 6.4.4).
         """
-        chunks = []
         received = 0
-        while received < header.length:
-            chunk = self.rfile.read1(min(header.length - received, _READ_CHUNK))
-            if not chunk:
-                raise EOFError("connection ended inside a frame")
-            chunk = apply_mask(chunk, header.mask, received)
-            received += len(chunk)
+        length = header.length
+        while True:
+            piece = self._receive_some(min(length - received, _READ_CHUNK)) if received < length else b""
+            piece = apply_mask(piece, header.mask, received)
+            received += len(piece)
+            last = received == length
             if validator is not None:
-                validator.feed(chunk)
-            chunks.append(chunk)
-        return chunks
+                validator.feed(piece, final=last and header.fin)
+            deliver(piece, last)
+            if last:
+                return
 
-    def _read_message(self) -> Message | None:
+    def _read_message(self, deliver: Callable[[bytes, bool, bool], None]) -> bool:
         message_opcode = None
         validator = None
-        parts: list[bytes] = []
         size = 0
         while True:
             header = self._read_header()
-            if header.opcode.is_control:
-                payload = b"".join(self._read_payload(header, None))
-                if self._handle_control(header.opcode, payload):
-                    return None
+            if header.opcode >= Opcode.CLOSE:  # a control frame
+                control: list[bytes] = []
+                self._read_payload(header, None, lambda piece, last: control.append(piece))
+                if self._handle_control(header.opcode, b"".join(control)):
+                    return False
                 continue
             if header.opcode == Opcode.CONTINUATION:
                 if message_opcode is None:
@@ -166,13 +211,16 @@ class WebSocket:
             if size > self.max_message_size:
                 raise ProtocolViolation(CloseCode.MESSAGE_TOO_BIG,
                                         f"message over {self.max_message_size} bytes")
-            parts.extend(self._read_payload(header, validator))
-            if header.fin:
-                if validator is not None:
-                    validator.feed(b"", final=True)
-                data = parts[0] if len(parts) == 1 else b"".join(parts)
-                self.bytes_received += len(data)
-                return Message(data, message_opcode == Opcode.TEXT)
+            is_text, fin = message_opcode == Opcode.TEXT, header.fin
+
+            def forward(piece: bytes, last: bool) -> None:
+                if piece or (last and fin):
+                    self.bytes_received += len(piece)
+                    deliver(piece, is_text, last and fin)
+
+            self._read_payload(header, validator, forward)
+            if fin:
+                return True
 
     def _handle_control(self, opcode: Opcode, payload: bytes) -> bool:
         """Answer a control frame; True when it was a close (the message loop ends)."""
@@ -188,10 +236,10 @@ class WebSocket:
 
     # -- sending ---------------------------------------------------------------------------
 
-    def _send_frame(self, opcode: int, payload: bytes | memoryview, *, quiet: bool = False,
+    def _send_frame(self, opcode: int, payload: bytes | memoryview, *, fin: bool = True, quiet: bool = False,
                     wait: bool = True) -> bool:
         """Write one frame; with ``wait=False`` give up (False) if another frame is being written."""
-        header = encode_header(opcode, len(payload))
+        header = encode_header(opcode, len(payload), fin=fin)
         if not self._write_lock.acquire(blocking=wait):
             return False
         try:
@@ -212,9 +260,22 @@ class WebSocket:
 
     def send(self, data: bytes | memoryview, *, text: bool) -> None:
         """Send one data message; ``data`` must already be valid UTF-8 when ``text`` is True."""
+        self.send_piece(data, text=text, final=True)
+
+    def send_piece(self, data: bytes | memoryview, *, text: bool, final: bool) -> None:
+        """Send a message piece by piece, as its bytes come (fragments, section 5.4): the first
+        piece opens it as text or binary, the ``final`` one ends it. A relay need not hold a
+        whole message; the pieces of a text message may split a character, only the whole must
+        be valid UTF-8. No other data message may be sent until the final piece.
+        """
         if self.closing:
             raise ConnectionClosed("the closing handshake has started")
-        self._send_frame(Opcode.TEXT if text else Opcode.BINARY, data)
+        if self._sending_pieces:
+            opcode = Opcode.CONTINUATION
+        else:
+            opcode = Opcode.TEXT if text else Opcode.BINARY
+        self._send_frame(opcode, data, fin=final)
+        self._sending_pieces = not final
         self.bytes_sent += len(data)
 
     def ping(self, payload: bytes = b"") -> bool:
@@ -242,7 +303,7 @@ class WebSocket:
             return
         with gevent.Timeout(timeout, False):
             try:
-                while self.rfile.read1(_READ_CHUNK):
+                while self.sock.recv(_READ_CHUNK):
                     pass
-            except (OSError, ValueError):
-                pass  # reset by the client, or the reader is already closed
+            except OSError:
+                pass  # reset by the client, or the socket is already closed
