@@ -4,8 +4,13 @@
 - ``gunicorn``: this gateway under gunicorn with gevent-websocket's stock worker (1 worker);
 - ``websockify``: websockify 0.13 with ``--unix-target`` (the peer a user would pick instead);
   it forks one process per connection, as it does by default;
+- ``gw-2workers``: this gateway under gunicorn with the project's ``GatewayWorker``, 2 workers:
+  one per core of this machine, as it would be deployed to use them;
+- ``direct``: this gateway in direct mode, the sample echo speaking WebSocket itself;
 - ``ouistiti``: the C server itself (optional, ``--ouistiti DIR``), through the reference script;
-- ``raw``: no WebSocket at all, the client talks to the UNIX socket: the limit of this machine.
+- ``raw``: no WebSocket at all, the client talks to the UNIX socket: the limit of this machine;
+- ``raw-tcp``: no WebSocket either, the same echo on loopback TCP: the limit for anything a
+  client reaches over TCP, as every contender but ``raw`` is.
 
 Every server gets a high descriptor limit (``preexec_fn``) so that idle-connection counts are
 limited by memory, not by ``ulimit -n``.
@@ -155,6 +160,18 @@ class Gunicorn(Contender):
                 {"OUISTITI_GW_DOCROOT": docroot})
 
 
+class GatewayWorkers(Contender):
+    """gunicorn with the project's worker; ``workers`` processes share the listening socket."""
+
+    workers: int = 2
+
+    def command(self, docroot: str, port: int) -> tuple[list[str], dict[str, str]]:
+        return ([sys.executable, "-m", "gunicorn", "-k", "ouistiti_gw.worker.GatewayWorker",
+                 "-w", str(self.workers), "--worker-connections", "20000", "--backlog", "2048", "--timeout", "300",
+                 "--graceful-timeout", "2", "-b", f"127.0.0.1:{port}", "ouistiti_gw:make_app()"],
+                {"OUISTITI_GW_DOCROOT": docroot})
+
+
 class Websockify(Contender):
     def command(self, docroot: str, port: int) -> tuple[list[str], dict[str, str]]:
         return ([sys.executable, "-m", "websockify", f"127.0.0.1:{port}",
@@ -179,6 +196,22 @@ class Raw(Contender):
         return {"kind": "unix", "path": os.path.join(docroot, ECHO_NAME)}
 
 
+class RawTcp(Contender):
+    """The benchmark's echo server on loopback TCP, its own process; no gateway to measure memory of."""
+
+    def command(self, docroot: str, port: int) -> tuple[list[str], dict[str, str]]:
+        return ([sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "echo_server.py"),
+                 "--tcp", str(port)], {})
+
+    def start(self, docroot: str, log_dir: str) -> dict:
+        target = super().start(docroot, log_dir)
+        return {"kind": "tcp", "host": target["host"], "port": target["port"]}
+
+    @property
+    def pid(self) -> int | None:
+        return None
+
+
 _WEBSOCKIFY_SELECT = ("fails past ~500 open connections: each forked child inherits one descriptor per "
                       "earlier child and its select() raises 'filedescriptor out of range' (seen at 1 000)")
 
@@ -188,6 +221,8 @@ def all_contenders(ouistiti_dir: str | None) -> list[Contender]:
     contenders: list[Contender] = [
         OuistitiGw("ouistiti-gw", "this gateway, `ouistiti-gw serve` (gevent pywsgi + GatewayHandler)"),
         Gunicorn("gunicorn", "this gateway under gunicorn, GeventWebSocketWorker, 1 worker"),
+        GatewayWorkers("gw-2workers", "this gateway under gunicorn, the project's GatewayWorker, 2 workers "
+                                      "(one per core)"),
         DirectMode("direct", "this gateway in direct mode: the sample echo server speaks WebSocket itself"),
         Websockify("websockify", "websockify 0.13 --unix-target (default mode: a fork per connection)",
                    max_idle=500, fds_per_connection=0, idle_limit_reason=_WEBSOCKIFY_SELECT),
@@ -199,4 +234,5 @@ def all_contenders(ouistiti_dir: str | None) -> list[Contender]:
         ouistiti.directory = os.path.abspath(ouistiti_dir)
         contenders.append(ouistiti)
     contenders.append(Raw("raw", "the UNIX echo with no WebSocket: the limit of this machine"))
+    contenders.append(RawTcp("raw-tcp", "the same echo on loopback TCP, no WebSocket: the limit over TCP"))
     return contenders

@@ -7,8 +7,11 @@ back, and only what the peer's socket would not take is kept (the connection the
 until it has drained, so a slow reader gets back-pressure instead of an unbounded queue).
 
     python benchmarks/echo_server.py /tmp/bench/echo
+    python benchmarks/echo_server.py --tcp PORT        # the same echo on 127.0.0.1:PORT
 
-It prints ``ready`` on stdout once listening and removes its socket on SIGTERM or SIGINT.
+It prints ``ready`` on stdout once listening and removes its socket on SIGTERM or SIGINT. The
+TCP form is the ``raw-tcp`` reference: what loopback TCP alone costs, the transport every
+contender's client uses.
 """
 from __future__ import annotations
 
@@ -35,14 +38,25 @@ def _stop(signum, frame) -> None:
     raise _Stop
 
 
-def serve(path: str) -> None:
-    """Echo every byte on every connection to ``path`` until a signal stops us."""
-    raise_nofile_limit()
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    if os.path.exists(path):
-        os.unlink(path)
-    listener.bind(path)
+def listen(address: str | int) -> socket.socket:
+    """A listening UNIX socket at the path ``address``, or TCP on 127.0.0.1 port ``address``."""
+    if isinstance(address, int):
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", address))
+    else:
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        if os.path.exists(address):
+            os.unlink(address)
+        listener.bind(address)
     listener.listen(4096)
+    return listener
+
+
+def serve(address: str | int) -> None:
+    """Echo every byte on every connection to ``address`` (see :func:`listen`) until a signal stops us."""
+    raise_nofile_limit()
+    listener = listen(address)
     listener.setblocking(False)
     poller = select.epoll()
     listen_fd = listener.fileno()
@@ -109,10 +123,11 @@ def serve(path: str) -> None:
         for sock in sockets.values():
             sock.close()
         listener.close()
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
+        if isinstance(address, str):
+            try:
+                os.unlink(address)
+            except OSError:
+                pass
 
 
 def _accept_all(listener: socket.socket, poller: select.epoll, sockets: dict[int, socket.socket]) -> None:
@@ -124,11 +139,16 @@ def _accept_all(listener: socket.socket, poller: select.epoll, sockets: dict[int
         except OSError:
             return  # out of descriptors: the client sees a refused or stalled connect
         sock.setblocking(False)
+        if sock.family == socket.AF_INET:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sockets[sock.fileno()] = sock
         poller.register(sock.fileno(), _IN)
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit("usage: echo_server.py SOCKET_PATH")
-    serve(sys.argv[1])
+    if len(sys.argv) == 3 and sys.argv[1] == "--tcp":
+        serve(int(sys.argv[2]))
+    elif len(sys.argv) == 2:
+        serve(sys.argv[1])
+    else:
+        sys.exit("usage: echo_server.py SOCKET_PATH | --tcp PORT")

@@ -185,6 +185,9 @@ def open_connections(target: dict, count: int) -> list[Connection]:
                 continue
             sock = socket.create_connection((target["host"], target["port"]), timeout=STALL_SECONDS)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if target["kind"] == "tcp":
+                batch.append(Connection(sock, RawCounter()))
+                continue
             sock.sendall(_handshake_request(target["host"], target["port"], target["path"]))
             batch.append(Connection(sock, FrameCounter()))
         if target["kind"] == "ws":
@@ -308,7 +311,7 @@ def main(spec: dict) -> int:
     raise_nofile_limit()
     try:
         connections = open_connections(spec["target"], spec["connections"])
-        raw = spec["target"]["kind"] == "unix"
+        raw = spec["target"]["kind"] in ("unix", "tcp")
         payload = payload_of(spec["size"])
         frame = payload if raw else client_frame(payload, text=spec["target"].get("text", False))
         if spec["mode"] == "idle":

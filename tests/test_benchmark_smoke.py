@@ -14,7 +14,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN = os.path.join(ROOT, "benchmarks", "run.py")
-CONTENDERS = ["ouistiti-gw", "gunicorn", "direct", "websockify", "raw"]
+CONTENDERS = ["ouistiti-gw", "gunicorn", "gw-2workers", "direct", "websockify", "raw", "raw-tcp"]
 TRAFFIC_KEYS = ["msgs_16B_c1", "msgs_16B_c16", "msgs_1KiB_c1", "msgs_1KiB_c16", "mbps_64KiB_c1",
                 "mbps_64KiB_c16", "mbps_16MiB_c1", "mbps_16MiB_c16", "lat_100B_p50_us", "lat_100B_p99_us"]
 IDLE = 20
@@ -49,15 +49,19 @@ def test_selected_figures_are_measured_and_the_rest_say_why(report):
 
 
 def test_idle_memory_is_read_from_the_servers(report):
-    for contender in ("ouistiti-gw", "gunicorn", "websockify"):
+    for contender in ("ouistiti-gw", "gunicorn", "gw-2workers", "websockify"):
         figure = report["results"][contender][f"rss_idle_{IDLE}"]
         assert figure["value"] > 0 and figure["pss_mib"] > 0
     assert report["results"]["gunicorn"][f"rss_idle_{IDLE}"]["processes"] >= 2  # master and worker
+    assert report["results"]["gw-2workers"][f"rss_idle_{IDLE}"]["processes"] >= 3  # master and 2 workers
+    for reference in ("raw", "raw-tcp"):  # no gateway process to measure
+        assert report["results"][reference][f"rss_idle_{IDLE}"]["value"] is None
 
 
 def test_ratios_and_targets_are_reported(report):
     ratio = report["ratios"]["ouistiti-gw"]["msgs_16B_c1"]
-    assert set(ratio) == {"vs_websockify", "vs_raw"} and ratio["vs_websockify"] > 0
+    assert set(ratio) == {"vs_websockify", "vs_raw", "vs_raw-tcp"} and ratio["vs_websockify"] > 0
     assert report["ratios"]["websockify"]["msgs_16B_c1"]["vs_websockify"] == pytest.approx(1.0)
-    assert {"goal", "value", "bound", "met"} <= set(report["targets"][0])
+    assert {"contender", "goal", "value", "bound", "met"} <= set(report["targets"][0])
+    assert {goal["contender"] for goal in report["targets"]} == {"ouistiti-gw", "gw-2workers", "direct"}
     assert report["meta"]["rounds"] == 1 and report["meta"]["quick"] is True
