@@ -76,13 +76,32 @@ def _percentile(values: list[float], fraction: float) -> float:
     return ordered[index]
 
 
-def throughput_round(target: dict, metric: Metric, settings: Settings) -> float:
-    """One round: msg/s or MB/s summed over the client processes (they run at the same time)."""
+@dataclass(frozen=True)
+class Round:
+    """One round's figure, and what it cost the whole machine (see ``wsclient.machine_cpu``)."""
+
+    value: float
+    #: busy CPU time of the whole machine per message (all processes, all cores), microseconds
+    cpu_us_per_message: float
+    #: share of the machine's CPU time left idle during the round
+    idle_share: float
+
+
+def throughput_round(target: dict, metric: Metric, settings: Settings) -> Round:
+    """One round: msg/s or MB/s summed over the client processes (they run at the same time).
+
+    The machine's CPU is read by the first client process around its own run; the processes
+    start on one signal and run for the same duration, so its window stands for the round's.
+    """
     results = run_clients(target, metric.connections, settings.client_processes, timeout=120.0,
                           mode="pingpong", size=metric.size, duration=settings.duration)
     if metric.unit == "msg/s":
-        return sum(result["messages"] / result["seconds"] for result in results)
-    return sum(result["bytes"] / result["seconds"] for result in results) / 1e6
+        value = sum(result["messages"] / result["seconds"] for result in results)
+    else:
+        value = sum(result["bytes"] / result["seconds"] for result in results) / 1e6
+    busy, idle = results[0]["machine_cpu"]
+    messages = sum(result["messages"] for result in results)
+    return Round(value, busy * 1e6 / max(messages, 1), idle / max(busy + idle, 1e-9))
 
 
 def latency_round(target: dict, settings: Settings) -> tuple[float, float]:
@@ -112,7 +131,9 @@ def measure_traffic(contender: Contender, target: dict, settings: Settings) -> d
             log.warning("%s %s: %s", contender.name, metric.key, failure)
             figures[metric.key] = {"value": None, "failed": str(failure)}
             continue
-        figures[metric.key] = _figure(rounds)
+        figures[metric.key] = {**_figure([r.value for r in rounds]),
+                               "cpu_us_per_message": statistics.median(r.cpu_us_per_message for r in rounds),
+                               "idle_share": statistics.median(r.idle_share for r in rounds)}
         log.info("%s %s = %.1f %s", contender.name, metric.key, figures[metric.key]["value"], metric.unit)
     if not any(settings.wants(metric.key) for metric in LATENCY):
         for metric in LATENCY:

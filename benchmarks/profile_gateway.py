@@ -96,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
                                     "--output", raw_path], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(1.0)
         figure = throughput_round(target, metric, settings)
-        print(f"{metric.title}: {figure:,.1f} {metric.unit} while profiled with {args.tool}\n")
+        print(f"{metric.title}: {figure.value:,.1f} {metric.unit} while profiled with {args.tool} "
+              f"({figure.cpu_us_per_message:.0f} us of machine CPU per message, {figure.idle_share:.0%} idle)\n")
         if spy is not None:
             spy.wait(timeout=60)
             print(collapse(raw_path, args.top))

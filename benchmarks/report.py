@@ -78,6 +78,13 @@ def _format(value: float | None) -> str:
     return f"{value:.3g}" if value < 10 else f"{value:.1f}"
 
 
+def _cost(results: dict, contender: str, key: str) -> str:
+    figure = results.get(contender, {}).get(key, {})
+    if figure.get("cpu_us_per_message") is None:
+        return "-"
+    return f"{figure['cpu_us_per_message']:.0f} / {figure['idle_share']:.0%} idle"
+
+
 def _grid(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     line = lambda row: "| " + " | ".join(cell.ljust(w) if i == 0 else cell.rjust(w)  # noqa: E731
@@ -99,6 +106,10 @@ def render(results: dict, metrics: list[Metric], ratio_table: dict, goals: list[
         rows = [[m.title + ("" if m.higher_is_better else " (lower is better)"),
                  *(_format(ratio_table[c][m.key][f"vs_{reference}"]) for c in contenders)] for m in metrics]
         parts += ["", f"Ratio to {reference} (x)", _grid(header, rows)]
+    cost_rows = [[m.title, *(_cost(results, c, m.key) for c in contenders)]
+                 for m in metrics if m.unit == "msg/s"]
+    parts += ["", "Machine CPU per message, all processes (us), and the share of the machine left idle",
+              _grid(header, cost_rows)]
     goal_rows = [[goal["contender"], goal["goal"], _format(goal["value"]), _format(goal["bound"]),
                   {True: "met", False: "NOT met", None: "not measured"}[goal["met"]]] for goal in goals]
     parts += ["", "Targets", _grid(["contender", "goal", "value", "bound", "status"], goal_rows)]

@@ -239,6 +239,7 @@ def ping_pong(connections: list[Connection], frame: bytes, size: int, duration: 
 
     for connection in connections:
         selector.register(connection.sock, selectors.EVENT_READ, connection)
+    cpu_at_start = machine_cpu()
     start = perf()
     deadline = start + duration
     last = start
@@ -285,11 +286,28 @@ def ping_pong(connections: list[Connection], frame: bytes, size: int, duration: 
                 else:
                     connection.done = True
                     active -= 1
+    cpu_at_end = machine_cpu()
     selector.close()
-    result = {"messages": completed, "bytes": completed * size, "seconds": last - start}
+    result = {"messages": completed, "bytes": completed * size, "seconds": last - start,
+              "machine_cpu": [end - begin for begin, end in zip(cpu_at_start, cpu_at_end)]}
     if latency:
         result["latencies"] = [value for connection in connections for value in connection.latencies]
     return result
+
+
+def machine_cpu() -> tuple[float, float]:
+    """Seconds the whole machine has spent busy and idle since boot (all cores, ``/proc/stat``).
+
+    Read around a round, it tells what a message costs everything on the machine (client, server
+    and echo together) and whether the machine still had room: a round that leaves cores idle
+    is bound by a serial part (one process, or wake-up latency), not by the CPU.
+    """
+    with open("/proc/stat") as stat:
+        fields = [int(value) for value in stat.readline().split()[1:]]
+    ticks = os.sysconf("SC_CLK_TCK")
+    idle = fields[3] + fields[4]  # idle, iowait
+    busy = sum(fields[:8]) - idle  # user nice system (idle iowait) irq softirq steal
+    return busy / ticks, idle / ticks
 
 
 def hold_idle(connections: list[Connection], probe: bytes, probe_size: int) -> None:

@@ -28,7 +28,7 @@ def report(tmp_path_factory) -> dict:
          "--metrics", "msgs_16B_*,msgs_1KiB_c1,mbps_64KiB_c1,lat_*", "--json", str(output)],
         capture_output=True, text=True, timeout=120, env={**os.environ, "BENCH_STALL_SECONDS": "5"})
     assert completed.returncode == 0, completed.stderr[-3000:]
-    assert "Ratio to websockify" in completed.stdout
+    assert "Ratio to websockify" in completed.stdout and "Machine CPU per message" in completed.stdout
     return json.loads(output.read_text())
 
 
@@ -44,6 +44,9 @@ def test_selected_figures_are_measured_and_the_rest_say_why(report):
         figures = report["results"][contender]
         for key in ("msgs_16B_c1", "msgs_16B_c16", "msgs_1KiB_c1", "mbps_64KiB_c1", "lat_100B_p50_us"):
             assert figures[key]["value"] > 0, (contender, key, figures[key])
+        # what a message cost the whole machine, and how much of it stayed idle
+        assert figures["msgs_16B_c16"]["cpu_us_per_message"] > 0
+        assert 0 <= figures["msgs_16B_c16"]["idle_share"] <= 1
         assert figures["mbps_16MiB_c1"]["value"] is None
         assert "skipped" in figures["mbps_16MiB_c1"]
 
