@@ -35,7 +35,8 @@ from .frames import CloseCode
 from .greenlets import LightGreenlet
 from .policy import TokenBucket
 from .utf8 import Utf8Splitter, is_utf8
-from .websocket import ConnectionClosed, WebSocket, send_all
+from .sockio import Receiver, send_all
+from .websocket import ConnectionClosed, WebSocket
 
 log = logging.getLogger(__name__)
 
@@ -272,13 +273,14 @@ class Session:
     def _pump_stream(self) -> None:
         backend, ws = self.backend, self.websocket
         splitter = Utf8Splitter()
+        receiver = Receiver(backend)
         holding = False
         while True:
             if holding != bool(splitter.pending):  # only when it changes, not once per read
                 holding = not holding
                 backend.settimeout(UTF8_HOLD_SECONDS if holding else None)
             try:
-                data = backend.recv(STREAM_READ_SIZE)
+                data = receiver.recv(STREAM_READ_SIZE)
             except stdlib_socket.timeout:
                 ws.send(splitter.flush(), text=False)
                 continue

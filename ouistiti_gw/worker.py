@@ -16,6 +16,8 @@ from gunicorn.workers.ggevent import PyWSGIHandler
 from .bridge import close_all_sessions
 from .handler import GatewayHandler
 
+log = logging.getLogger(__name__)
+
 
 class GunicornGatewayHandler(GatewayHandler, PyWSGIHandler):
     """The gateway's handler, with gunicorn's access log and environ keys."""
@@ -38,6 +40,9 @@ class GatewayWorker(GeventWebSocketWorker):
         super().init_process()
 
     def run(self) -> None:
+        # gunicorn's "Booting worker" line comes before the app is loaded; this one says the
+        # worker is about to accept.
+        log.info("gateway worker %d serving", self.pid)
         try:
             super().run()
         finally:

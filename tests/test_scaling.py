@@ -8,7 +8,7 @@ from the ``[pid]`` of the "session open" lines GatewayWorker writes to gunicorn'
 import asyncio
 import re
 
-from support import free_port, gunicorn
+from support import free_port, gunicorn, wait_until
 from test_load import all_clients, raise_fd_limit
 
 CLIENTS = 200
@@ -22,6 +22,8 @@ def test_four_workers_two_hundred_clients(docroot, sample):
     env = {"OUISTITI_GW_DOCROOT": docroot, "OUISTITI_GW_PROXY_PROTOCOL": "v2"}
     port = free_port()
     with gunicorn("ouistiti_gw.worker.GatewayWorker", port, env, "-w", str(WORKERS), "--log-level", "info") as server:
+        # all workers up first: the first one alone would otherwise take every client
+        wait_until(lambda: server.log().count("gateway worker") >= WORKERS, what=f"{WORKERS} workers serving")
         results = asyncio.run(all_clients(f"ws://127.0.0.1:{port}/echo", CLIENTS, MESSAGES))
         for client, lines in enumerate(results):
             assert lines == [f"{client}:{i}" for i in range(MESSAGES)]
