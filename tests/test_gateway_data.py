@@ -10,6 +10,7 @@ import websocket as websocket_client
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
+from ouistiti_gw.bridge import CLOSE_TIMEOUT_SECONDS
 from support import handshake_request, raw_request, read_until_eof, say_bye_and_leave, wait_until
 
 TEXT_UNIT = "héllo wörld € 😀 "  # 1-, 2-, 3- and 4-byte characters, so reads split them
@@ -157,6 +158,30 @@ def test_server_exit_closes_the_client_with_1000(gateway, docroot, unix_servers)
         with pytest.raises(ConnectionClosed) as closed:
             ws.recv()
     assert closed.value.rcvd.code == 1000
+
+
+def test_client_silent_after_our_close_is_given_up_on(gateway, docroot, unix_servers):
+    """Section 7.1.1: after its close frame the gateway waits for the client's (it does not cut
+    the connection at once), but not forever: a client that never answers is closed after
+    ``CLOSE_TIMEOUT_SECONDS``."""
+    unix_servers(f"{docroot}/bye", say_bye_and_leave)
+    status, _, sock, rest = raw_request(gateway.port, handshake_request("/bye", port=gateway.port))
+    assert status == 101
+    sock.sendall(b"\x81\x82abcd" + bytes(b ^ k for b, k in zip(b"hi", b"ab")))  # masked text "hi"
+    received = rest
+    while b"\x88" not in received:  # "bye", then the close frame
+        received += sock.recv(100)
+    assert received.startswith(b"\x81\x03bye\x88")
+    sock.settimeout(1.0)
+    with pytest.raises(socket.timeout):
+        sock.recv(100)  # still open: our answer is awaited
+    sock.settimeout(CLOSE_TIMEOUT_SECONDS + 5)
+    while sock.recv(100):  # the gateway gives up and hangs up
+        pass
+    sock.close()
+    line = wait_until(lambda: [l for l in gateway.log().splitlines() if "session closed name=bye" in l],
+                      what="session log line")[0]
+    assert "close=1000" in line
 
 
 def reset_connection(conn, server):
