@@ -158,20 +158,24 @@ class Session:
         try:
             self._client_to_server()
         except _Interrupted:
+            self._stop_timers()  # the wait is over: a second deadline must not cut the close below
             if self.went_idle:
                 log.warning("closing %s from %s: nothing heard for %.1f s", self.name, self.client,
                             time.monotonic() - self.websocket.last_heard)
                 with gevent.Timeout(1, False):  # a vanished client may not take even this
                     self.websocket.close(CloseCode.GOING_AWAY, "idle timeout")
         finally:
-            for timer in self._timers:  # first: nothing may be thrown at us past this point
-                timer.close()
-            self._timers = None
+            self._stop_timers()  # first: nothing may be thrown at us past this point
             _live_sessions.discard(self)
             to_client.kill()
             self._close_backend()
             self.websocket.linger()
             self._log_end()
+
+    def _stop_timers(self) -> None:
+        for timer in self._timers or ():
+            timer.close()
+        self._timers = None
 
     def _interrupt_after(self, seconds: float) -> None:
         """Stop waiting for the client in ``seconds`` (0: at the next turn of the event loop)."""
