@@ -5,11 +5,14 @@ the rest is sent: the UNIX server (piping mode), or the client itself (the direc
 """
 import os
 import socket
+import ssl
 import struct
 import time
 
 from ouistiti_gw.bridge import STREAM_HOLD_SIZE
-from support import gateway_cli, handshake_request, raw_request, read_until_eof, wait_until
+from support import (
+    gateway_cli, handshake_request, raw_request, read_until_eof, self_signed_certificate, wait_until,
+)
 
 MASK = b"\x0f\x1e\x2d\x3c"
 TEXT, BINARY, CONTINUATION = 0x1, 0x2, 0x0
@@ -104,6 +107,32 @@ def test_direct_echo_starts_before_the_message_ends(docroot, sample):
         while not fin:
             fin, opcode, data = reader.frame()
             assert opcode == CONTINUATION
+            echoed += data
+        assert echoed == payload
+        sock.close()
+
+
+def test_wss_message_pipelined_behind_the_handshake(tmp_path, docroot, unix_servers):
+    """Over TLS: a big message sent in the same write as the handshake. Its first bytes are read
+    by the HTTP server with the request (taken over by the WebSocket), the rest through the TLS
+    socket, and the whole of it is echoed."""
+    unix_servers(f"{docroot}/echo")
+    certfile, keyfile = self_signed_certificate(str(tmp_path))
+    payload = os.urandom(1 << 20)
+    with gateway_cli(docroot, "--certfile", certfile, "--keyfile", keyfile) as gateway:
+        context = ssl.create_default_context(cafile=certfile)
+        raw = socket.create_connection(("127.0.0.1", gateway.port), timeout=10)
+        sock = context.wrap_socket(raw, server_hostname="127.0.0.1")
+        sock.sendall(handshake_request("/echo", port=gateway.port) + client_frame(BINARY, payload))
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += sock.recv(4096)
+        head, _, rest = head.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 101")
+        reader = FrameReader(sock, rest)
+        echoed = b""
+        while len(echoed) < len(payload):  # a stream server's echo: one message per read
+            _, _, data = reader.frame()
             echoed += data
         assert echoed == payload
         sock.close()
