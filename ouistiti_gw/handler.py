@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import logging
 import socket
+from typing import Iterator
 
 import gevent
 from gevent.pywsgi import WSGIHandler
@@ -35,20 +37,28 @@ WEBSOCKET_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 SUPPORTED_VERSION = "13"
 
 
+@contextlib.contextmanager
+def _without_waiting(sock) -> Iterator[None]:
+    """Reads of ``sock`` (and of a reader over it) inside return what is there, never wait."""
+    timeout = sock.gettimeout()
+    sock.settimeout(0.0)
+    try:
+        yield
+    finally:
+        sock.settimeout(timeout)
+
+
 def has_pending_input(sock, rfile) -> bool:
     """True when bytes from the client sit in our reader, or in the kernel (they get pulled in).
 
     Call it before the 101 to learn whether a client pipelined data behind its handshake: after
     the 101 it would read the client's first message into our buffer.
     """
-    timeout = sock.gettimeout()
-    sock.settimeout(0.0)
-    try:
-        return bool(rfile.peek(1))
-    except OSError:
-        return False
-    finally:
-        sock.settimeout(timeout)
+    with _without_waiting(sock):
+        try:
+            return bool(rfile.peek(1))
+        except OSError:
+            return False
 
 
 def pending_input(environ: dict) -> bool:
@@ -81,16 +91,14 @@ class ClientConnection:
         here on the WebSocket reads the socket itself. The parsed request headers go too (the
         environ has them): an idle session should keep nothing it will not use."""
         self.handler.headers = None
-        timeout = self.sock.gettimeout()
-        self.sock.settimeout(0.0)
         try:
-            # read1 returns the buffered bytes; only when there are none does it try one
-            # non-blocking read, which may bring nothing.
-            return self.rfile.read1(1 << 20) or b""
+            with _without_waiting(self.sock):
+                # read1 returns the buffered bytes; only when there are none does it try one
+                # read, which may bring nothing.
+                return self.rfile.read1(1 << 20) or b""
         except OSError:
             return b""  # the client is already gone: the WebSocket finds out on its first read
         finally:
-            self.sock.settimeout(timeout)
             self.rfile.close()
 
     def detach(self) -> None:
