@@ -30,6 +30,7 @@ from .addresses import format_address
 from .frames import CloseCode
 from .direct import hand_over
 from .handler import UPGRADE_KEY, ClientConnection, is_websocket_request, pending_input
+from .logs import follow_gunicorn_error_log
 from .identity import PROXY_PROTOCOL_VERSIONS, TrustedProxies, proxy_header
 from .names import NameRefused, NameRules, Target, find_target, parse_protocols, wsgi_path_to_name
 from .policy import OriginPolicy, SessionCounter
@@ -91,6 +92,7 @@ class WebSocketGateway:
         mode = (mode or "").strip()
         if mode not in MODES:
             raise ValueError(f"ouistiti_gw: unknown mode {mode!r} (expected one of {MODES})")
+        follow_gunicorn_error_log()  # under the stock gunicorn worker, nothing else would
         self.app = app
         self.docroot = os.path.abspath(docroot)
         self.rules = NameRules.from_options(allow, deny)
@@ -197,7 +199,7 @@ class WebSocketGateway:
         stock_websocket = environ.get("wsgi.websocket")
         if stock_websocket is None:
             return environ[UPGRADE_KEY](protocol)
-        return _take_over(stock_websocket)
+        return take_over(stock_websocket)
 
     def _websocket(self, connection: ClientConnection) -> WebSocket:
         """The WebSocket we trust, over the client connection."""
@@ -278,7 +280,7 @@ def _make_metrics():
     return Metrics()
 
 
-def _take_over(stock_websocket) -> ClientConnection:
+def take_over(stock_websocket) -> ClientConnection:
     """Take the connection from gevent-websocket's ``WebSocket`` and mute it for good."""
     stock_websocket.closed = True  # its close() (run after the app) would write a codeless close frame
     return ClientConnection(stock_websocket.stream.handler)

@@ -1,13 +1,18 @@
-"""PasteDeploy factories, and ``make_app()`` for gunicorn.
+"""PasteDeploy factories, and ``make_app`` for gunicorn.
 
-- ``make_app`` (``egg:ouistiti_gw#main``): an app factory, also callable with no argument:
-  ``gunicorn -k ouistiti_gw.worker.GatewayWorker 'ouistiti_gw:make_app()'`` then reads
-  ``OUISTITI_GW_DOCROOT``, ``OUISTITI_GW_ALLOW``, ... (``OUISTITI_GW_`` + any setting in upper case).
+- ``make_app`` (``egg:ouistiti_gw#main``): an app factory. For gunicorn it also works without
+  arguments, configured by ``OUISTITI_GW_DOCROOT``, ``OUISTITI_GW_ALLOW``, ... (``OUISTITI_GW_`` +
+  any setting in upper case): ``gunicorn ... 'ouistiti_gw:make_app()'`` builds the gateway when the
+  worker loads it, and ``gunicorn ... ouistiti_gw:make_app`` takes ``make_app`` itself as the WSGI
+  app, which builds the gateway on first use (:mod:`ouistiti_gw.lazy`).
 - ``make_filter`` (``egg:ouistiti_gw#websocket``): a filter, so an existing app gets the gateway
   by one line of a ``[pipeline:main]``.
 - ``make_static_app`` (``egg:ouistiti_gw#static``): serves a directory (the demo page by default).
 - ``run_server`` (``egg:ouistiti_gw#gevent``): a server runner with the gateway's handler,
   ``host``, ``port`` and ``certfile``/``keyfile`` for wss://.
+
+A wrong setting raises :class:`ConfigurationError`, whose message names the setting as the user
+wrote it (``max_connections`` in an ini file, ``OUISTITI_GW_MAX_CONNECTIONS`` in the environment).
 """
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ from typing import TYPE_CHECKING, Callable
 
 from webob.static import DirectoryApp
 
+from .lazy import BuiltOnce
 from .middleware import WebSocketGateway
 from .server import make_server, serve_until_stopped
 
@@ -31,28 +37,60 @@ SETTINGS = {"docroot": str, "allow": str, "deny": str, "mode": str, "origins": s
 ENVIRONMENT_PREFIX = "OUISTITI_GW_"
 
 
-def gateway_options(settings: dict[str, str]) -> dict:
+class ConfigurationError(ValueError):
+    """A setting is missing, unknown or malformed. ``key`` is the setting (``None``: not one key)."""
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+def ini_key(key: str) -> str:
+    """How an ini file (and ``WebSocketGateway``) spells a setting."""
+    return key
+
+
+def environment_variable(key: str) -> str:
+    """How the environment spells a setting: ``OUISTITI_GW_MAX_CONNECTIONS``."""
+    return ENVIRONMENT_PREFIX + key.upper()
+
+
+def setting_value(key: str, value: str, kind: type, spelled: Callable[[str], str] = ini_key):
+    """``kind(value)``, or a :class:`ConfigurationError` that names the setting and the value."""
+    try:
+        return kind(value)
+    except ValueError:
+        raise ConfigurationError(f"{spelled(key)} = {value!r} is not a valid {kind.__name__}", key) from None
+
+
+def gateway_options(settings: dict[str, str], spelled: Callable[[str], str] = ini_key) -> dict:
     """Turn ini/environment strings into :class:`WebSocketGateway` keyword arguments."""
-    unknown = set(settings) - set(SETTINGS)
+    unknown = sorted(set(settings) - set(SETTINGS))
     if unknown:
-        raise ValueError(f"ouistiti_gw: unknown setting(s) {', '.join(sorted(unknown))}; "
-                         f"known: {', '.join(SETTINGS)}")
-    options = {}
-    for key, value in settings.items():
-        try:
-            options[key] = SETTINGS[key](value)
-        except ValueError:
-            raise ValueError(f"ouistiti_gw: {key} = {value!r} is not a valid {SETTINGS[key].__name__}") from None
+        raise ConfigurationError(f"unknown setting {spelled(unknown[0])} (known: {', '.join(SETTINGS)})", unknown[0])
+    options = {key: setting_value(key, value, SETTINGS[key], spelled) for key, value in settings.items()}
     if not options.get("docroot"):
-        raise ValueError("ouistiti_gw: no docroot: set `docroot` in the ini file, "
-                         "or OUISTITI_GW_DOCROOT in the environment, to the directory of the UNIX sockets")
+        raise ConfigurationError(f"no docroot: set {spelled('docroot')} to the directory of the UNIX sockets",
+                                 "docroot")
     return options
 
 
 def settings_from_environment() -> dict[str, str]:
     """``OUISTITI_GW_DOCROOT``, ``OUISTITI_GW_ALLOW``... for each setting that is set."""
-    return {key: os.environ[ENVIRONMENT_PREFIX + key.upper()] for key in SETTINGS
-            if ENVIRONMENT_PREFIX + key.upper() in os.environ}
+    return {key: os.environ[environment_variable(key)] for key in SETTINGS
+            if environment_variable(key) in os.environ}
+
+
+def build_gateway(app: "WSGIApplication", settings: dict[str, str],
+                  spelled: Callable[[str], str] = ini_key) -> WebSocketGateway:
+    """``WebSocketGateway(app, ...)`` from strings; whatever it refuses is a :class:`ConfigurationError`."""
+    options = gateway_options(settings, spelled)
+    try:
+        return WebSocketGateway(app, **options)
+    except ConfigurationError:
+        raise
+    except ValueError as error:
+        raise ConfigurationError(str(error).removeprefix("ouistiti_gw: ")) from None
 
 
 def not_found_app(environ: "WSGIEnvironment", start_response: "StartResponse"):
@@ -63,18 +101,33 @@ def not_found_app(environ: "WSGIEnvironment", start_response: "StartResponse"):
     return [body]
 
 
-def make_app(global_conf: dict | None = None, **settings: str) -> WebSocketGateway:
-    """The gateway in front of :func:`not_found_app`, configured by ``settings`` or the environment."""
-    if not settings:
-        settings = settings_from_environment()
-    return WebSocketGateway(not_found_app, **gateway_options(settings))
+def make_app(global_conf: dict | None = None, start_response: "StartResponse | None" = None, /,
+             **settings: str):
+    """The gateway in front of :func:`not_found_app`, in three forms:
+
+    - ``make_app(global_conf, **settings)``: PasteDeploy's app factory, configured by the ini section;
+    - ``make_app()``: configured by the ``OUISTITI_GW_*`` environment (``'ouistiti_gw:make_app()'``);
+    - ``make_app(environ, start_response)``: ``make_app`` is itself the WSGI app (gunicorn given
+      ``ouistiti_gw:make_app``), the environment's gateway, built by the first request.
+    """
+    if start_response is not None:
+        if not (isinstance(global_conf, dict) and "wsgi.version" in global_conf and callable(start_response)):
+            raise TypeError("make_app(global_conf, **settings), make_app() or make_app(environ, start_response)")
+        return environment_gateway(global_conf, start_response)
+    if global_conf is None and not settings:
+        return build_gateway(not_found_app, settings_from_environment(), environment_variable)
+    return build_gateway(not_found_app, settings)
+
+
+#: ``make_app()``, built once, by the first request or by ``GatewayWorker`` as the worker boots.
+environment_gateway = BuiltOnce(make_app)
 
 
 def make_filter(global_conf: dict, **settings: str) -> Callable[["WSGIApplication"], WebSocketGateway]:
-    options = gateway_options(settings)
+    gateway_options(settings)  # a wrong setting fails now, not when the pipeline is assembled
 
     def filter_app(app: "WSGIApplication") -> WebSocketGateway:
-        return WebSocketGateway(app, **options)
+        return build_gateway(app, settings)
 
     return filter_app
 
@@ -90,4 +143,4 @@ def make_static_app(global_conf: dict, document_root: str | None = None) -> Dire
 
 def run_server(wsgi_app: "WSGIApplication", global_conf: dict, host: str = "127.0.0.1", port: str = "8080",
                certfile: str | None = None, keyfile: str | None = None) -> None:
-    serve_until_stopped(make_server(wsgi_app, host, int(port), certfile, keyfile))
+    serve_until_stopped(make_server(wsgi_app, host, setting_value("port", port, int), certfile, keyfile))

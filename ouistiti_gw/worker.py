@@ -1,6 +1,9 @@
 """``GatewayWorker``: gunicorn's gevent worker with the handler that can refuse before the 101.
 
-    gunicorn -k ouistiti_gw.worker.GatewayWorker 'ouistiti_gw:make_app()'
+    gunicorn -k ouistiti_gw.worker.GatewayWorker ouistiti_gw:make_app
+
+It builds the gateway as the worker boots, so a wrong configuration stops gunicorn with one line
+("App failed to load" and why) instead of failing every request.
 
 The stock ``geventwebsocket.gunicorn.workers.GeventWebSocketWorker`` works too, but there a
 refused WebSocket can only be closed (1008/1011), not answered with 403/404/503.
@@ -11,10 +14,13 @@ import logging
 
 import gevent
 from geventwebsocket.gunicorn.workers import GeventWebSocketWorker
+from gunicorn.errors import AppImportError
 from gunicorn.workers.ggevent import PyWSGIHandler
 
 from .bridge import close_all_sessions
 from .handler import GatewayHandler
+from .logs import follow_gunicorn_error_log
+from .paste import ConfigurationError, environment_gateway, make_app
 
 log = logging.getLogger(__name__)
 
@@ -32,12 +38,19 @@ class GatewayWorker(GeventWebSocketWorker):
     def init_process(self) -> None:
         # The gateway logs through ``logging``; where nothing is configured for it, its lines go
         # where gunicorn's error log goes, at gunicorn's --log-level.
-        gateway_log = logging.getLogger("ouistiti_gw")
-        if not gateway_log.handlers and not logging.getLogger().handlers:
-            for handler in self.log.error_log.handlers:
-                gateway_log.addHandler(handler)
-            gateway_log.setLevel(self.log.error_log.level)
+        follow_gunicorn_error_log(self.log.error_log)
         super().init_process()
+
+    def load_wsgi(self) -> None:
+        """Load the app and, for ``ouistiti_gw:make_app``, build the gateway now. A configuration
+        error becomes gunicorn's ``AppImportError``: its message on stderr, no traceback, and
+        gunicorn stops ("App failed to load") instead of retrying the worker."""
+        try:
+            super().load_wsgi()
+            if self.wsgi is make_app:
+                self.wsgi = environment_gateway.get()
+        except ConfigurationError as error:
+            raise AppImportError(f"ouistiti_gw: {error}") from None
 
     def run(self) -> None:
         # gunicorn's "Booting worker" line comes before the app is loaded; this one says the

@@ -1,0 +1,78 @@
+"""``BuiltOnce``: a WSGI app built on its first request, for a server that never calls a factory.
+
+``gunicorn ouistiti_gw:make_app`` (no parentheses) takes ``make_app`` itself as the application:
+gunicorn only calls what it loads when the app string is a call (``make_app()``). The gateway is
+then built from the environment by the first request. ``GatewayWorker`` builds it when the worker
+boots instead (:meth:`BuiltOnce.get`), so a bad configuration stops gunicorn at once; the stock
+worker runs none of our code before a request, so there the first request finds out: one log
+line per worker, then every request gets a 500 (a WebSocket: close 1011), without a traceback.
+"""
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Callable, Iterable
+
+from gevent.lock import Semaphore
+
+from .frames import CloseCode
+from .logs import follow_gunicorn_error_log
+from .middleware import take_over
+from .websocket import WebSocket
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+log = logging.getLogger(__name__)
+
+UNCONFIGURED_REASON = "gateway not configured"
+
+
+class BuiltOnce:
+    """The WSGI app ``build()`` returns, built by the first call, once, even when two requests
+    arrive together (the second waits for the first's build). ``build`` raises ``ValueError`` when
+    the configuration is wrong; that answer is kept, so it is not rebuilt on every request."""
+
+    def __init__(self, build: Callable[[], "WSGIApplication"]) -> None:
+        self._build = build
+        self._lock = Semaphore()
+        self._app: "WSGIApplication | None" = None
+        self._error: ValueError | None = None
+        self._error_logged = False
+
+    def get(self) -> "WSGIApplication":
+        """The app, built now if it is not yet; ``ValueError`` if it cannot be."""
+        with self._lock:
+            if self._app is None and self._error is None:
+                follow_gunicorn_error_log()  # the stock worker's only chance to route our lines
+                try:
+                    self._app = self._build()
+                except ValueError as error:
+                    self._error = error
+            if self._error is not None:
+                raise self._error
+            return self._app
+
+    def __call__(self, environ: "WSGIEnvironment", start_response: "StartResponse") -> Iterable[bytes]:
+        try:
+            app = self.get()
+        except ValueError as error:
+            if not self._error_logged:
+                self._error_logged = True
+                log.error("%s: %s", UNCONFIGURED_REASON, error)
+            return unconfigured(environ, start_response)
+        return app(environ, start_response)
+
+
+def unconfigured(environ: "WSGIEnvironment", start_response: "StartResponse") -> Iterable[bytes]:
+    """500 for a plain request; under the stock worker a WebSocket is already open: close 1011."""
+    stock_websocket = environ.get("wsgi.websocket")
+    if stock_websocket is not None:
+        connection = take_over(stock_websocket)
+        websocket = WebSocket(connection.sock, connection.take_buffered())
+        websocket.close(CloseCode.INTERNAL_ERROR, UNCONFIGURED_REASON)
+        websocket.linger()
+        return []
+    body = f"500 Internal Server Error: {UNCONFIGURED_REASON} (see the server's log)\n".encode()
+    start_response("500 Internal Server Error", [("Content-Type", "text/plain; charset=utf-8"),
+                                                 ("Content-Length", str(len(body)))])
+    return [body]
