@@ -6,10 +6,15 @@
 
 Both listen on 127.0.0.1 unless told otherwise and print the URL to open. Ctrl-C (or SIGTERM)
 stops everything they started and removes what they created.
+
+Exit status: 0 when stopped, 1 for a failure while running (the port is taken, a sample server
+did not start), 2 for a usage or configuration error (as argparse's): a missing or malformed ini
+file, an unknown setting, a bad value. Either way one line on stderr says why.
 """
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import shutil
@@ -20,8 +25,9 @@ import tempfile
 import time
 from contextlib import ExitStack
 
+from .inifile import IniFile
 from .middleware import WebSocketGateway
-from .paste import SETTINGS, demo_page_directory, gateway_options, make_static_app, not_found_app
+from .paste import SETTINGS, build_gateway, demo_page_directory, make_static_app, not_found_app
 from .server import make_server, serve_until_stopped
 
 log = logging.getLogger(__name__)
@@ -29,6 +35,7 @@ log = logging.getLogger(__name__)
 #: The demo's account in its jsonrpc/authrpc panel (a throw-away database in the temporary docroot).
 DEMO_USER, DEMO_PASSWORD = "demo", "demo"
 SERVER_START_TIMEOUT_SECONDS = 10.0
+EXIT_FAILURE, EXIT_USAGE = 1, 2
 
 
 def _add_listen_options(parser: argparse.ArgumentParser, default_port: int) -> None:
@@ -79,9 +86,19 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "demo":
             return run_demo(args)
         return run_serve(args)
-    except (ValueError, OSError) as error:
+    except ValueError as error:  # ConfigurationError, or options that do not go together
         print(f"ouistiti-gw: {error}", file=sys.stderr)
-        return 1
+        return EXIT_USAGE
+    except OSError as error:
+        hint = " (another server listens there: stop it, or choose another port)" \
+            if error.errno == errno.EADDRINUSE else ""
+        print(f"ouistiti-gw: {error}{hint}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def cli_flag(key: str) -> str:
+    """How the command line spells a setting: ``--max-connections``."""
+    return "--" + key.replace("_", "-")
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -90,21 +107,23 @@ def run_serve(args: argparse.Namespace) -> int:
     settings = {key: str(value) for key, value in vars(args).items()
                 if key in SETTINGS and value is not None}
     settings.setdefault("docroot", "")
-    app = WebSocketGateway(not_found_app, **gateway_options(settings))
-    _serve(app, args)
+    app = build_gateway(not_found_app, settings, cli_flag)
+    serve_until_stopped(_make_server(app, args))
     return 0
 
 
 def _serve_ini(path: str) -> int:
     from paste.deploy import loadapp, loadserver
 
-    app = loadapp(f"config:{path}")
-    try:
-        server = loadserver(f"config:{path}")
-    except LookupError:
-        log.info("%s has no [server:main]: serving on 127.0.0.1:8080", path)
-        server = _serve_default
-    server(app)
+    ini = IniFile(path)
+    with ini.errors():
+        app = loadapp(f"config:{path}")
+        if ini.has_server:
+            server = loadserver(f"config:{path}")
+        else:
+            log.info("%s has no [server:main]: serving on 127.0.0.1:8080", path)
+            server = _serve_default
+        server(app)
     return 0
 
 
@@ -112,9 +131,8 @@ def _serve_default(app) -> None:
     serve_until_stopped(make_server(app))
 
 
-def _serve(app, args: argparse.Namespace) -> None:
-    server = make_server(app, args.host, args.port, args.certfile, args.keyfile, args.header_timeout)
-    serve_until_stopped(server)
+def _make_server(app, args: argparse.Namespace):
+    return make_server(app, args.host, args.port, args.certfile, args.keyfile, args.header_timeout)
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -122,6 +140,8 @@ def run_demo(args: argparse.Namespace) -> int:
     with ExitStack() as cleanup:
         docroot = tempfile.mkdtemp(prefix="ouistiti-gw-demo-")
         cleanup.callback(shutil.rmtree, docroot, ignore_errors=True)
+        server = _make_server(WebSocketGateway(make_static_app({}, demo_page_directory()), docroot), args)
+        server.init_socket()  # bind now: a port already in use fails before any sample server starts
         database = os.path.join(docroot, "users.db")
         subprocess.run([sys.executable, "-m", "ouistiti_gw_contrib.authrpc", database, "adduser", DEMO_USER],
                        input=DEMO_PASSWORD + "\n", text=True, check=True, capture_output=True)
@@ -132,8 +152,7 @@ def run_demo(args: argparse.Namespace) -> int:
             process = start_sample_server(module, docroot, name, options)
             cleanup.callback(stop_process, process)
         log.info("demo account for the jsonrpc panel: user %r, password %r", DEMO_USER, DEMO_PASSWORD)
-        app = WebSocketGateway(make_static_app({}, demo_page_directory()), docroot)
-        _serve(app, args)
+        serve_until_stopped(server)
     return 0
 
 

@@ -37,8 +37,18 @@ SETTINGS = {"docroot": str, "allow": str, "deny": str, "mode": str, "origins": s
 ENVIRONMENT_PREFIX = "OUISTITI_GW_"
 
 
-class ConfigurationError(ValueError):
-    """A setting is missing, unknown or malformed. ``key`` is the setting (``None``: not one key)."""
+try:  # gunicorn is optional; under it, a wrong setting is an app that failed to load
+    from gunicorn.errors import AppImportError as _AppLoadError
+except ImportError:
+    _AppLoadError = Exception
+
+
+class ConfigurationError(ValueError, _AppLoadError):
+    """A setting is missing, unknown or malformed. ``key`` is the setting (``None``: not one key).
+
+    It is also gunicorn's ``AppImportError``: raised while a worker loads the app, gunicorn prints
+    its message alone (no traceback) and stops ("App failed to load") instead of looping.
+    """
 
     def __init__(self, message: str, key: str | None = None) -> None:
         super().__init__(message)

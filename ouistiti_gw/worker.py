@@ -14,13 +14,12 @@ import logging
 
 import gevent
 from geventwebsocket.gunicorn.workers import GeventWebSocketWorker
-from gunicorn.errors import AppImportError
 from gunicorn.workers.ggevent import PyWSGIHandler
 
 from .bridge import close_all_sessions
 from .handler import GatewayHandler
 from .logs import follow_gunicorn_error_log
-from .paste import ConfigurationError, environment_gateway, make_app
+from .paste import environment_gateway, make_app
 
 log = logging.getLogger(__name__)
 
@@ -42,15 +41,12 @@ class GatewayWorker(GeventWebSocketWorker):
         super().init_process()
 
     def load_wsgi(self) -> None:
-        """Load the app and, for ``ouistiti_gw:make_app``, build the gateway now. A configuration
-        error becomes gunicorn's ``AppImportError``: its message on stderr, no traceback, and
-        gunicorn stops ("App failed to load") instead of retrying the worker."""
-        try:
-            super().load_wsgi()
-            if self.wsgi is make_app:
-                self.wsgi = environment_gateway.get()
-        except ConfigurationError as error:
-            raise AppImportError(f"ouistiti_gw: {error}") from None
+        """Load the app and, for ``ouistiti_gw:make_app``, build the gateway now: a configuration
+        error (:class:`~ouistiti_gw.paste.ConfigurationError`, a gunicorn ``AppImportError``) then
+        stops gunicorn at boot with its one-line message, instead of failing every request."""
+        super().load_wsgi()
+        if self.wsgi is make_app:
+            self.wsgi = environment_gateway.get()
 
     def run(self) -> None:
         # gunicorn's "Booting worker" line comes before the app is loaded; this one says the

@@ -1,0 +1,102 @@
+"""A PasteDeploy ini file, checked before PasteDeploy loads it, so that what is wrong is one line.
+
+Left to PasteDeploy, a syntax error (or a ``.py`` file given as the ini) and a ``use = egg:`` that
+names no entry point end in tracebacks, and a bad value names neither its file nor its section.
+:class:`IniFile` reads the file as PasteDeploy will, checks each ``use = egg:`` against the installed
+entry points, and :meth:`IniFile.errors` rewrites what loading raises as a
+:class:`~ouistiti_gw.paste.ConfigurationError` that starts with ``FILE [SECTION]:``.
+"""
+from __future__ import annotations
+
+import configparser
+from contextlib import contextmanager
+from importlib import metadata
+from typing import Iterator
+
+from .paste import ConfigurationError
+
+#: The entry point groups PasteDeploy looks in, by the prefix of the section's name.
+ENTRY_POINT_GROUPS = {
+    "app": ("paste.app_factory", "paste.composite_factory"),
+    "application": ("paste.app_factory", "paste.composite_factory"),
+    "composite": ("paste.composite_factory",),
+    "filter": ("paste.filter_factory", "paste.filter_app_factory"),
+    "filter-app": ("paste.filter_factory", "paste.filter_app_factory"),
+    "server": ("paste.server_factory", "paste.server_runner"),
+}
+
+
+class IniFile:
+    """``path`` read and checked; :class:`ConfigurationError` if it is missing or malformed."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.parser = configparser.ConfigParser(interpolation=None)
+        try:
+            with open(path, encoding="utf-8") as file:
+                self.parser.read_file(file)
+        except FileNotFoundError:
+            raise ConfigurationError(f"{path}: no such file") from None
+        except (OSError, UnicodeDecodeError) as error:
+            raise ConfigurationError(f"{path}: cannot read it: {error}") from None
+        except configparser.Error as error:
+            raise ConfigurationError(f"{path}: {syntax_error(error)}") from None
+        for section in self.parser.sections():
+            self._check_use(section)
+
+    @property
+    def has_server(self) -> bool:
+        return self.parser.has_section("server:main")
+
+    def _check_use(self, section: str) -> None:
+        use = self.parser.get(section, "use", fallback="").strip()
+        groups = ENTRY_POINT_GROUPS.get(section.split(":", 1)[0].strip())
+        if not use.startswith("egg:") or groups is None:
+            return
+        distribution, _, name = use[len("egg:"):].partition("#")
+        try:
+            entry_points = metadata.distribution(distribution).entry_points
+        except metadata.PackageNotFoundError:
+            raise ConfigurationError(f"{self.path} [{section}]: use = {use}: {distribution} is not installed",
+                                     "use") from None
+        names = sorted({point.name for point in entry_points if point.group in groups})
+        if (name or "main") not in names:
+            raise ConfigurationError(f"{self.path} [{section}]: use = {use}: no such entry point "
+                                     f"({distribution} has {', '.join(names) or 'none'} here)", "use")
+
+    def section_of(self, key: str | None) -> str | None:
+        """The section that sets ``key`` or, for a missing one, the first that uses ouistiti_gw."""
+        sections = self.parser.sections()
+        for section in sections:
+            if key and key in self.parser.options(section):
+                return section
+        for section in sections:
+            if "ouistiti_gw" in self.parser.get(section, "use", fallback=""):
+                return section
+        return None
+
+    @contextmanager
+    def errors(self) -> Iterator[None]:
+        """Rewrite what loading this file raises as one :class:`ConfigurationError` naming the place."""
+        try:
+            yield
+        except ConfigurationError as error:
+            section = self.section_of(error.key)
+            where = f"{self.path} [{section}]" if section else self.path
+            raise ConfigurationError(f"{where}: {error}", error.key) from None
+        except LookupError as error:  # PasteDeploy: a section or a loader it cannot find
+            raise ConfigurationError(f"{self.path}: {error}") from None
+        except configparser.Error as error:  # PasteDeploy's interpolation of %(name)s
+            raise ConfigurationError(f"{self.path}: {error.message.splitlines()[0]}") from None
+
+
+def syntax_error(error: configparser.Error) -> str:
+    """configparser's several-line message, as one line with the line number."""
+    if isinstance(error, configparser.MissingSectionHeaderError):
+        return f"line {error.lineno}: {error.line.strip()!r} before any [section] (is this an ini file?)"
+    if isinstance(error, configparser.ParsingError):
+        lineno, line = error.errors[0]  # ``line`` is already a repr
+        return f"line {lineno}: cannot parse {line}"
+    if isinstance(error, (configparser.DuplicateSectionError, configparser.DuplicateOptionError)):
+        return f"line {error.lineno}: {error.message.rsplit(']: ', 1)[-1]}"
+    return error.message.splitlines()[0]
