@@ -121,7 +121,7 @@ def test_cli_prints_url_and_needs_a_docroot(docroot, unix_servers):
         wait_until(lambda: f"http://127.0.0.1:{gateway.port}/" in gateway.log(), what="the URL line")
         echo_round_trip(f"{gateway.url}/echo")
     result = subprocess.run([str(BIN / "ouistiti-gw"), "serve"], capture_output=True, text=True)
-    assert result.returncode == 1 and "no docroot" in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 2 and "no docroot" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_python_dash_m_is_the_cli():
