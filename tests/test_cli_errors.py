@@ -72,7 +72,7 @@ def taken_port():
 def assert_port_taken(result: subprocess.CompletedProcess, port: int) -> None:
     assert result.returncode == 1
     line = assert_one_line(result.stderr)
-    assert re.fullmatch(rf"ouistiti-gw: \[Errno 98\] Address already in use: \('127\.0\.0\.1', {port}\) "
+    assert re.fullmatch(rf"ouistiti-gw: \[Errno \d+\] Address already in use: \('127\.0\.0\.1', {port}\) "
                         r"\(another server listens there: stop it, or choose another port\)", line), line
 
 
