@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 from importlib import resources
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 from webob.static import DirectoryApp
 
@@ -112,7 +112,7 @@ def not_found_app(environ: "WSGIEnvironment", start_response: "StartResponse"):
 
 
 def make_app(global_conf: dict | None = None, start_response: "StartResponse | None" = None, /,
-             **settings: str):
+             **settings: str) -> "WebSocketGateway | Iterable[bytes]":
     """The gateway in front of :func:`not_found_app`, in three forms:
 
     - ``make_app(global_conf, **settings)``: PasteDeploy's app factory, configured by the ini section;
