@@ -24,6 +24,8 @@ ENTRY_POINT_GROUPS = {
     "filter-app": ("paste.filter_factory", "paste.filter_app_factory"),
     "server": ("paste.server_factory", "paste.server_runner"),
 }
+#: The ``use =`` of a section that configures the gateway: where a missing setting belongs.
+GATEWAY_USES = {"egg:ouistiti_gw", "egg:ouistiti_gw#main", "egg:ouistiti_gw#websocket"}
 
 
 class IniFile:
@@ -65,13 +67,13 @@ class IniFile:
                                      f"({distribution} has {', '.join(names) or 'none'} here)", "use")
 
     def section_of(self, key: str | None) -> str | None:
-        """The section that sets ``key`` or, for a missing one, the first that uses ouistiti_gw."""
+        """The section that sets ``key`` or, for a missing one, the first that configures the gateway."""
         sections = self.parser.sections()
         for section in sections:
             if key and key in self.parser.options(section):
                 return section
         for section in sections:
-            if "ouistiti_gw" in self.parser.get(section, "use", fallback=""):
+            if self.parser.get(section, "use", fallback="").strip() in GATEWAY_USES:
                 return section
         return None
 

@@ -73,11 +73,16 @@ def setting_value(key: str, value: str, kind: type, spelled: Callable[[str], str
         raise ConfigurationError(f"{spelled(key)} = {value!r} is not a valid {kind.__name__}", key) from None
 
 
+def refuse_unknown(settings: Iterable[str], known: Iterable[str], spelled: Callable[[str], str] = ini_key) -> None:
+    """A :class:`ConfigurationError` for the first of ``settings`` that is not ``known`` (a typo)."""
+    unknown = sorted(set(settings) - set(known))
+    if unknown:
+        raise ConfigurationError(f"unknown setting {spelled(unknown[0])} (known: {', '.join(known)})", unknown[0])
+
+
 def gateway_options(settings: dict[str, str], spelled: Callable[[str], str] = ini_key) -> dict:
     """Turn ini/environment strings into :class:`WebSocketGateway` keyword arguments."""
-    unknown = sorted(set(settings) - set(SETTINGS))
-    if unknown:
-        raise ConfigurationError(f"unknown setting {spelled(unknown[0])} (known: {', '.join(SETTINGS)})", unknown[0])
+    refuse_unknown(settings, SETTINGS, spelled)
     options = {key: setting_value(key, value, SETTINGS[key], spelled) for key, value in settings.items()}
     if not options.get("docroot"):
         raise ConfigurationError(f"no docroot: set {spelled('docroot')} to the directory of the UNIX sockets",
@@ -146,11 +151,13 @@ def demo_page_directory() -> str:
     return str(resources.files("ouistiti_gw") / "static")
 
 
-def make_static_app(global_conf: dict, document_root: str | None = None) -> DirectoryApp:
+def make_static_app(global_conf: dict, document_root: str | None = None, **unknown: str) -> DirectoryApp:
     """Serve ``document_root`` (default: the package's demo page) with WebOb's ``DirectoryApp``."""
+    refuse_unknown(unknown, ["document_root"])
     return DirectoryApp(document_root or demo_page_directory())
 
 
 def run_server(wsgi_app: "WSGIApplication", global_conf: dict, host: str = "127.0.0.1", port: str = "8080",
-               certfile: str | None = None, keyfile: str | None = None) -> None:
+               certfile: str | None = None, keyfile: str | None = None, **unknown: str) -> None:
+    refuse_unknown(unknown, ["host", "port", "certfile", "keyfile"])
     serve_until_stopped(make_server(wsgi_app, host, setting_value("port", port, int), certfile, keyfile))

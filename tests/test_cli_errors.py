@@ -21,8 +21,12 @@ BAD_INI_FILES = {
                  " [server:main]: port = 'eighty' is not a valid int"),
     "value.ini": (GATEWAY_APP + "max_connections = lots\n", " [app:main]: max_connections = 'lots' is not a valid int"),
     "unknown.ini": (GATEWAY_APP + "max_conections = 5\n", " [app:main]: unknown setting max_conections (known: docroot,"),
-    "nodocroot.ini": ("[pipeline:main]\npipeline = websocket static\n[filter:websocket]\nuse = egg:ouistiti_gw#websocket\n"
-                      "[app:static]\nuse = egg:ouistiti_gw#static\n",
+    "serverkey.ini": (GATEWAY_APP + "[server:main]\nuse = egg:ouistiti_gw#gevent\nhots = 0.0.0.0\n",
+                      " [server:main]: unknown setting hots (known: host, port, certfile, keyfile)"),
+    "statickey.ini": ("[app:main]\nuse = egg:ouistiti_gw#static\ndocument_roo = /srv\n",
+                      " [app:main]: unknown setting document_roo (known: document_root)"),
+    "nodocroot.ini": ("[pipeline:main]\npipeline = websocket static\n[app:static]\nuse = egg:ouistiti_gw#static\n"
+                      "[filter:websocket]\nuse = egg:ouistiti_gw#websocket\n",
                       " [filter:websocket]: no docroot: set docroot to the directory of the UNIX sockets"),
 }
 
