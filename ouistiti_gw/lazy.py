@@ -49,7 +49,7 @@ class BuiltOnce:
                 except ValueError as error:
                     self._error = error
             if self._error is not None:
-                raise self._error
+                raise self._error.with_traceback(None)  # not one more traceback per request
             return self._app
 
     def __call__(self, environ: "WSGIEnvironment", start_response: "StartResponse") -> Iterable[bytes]:
