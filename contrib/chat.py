@@ -51,7 +51,7 @@ import gevent
 import gevent.event
 import gevent.socket
 
-from .chatname import NameRefused, check_name, numbered
+from .chatname import NameRefused, as_compared, check_name, numbered
 from .server import (Connection, Handler, StartupError, adopted, build_parser, enlarge_send_buffer, peer_address,
                      program_name, recv_packet, run, setup_logging)
 
@@ -266,12 +266,13 @@ class ChatRoom:
         name, space, text = argument.partition(b" ")
         if not space or not text:
             return
+        name = as_compared(name)
         if not self.tell(name, text):
             self.peers.private(sender, name, text)
 
     def whois(self, sender: Client, argument: bytes) -> None:
         """``WSWhois NAME``: answer with the address of the client NAME."""
-        name = first_word(argument)
+        name = as_compared(first_word(argument))
         if not name:
             return
         client = next(self.named(name), None)

@@ -48,8 +48,9 @@ def check_name(raw: bytes) -> bytes:
     """The name *raw* stands for (NFC, as UTF-8), or :class:`NameRefused`."""
     if len(raw) > 16 * MAX_LENGTH:  # too long whatever it holds: not worth normalizing
         raise NameRefused(LENGTH)
+    compared = as_compared(raw)
     try:
-        name = unicodedata.normalize("NFC", raw.decode("utf-8"))
+        name = compared.decode("utf-8")
     except UnicodeDecodeError:
         raise NameRefused(NOT_UTF8) from None
     if not 1 <= len(name) <= MAX_LENGTH:
@@ -59,6 +60,15 @@ def check_name(raw: bytes) -> bytes:
     if len(name) >= NUMBER_DIGITS and all(char in DIGITS for char in name[-NUMBER_DIGITS:]):
         raise NameRefused(NUMBERED)
     return name.encode("utf-8")
+
+
+def as_compared(raw: bytes) -> bytes:
+    """*raw* as names are compared (NFC), for ``WSWhois`` and ``WSPrivate``;
+    unchanged when it is not UTF-8 (then no client holds it)."""
+    try:
+        return unicodedata.normalize("NFC", raw.decode("utf-8")).encode("utf-8")
+    except UnicodeDecodeError:
+        return raw
 
 
 def numbered(name: bytes, number: int) -> bytes:

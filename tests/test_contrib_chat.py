@@ -160,6 +160,10 @@ def test_names_are_compared_in_nfc(chat):
     assert recv_packet(first) == "WSWelcome ren\u00e9".encode()
     second.send("WSHello rene\u0301".encode())  # the same name, decomposed
     assert recv_packet(second) == "WSWelcome ren\u00e9001".encode()
+    second.send("WSWhois rene\u0301".encode())
+    assert recv_packet(second) == "WSIs ren\u00e9 network error".encode()
+    second.send("WSPrivate rene\u0301 hi".encode())
+    assert recv_packet(first) == b"hi"
     first.close()
     second.close()
 
