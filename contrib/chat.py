@@ -249,6 +249,7 @@ class ChatRoom:
         try:
             wanted = check_name(first_word(argument))
         except NameRefused as refused:
+            log.info("client %s: WSHello refused: %s", sender.label, refused)
             sender.post(b"WSError WSHello " + str(refused).encode())
             return
         taken = {client.name for client in self.clients if client is not sender}

@@ -142,6 +142,7 @@ def test_hello_refuses_names_outside_the_rules(chat, name, reason):
     assert recv_packet(sock) == b"WSError WSHello " + reason.encode()
     sock.send(b"WSWhois rules")  # still known by the name it had
     assert recv_packet(sock) == b"WSIs rules network error"
+    assert f"client rules: WSHello refused: {reason}" in chat.output()
     sock.close()
 
 
