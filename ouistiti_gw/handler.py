@@ -54,6 +54,7 @@ class RequestRefused(ValueError):
     def __init__(self, status: str, why: str) -> None:
         super().__init__(why)
         self.status = status
+        self.code = status.split()[0]
         self.why = why
 
     def response(self) -> bytes:
@@ -225,7 +226,7 @@ class GatewayHandler(WebSocketHandler):
     It also bounds what a client may send before any app runs: an idle keep-alive connection is
     closed after :attr:`idle_timeout`, headers slower than :attr:`header_timeout` get a 400
     (slowloris), a header section over :attr:`max_header_size` bytes gets a 431 (see
-    :func:`read_header_section`), and so does a request line over 8 KiB (gevent's 414).
+    :func:`read_header_section`), a request line over 8 KiB a 414 (gevent's).
     """
 
     #: Seconds a connection may wait before its request line (keep-alive idle time included).
@@ -241,6 +242,8 @@ class GatewayHandler(WebSocketHandler):
         return log
 
     def read_requestline(self):
+        # A new request: nothing of the previous one is kept while waiting for it.
+        self.environ = None
         with gevent.Timeout(self.idle_timeout, False):
             return super().read_requestline()
         log.debug("closing idle connection from %s", self.client_address)
@@ -267,8 +270,8 @@ class GatewayHandler(WebSocketHandler):
         """gevent's hook for a request it cannot parse: ours get their own status, and a warning."""
         if not isinstance(ex, RequestRefused):
             return super()._handle_client_error(ex)
-        log.warning("refused request from %s: %s (%s)", self.client_address, ex.why, ex.status.split()[0])
-        return ex.status.split()[0], ex.response()
+        log.warning("refused request from %s: %s (%s)", self.client_address, ex.why, ex.code)
+        return ex.code, ex.response()
 
     def run_application(self) -> None:
         if is_websocket_request(self.environ):
@@ -307,6 +310,8 @@ class GatewayHandler(WebSocketHandler):
         return ClientConnection(self)
 
     def log_request(self) -> None:
-        # The 101 is logged by the session itself (open/close lines with byte counts).
-        if self.code != 101:
+        # The 101 is logged by the session itself (open/close lines with byte counts). A request
+        # refused before it had an environ (400, 414, 431 on its head) was logged with why; an
+        # access line would need the environ (gunicorn's access log reads it).
+        if self.code != 101 and self.environ is not None:
             super(WebSocketHandler, self).log_request()

@@ -17,6 +17,7 @@ from support import (
 BUDGET = 32 * 1024
 LINE = 8 * 1024
 STOCK_WORKER = "geventwebsocket.gunicorn.workers.GeventWebSocketWorker"
+PROJECT_WORKER = "ouistiti_gw.worker.GatewayWorker"
 
 
 def header_lines(count: int, size: int) -> str:
@@ -183,6 +184,21 @@ def test_idle_sessions_keep_nothing_of_their_headers(docroot, unix_servers):
             for sock in sessions:
                 sock.close()
     assert grown * 1024 < count * len(big) / 4, f"{grown} KiB for {count} idle sessions"
+
+
+def test_project_gunicorn_worker_refuses_heads_with_one_line_each(docroot, unix_servers):
+    """Under gunicorn (access log on) a refused head is logged once, with why, and no traceback
+    (gunicorn's access log needs an environ such a request never had)."""
+    echo = unix_servers(f"{docroot}/echo")
+    port = free_port()
+    with gunicorn(PROJECT_WORKER, port, {"OUISTITI_GW_DOCROOT": docroot}, "--access-logfile", "-") as gateway:
+        assert handshake_status(port, "/echo", extra=header_lines(5, LINE - 100))[0] == 431
+        assert handshake_status(port, "/echo", extra="X-Note: a\r\n X-Injected: yes\r\n")[0] == 400
+        wait_until(lambda: len(warnings(gateway)) >= 2, what="the refusals' log lines")
+        time.sleep(0.5)
+        assert [line.rsplit(" ", 1)[-1] for line in warnings(gateway)] == ["(431)", "(400)"]
+        assert "Traceback" not in gateway.log()
+    assert echo.accepted == 0
 
 
 def test_stock_worker_handshake_with_a_body_ends_without_a_traceback(docroot, unix_servers):
