@@ -104,6 +104,13 @@ def read_header_section(rfile: BinaryIO, budget: int) -> bytes:
             raise RequestRefused("431 Request Header Fields Too Large", f"more than {MAX_HEADER_FIELDS} header fields")
 
 
+def _no_body_to_drain(handler: WSGIHandler) -> None:
+    """gevent reads out a request's body after the app returns, to reach the next request on the
+    connection. When there is no next request (the connection closes after a refusal, or was
+    upgraded), that read would only wait on the client, or fail on a reader we closed."""
+    handler.wsgi_input = Input(None, 0)
+
+
 @contextlib.contextmanager
 def _without_waiting(sock) -> Iterator[None]:
     """Reads of ``sock`` (and of a reader over it) inside return what is there, never wait."""
@@ -147,9 +154,7 @@ class ClientConnection:
         self.handler = handler
         self.sock = handler.socket
         self.rfile = handler.rfile
-        # gevent drains a request's body after the app returns, from this reader: it is ours now
-        # (and soon closed), and what follows the handshake is frames, not a body.
-        handler.wsgi_input = Input(None, 0)
+        _no_body_to_drain(handler)  # what follows the handshake is frames; the reader is ours now
         # Messages go out as soon as they are written: Nagle's algorithm would hold a small frame
         # back while the previous one is unacknowledged (round trips of 40 ms with delayed ACKs).
         if self.sock.family in (socket.AF_INET, socket.AF_INET6):
@@ -289,6 +294,7 @@ class GatewayHandler(WebSocketHandler):
                     self.environ.get("PATH_INFO"), why)
         body = (why + "\n").encode("utf-8")
         self.close_connection = True
+        _no_body_to_drain(self)
         self.start_response(status, headers + [("Content-Type", "text/plain; charset=utf-8"),
                                                ("Content-Length", str(len(body))), ("Connection", "close")])
         self.write(body)

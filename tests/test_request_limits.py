@@ -148,6 +148,18 @@ def test_a_handshake_with_a_body_gets_400(echo_gateway, body_headers, body):
     assert "Traceback" not in log and "ValueError" not in log and "body" in log
 
 
+def test_a_refused_handshake_does_not_wait_for_its_body(echo_gateway):
+    """The connection closes after the 400: a client announcing a body it never sends holds nothing."""
+    gateway, _ = echo_gateway
+    request = handshake_request("/echo", port=gateway.port, extra="Content-Length: 100000\r\n")
+    status, headers, sock, rest = raw_request(gateway.port, request, timeout=5)
+    with sock:
+        assert status == 400
+        while len(rest) < int(headers["content-length"]):
+            rest += sock.recv(1000)
+        assert sock.recv(1000) == b""  # the gateway's FIN, not a wait for 100 000 bytes
+
+
 def test_an_empty_content_length_is_no_body(echo_gateway):
     gateway, _ = echo_gateway
     assert handshake_status(gateway.port, "/echo", extra="Content-Length: 0\r\n")[0] == 101
