@@ -9,7 +9,7 @@
   by one line of a ``[pipeline:main]``.
 - ``make_static_app`` (``egg:ouistiti_gw#static``): serves a directory (the demo page by default).
 - ``run_server`` (``egg:ouistiti_gw#gevent``): a server runner with the gateway's handler,
-  ``host``, ``port`` and ``certfile``/``keyfile`` for wss://.
+  ``host``, ``port``, ``certfile``/``keyfile`` for wss://, ``header_timeout`` and ``max_header_size``.
 
 A wrong setting raises :class:`ConfigurationError`, whose message names the setting as the user
 wrote it (``max_connections`` in an ini file, ``OUISTITI_GW_MAX_CONNECTIONS`` in the environment).
@@ -158,6 +158,10 @@ def make_static_app(global_conf: dict, document_root: str | None = None, **unkno
 
 
 def run_server(wsgi_app: "WSGIApplication", global_conf: dict, host: str = "127.0.0.1", port: str = "8080",
-               certfile: str | None = None, keyfile: str | None = None, **unknown: str) -> None:
-    refuse_unknown(unknown, ["host", "port", "certfile", "keyfile"])
-    serve_until_stopped(make_server(wsgi_app, host, setting_value("port", port, int), certfile, keyfile))
+               certfile: str | None = None, keyfile: str | None = None, header_timeout: str | None = None,
+               max_header_size: str | None = None, **unknown: str) -> None:
+    refuse_unknown(unknown, ["host", "port", "certfile", "keyfile", "header_timeout", "max_header_size"])
+    serve_until_stopped(make_server(
+        wsgi_app, host, setting_value("port", port, int), certfile, keyfile,
+        None if header_timeout is None else setting_value("header_timeout", header_timeout, float),
+        None if max_header_size is None else setting_value("max_header_size", max_header_size, int)))
