@@ -115,16 +115,12 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def _serve_ini(path: str) -> int:
-    from paste.deploy import loadapp, loadserver
-
     ini = IniFile(path)
-    with ini.errors():
-        app = loadapp(f"config:{path}")
-        if ini.has_server:
-            server = loadserver(f"config:{path}")
-        else:
-            log.info("%s has no [server:main]: serving on 127.0.0.1:8080", path)
-            server = _serve_default
+    app, server = ini.load()
+    if server is None:
+        log.info("%s has no [server:main]: serving on 127.0.0.1:8080", path)
+        server = _serve_default
+    with ini.errors():  # the server runner checks its own settings (port = eighty)
         server(app)
     return 0
 

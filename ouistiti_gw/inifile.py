@@ -2,18 +2,21 @@
 
 Left to PasteDeploy, a syntax error (or a ``.py`` file given as the ini) and a ``use = egg:`` that
 names no entry point end in tracebacks, and a bad value names neither its file nor its section.
-:class:`IniFile` reads the file as PasteDeploy will, checks each ``use = egg:`` against the installed
-entry points, and :meth:`IniFile.errors` rewrites what loading raises as a
-:class:`~ouistiti_gw.paste.ConfigurationError` that starts with ``FILE [SECTION]:``.
+:class:`IniFile` reads the file as PasteDeploy will and checks each ``use = egg:`` against the
+installed entry points; :meth:`IniFile.load` then loads it and, like :meth:`IniFile.errors`, turns a
+wrong setting into a :class:`~ouistiti_gw.paste.ConfigurationError` that starts with ``FILE [SECTION]:``.
 """
 from __future__ import annotations
 
 import configparser
 from contextlib import contextmanager
 from importlib import metadata
-from typing import Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from .paste import ConfigurationError
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIApplication
 
 #: The entry point groups PasteDeploy looks in, by the prefix of the section's name.
 ENTRY_POINT_GROUPS = {
@@ -77,17 +80,26 @@ class IniFile:
                 return section
         return None
 
+    def load(self) -> tuple["WSGIApplication", Callable[["WSGIApplication"], None] | None]:
+        """PasteDeploy's ``main`` app and its ``[server:main]`` runner (``None`` if there is none)."""
+        from paste.deploy import loadapp, loadserver
+
+        uri = f"config:{self.path}"
+        try:
+            with self.errors():
+                return loadapp(uri), (loadserver(uri) if self.has_server else None)
+        except LookupError as error:  # PasteDeploy: a section or a loader it cannot find
+            raise ConfigurationError(f"{self.path}: {error}") from None
+
     @contextmanager
     def errors(self) -> Iterator[None]:
-        """Rewrite what loading this file raises as one :class:`ConfigurationError` naming the place."""
+        """Rewrite a configuration error from this file's factories as one naming the place."""
         try:
             yield
         except ConfigurationError as error:
             section = self.section_of(error.key)
             where = f"{self.path} [{section}]" if section else self.path
             raise ConfigurationError(f"{where}: {error}", error.key) from None
-        except LookupError as error:  # PasteDeploy: a section or a loader it cannot find
-            raise ConfigurationError(f"{self.path}: {error}") from None
         except configparser.Error as error:  # PasteDeploy's interpolation of %(name)s
             raise ConfigurationError(f"{self.path}: {error.message.splitlines()[0]}") from None
 
