@@ -120,6 +120,16 @@ def test_gunicorn_paste_example_ini_with_the_gateway_worker(tmp_path, docroot, u
         echo_round_trip(f"ws://127.0.0.1:{port}/echo")
 
 
+def test_gunicorn_conf_py_makes_dash_k_unnecessary(tmp_path, docroot, unix_servers):
+    """The README's way to drop -k: gunicorn reads ./gunicorn.conf.py by default."""
+    unix_servers(f"{docroot}/echo")
+    (tmp_path / "gunicorn.conf.py").write_text(f'worker_class = "{PROJECT_WORKER}"\n')
+    port = free_port()
+    argv = [str(BIN / "gunicorn"), "-b", f"127.0.0.1:{port}", "--paste", paste_ini(tmp_path, docroot)]
+    with ServerProcess(argv, port, cwd=str(tmp_path)):
+        echo_round_trip(f"ws://127.0.0.1:{port}/echo")
+
+
 def test_gunicorn_paste_ini_with_a_bad_setting_stops_in_one_line(tmp_path, docroot):
     ini = tmp_path / "example.ini"
     ini.write_text(Path(paste_ini(tmp_path, docroot)).read_text().replace("allow = *", "allow = *\nmax_connections = lots"))
