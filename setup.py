@@ -17,7 +17,7 @@ setup(
     install_requires=[
         "gevent>=23.9",
         "gevent-websocket==0.10.1",
-        "webob>=1.8",
+        "webob>=1.8.9",  # from 1.8.9 it brings legacy-cgi on 3.13, which dropped the cgi module it imports
         "PasteDeploy>=3.0",
         # only for websockets.speedups.apply_mask: a maintained C (SIMD) XOR for unmasking,
         # ~20 GB/s where pure Python does ~130 MB/s (frames.apply_mask falls back without it)
@@ -64,6 +64,10 @@ setup(
     classifiers=[
         "Framework :: Paste",
         "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3 :: Only",
+        "Programming Language :: Python :: 3.11",
+        "Programming Language :: Python :: 3.12",
+        "Programming Language :: Python :: 3.13",
         "Topic :: Internet :: WWW/HTTP :: WSGI :: Middleware",
     ],
 )

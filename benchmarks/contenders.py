@@ -32,7 +32,12 @@ log = logging.getLogger(__name__)
 
 READY_TIMEOUT_SECONDS = 20.0
 STOP_TIMEOUT_SECONDS = 10.0
-OUISTITI_SCRIPT = "/work/shared/reference/ouistiti-ref"
+#: ouistiti's reference script: in ``$OUISTITI_REFERENCE_DIR``, by default ``../shared/reference``
+#: beside the repository (as for the tests that build its C samples).
+OUISTITI_SCRIPT = os.path.join(
+    os.environ.get("OUISTITI_REFERENCE_DIR")
+    or os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "shared", "reference"),
+    "ouistiti-ref")
 ECHO_NAME = "echo"
 
 

@@ -1,4 +1,4 @@
-"""The ``ouistiti-gw`` command: ``serve`` (an ini file, or options) and ``demo`` (no config at all).
+"""The ouistiti-gw command: serve (an ini file, or options) and demo (no config at all).
 
     ouistiti-gw serve example.ini
     ouistiti-gw serve --docroot /var/run/websocket --port 8080
@@ -26,7 +26,7 @@ import time
 from contextlib import ExitStack
 
 from .inifile import IniFile
-from .middleware import WebSocketGateway
+from .middleware import MODES, WebSocketGateway
 from .paste import SETTINGS, build_gateway, demo_page_directory, make_static_app, not_found_app
 from .server import make_server, serve_until_stopped
 
@@ -59,7 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--docroot", help="directory of the UNIX sockets")
     serve.add_argument("--allow", default="*", help="comma-separated globs of names served (default: *)")
     serve.add_argument("--deny", default="", help="comma-separated globs of names never served")
-    serve.add_argument("--mode", default="", choices=["", "direct"], help="'' pipes messages")
+    serve.add_argument("--mode", default="pipe", choices=MODES,
+                       help="pipe: the gateway relays messages (default); direct: after the handshake the "
+                       "client's socket itself is handed to the UNIX server")
     serve.add_argument("--origins", help="allowed browser Origins: '*', or a comma-separated list "
                        "(default: only this same host)")
     serve.add_argument("--max-connections", type=int, help="sessions at once before 503 (default 10000)")

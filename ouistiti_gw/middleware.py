@@ -41,7 +41,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MODES = ("", "direct")
+#: ``pipe``, the default, may also be given as an empty string (the ini's and environment's "unset").
+MODES = ("pipe", "direct")
 #: Sessions one process carries before new upgrades get 503 (each costs two file descriptors).
 DEFAULT_MAX_CONNECTIONS = 10000
 #: A quiet client is pinged this often (seconds), and closed after this long without a frame:
@@ -61,8 +62,9 @@ class WebSocketGateway:
     :param allow: comma-separated globs of the names the gateway serves (default ``*``).
     :param deny: comma-separated globs of names it never serves (default none). A name that is
         not allowed, or denied, is not the gateway's: the request goes to ``app``.
-    :param mode: ``""`` (pipe messages) or ``"direct"``: after the 101 the client's socket itself
-        is handed to the server (:mod:`ouistiti_gw.direct`), plain HTTP only (wss:// is piped).
+    :param mode: ``"pipe"`` (the default, also ``""``: the gateway pipes messages) or ``"direct"``:
+        after the 101 the client's socket itself is handed to the server (:mod:`ouistiti_gw.direct`),
+        plain HTTP only (wss:// is piped).
     :param origins: browser Origins allowed to connect: ``""`` only this same host (the
         default, against cross-site WebSocket hijacking), ``"*"`` any, or a comma-separated list
         of origins with globs (``"https://app.example.com, https://*.example.org"``). 403 otherwise.
@@ -89,7 +91,7 @@ class WebSocketGateway:
                  proxy_protocol: str = "", trusted_proxies: str = "", metrics_path: str = "") -> None:
         if not docroot:
             raise ValueError("ouistiti_gw: a docroot (the directory of the UNIX sockets) is required")
-        mode = (mode or "").strip()
+        mode = (mode or "").strip() or "pipe"
         if mode not in MODES:
             raise ValueError(f"ouistiti_gw: unknown mode {mode!r} (expected one of {MODES})")
         follow_gunicorn_error_log()  # under the stock gunicorn worker, nothing else would

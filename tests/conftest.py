@@ -1,9 +1,30 @@
 """Fixtures shared by the tests: a short temporary docroot, UNIX servers in it, a gateway process."""
+import os
 import subprocess
+import tarfile
+from pathlib import Path
+from typing import Iterator
 
 import pytest
 
-from support import BIN, UnixServer, echo_handler, gateway_test_app, remove_tree, short_tempdir, unix_accepts, wait_until
+from support import BIN, ROOT, UnixServer, echo_handler, gateway_test_app, remove_tree, short_tempdir, unix_accepts, wait_until
+
+
+#: Where ouistiti's C source tarball is found: CI has it at ``../shared/reference`` beside the clone.
+REFERENCE_DIR_VARIABLE = "OUISTITI_REFERENCE_DIR"
+OUISTITI_TARBALL_NAME = "ouistiti-56126a8.tar.gz"
+
+
+@pytest.fixture(scope="session")
+def ouistiti_tarball() -> Iterator[tarfile.TarFile]:
+    """ouistiti's own source (the tests build its C samples from it); skipped when this clone has none."""
+    reference = Path(os.environ.get(REFERENCE_DIR_VARIABLE) or ROOT.parent / "shared" / "reference")
+    path = reference / OUISTITI_TARBALL_NAME
+    if not path.is_file():
+        pytest.skip(f"ouistiti's source {OUISTITI_TARBALL_NAME} is not in {reference}: "
+                    f"set {REFERENCE_DIR_VARIABLE} to the directory that holds it to run this test")
+    with tarfile.open(path) as tarball:
+        yield tarball
 
 
 @pytest.fixture

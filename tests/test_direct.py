@@ -2,7 +2,6 @@
 import json
 import ssl
 import subprocess
-import tarfile
 
 import pytest
 from websockets.exceptions import ConnectionClosed
@@ -12,7 +11,6 @@ from ouistiti_gw.direct import decode_sockaddr, encode_sockaddr
 from support import (
     TESTS, fd_count, free_port, gateway_cli, gunicorn, handshake_request, raw_request, unix_accepts, wait_until,
 )
-from test_ouistiti_samples import TARBALL
 
 
 @pytest.mark.parametrize("address", [("127.0.0.1", 8080), ("10.1.2.3", 1), ("::1", 443), ("fe80::1", 65535)])
@@ -125,12 +123,11 @@ def test_server_that_does_not_take_the_socket(direct_gateway, docroot, unix_serv
 
 
 @pytest.fixture(scope="module")
-def recvaddr_server(tmp_path_factory):
+def recvaddr_server(tmp_path_factory, ouistiti_tarball):
     """A C server built on ouistiti's own ``ouistiti_recvaddr()`` (``utils/utils.c`` of its source)."""
     build = tmp_path_factory.mktemp("recvaddr")
-    with tarfile.open(TARBALL) as tarball:
-        member = next(m for m in tarball.getmembers() if m.name.endswith("/utils/utils.c"))
-        (build / "utils.c").write_bytes(tarball.extractfile(member).read())
+    member = next(m for m in ouistiti_tarball.getmembers() if m.name.endswith("/utils/utils.c"))
+    (build / "utils.c").write_bytes(ouistiti_tarball.extractfile(member).read())
     binary = build / "recvaddr"
     subprocess.run(["cc", "-O2", "-o", str(binary), str(TESTS / "ouistiti_recvaddr_server.c"), str(build / "utils.c")],
                    check=True)

@@ -1,31 +1,28 @@
 """Servers written for ouistiti work behind us unchanged: its own C samples, built from its source.
 
-The samples' sources come from the ouistiti tarball in ``../shared/reference`` and are compiled with
-the system C compiler; the transcript below is the one ouistiti itself gives with the same servers.
+The samples' sources come from the ouistiti tarball (fixture ``ouistiti_tarball``: in
+``$OUISTITI_REFERENCE_DIR``, by default ``../shared/reference``) and are compiled with the system C
+compiler; the transcript below is the one ouistiti itself gives with the same servers.
 """
 import subprocess
-import tarfile
 
 import pytest
 from websockets.sync.client import connect
 
-from support import ROOT, unix_accepts, wait_until
-
-TARBALL = ROOT.parent / "shared" / "reference" / "ouistiti-56126a8.tar.gz"
+from support import unix_accepts, wait_until
 
 
 @pytest.fixture(scope="module")
-def c_samples(tmp_path_factory):
+def c_samples(tmp_path_factory, ouistiti_tarball):
     """``echo`` and ``chat`` compiled from ouistiti's ``utils/websocket`` sources."""
     build = tmp_path_factory.mktemp("ouistiti-c")
     binaries = {}
-    with tarfile.open(TARBALL) as tarball:
-        for member in tarball.getmembers():
-            if member.name.endswith(("utils/websocket/echo.c", "utils/websocket/chat.c")):
-                source = build / member.name.rsplit("/", 1)[1]
-                source.write_bytes(tarball.extractfile(member).read())
-                binaries[source.stem] = build / source.stem
-                subprocess.run(["cc", "-O2", "-o", str(binaries[source.stem]), str(source)], check=True)
+    for member in ouistiti_tarball.getmembers():
+        if member.name.endswith(("utils/websocket/echo.c", "utils/websocket/chat.c")):
+            source = build / member.name.rsplit("/", 1)[1]
+            source.write_bytes(ouistiti_tarball.extractfile(member).read())
+            binaries[source.stem] = build / source.stem
+            subprocess.run(["cc", "-O2", "-o", str(binaries[source.stem]), str(source)], check=True)
     assert set(binaries) == {"echo", "chat"}
     return binaries
 
