@@ -25,6 +25,8 @@ def test_backend_killed_mid_session_then_restarted(gateway, docroot):
         assert ws.recv() == "alive"
         echo.send_signal(signal.SIGSTOP)  # it stops reading...
         ws.send("never read")
+        # the gateway must have written it to the echo's socket, or the death is a clean EOF
+        wait_until(lambda: unread_bytes(f"{docroot}/echo"), what="the message in the echo's socket")
         echo.kill()  # ...and dies with that message unread: the connection is reset
         echo.wait()
         with pytest.raises(ConnectionClosed) as closed:
@@ -38,6 +40,12 @@ def test_backend_killed_mid_session_then_restarted(gateway, docroot):
     finally:
         echo.terminate()
         echo.wait()
+
+
+def unread_bytes(path: str) -> int:
+    """Bytes waiting in the receive queues of the connections a UNIX server accepted on ``path``."""
+    rows = subprocess.run(["ss", "-xnH", "src", path], capture_output=True, text=True, check=True).stdout
+    return sum(int(row.split()[2]) for row in rows.splitlines())
 
 
 def settled(read, polls: int = 3, interval: float = 0.2, most: int = 150) -> int:
