@@ -103,13 +103,11 @@ def _port(value) -> int:
 
 
 def _is_ip(host: str) -> bool:
-    """A plain IP address; one with a zone (``fe80::1%eth0``, any text after the ``%``) means
-    nothing off its host, so a forwarded one is not taken as the client's."""
     try:
         ipaddress.ip_address(host)
+        return True
     except ValueError:
         return False
-    return "%" not in host
 
 
 def _last(value: str) -> str | None:
