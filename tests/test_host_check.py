@@ -31,15 +31,14 @@ def round_trip(host: str, port: int) -> None:
         assert ws.recv() == "hello"
 
 
-@pytest.mark.parametrize("server", ["cli", PROJECT_WORKER])
-def test_rebound_name_gets_403_loopback_names_pass(docroot, unix_servers, server):
+@pytest.mark.parametrize("start_gateway", [
+    lambda docroot, port: gateway_cli(docroot, port=port),
+    lambda docroot, port: gunicorn(PROJECT_WORKER, port, {"OUISTITI_GW_DOCROOT": docroot}, "--log-level", "info"),
+], ids=["cli", "gunicorn"])
+def test_rebound_name_gets_403_loopback_names_pass(docroot, unix_servers, start_gateway):
     echo = unix_servers(f"{docroot}/echo")
     port = free_port()
-    if server == "cli":
-        gateway = gateway_cli(docroot, port=port)
-    else:
-        gateway = gunicorn(server, port, {"OUISTITI_GW_DOCROOT": docroot}, "--log-level", "info")
-    with gateway:
+    with start_gateway(docroot, port) as gateway:
         with pytest.raises(InvalidStatus) as refused:
             connect_as(REBOUND, port)
         assert refused.value.response.status_code == 403
