@@ -10,9 +10,13 @@ import resource
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 from websockets.sync.client import connect
 
-from support import fd_count, gateway_test_app, handshake_request, proxied_echo_handler, raw_request, wait_until
+from support import (
+    fd_count, gateway_served_by, gateway_test_app, handshake_request, only_child, proxied_echo_handler, raw_request,
+    wait_until,
+)
 
 CLIENTS = 30
 
@@ -57,24 +61,26 @@ def _settled_fd_count(pid: int) -> int:
     return count
 
 
-def test_out_of_file_descriptors_upgrades_get_503(docroot, unix_servers):
+@pytest.mark.parametrize("server", ["cli", "gunicorn"])
+def test_out_of_file_descriptors_upgrades_get_503(docroot, unix_servers, server):
     echo = unix_servers(f"{docroot}/echo")
-    with gateway_test_app(docroot) as gateway:
-        idle = _settled_fd_count(gateway.pid)
+    with gateway_served_by(server, docroot) as gateway:
+        pid = gateway.pid if server == "cli" else only_child(gateway.pid)
+        idle = _settled_fd_count(pid)
         # room for exactly two sessions (two descriptors each) and one more accepted client
-        limit = next(n for n in range(1, 4096) if _free_slots(gateway.pid, n) == 5)
-        _, hard = resource.prlimit(gateway.pid, resource.RLIMIT_NOFILE)
-        resource.prlimit(gateway.pid, resource.RLIMIT_NOFILE, (limit, hard))
+        limit = next(n for n in range(1, 4096) if _free_slots(pid, n) == 5)
+        _, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (limit, hard))
         with connect(f"{gateway.url}/echo") as first, connect(f"{gateway.url}/echo") as second:
             # many clients at once: one at a time is accepted with the last descriptor and cannot
             # reach the server (503); the others wait in the backlog meanwhile, accept() failing
             with ThreadPoolExecutor(CLIENTS) as pool:
                 statuses = list(pool.map(lambda _: _upgrade_status(gateway.port), range(CLIENTS)))
             assert statuses == [503] * CLIENTS
-            wait_until(lambda: fd_count(gateway.pid) == idle + 4, what="the refused clients' fds closed")
+            wait_until(lambda: fd_count(pid) == idle + 4, what="the refused clients' fds closed")
             first.send("still served")
             assert first.recv() == "still served"
-        wait_until(lambda: fd_count(gateway.pid) == idle, what="the sessions' fds closed")
+        wait_until(lambda: fd_count(pid) == idle, what="the sessions' fds closed")
         with connect(f"{gateway.url}/echo") as again:  # descriptors are back: so is service
             again.send("again")
             assert again.recv() == "again"

@@ -11,11 +11,10 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-from support import free_port, gateway_cli, gateway_test_app, gunicorn
+from support import free_port, gateway_served_by, gateway_test_app, gunicorn
 
 REBOUND = "rebind.attacker.example"
 STOCK_WORKER = "geventwebsocket.gunicorn.workers.GeventWebSocketWorker"
-PROJECT_WORKER = "ouistiti_gw.worker.GatewayWorker"
 
 
 def connect_as(host: str, port: int, path: str = "/echo", **kwargs):
@@ -31,14 +30,11 @@ def round_trip(host: str, port: int) -> None:
         assert ws.recv() == "hello"
 
 
-@pytest.mark.parametrize("start_gateway", [
-    lambda docroot, port: gateway_cli(docroot, port=port),
-    lambda docroot, port: gunicorn(PROJECT_WORKER, port, {"OUISTITI_GW_DOCROOT": docroot}, "--log-level", "info"),
-], ids=["cli", "gunicorn"])
-def test_rebound_name_gets_403_loopback_names_pass(docroot, unix_servers, start_gateway):
+@pytest.mark.parametrize("server", ["cli", "gunicorn"])
+def test_rebound_name_gets_403_loopback_names_pass(docroot, unix_servers, server):
     echo = unix_servers(f"{docroot}/echo")
-    port = free_port()
-    with start_gateway(docroot, port) as gateway:
+    with gateway_served_by(server, docroot) as gateway:
+        port = gateway.port
         with pytest.raises(InvalidStatus) as refused:
             connect_as(REBOUND, port)
         assert refused.value.response.status_code == 403
