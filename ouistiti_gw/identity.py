@@ -168,6 +168,19 @@ def local_address(environ: "WSGIEnvironment") -> Address:
     return (unmap(name) if _is_ip(name) else "0.0.0.0"), _port(environ.get("SERVER_PORT"))
 
 
+def arrival_address(environ: "WSGIEnvironment") -> str:
+    """The IP the client's connection arrived at, for the Host check (DNS rebinding): the socket's
+    own address; where the server gives no socket (the stock worker's plain HTTP requests), the
+    peer's, as a connection from a loopback address has reached a loopback address."""
+    sock = _client_socket(environ)
+    if sock is not None:
+        try:
+            return unmap(sock.getsockname()[0])
+        except OSError:
+            pass
+    return unmap(environ.get("REMOTE_ADDR") or "")
+
+
 def _client_socket(environ: "WSGIEnvironment"):
     sock = environ.get(SOCKET_KEY) or environ.get("gunicorn.socket")
     if sock is None and environ.get("wsgi.websocket") is not None:  # gevent-websocket's handler

@@ -31,7 +31,7 @@ from .addresses import format_address
 from .frames import CloseCode
 from .direct import hand_over
 from .handler import UPGRADE_KEY, ClientConnection, is_websocket_request, pending_input
-from .identity import PROXY_PROTOCOL_VERSIONS, Networks, TrustedProxies, local_address, proxy_header
+from .identity import PROXY_PROTOCOL_VERSIONS, Networks, TrustedProxies, arrival_address, proxy_header
 from .logsafe import loggable, wsgi_text
 from .names import NameRefused, NameRules, Target, find_target, parse_protocols, wsgi_path_to_name
 from .policy import HostPolicy, OriginPolicy, SessionCounter
@@ -146,12 +146,10 @@ class WebSocketGateway:
         if target is None:
             return self._pass_on(environ, start_response, stock_websocket)
         target = dataclasses.replace(target, name=loggable(target.name))  # for logs and metrics from here on
-        host = environ.get("HTTP_HOST")
-        if not self.hosts.permits(host, local_address(environ)[0]):
-            return self._refuse(environ, start_response, 403, f"Host {loggable(host)} is not one of "
-                                "this gateway's names (allowed_hosts)", client, "host")
+        if not self._host_permitted(environ):
+            return self._refuse(environ, start_response, 403, _host_refusal(environ), client, "host")
         origin = environ.get("HTTP_ORIGIN")
-        if not self.origins.permits(origin, host, environ.get("wsgi.url_scheme", "http")):
+        if not self.origins.permits(origin, environ.get("HTTP_HOST"), environ.get("wsgi.url_scheme", "http")):
             return self._refuse(environ, start_response, 403, f"origin {loggable(origin)} not allowed",
                                 client, "origin")
         if not self.sessions.try_acquire():
@@ -200,12 +198,19 @@ class WebSocketGateway:
         self.metrics.session_ended(session.name, session.close_code, ws.bytes_received, ws.bytes_sent,
                                    time.monotonic() - session.started)
 
+    def _host_permitted(self, environ: "WSGIEnvironment") -> bool:
+        return self.hosts.permits(environ.get("HTTP_HOST"), arrival_address(environ))
+
     def _serve_metrics(self, environ: "WSGIEnvironment", start_response: "StartResponse") -> Iterable[bytes]:
-        """The scrape, for ``metrics_allow`` only: the page lists every socket name in use."""
+        """The scrape, for ``metrics_allow`` only, and under this gateway's names (DNS rebinding):
+        the page lists every socket name in use."""
         client = self.trusted_proxies.client(environ).address[0]
         if client not in self.metrics_allow:
             log.warning("refused metrics scrape from %s: not in metrics_allow", loggable(client))
             return _plain_response(start_response, 403, "metrics are not served to this address")
+        if not self._host_permitted(environ):
+            log.warning("refused metrics scrape from %s: %s", loggable(client), _host_refusal(environ))
+            return _plain_response(start_response, 403, _host_refusal(environ))
         body = self.metrics.exposition()
         start_response("200 OK", [("Content-Type", self.metrics.content_type), ("Content-Length", str(len(body)))])
         return [body]
@@ -302,6 +307,10 @@ class WebSocketGateway:
                     CloseCode.POLICY_VIOLATION, "no WebSocket service here")
 
         return _then_close(result, close_if_left_open)
+
+
+def _host_refusal(environ: "WSGIEnvironment") -> str:
+    return f"Host {loggable(environ.get('HTTP_HOST'))} is not one of this gateway's names (allowed_hosts)"
 
 
 def _plain_response(start_response: "StartResponse", status: int, reason: str) -> Iterable[bytes]:

@@ -70,9 +70,23 @@ def test_allowed_hosts_names_the_hosts_whatever_the_address(docroot, unix_server
         round_trip(REBOUND, gateway.port)
 
 
+def plain_get(port: int, path: str, host: str) -> bytes:
+    """The whole answer to ``GET path`` sent to 127.0.0.1:``port`` with ``Host: host``."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        return sock.makefile("rb").read()
+
+
+@pytest.mark.parametrize("stock", [False, True])
+def test_the_metrics_page_answers_loopback_names_only(docroot, stock):
+    """A rebound page would read the socket names: the gateway's own page is judged like its WebSockets."""
+    with gateway_test_app(docroot, "--set", "metrics_path=/metrics", *(["--stock"] if stock else [])) as gateway:
+        assert plain_get(gateway.port, "/metrics", f"localhost:{gateway.port}").startswith(b"HTTP/1.1 200")
+        assert plain_get(gateway.port, "/metrics", f"{REBOUND}:{gateway.port}").startswith(b"HTTP/1.1 403")
+        assert f"refused metrics scrape from 127.0.0.1: Host {REBOUND}:{gateway.port} is not one" in gateway.log()
+
+
 def test_the_wrapped_apps_plain_http_is_not_judged(gateway):
     """Only WebSocket requests are the gateway's business; the app decides about its own pages."""
-    with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as sock:
-        sock.sendall(f"GET /page HTTP/1.1\r\nHost: {REBOUND}\r\nConnection: close\r\n\r\n".encode())
-        answer = sock.makefile("rb").read()
+    answer = plain_get(gateway.port, "/page", REBOUND)
     assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"app: /page")
