@@ -18,7 +18,10 @@ With ``-w`` a message may be a command, as in ouistiti's chat.c (a trailing
 
 * ``WSHello NAME``: take NAME; if another client holds it, a 3-digit number is
   appended (``bob001``, ``bob002``...).  Answer ``WSWelcome NAME`` (the name
-  now held) to the sender only.
+  now held) to the sender only.  A name must follow the rules of
+  :mod:`.chatname` (1-32 letters, digits, ``_ - .``, not ending with 3
+  digits); any other is answered ``WSError WSHello REASON`` and the client
+  keeps the name it had.
 * ``WSPrivate NAME TEXT``: send TEXT only to the client(s) called NAME.
 * ``WSWhois NAME``: answer ``WSIs NAME ADDRESS``, ``WSIs NAME network error``
   when the client's address is unknown, or ``WSIs NAME undefined``.
@@ -48,6 +51,7 @@ import gevent
 import gevent.event
 import gevent.socket
 
+from .chatname import NameRefused, as_compared, check_name, numbered
 from .server import (Connection, Handler, StartupError, adopted, build_parser, enlarge_send_buffer, peer_address,
                      program_name, recv_packet, run, setup_logging)
 
@@ -240,15 +244,19 @@ class ChatRoom:
         return (client for client in self.clients if client.name == name)
 
     def hello(self, sender: Client, argument: bytes) -> None:
-        """``WSHello NAME``: take a unique name, answer ``WSWelcome NAME``."""
-        wanted = first_word(argument)
-        if not wanted:
+        """``WSHello NAME``: take a unique name, answer ``WSWelcome NAME``,
+        or ``WSError WSHello REASON`` for a name the rules refuse."""
+        try:
+            wanted = check_name(first_word(argument))
+        except NameRefused as refused:
+            log.info("client %s: WSHello refused: %s", sender.label, refused)
+            sender.post(b"WSError WSHello " + str(refused).encode())
             return
         taken = {client.name for client in self.clients if client is not sender}
         name, number = wanted, 0
         while name in taken or not self.peers.claim(name, sender):
             number += 1
-            name = b"%s%03d" % (wanted, number)
+            name = numbered(wanted, number)
         if sender.name is not None and sender.name != name:
             self.peers.release(sender.name, sender)
         sender.name = name
@@ -259,12 +267,13 @@ class ChatRoom:
         name, space, text = argument.partition(b" ")
         if not space or not text:
             return
+        name = as_compared(name)
         if not self.tell(name, text):
             self.peers.private(sender, name, text)
 
     def whois(self, sender: Client, argument: bytes) -> None:
         """``WSWhois NAME``: answer with the address of the client NAME."""
-        name = first_word(argument)
+        name = as_compared(first_word(argument))
         if not name:
             return
         client = next(self.named(name), None)

@@ -99,6 +99,8 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
+from .threads import call_in_thread
+
 log = logging.getLogger(__name__)
 
 PREFIX = "ouistiti-chat"
@@ -327,21 +329,8 @@ class Federation:
     # -- Redis calls --------------------------------------------------------
 
     def _call(self, function: Callable[..., T], *args: Any) -> T:
-        """Run a blocking redis-py call in a pool thread while the other greenlets run.
-
-        The exception is caught in the thread and raised here: one escaping a
-        pool task would also be printed, with its traceback, by gevent's hub.
-        """
-        def shielded() -> Tuple[bool, Any]:
-            try:
-                return True, function(*args)
-            except Exception as exc:  # noqa: BLE001 -- re-raised in the caller's greenlet
-                return False, exc
-
-        ok, outcome = self._pool.apply(shielded)
-        if not ok:
-            raise outcome
-        return outcome
+        """Run a blocking redis-py call in a pool thread while the other greenlets run."""
+        return call_in_thread(function, *args, pool=self._pool)
 
     def _try(self, function: Callable[..., T], *args: Any) -> Optional[T]:
         """:meth:`_call`, None when it fails (the subscriber reports outages)."""

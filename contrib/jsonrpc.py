@@ -5,10 +5,20 @@ are described in :mod:`ouistiti_gw_contrib.rpc`; ``-C STRING`` is handed to its
 ``init``.  The library is loaded and initialised at start: if that fails, the
 server says why and exits 1 instead of failing every request.
 
-Socket type: SOCK_SEQPACKET, so that each reply reaches the gateway as one
-packet and thus the browser as one WebSocket message.  Input is still framed
-as a stream (:mod:`ouistiti_gw_contrib.framing`): a packet may carry several
-requests or part of one.
+Socket type: SOCK_SEQPACKET, so that one WebSocket message is one packet both
+ways, as with ouistiti's C server: each packet is parsed as one JSON-RPC
+request or batch and answered with exactly one reply packet (none when it
+holds only notifications); a packet that is not one JSON text (``not json``,
+``{bad``, ``{"a":1} junk``) gets one -32700 Parse error, and the connection
+goes on.  Trailing NUL bytes are ignored (clients written for the C server
+end each request with one).  In direct mode the server reads WebSocket
+messages itself, one at a time, with the same rules.
+
+A batch holds at most :data:`~ouistiti_gw_contrib.rpc.MAX_BATCH` requests; a
+longer one is answered with a single -32600 error saying so.  Each connection
+has its own greenlet, so while one client's batch runs, the others are served
+(as long as the methods do not hold the loop: see
+:func:`ouistiti_gw_contrib.rpc.call_in_thread`).
 
 Largest reply: a reply must fit in one packet.  Each connection's SO_SNDBUF is
 raised to net.core.wmem_max (reported doubled by the kernel); Linux then
@@ -32,7 +42,6 @@ from typing import Any, Optional, Sequence
 
 import gevent.socket
 
-from .framing import JsonFramer
 from .rpc import INTERNAL_ERROR, Dispatcher, Library, LibraryError, RPCError, error_response, load_library
 from .server import (Connection, Handler, StartupError, adopted, build_parser, enlarge_send_buffer, max_packet_size,
                      peer_address, program_name, recv_packet, run, setup_logging)
@@ -41,7 +50,7 @@ log = logging.getLogger(__name__)
 
 
 class RPCServer:
-    """Feeds each connection's packets through a framer to the dispatcher."""
+    """Hands each message of a connection to the dispatcher, sends its reply."""
 
     def __init__(self, dispatcher: Dispatcher, limit: int) -> None:
         self.dispatcher = dispatcher
@@ -53,18 +62,17 @@ class RPCServer:
             self.serve(client)
 
     def serve(self, conn: Connection) -> None:
+        """One message in, at most one reply out, until the client leaves."""
         enlarge_send_buffer(conn)
-        framer = JsonFramer()
         session = self.dispatcher.new_session()
         session.peer = peer_address(conn)
         while True:
-            packet = recv_packet(conn)
-            if not packet:
+            message = recv_packet(conn)
+            if not message:
                 return
-            for text in framer.feed(packet):
-                reply = self.dispatcher.handle(text, session, self.limit)
-                if reply is not None:
-                    self.send(conn, reply)
+            reply = self.dispatcher.handle(message.rstrip(b"\0"), session, self.limit)
+            if reply is not None:
+                self.send(conn, reply)
 
     def send(self, conn: Connection, reply: bytes) -> None:
         """Send *reply* as one packet, or an error if the kernel refuses it."""

@@ -51,9 +51,17 @@ Errors
     Any other exception answers -32603 Internal error; it is logged with its
     traceback and its text is not sent to the client.
 
-Methods of one connection run one after the other, in the server's gevent
-loop: a method that blocks (computation, disk) holds every client while it
-runs, one that waits on gevent-aware I/O does not.
+Methods of one connection run one after the other (a batch too), in the
+server's gevent loop: a method that blocks (computation, disk) holds every
+client while it runs, one that waits on gevent-aware I/O does not.  Hand
+CPU-heavy work that releases the GIL (``hashlib.scrypt``, zlib) to
+``call_in_thread(function, *args)`` (``from ouistiti_gw_contrib.rpc import
+call_in_thread``): it runs in gevent's thread pool while the other clients
+are served.
+
+Batches hold at most :data:`MAX_BATCH` requests: a longer one is answered
+with one error object, -32600 with the message ``Invalid Request: batch too
+large`` and data ``"N requests, at most 100"``, and none of it runs.
 """
 from __future__ import annotations
 
@@ -67,6 +75,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional
 
+from .threads import call_in_thread  # noqa: F401 -- part of the library interface
+
 log = logging.getLogger(__name__)
 
 PARSE_ERROR = -32700
@@ -74,6 +84,10 @@ INVALID_REQUEST = -32600
 METHOD_NOT_FOUND = -32601
 INVALID_PARAMS = -32602
 INTERNAL_ERROR = -32603
+
+#: The most requests one batch may hold (each may cost a method call: a
+#: bound on the work one message can ask for).
+MAX_BATCH = 100
 
 MESSAGES = {
     PARSE_ERROR: "Parse error",
@@ -140,13 +154,11 @@ class Dispatcher:
         """The state of a new connection."""
         return Session(ctx=self.ctx)
 
-    def handle(self, text: Optional[bytes], session: Session, limit: int) -> Optional[bytes]:
-        """The reply to one JSON text (None: unparsable input), or None when
-        there is nothing to answer.  A reply longer than *limit* bytes is
-        replaced by -32603 errors that say so."""
+    def handle(self, text: bytes, session: Session, limit: int) -> Optional[bytes]:
+        """The reply to one message, a whole JSON text (a request or a batch),
+        or None when there is nothing to answer.  A reply longer than *limit*
+        bytes is replaced by -32603 errors that say so."""
         try:
-            if text is None:
-                raise ValueError("invalid JSON")
             message = json.loads(text.decode("utf-8"), parse_constant=_reject_constant)
         except (ValueError, RecursionError):
             return self.encode(error_response(None, RPCError(PARSE_ERROR)))
@@ -155,6 +167,11 @@ class Dispatcher:
             return None if response is None else self.encode_within([response], limit, batch=False)
         if not message:
             return self.encode(error_response(None, RPCError(INVALID_REQUEST)))
+        if len(message) > MAX_BATCH:
+            log.warning("refusing a batch of %d requests (at most %d)", len(message), MAX_BATCH)
+            error = RPCError(INVALID_REQUEST, "Invalid Request: batch too large",
+                             data=f"{len(message)} requests, at most {MAX_BATCH}")
+            return self.encode(error_response(None, error))
         responses = [response for response in (self.call(item, session) for item in message)
                      if response is not None]
         return self.encode_within(responses, limit, batch=True) if responses else None

@@ -19,6 +19,8 @@ Start-up order, and why:
 3. The directories are created (0755, so a non-root gateway can traverse them),
    a stale socket is removed (a live one or a non-socket file is refused) and
    the socket is bound, chmod 0777 like ouistiti does, and chowned to the user.
+   Its device and inode are noted: at exit only that file is removed, never
+   what replaced it at the same path.
    A descriptor of its directory is kept open so the socket can still be
    unlinked at exit after the rights are dropped (``unlinkat`` needs write
    access to that directory only, not to the path leading to it); a directory
@@ -51,7 +53,7 @@ import socket
 import stat
 import sys
 from dataclasses import dataclass
-from typing import Callable, Iterator, Optional, Union
+from typing import Callable, Iterator, Optional, Tuple, Union
 
 import gevent
 import gevent.event
@@ -132,11 +134,22 @@ class BoundSocket:
     path: str
     dir_fd: int
     created_dir: bool
+    #: ``(st_dev, st_ino)`` of the socket file at bind time: only that file is ours to remove.
+    identity: Tuple[int, int]
 
     def unlink(self) -> None:
-        """Remove the socket file, even after the rights were dropped."""
+        """Remove the socket file, even after the rights were dropped.
+
+        Only the very file bound at start is removed: if something else took
+        the path meanwhile (a regular file, another server's socket), it stays.
+        """
+        name = os.path.basename(self.path)
         try:
-            os.unlink(os.path.basename(self.path), dir_fd=self.dir_fd)
+            found = os.stat(name, dir_fd=self.dir_fd, follow_symlinks=False)
+            if (found.st_dev, found.st_ino) != self.identity:
+                log.warning("not removing %s: it is no longer the socket this server created", self.path)
+                return
+            os.unlink(name, dir_fd=self.dir_fd)
         except FileNotFoundError:
             pass
         except OSError as exc:
@@ -222,7 +235,8 @@ def bind_socket(path: str, sock_type: int, owner: Optional[pwd.struct_passwd]) -
         raise StartupError(f"cannot bind {path}: {exc.strerror}") from None
     os.chmod(path, 0o777)
     dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    bound = BoundSocket(sock, path, dir_fd, created)
+    bound_file = os.lstat(path)
+    bound = BoundSocket(sock, path, dir_fd, created, (bound_file.st_dev, bound_file.st_ino))
     if owner is not None:
         os.chown(path, owner.pw_uid, owner.pw_gid)
         if created:

@@ -39,6 +39,8 @@ def _add_listen_options(parser: argparse.ArgumentParser, default_port: int) -> N
     parser.add_argument("--keyfile", help="TLS private key (PEM), if not inside --certfile")
     parser.add_argument("--header-timeout", type=float,
                         help="seconds a client may take to send its request headers (default 10)")
+    parser.add_argument("--max-header-size", type=int,
+                        help="bytes of request headers; more get 431 (default 32768)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -116,7 +118,8 @@ def _serve_default(app) -> None:
 
 
 def _serve(app, args: argparse.Namespace) -> None:
-    server = make_server(app, args.host, args.port, args.certfile, args.keyfile, args.header_timeout)
+    server = make_server(app, args.host, args.port, args.certfile, args.keyfile, args.header_timeout,
+                         args.max_header_size)
     serve_until_stopped(server)
 
 

@@ -15,13 +15,14 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import email.parser
 import hashlib
 import logging
 import socket
-from typing import Iterator
+from typing import BinaryIO, Iterator
 
 import gevent
-from gevent.pywsgi import WSGIHandler
+from gevent.pywsgi import Input, OldMessage, WSGIHandler
 from geventwebsocket.handler import WebSocketHandler
 
 from .logsafe import loggable, wsgi_text
@@ -37,6 +38,79 @@ SOCKET_KEY = "ouistiti_gw.socket"
 #: RFC 6455 section 1.3.
 WEBSOCKET_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 SUPPORTED_VERSION = "13"
+#: Bytes of a request's header section, every line and the blank one counted: what nginx holds by
+#: default (``large_client_header_buffers 4 8k``), twice HAProxy's 16 KiB buffer.
+DEFAULT_MAX_HEADER_SIZE = 32 * 1024
+#: Bytes of one header line (CRLF included): nginx's buffer size.
+MAX_HEADER_LINE = 8 * 1024
+#: Header fields of one request: ``http.client``'s and HAProxy's bound.
+MAX_HEADER_FIELDS = 100
+
+
+class RequestRefused(ValueError):
+    """A request head the handler answers itself, before any app sees it.
+
+    A ``ValueError``, as gevent expects of ``read_request`` for a client's fault.
+    """
+
+    def __init__(self, status: str, why: str) -> None:
+        super().__init__(why)
+        self.status = status
+        self.code = status.split()[0]
+        self.why = why
+
+    def response(self) -> bytes:
+        body = (self.why + "\n").encode("latin-1", "replace")
+        head = (f"HTTP/1.1 {self.status}\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n")
+        return head.encode("latin-1") + body
+
+
+def _field_line_error(line: bytes) -> str | None:
+    """Why a header line is malformed (RFC 9112 sections 5.1 and 5.2), or None."""
+    if line[:1] in (b" ", b"\t"):
+        # A continuation would glue CR LF into the previous field's value.
+        return "obsolete line folding (RFC 9112 section 5.2)"
+    name, colon, _ = line.partition(b":")
+    if not colon or not name:
+        return "a header line without a field name and colon"
+    if name[-1:] in (b" ", b"\t"):
+        return "whitespace between a field name and its colon"
+    return None
+
+
+def read_header_section(rfile: BinaryIO, budget: int) -> bytes:
+    """The request's header lines up to the blank one, read line by line within ``budget`` bytes.
+
+    Past the budget, a line over :data:`MAX_HEADER_LINE` or more than :data:`MAX_HEADER_FIELDS`
+    fields: :class:`RequestRefused` with 431, as soon as the excess is seen, so the gateway never
+    reads (nor holds) more than the budget. A malformed line: 400.
+    """
+    lines = []
+    left = budget
+    while True:
+        limit = min(MAX_HEADER_LINE, left)
+        line = rfile.readline(limit + 1)
+        if len(line) > limit:
+            why = (f"request header fields over {budget} bytes" if limit == left
+                   else f"a header line over {MAX_HEADER_LINE} bytes")
+            raise RequestRefused("431 Request Header Fields Too Large", why)
+        if line in (b"\r\n", b"\n", b""):
+            return b"".join(lines)
+        left -= len(line)
+        why = _field_line_error(line)
+        if why is not None:
+            raise RequestRefused("400 Bad Request", why)
+        lines.append(line)
+        if len(lines) > MAX_HEADER_FIELDS:
+            raise RequestRefused("431 Request Header Fields Too Large", f"more than {MAX_HEADER_FIELDS} header fields")
+
+
+def _no_body_to_drain(handler: WSGIHandler) -> None:
+    """gevent reads out a request's body after the app returns, to reach the next request on the
+    connection. When there is no next request (the connection closes after a refusal, or was
+    upgraded), that read would only wait on the client, or fail on a reader we closed."""
+    handler.wsgi_input = Input(None, 0)
 
 
 @contextlib.contextmanager
@@ -82,6 +156,7 @@ class ClientConnection:
         self.handler = handler
         self.sock = handler.socket
         self.rfile = handler.rfile
+        _no_body_to_drain(handler)  # what follows the handshake is frames; the reader is ours now
         # Messages go out as soon as they are written: Nagle's algorithm would hold a small frame
         # back while the previous one is unacknowledged (round trips of 40 ms with delayed ACKs).
         if self.sock.family in (socket.AF_INET, socket.AF_INET6):
@@ -90,9 +165,9 @@ class ClientConnection:
     def take_buffered(self) -> bytes:
         """What the HTTP server read past the handshake (a client may send its first frames right
         behind it), without waiting for more; then the reader is closed, its buffer freed: from
-        here on the WebSocket reads the socket itself. The parsed request headers go too (the
-        environ has them): an idle session should keep nothing it will not use."""
-        self.handler.headers = None
+        here on the WebSocket reads the socket itself. The parsed request goes too (its headers,
+        its request line): an idle session should keep nothing it will not use."""
+        self.handler.headers = self.handler.requestline = self.handler.path = None
         try:
             with _without_waiting(self.sock):
                 # read1 returns the buffered bytes; only when there are none does it try one
@@ -135,6 +210,9 @@ def handshake_error(environ: dict, request_version: str) -> tuple[str, list[tupl
     if environ.get("HTTP_SEC_WEBSOCKET_VERSION", "").strip() != SUPPORTED_VERSION:
         return ("426 Upgrade Required", [("Sec-WebSocket-Version", SUPPORTED_VERSION)],
                 "unsupported Sec-WebSocket-Version %r" % environ.get("HTTP_SEC_WEBSOCKET_VERSION"))
+    if environ.get("CONTENT_LENGTH", "0").strip() != "0" or "HTTP_TRANSFER_ENCODING" in environ:
+        # Nothing may follow the handshake but frames: a body would be read as the first one.
+        return "400 Bad Request", [], "a WebSocket handshake has no body (Content-Length, Transfer-Encoding)"
     key = environ.get("HTTP_SEC_WEBSOCKET_KEY", "").strip()
     try:
         valid_key = len(base64.b64decode(key, validate=True)) == 16
@@ -152,15 +230,18 @@ def is_websocket_request(environ: dict) -> bool:
 class GatewayHandler(WebSocketHandler):
     """A ``WebSocketHandler`` whose app decides on the upgrade before the 101 goes out.
 
-    It also bounds how long a client may take to send a request (slowloris): an idle keep-alive
-    connection is closed after :attr:`idle_timeout`, headers slower than :attr:`header_timeout`
-    get a 400. Header count and line length are bounded by ``http.client`` (100 headers, 64 KiB).
+    It also bounds what a client may send before any app runs: an idle keep-alive connection is
+    closed after :attr:`idle_timeout`, headers slower than :attr:`header_timeout` get a 400
+    (slowloris), a header section over :attr:`max_header_size` bytes gets a 431 (see
+    :func:`read_header_section`), a request line over 8 KiB a 414 (gevent's).
     """
 
     #: Seconds a connection may wait before its request line (keep-alive idle time included).
     idle_timeout = 60.0
     #: Seconds the request headers may take once the request line has arrived.
     header_timeout = 10.0
+    #: Bytes of the request's header section.
+    max_header_size = DEFAULT_MAX_HEADER_SIZE
 
     @property
     def logger(self) -> logging.Logger:
@@ -168,6 +249,8 @@ class GatewayHandler(WebSocketHandler):
         return log
 
     def read_requestline(self):
+        # A new request: nothing of the previous one is kept while waiting for it.
+        self.environ = None
         with gevent.Timeout(self.idle_timeout, False):
             return super().read_requestline()
         log.debug("closing idle connection from %s", self.client_address)
@@ -185,6 +268,18 @@ class GatewayHandler(WebSocketHandler):
         finally:
             timeout.close()
 
+    def MessageClass(self, rfile: BinaryIO, *args) -> OldMessage:
+        """The request's headers, parsed as gevent's own factory does, read within the budget."""
+        section = read_header_section(rfile, self.max_header_size)
+        return email.parser.Parser(_class=OldMessage).parsestr(section.decode("iso-8859-1"))
+
+    def _handle_client_error(self, ex: Exception):
+        """gevent's hook for a request it cannot parse: ours get their own status, and a warning."""
+        if not isinstance(ex, RequestRefused):
+            return super()._handle_client_error(ex)
+        log.warning("refused request from %s: %s (%s)", self.client_address, ex.why, ex.code)
+        return ex.code, ex.response()
+
     def run_application(self) -> None:
         if is_websocket_request(self.environ):
             error = handshake_error(self.environ, self.request_version)
@@ -201,6 +296,7 @@ class GatewayHandler(WebSocketHandler):
                     wsgi_text(self.environ.get("PATH_INFO", "")), loggable(why))
         body = (why + "\n").encode("utf-8")
         self.close_connection = True
+        _no_body_to_drain(self)
         self.start_response(status, headers + [("Content-Type", "text/plain; charset=utf-8"),
                                                ("Content-Length", str(len(body))), ("Connection", "close")])
         self.write(body)
@@ -222,6 +318,8 @@ class GatewayHandler(WebSocketHandler):
         return ClientConnection(self)
 
     def log_request(self) -> None:
-        # The 101 is logged by the session itself (open/close lines with byte counts).
-        if self.code != 101:
+        # The 101 is logged by the session itself (open/close lines with byte counts). A request
+        # refused before it had an environ (400, 414, 431 on its head) was logged with why; an
+        # access line would need the environ (gunicorn's access log reads it).
+        if self.code != 101 and self.environ is not None:
             super(WebSocketHandler, self).log_request()

@@ -185,6 +185,10 @@ class WebSocketGateway:
             return []
         if self.mode == "direct":
             self._introduce(backend, header, target)  # piped after all; if it fails, so does the session
+        # The request is over: an idle session keeps none of it (its headers may weigh up to the
+        # server's budget). Frames up the stack still hold this dict, so it is emptied, as
+        # PEP 3333 lets an app do; everything the session needs was copied out above.
+        environ.clear()
         websocket = self._websocket(connection)
         if self.metrics is not None:
             self.metrics.session_opened()

@@ -7,7 +7,7 @@
   by one line of a ``[pipeline:main]``.
 - ``make_static_app`` (``egg:ouistiti_gw#static``): serves a directory (the demo page by default).
 - ``run_server`` (``egg:ouistiti_gw#gevent``): a server runner with the gateway's handler,
-  ``host``, ``port`` and ``certfile``/``keyfile`` for wss://.
+  ``host``, ``port``, ``certfile``/``keyfile`` for wss://, ``header_timeout`` and ``max_header_size``.
 """
 from __future__ import annotations
 
@@ -89,5 +89,6 @@ def make_static_app(global_conf: dict, document_root: str | None = None) -> Dire
 
 
 def run_server(wsgi_app: "WSGIApplication", global_conf: dict, host: str = "127.0.0.1", port: str = "8080",
-               certfile: str | None = None, keyfile: str | None = None) -> None:
-    serve_until_stopped(make_server(wsgi_app, host, int(port), certfile, keyfile))
+               certfile: str | None = None, keyfile: str | None = None, header_timeout: str | None = None,
+               max_header_size: str | None = None) -> None:
+    serve_until_stopped(make_server(wsgi_app, host, int(port), certfile, keyfile, header_timeout, max_header_size))

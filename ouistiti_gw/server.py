@@ -33,17 +33,23 @@ STOP_TIMEOUT_SECONDS = 5.0
 
 def make_server(app: "WSGIApplication", host: str = "127.0.0.1", port: int = 8080,
                 certfile: str | None = None, keyfile: str | None = None,
-                header_timeout: float | None = None) -> WSGIServer:
+                header_timeout: float | None = None, max_header_size: int | None = None) -> WSGIServer:
     """A ``WSGIServer`` with the gateway's handler, TLS (wss://) when ``certfile`` is given.
 
-    ``header_timeout`` overrides :attr:`GatewayHandler.header_timeout` (slow request headers get 400).
+    ``header_timeout`` overrides :attr:`GatewayHandler.header_timeout` (slow request headers get
+    400), ``max_header_size`` :attr:`GatewayHandler.max_header_size` (larger headers get 431).
     """
     if keyfile and not certfile:
         raise ValueError("keyfile given without certfile")
     tls = {"certfile": certfile, "keyfile": keyfile or certfile} if certfile else {}
-    handler = GatewayHandler
+    overrides = {}
     if header_timeout is not None:
-        handler = type("GatewayHandler", (GatewayHandler,), {"header_timeout": float(header_timeout)})
+        overrides["header_timeout"] = float(header_timeout)
+    if max_header_size is not None:
+        overrides["max_header_size"] = int(max_header_size)
+        if overrides["max_header_size"] <= 0:
+            raise ValueError(f"max_header_size must be positive, not {max_header_size}")
+    handler = type("GatewayHandler", (GatewayHandler,), overrides) if overrides else GatewayHandler
     return GatewayServer((host, int(port)), app, handler_class=handler, log=access_log, error_log=log,
                       spawn=LightGreenlet.spawn, **tls)
 

@@ -20,6 +20,8 @@ from typing import Iterator, List, Tuple
 import pytest
 from websockets.sync.client import connect as ws_connect
 
+from ouistiti_gw_contrib.chatname import CHARACTERS, NUMBERED
+
 from contrib_helpers import Server, recv_packet, run, start_servers, wait_until
 from support import free_port, gateway_cli, port_accepts
 from test_contrib_chat import join, next_after
@@ -166,13 +168,30 @@ def test_names_are_unique_across_hosts_and_freed_when_their_client_goes(hosts):
     assert hello(first, b"bob") == b"bob"
     assert hello(second, b"bob") == b"bob001"  # bob is on the other host
     assert hello(third, b"bob") == b"bob002"   # bob001 is on the other host
-    assert hello(second, b"bob001") == b"bob001"  # its own name: kept
+    assert hello(second, b"bob") == b"bob001"  # asks again: keeps its numbered name
     first.close()
     newcomer = b_host.connect()
     wait_until(lambda: hello(newcomer, b"bob") == b"bob", "bob to be free after its client left")
     assert hello(newcomer, b"robert") == b"robert"  # a new name frees the old one
     wait_until(lambda: hello(third, b"bob") == b"bob", "bob to be free after a rename")
     close(second, third, newcomer)
+
+
+def test_name_rules_hold_across_hosts(hosts):
+    """A client cannot pass for another host's numbered duplicate, and names
+    are compared after NFC normalization on every host."""
+    a_host, b_host = hosts
+    first, second = a_host.connect(), b_host.connect()
+    assert hello(first, b"nr_bob") == b"nr_bob"
+    assert hello(second, b"nr_bob") == b"nr_bob001"
+    newcomer = a_host.connect()
+    for refused, reason in ((b"nr_bob001", NUMBERED), (b"nr_bob002", NUMBERED), (b"nr\x1b[2Jbob", CHARACTERS)):
+        newcomer.send(b"WSHello " + refused)
+        assert recv_packet(newcomer) == b"WSError WSHello " + reason.encode()
+    assert hello(newcomer, b"nr_bob") == b"nr_bob002"
+    assert hello(first, "nr_\u00e9".encode()) == "nr_\u00e9".encode()  # on A, precomposed
+    assert hello(second, "nr_e\u0301".encode()) == "nr_\u00e9001".encode()  # on B, decomposed: the same name
+    close(first, second, newcomer)
 
 
 def whois(sock: socket.socket, name: bytes) -> bytes:

@@ -7,11 +7,13 @@ for all keeps the suite fast).  Each test uses user names of its own.
 """
 import itertools
 import os
+import select
 import sqlite3
 import stat
 import subprocess
 import sys
 import tempfile
+import time
 
 import pytest
 
@@ -232,3 +234,35 @@ def test_admin_command_errors(workdir):
     assert result.returncode == 1 and "user already exists" in result.stderr
     result = admin_command(path, "adduser", "nopass", password="")
     assert result.returncode == 1 and "empty password" in result.stderr
+
+
+def test_a_batch_of_auth_calls_does_not_hold_the_other_clients(connect, name):
+    """scrypt runs off the server's loop: while one client's batch of logins
+    runs (seconds of scrypt), another client is answered at once."""
+    from ouistiti_gw_contrib.rpc import MAX_BATCH
+    batcher, other = connect(), connect()
+    user, = add_users(batcher, name, "batch")
+    batcher.send([{"jsonrpc": "2.0", "method": "auth", "params": {"user": user, "passwd": "pw"}, "id": number}
+                  for number in range(MAX_BATCH)])
+    time.sleep(0.2)  # the batch is running
+    for request in ({"user": user}, {"user": user, "passwd": "pw"}):  # -32602 at once; one scrypt
+        started = time.monotonic()
+        other.call("auth", request)
+        assert time.monotonic() - started < 1.0
+    assert not select.select([batcher.sock], [], [], 0)[0], "the batch ended first: nothing was shown"
+    replies = batcher.receive()
+    assert sorted(reply["id"] for reply in replies) == list(range(MAX_BATCH))
+    assert all(reply["result"]["user"] == user for reply in replies)
+
+
+def test_a_batch_over_the_limit_is_refused_whole(connect, name):
+    from ouistiti_gw_contrib.rpc import MAX_BATCH
+    client = connect()
+    newcomer = name("newcomer")
+    client.send([{"jsonrpc": "2.0", "method": "adduser", "params": {"user": newcomer, "passwd": "pw"}, "id": 0}] +
+                [{"jsonrpc": "2.0", "method": "auth", "params": {"user": ADMIN, "passwd": "x"}, "id": number}
+                 for number in range(1, MAX_BATCH + 1)])
+    error = client.receive()
+    assert error["id"] is None and error["error"]["code"] == -32600
+    assert error["error"]["message"] == "Invalid Request: batch too large"
+    assert client.error("auth", {"user": newcomer, "passwd": "pw"})["code"] == 1  # the adduser did not run

@@ -11,6 +11,8 @@ import threading
 
 import pytest
 
+from ouistiti_gw_contrib.chatname import CHARACTERS, LENGTH, NOT_UTF8, NUMBERED
+
 from contrib_helpers import TIMEOUT, module_servers, recv_packet, wait_until  # noqa: F401
 
 CLIENTS, MESSAGES = 50, 20
@@ -125,6 +127,46 @@ def test_hello_gives_unique_names(chat):
     assert recv_packet(first) == b"WSWelcome bob"
     for sock in (first, second, third):
         sock.close()
+
+
+@pytest.mark.parametrize("name, reason", [
+    (b"two\nlines", CHARACTERS), (b"tab\tbed", CHARACTERS), (b"\x1b[31mred", CHARACTERS),
+    (b"nul\0byte", CHARACTERS), ("zero\u200bwidth".encode(), CHARACTERS), ("soft\u00adhyphen".encode(), CHARACTERS),
+    ("bidi\u202eevil".encode(), CHARACTERS), ("\u3164".encode(), CHARACTERS), ("\u0301accent".encode(), CHARACTERS),
+    (b"semi;colon", CHARACTERS), (b"\xff\xfe", NOT_UTF8), (b"bad\xc3", NOT_UTF8), (b"x" * 33, LENGTH),
+    (b"x" * 100_000, LENGTH), (b"", LENGTH), (b"bob001", NUMBERED), (b"agent007", NUMBERED), (b"1234", NUMBERED),
+])
+def test_hello_refuses_names_outside_the_rules(chat, name, reason):
+    sock = join(chat, b"rules")
+    sock.send(b"WSHello " + name)
+    assert recv_packet(sock) == b"WSError WSHello " + reason.encode()
+    sock.send(b"WSWhois rules")  # still known by the name it had
+    assert recv_packet(sock) == b"WSIs rules network error"
+    assert f"client rules: WSHello refused: {reason}" in chat.output()
+    sock.close()
+
+
+@pytest.mark.parametrize("name", [b"x" * 32, b"r2d2", b"bob12", b"a.b-c_d", "Zo\u00eb".encode(),
+                                  "\u65e5\u672c\u8a9e".encode(), "\u0928\u092e\u0938\u094d\u0924\u0947".encode()])
+def test_hello_accepts_names_within_the_rules(chat, name):
+    sock = chat.connect()
+    sock.send(b"WSHello " + name)
+    assert recv_packet(sock) == b"WSWelcome " + name
+    sock.close()
+
+
+def test_names_are_compared_in_nfc(chat):
+    first, second = chat.connect(), chat.connect()
+    first.send("WSHello ren\u00e9".encode())
+    assert recv_packet(first) == "WSWelcome ren\u00e9".encode()
+    second.send("WSHello rene\u0301".encode())  # the same name, decomposed
+    assert recv_packet(second) == "WSWelcome ren\u00e9001".encode()
+    second.send("WSWhois rene\u0301".encode())
+    assert recv_packet(second) == "WSIs ren\u00e9 network error".encode()
+    second.send("WSPrivate rene\u0301 hi".encode())
+    assert recv_packet(first) == b"hi"
+    first.close()
+    second.close()
 
 
 @pytest.mark.parametrize("ending", [b"\n", b"\r\n", b"\0", b""])

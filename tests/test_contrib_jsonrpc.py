@@ -1,4 +1,4 @@
-"""websocket_jsonrpc: JSON-RPC 2.0 as specified, framing, and its library loading.
+"""websocket_jsonrpc: JSON-RPC 2.0 as specified, one reply per message, and its library loading.
 
 The conformance cases are the examples of https://www.jsonrpc.org/specification
 ("Examples" section), written exactly as the specification gives them; the
@@ -9,9 +9,11 @@ import json
 import os
 
 import pytest
+from websockets.sync.client import connect as ws_connect
 
 from contrib_helpers import (PLUGIN, ROOT, TESTS, RPCClient, module_servers, recv_packet, run,  # noqa: F401
                              servers, workdir)
+from support import gateway_cli
 
 
 @pytest.fixture(scope="module")
@@ -186,26 +188,35 @@ def test_each_connection_has_its_own_session(rpc_server, client):
 
 
 # --------------------------------------------------------------------------
-# Framing
+# One message, one reply
 # --------------------------------------------------------------------------
 
-def test_request_split_over_packets_even_inside_a_character(client):
-    request = json.dumps({"jsonrpc": "2.0", "method": "echo", "params": ["h\u00e9llo \u20ac \\\" }]"],
-                          "id": 1}, ensure_ascii=False).encode()
-    euro = request.index("\u20ac".encode())
-    escape = request.index(b"\\")
-    cuts = sorted([5, escape + 1, euro + 1, euro + 2, len(request) - 1])
-    for start, end in zip([0] + cuts, cuts + [len(request)]):
-        client.send(request[start:end])
-    assert client.receive() == {"jsonrpc": "2.0", "result": "h\u00e9llo \u20ac \\\" }]", "id": 1}
+#: Messages that are not one JSON text, each answered with exactly one -32700.
+NOT_ONE_JSON_TEXT = [b"not json", b"{bad json", b"[1,2", b'"x', b'{"a":1} junk', b"]",
+                     b'{"jsonrpc": "2.0", "method": "echo", "params": [1], "id": 1} '
+                     b'{"jsonrpc": "2.0", "method": "echo", "params": [2], "id": 2}']
+PARSE_ERROR_REPLY = {"jsonrpc": "2.0", "error": {"code": -32700, "message": "Parse error"}, "id": None}
+
+
+@pytest.mark.parametrize("message", NOT_ONE_JSON_TEXT)
+def test_a_message_that_is_not_one_json_text_gets_one_parse_error(client, message):
+    client.send(message)
+    assert client.receive() == PARSE_ERROR_REPLY
     assert nothing_came_back(client)
 
 
-def test_several_requests_in_one_packet(client):
-    requests = [{"jsonrpc": "2.0", "method": "echo", "params": [number], "id": number} for number in range(3)]
-    client.send(b" \n".join(json.dumps(request).encode() for request in requests) + b"\n")
-    for number in range(3):
-        assert client.receive() == {"jsonrpc": "2.0", "result": number, "id": number}
+def test_a_request_cut_in_two_is_two_parse_errors(client):
+    request = json.dumps({"jsonrpc": "2.0", "method": "echo", "params": ["h\u00e9llo"], "id": 1}).encode()
+    client.send(request[:10])
+    client.send(request[10:])
+    assert [client.receive(), client.receive()] == [PARSE_ERROR_REPLY] * 2
+    assert nothing_came_back(client)
+
+
+def test_non_ascii_request(client):
+    client.send(json.dumps({"jsonrpc": "2.0", "method": "echo", "params": ["h\u00e9llo \u20ac"], "id": 1},
+                           ensure_ascii=False).encode())
+    assert client.receive() == {"jsonrpc": "2.0", "result": "h\u00e9llo \u20ac", "id": 1}
 
 
 def test_nul_terminated_requests_are_accepted(client):
@@ -214,10 +225,29 @@ def test_nul_terminated_requests_are_accepted(client):
     assert nothing_came_back(client)
 
 
-def test_a_bad_prefix_is_dropped_and_the_connection_goes_on(client):
-    client.send(b'] {"jsonrpc": "2.0", "method": "echo", "params": [1], "id": 1}')
-    assert client.receive()["error"]["code"] == -32700
-    assert nothing_came_back(client)  # the rest of the buffer went with it
+@pytest.mark.parametrize("mode", ["pipe", "direct"])
+def test_bad_messages_through_a_gateway_keep_replies_in_step(docroot, sample, mode):
+    """Each bad message gets one -32700, and the request after it its own answer."""
+    sample("jsonrpc", "-L", str(PLUGIN))
+    options = ("--mode", "direct") if mode == "direct" else ()
+    with gateway_cli(docroot, *options) as gateway, ws_connect(f"{gateway.url}/jsonrpc") as ws:
+        for number, message in enumerate(NOT_ONE_JSON_TEXT):
+            ws.send(message.decode())
+            assert json.loads(ws.recv(timeout=10)) == PARSE_ERROR_REPLY, message
+            ws.send(json.dumps({"jsonrpc": "2.0", "method": "echo", "params": [number], "id": number}))
+            assert json.loads(ws.recv(timeout=10)) == {"jsonrpc": "2.0", "result": number, "id": number}
+
+
+def test_batch_limit(client):
+    from ouistiti_gw_contrib.rpc import MAX_BATCH
+    batch = [{"jsonrpc": "2.0", "method": "echo", "params": [number], "id": number} for number in range(MAX_BATCH)]
+    client.send(batch)
+    assert sorted(response["result"] for response in client.receive()) == list(range(MAX_BATCH))
+    client.send(batch + [{"jsonrpc": "2.0", "method": "update", "params": ["over the limit"]}])
+    assert client.receive() == {"jsonrpc": "2.0", "id": None, "error": {
+        "code": -32600, "message": "Invalid Request: batch too large",
+        "data": f"{MAX_BATCH + 1} requests, at most {MAX_BATCH}"}}
+    assert ["update", ["over the limit"]] not in client.result("notified")  # none of it ran
 
 
 def test_replies_never_contain_a_nul(client):

@@ -191,6 +191,19 @@ def test_regular_file_is_not_removed(workdir, program):
 
 
 @programs
+def test_a_file_that_replaced_the_socket_is_not_removed_at_exit(servers, program):
+    server = servers(program, *EXTRA[program])
+    os.unlink(server.path)
+    with open(server.path, "w") as precious:
+        precious.write("keep me")
+    server.process.send_signal(signal.SIGTERM)
+    assert server.process.wait(10) == 0, server.output()
+    with open(server.path) as precious:
+        assert precious.read() == "keep me"
+    assert "no longer the socket this server created" in server.output()
+
+
+@programs
 @pytest.mark.parametrize("name", ["../escape", "/absolute", "a//b"])
 def test_names_leaving_the_docroot_are_refused(workdir, program, name):
     result = run(program, "-R", os.path.join(workdir, "run"), "-n", name, *EXTRA[program])
