@@ -1,12 +1,13 @@
 """Requests that used to get a 500 get the 4xx or 503 that says why, with no traceback.
 
 - A PROXY v2 header cannot exceed 65 535 bytes after its fixed part (a 16-bit length). A huge
-  ``Host`` plus a long query would not fit: the gateway refuses with 431 *before* connecting, so
-  the server never sees a connection without its header.
+  ``Host`` plus a long query would not fit: the gateway refuses (431, or 1008 after the stock
+  handler's 101) *before* connecting, so the server never sees a connection without its header.
 - Out of file descriptors, an upgrade gets 503 (the UNIX socket cannot be made), not 500.
 """
 import os
 import resource
+import struct
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -21,15 +22,19 @@ from support import (
 CLIENTS = 30
 
 
-def test_a_proxy_header_that_cannot_fit_is_431_before_any_connection(docroot, unix_servers):
+def test_a_proxy_header_that_cannot_fit_refuses_before_any_connection(docroot, unix_servers):
+    """Only gevent-websocket's own handler reads header lines that long (ours stops at 8 KiB a line,
+    32 KiB in all): there the 101 is out already, so the refusal is a close frame."""
     server = unix_servers(f"{docroot}/echo", proxied_echo_handler)
-    with gateway_test_app(docroot, "--set", "proxy_protocol=v2", "--set", "allowed_hosts=*") as gateway:
-        huge_host = "h" * 65000
+    options = ("--stock", "--set", "proxy_protocol=v2", "--set", "allowed_hosts=*")
+    with gateway_test_app(docroot, *options) as gateway:
         request = handshake_request("/echo?" + "q" * 7000, port=gateway.port).replace(
-            f"Host: 127.0.0.1:{gateway.port}".encode(), f"Host: {huge_host}".encode())
-        status, _, sock, body = raw_request(gateway.port, request)
-        sock.close()
-        assert status == 431 and b"Traceback" not in body
+            f"Host: 127.0.0.1:{gateway.port}".encode(), b"Host: " + b"h" * 65000)
+        status, _, sock, rest = raw_request(gateway.port, request)
+        with sock:
+            while len(rest) < 4 and (chunk := sock.recv(1000)):
+                rest += chunk
+        assert status == 101 and rest[:1] == b"\x88" and rest[2:4] == struct.pack("!H", 1008)  # a close, 1008
         wait_until(lambda: "(431)" in gateway.log(), what="the refusal's log line")
         with connect(f"{gateway.url}/echo") as ws:  # an ordinary client is served as ever
             ws.send("fine")
