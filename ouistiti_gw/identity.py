@@ -182,7 +182,8 @@ def arrival_address(environ: "WSGIEnvironment") -> str:
 
 
 def _client_socket(environ: "WSGIEnvironment"):
-    sock = environ.get(SOCKET_KEY) or environ.get("gunicorn.socket")
+    # gunicorn: "gunicorn.sock" from its gevent workers, "gunicorn.socket" from the others
+    sock = environ.get(SOCKET_KEY) or environ.get("gunicorn.sock") or environ.get("gunicorn.socket")
     if sock is None and environ.get("wsgi.websocket") is not None:  # gevent-websocket's handler
         sock = environ["wsgi.websocket"].stream.handler.socket
     return sock
