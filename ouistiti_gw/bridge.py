@@ -69,6 +69,8 @@ _CONNECT_ERRORS = {
     errno.EPERM: (403, "permission denied"),
     errno.ECONNREFUSED: (503, "nobody is listening"),
     errno.EAGAIN: (503, "server backlog is full"),
+    errno.EMFILE: (503, "the gateway is out of file descriptors"),
+    errno.ENFILE: (503, "the system is out of file descriptors"),
 }
 
 
@@ -85,14 +87,16 @@ def connect_unix(path: str, timeout: float = CONNECT_TIMEOUT_SECONDS) -> socket.
     if not stat.S_ISSOCK(mode):
         raise BackendUnavailable(403, "not a socket")
     for sock_type in (socket.SOCK_STREAM, socket.SOCK_SEQPACKET):
-        sock = socket.socket(socket.AF_UNIX, sock_type)
+        sock = None
         try:
+            sock = socket.socket(socket.AF_UNIX, sock_type)  # out of file descriptors: EMFILE, 503
             sock.settimeout(timeout)
             sock.connect(path)
             sock.settimeout(None)
             return sock
         except OSError as error:
-            sock.close()
+            if sock is not None:
+                sock.close()
             if error.errno == errno.EPROTOTYPE:
                 continue  # the server's socket is of the other type
             if isinstance(error, stdlib_socket.timeout):

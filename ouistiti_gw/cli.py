@@ -64,10 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
                        "client's socket itself is handed to the UNIX server")
     serve.add_argument("--origins", help="allowed browser Origins: '*', or a comma-separated list "
                        "(default: only this same host)")
+    serve.add_argument("--allowed-hosts", help="Host names WebSocket handshakes may carry, globs allowed "
+                       "(default: only loopback names when reached on a loopback address)")
     serve.add_argument("--max-connections", type=int, help="sessions at once before 503 (default 10000)")
     serve.add_argument("--max-message-size", type=int, help="largest client message in bytes (default 16 MiB)")
     serve.add_argument("--max-message-rate", type=float, help="client messages/s per session (default: no limit)")
     serve.add_argument("--metrics-path", help="serve Prometheus metrics at this path, e.g. /metrics")
+    serve.add_argument("--metrics-allow", help="IPs/CIDRs that may scrape the metrics (default: 127.0.0.0/8, ::1)")
     serve.add_argument("--ping-interval", type=float, help="ping a client quiet for this long, seconds (default 30)")
     serve.add_argument("--idle-timeout", type=float,
                        help="close a session after this long without a frame, seconds (default 90)")

@@ -25,6 +25,8 @@ import gevent
 from gevent.pywsgi import Input, OldMessage, WSGIHandler
 from geventwebsocket.handler import WebSocketHandler
 
+from .logsafe import loggable, wsgi_text
+
 log = logging.getLogger(__name__)
 
 #: environ key of the accept callable: ``environ[UPGRADE_KEY](protocol) -> ClientConnection``.
@@ -291,7 +293,7 @@ class GatewayHandler(WebSocketHandler):
 
     def _refuse(self, status: str, headers: list[tuple[str, str]], why: str) -> None:
         log.warning("refused WebSocket handshake from %s for %s: %s", self.client_address,
-                    self.environ.get("PATH_INFO"), why)
+                    wsgi_text(self.environ.get("PATH_INFO", "")), loggable(why))
         body = (why + "\n").encode("utf-8")
         self.close_connection = True
         _no_body_to_drain(self)

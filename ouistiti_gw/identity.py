@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Iterator
 from . import proxy
 from .addresses import Address, unmap
 from .handler import SOCKET_KEY
+from .logsafe import loggable
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
@@ -45,22 +46,35 @@ class _Hop:
     proto: str | None = None
 
 
-class TrustedProxies:
-    """The ``trusted_proxies`` setting: whose ``Forwarded``/``X-Forwarded-For`` headers count."""
+class Networks:
+    """A setting that lists IPs and CIDRs (``"127.0.0.0/8, ::1"``): does an address belong to it?
 
-    def __init__(self, spec: str = "") -> None:
+    :param option: the setting's name, for the error a malformed item raises.
+    """
+
+    def __init__(self, spec: str, option: str) -> None:
         try:
             self.networks = [ipaddress.ip_network(item.strip(), strict=False)
                              for item in (spec or "").split(",") if item.strip()]
         except ValueError as error:
-            raise ValueError(f"ouistiti_gw: trusted_proxies: {error}") from None
+            raise ValueError(f"ouistiti_gw: {option}: {error}") from None
 
-    def trusts(self, host: str) -> bool:
+    def __contains__(self, host: str) -> bool:
         try:
             ip = ipaddress.ip_address(unmap(host))
         except ValueError:
             return False
         return any(ip in network for network in self.networks)
+
+
+class TrustedProxies(Networks):
+    """The ``trusted_proxies`` setting: whose ``Forwarded``/``X-Forwarded-For`` headers count."""
+
+    def __init__(self, spec: str = "") -> None:
+        super().__init__(spec, "trusted_proxies")
+
+    def trusts(self, host: str) -> bool:
+        return host in self
 
     def client(self, environ: "WSGIEnvironment") -> Client:
         """The client of this request (the peer itself unless the peer is a trusted proxy)."""
@@ -72,7 +86,7 @@ class TrustedProxies:
             _x_forwarded_for(environ.get("HTTP_X_FORWARDED_FOR", "")))
         hop = next((h for h in reversed(chain) if not self.trusts(h.host)), chain[0] if chain else peer)
         if hop is not peer and not _is_ip(hop.host):
-            log.debug("forwarded client %r is not an address: using the proxy's, %s", hop.host, peer.host)
+            log.debug("forwarded client %s is not an address: using the proxy's, %s", loggable(hop.host), peer.host)
             hop = peer
         proto = hop.proto or _last(environ.get("HTTP_X_FORWARDED_PROTO", ""))
         if proto:
@@ -154,8 +168,22 @@ def local_address(environ: "WSGIEnvironment") -> Address:
     return (unmap(name) if _is_ip(name) else "0.0.0.0"), _port(environ.get("SERVER_PORT"))
 
 
+def arrival_address(environ: "WSGIEnvironment") -> str:
+    """The IP the client's connection arrived at, for the Host check (DNS rebinding): the socket's
+    own address; where the server gives no socket (the stock worker's plain HTTP requests), the
+    peer's, as a connection from a loopback address has reached a loopback address."""
+    sock = _client_socket(environ)
+    if sock is not None:
+        try:
+            return unmap(sock.getsockname()[0])
+        except OSError:
+            pass
+    return unmap(environ.get("REMOTE_ADDR") or "")
+
+
 def _client_socket(environ: "WSGIEnvironment"):
-    sock = environ.get(SOCKET_KEY) or environ.get("gunicorn.socket")
+    # gunicorn: "gunicorn.sock" from its gevent workers, "gunicorn.socket" from the others
+    sock = environ.get(SOCKET_KEY) or environ.get("gunicorn.sock") or environ.get("gunicorn.socket")
     if sock is None and environ.get("wsgi.websocket") is not None:  # gevent-websocket's handler
         sock = environ["wsgi.websocket"].stream.handler.socket
     return sock

@@ -4,6 +4,10 @@ Counting happens once per session (when it opens and when it ends) and once per 
 per message: the data path pays nothing. So ``bytes`` of a session still open are counted when it
 ends; ``sessions_open`` tells what is in flight.
 
+Label values stay few whatever clients do: close codes 3000-3999 and 4000-4999 are the
+application's and chosen by the client, so each range is one value (``3xxx``, ``4xxx``); the
+names are sockets that exist, since only sessions that opened are counted.
+
 Under gunicorn with several workers, set ``PROMETHEUS_MULTIPROC_DIR`` to an empty directory
 (prometheus_client's multiprocess mode): every worker writes its figures there and a scrape,
 whichever worker answers it, sums them all.
@@ -16,8 +20,15 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from prometheus_client import multiprocess
 
 #: Why a handshake was refused: the ``reason`` label of ``ouistiti_gw_refusals_total``.
-REFUSAL_REASONS = ("denied", "missing", "refused", "origin", "limit")
+REFUSAL_REASONS = ("denied", "missing", "refused", "origin", "host", "limit", "too_large")
 _DURATION_BUCKETS = (0.1, 1, 10, 60, 300, 1800, 3600, 6 * 3600, 24 * 3600)
+
+
+def code_label(code: int | str) -> str:
+    """The ``code`` label of a session's end: the close code, the application ranges folded."""
+    if isinstance(code, int) and 3000 <= code <= 4999:
+        return f"{code // 1000}xxx"
+    return str(code)
 
 
 class Metrics:
@@ -43,7 +54,7 @@ class Metrics:
 
     def session_ended(self, name: str, code: int | str, bytes_in: int, bytes_out: int, duration: float) -> None:
         self.sessions_open.dec()
-        self.sessions.labels(name, str(code)).inc()
+        self.sessions.labels(name, code_label(code)).inc()
         self.bytes.labels("in").inc(bytes_in)
         self.bytes.labels("out").inc(bytes_out)
         self.duration.observe(duration)

@@ -20,6 +20,7 @@ Example::
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -30,10 +31,12 @@ from .addresses import format_address
 from .frames import CloseCode
 from .direct import hand_over
 from .handler import UPGRADE_KEY, ClientConnection, is_websocket_request, pending_input
+from .identity import PROXY_PROTOCOL_VERSIONS, Networks, TrustedProxies, arrival_address, proxy_header
 from .logs import follow_gunicorn_error_log
-from .identity import PROXY_PROTOCOL_VERSIONS, TrustedProxies, proxy_header
+from .logsafe import loggable, wsgi_text
 from .names import NameRefused, NameRules, Target, find_target, parse_protocols, wsgi_path_to_name
-from .policy import OriginPolicy, SessionCounter
+from .policy import HostPolicy, OriginPolicy, SessionCounter
+from .proxy import HeaderTooLong
 from .websocket import DEFAULT_MAX_MESSAGE_SIZE, WebSocket
 
 if TYPE_CHECKING:
@@ -49,7 +52,10 @@ DEFAULT_MAX_CONNECTIONS = 10000
 #: a live client answers pings, so only a vanished one (no FIN, no RST) reaches the timeout.
 DEFAULT_PING_INTERVAL = 30.0
 DEFAULT_IDLE_TIMEOUT = 90.0
-_REASONS = {403: "403 Forbidden", 404: "404 Not Found", 503: "503 Service Unavailable"}
+#: Who may scrape ``metrics_path`` by default: this machine only.
+DEFAULT_METRICS_ALLOW = "127.0.0.0/8, ::1"
+_REASONS = {403: "403 Forbidden", 404: "404 Not Found", 431: "431 Request Header Fields Too Large",
+            503: "503 Service Unavailable"}
 #: The metrics' refusal reason for each status a UNIX server's state leads to.
 _REFUSAL_REASON = {403: "denied", 404: "missing", 503: "refused"}
 
@@ -68,6 +74,10 @@ class WebSocketGateway:
     :param origins: browser Origins allowed to connect: ``""`` only this same host (the
         default, against cross-site WebSocket hijacking), ``"*"`` any, or a comma-separated list
         of origins with globs (``"https://app.example.com, https://*.example.org"``). 403 otherwise.
+    :param allowed_hosts: the ``Host`` names WebSocket handshakes may carry, against DNS
+        rebinding: ``""`` (default) only loopback names (``localhost``, ``127.0.0.1``, ``[::1]``, any
+        port) when the connection arrived at a loopback address, any name otherwise; ``"*"`` any;
+        or a comma-separated list of names with globs, without port. 403 otherwise.
     :param max_connections: sessions at once in this process; past it, 503 (0: no limit).
     :param max_message_size: client messages larger than this close the session with 1009.
     :param max_message_rate: client messages per second per session, as a token bucket with one
@@ -82,13 +92,16 @@ class WebSocketGateway:
         ``X-Forwarded-For`` headers name the client (:mod:`ouistiti_gw.identity`); default none.
     :param metrics_path: a path (``/metrics``) where Prometheus metrics are served
         (:mod:`ouistiti_gw.metrics`); default none.
+    :param metrics_allow: comma-separated IPs/CIDRs that may scrape ``metrics_path`` (default
+        loopback only); judged on the peer, or on the client a trusted proxy names. 403 otherwise.
     """
 
     def __init__(self, app: "WSGIApplication", docroot: str, allow: str = "*", deny: str = "",
                  mode: str = "", *, origins: str = "", max_connections: int = DEFAULT_MAX_CONNECTIONS,
                  max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE, max_message_rate: float = 0,
                  ping_interval: float = DEFAULT_PING_INTERVAL, idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
-                 proxy_protocol: str = "", trusted_proxies: str = "", metrics_path: str = "") -> None:
+                 proxy_protocol: str = "", trusted_proxies: str = "", metrics_path: str = "",
+                 allowed_hosts: str = "", metrics_allow: str = DEFAULT_METRICS_ALLOW) -> None:
         if not docroot:
             raise ValueError("ouistiti_gw: a docroot (the directory of the UNIX sockets) is required")
         mode = (mode or "").strip() or "pipe"
@@ -100,6 +113,7 @@ class WebSocketGateway:
         self.rules = NameRules.from_options(allow, deny)
         self.mode = mode
         self.origins = OriginPolicy(origins)
+        self.hosts = HostPolicy(allowed_hosts)
         self.sessions = SessionCounter(int(max_connections))
         self.max_message_size = int(max_message_size)
         self.max_message_rate = float(max_message_rate)
@@ -111,21 +125,22 @@ class WebSocketGateway:
         self.trusted_proxies = TrustedProxies(trusted_proxies)
         self.metrics_path = metrics_path or ""
         self.metrics = _make_metrics() if self.metrics_path else None
+        self.metrics_allow = Networks(metrics_allow, "metrics_allow")
         if not os.path.isdir(self.docroot):
             log.warning("docroot %s does not exist (yet): every WebSocket name will be 404", self.docroot)
 
     def __call__(self, environ: "WSGIEnvironment", start_response: "StartResponse") -> Iterable[bytes]:
         if not is_websocket_request(environ):
             if self.metrics is not None and environ.get("PATH_INFO") == self.metrics_path:
-                return self._serve_metrics(start_response)
+                return self._serve_metrics(environ, start_response)
             return self.app(environ, start_response)
         stock_websocket = environ.get("wsgi.websocket")
         if stock_websocket is None and UPGRADE_KEY not in environ:
             log.warning("WebSocket request for %s on a server that cannot upgrade it "
                         "(use ouistiti_gw.worker.GatewayWorker or GeventWebSocketWorker)",
-                        environ.get("PATH_INFO"))
+                        wsgi_text(environ.get("PATH_INFO", "")))
             return self.app(environ, start_response)
-        client = format_address(self.trusted_proxies.client(environ).address)
+        client = loggable(format_address(self.trusted_proxies.client(environ).address))
         try:
             name = wsgi_path_to_name(environ.get("PATH_INFO", ""))
             protocols = parse_protocols(environ.get("HTTP_SEC_WEBSOCKET_PROTOCOL"))
@@ -134,9 +149,13 @@ class WebSocketGateway:
             return self._refuse(environ, start_response, 403, str(refusal), client, "denied")
         if target is None:
             return self._pass_on(environ, start_response, stock_websocket)
+        target = dataclasses.replace(target, name=loggable(target.name))  # for logs and metrics from here on
+        if not self._host_permitted(environ):
+            return self._refuse(environ, start_response, 403, _host_refusal(environ), client, "host")
         origin = environ.get("HTTP_ORIGIN")
         if not self.origins.permits(origin, environ.get("HTTP_HOST"), environ.get("wsgi.url_scheme", "http")):
-            return self._refuse(environ, start_response, 403, f"origin {origin!r} not allowed", client, "origin")
+            return self._refuse(environ, start_response, 403, f"origin {loggable(origin)} not allowed",
+                                client, "origin")
         if not self.sessions.try_acquire():
             return self._refuse(environ, start_response, 503,
                                 f"{self.sessions.maximum} sessions already open", client, "limit")
@@ -148,11 +167,15 @@ class WebSocketGateway:
     def _bridge(self, environ, start_response, target: Target, client: str) -> Iterable[bytes]:
         """Connect to the server, then accept the handshake and run the session to its end."""
         try:
+            header = self._proxy_header(environ, target)
+        except HeaderTooLong as too_long:
+            return self._refuse(environ, start_response, 431, str(too_long), client, "too_large")
+        try:
             backend = connect_unix(target.path)
         except BackendUnavailable as unavailable:
             return self._refuse(environ, start_response, unavailable.status,
                                 f"{target.name}: {unavailable.reason}", client, _REFUSAL_REASON[unavailable.status])
-        if self.mode != "direct" and not self._introduce(backend, environ, target):
+        if self.mode != "direct" and not self._introduce(backend, header, target):
             backend.close()
             return self._refuse(environ, start_response, 503, f"{target.name}: connection lost", client, "refused")
         hand_over_client = self.mode == "direct" and self._can_hand_over(environ, client)
@@ -165,7 +188,7 @@ class WebSocketGateway:
             self._hand_over(connection, backend, target, client)
             return []
         if self.mode == "direct":
-            self._introduce(backend, environ, target)  # piped after all; if it fails, so does the session
+            self._introduce(backend, header, target)  # piped after all; if it fails, so does the session
         # The request is over: an idle session keeps none of it (its headers may weigh up to the
         # server's budget). Frames up the stack still hold this dict, so it is emptied, as
         # PEP 3333 lets an app do; everything the session needs was copied out above.
@@ -183,16 +206,35 @@ class WebSocketGateway:
         self.metrics.session_ended(session.name, session.close_code, ws.bytes_received, ws.bytes_sent,
                                    time.monotonic() - session.started)
 
-    def _serve_metrics(self, start_response: "StartResponse") -> Iterable[bytes]:
+    def _host_permitted(self, environ: "WSGIEnvironment") -> bool:
+        return self.hosts.permits(environ.get("HTTP_HOST"), arrival_address(environ))
+
+    def _serve_metrics(self, environ: "WSGIEnvironment", start_response: "StartResponse") -> Iterable[bytes]:
+        """The scrape, for ``metrics_allow`` only, and under this gateway's names (DNS rebinding):
+        the page lists every socket name in use."""
+        client = self.trusted_proxies.client(environ).address[0]
+        if client not in self.metrics_allow:
+            log.warning("refused metrics scrape from %s: not in metrics_allow", loggable(client))
+            return _plain_response(start_response, 403, "metrics are not served to this address")
+        if not self._host_permitted(environ):
+            log.warning("refused metrics scrape from %s: %s", loggable(client), _host_refusal(environ))
+            return _plain_response(start_response, 403, _host_refusal(environ))
         body = self.metrics.exposition()
         start_response("200 OK", [("Content-Type", self.metrics.content_type), ("Content-Length", str(len(body)))])
         return [body]
 
-    def _introduce(self, backend, environ: "WSGIEnvironment", target: Target) -> bool:
-        """PROXY protocol: the header goes out first, alone; False if the server is already gone."""
+    def _proxy_header(self, environ: "WSGIEnvironment", target: Target) -> bytes:
+        """The PROXY header for this client (empty without ``proxy_protocol``), built before any
+        connection: one that cannot be built (:class:`HeaderTooLong`) refuses the request, and the
+        server never sees a connection without its header."""
         if not self.proxy_protocol:
+            return b""
+        return proxy_header(self.proxy_protocol, environ, self.trusted_proxies.client(environ), target.protocol)
+
+    def _introduce(self, backend, header: bytes, target: Target) -> bool:
+        """PROXY protocol: the header goes out first, alone; False if the server is already gone."""
+        if not header:
             return True
-        header = proxy_header(self.proxy_protocol, environ, self.trusted_proxies.client(environ), target.protocol)
         try:
             backend.sendall(header)
             return True
@@ -244,20 +286,18 @@ class WebSocketGateway:
     def _refuse(self, environ, start_response, status: int, reason: str, client: str,
                 category: str) -> Iterable[bytes]:
         """Answer a refused handshake; ``category`` is the metrics' reason label."""
-        log.warning("refused WebSocket %s from %s: %s (%d)", environ.get("PATH_INFO"), client, reason, status)
+        log.warning("refused WebSocket %s from %s: %s (%d)", wsgi_text(environ.get("PATH_INFO", "")), client,
+                    reason, status)
         if self.metrics is not None:
             self.metrics.refused(category)
         stock_websocket = environ.get("wsgi.websocket")
         if stock_websocket is not None:
-            code = CloseCode.POLICY_VIOLATION if status == 403 else CloseCode.INTERNAL_ERROR
+            code = CloseCode.INTERNAL_ERROR if status in (404, 503) else CloseCode.POLICY_VIOLATION
             websocket = self._websocket(self._upgrade(environ, None))
             websocket.close(code, reason)
             websocket.linger()
             return []
-        body = f"{_REASONS[status]}: {reason}\n".encode("utf-8")
-        start_response(_REASONS[status], [("Content-Type", "text/plain; charset=utf-8"),
-                                          ("Content-Length", str(len(body)))])
-        return [body]
+        return _plain_response(start_response, status, reason)
 
     def _pass_on(self, environ, start_response, stock_websocket) -> Iterable[bytes]:
         """Hand a WebSocket request that is not the gateway's to the wrapped app.
@@ -275,6 +315,17 @@ class WebSocketGateway:
                     CloseCode.POLICY_VIOLATION, "no WebSocket service here")
 
         return _then_close(result, close_if_left_open)
+
+
+def _host_refusal(environ: "WSGIEnvironment") -> str:
+    return f"Host {loggable(environ.get('HTTP_HOST'))} is not one of this gateway's names (allowed_hosts)"
+
+
+def _plain_response(start_response: "StartResponse", status: int, reason: str) -> Iterable[bytes]:
+    body = f"{_REASONS[status]}: {reason}\n".encode("utf-8")
+    start_response(_REASONS[status], [("Content-Type", "text/plain; charset=utf-8"),
+                                      ("Content-Length", str(len(body)))])
+    return [body]
 
 
 def _make_metrics():

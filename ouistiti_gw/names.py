@@ -5,16 +5,19 @@ Pure functions, no I/O beyond ``os.path.realpath`` and ``os.lstat``: the gateway
 
 Security stance: a name that could mean anything other than "this file below docroot" is refused,
 not repaired. Refused are: empty names, absolute names, ``.`` and ``..`` segments, empty segments
-(``a//b``), NUL and other control characters, backslashes, names that are not valid UTF-8, and
-names that still hold a percent escape which decodes to one of those (double encoding such as
-``%252e%252e``). Last, the check that matters whatever the string looked like: the *resolved* path
-(symlinks followed) must lie inside the resolved docroot.
+(``a//b``), NUL and other control characters (C1 ones and the Unicode line and paragraph
+separators too: a name is written to log lines and headers), backslashes, names that are not
+valid UTF-8, and names that still hold a percent escape which decodes to one of those (double
+encoding such as ``%252e%252e``). Last, the checks that matter whatever the string looked like: the
+*resolved* path (symlinks followed) must lie inside the resolved docroot, and the allow/deny rules
+judge the name it resolves to as well as the name asked for, so a link cannot lead around ``deny``.
 """
 from __future__ import annotations
 
 import fnmatch
 import os
 import stat
+import unicodedata
 from dataclasses import dataclass
 from urllib.parse import unquote
 
@@ -22,6 +25,8 @@ from urllib.parse import unquote
 MAX_SOCKET_PATH_BYTES = 107
 #: How many rounds of percent-decoding are inspected for hidden traversal.
 _DECODE_ROUNDS = 3
+#: Unicode categories refused in a name: controls (C0, DEL, C1) and line/paragraph separators.
+_CONTROL_CATEGORIES = frozenset({"Cc", "Zl", "Zp"})
 
 
 class NameRefused(ValueError):
@@ -97,7 +102,7 @@ def _check_plain(name: str) -> None:
         raise NameRefused("absolute name")
     if "\\" in name:
         raise NameRefused("backslash in name")
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
+    if any(unicodedata.category(c) in _CONTROL_CATEGORIES for c in name):
         raise NameRefused("control character in name")
     for segment in name.split("/"):
         if segment in ("", ".", ".."):
@@ -118,6 +123,19 @@ def resolve_inside(docroot: str, name: str) -> str:
     if len(os.fsencode(resolved)) > MAX_SOCKET_PATH_BYTES:
         raise NameRefused("path too long for a UNIX socket address")
     return resolved
+
+
+def check_destination(docroot: str, rules: NameRules, name: str, path: str) -> None:
+    """Refuse ``name`` when its resolved ``path`` is a name the rules do not permit.
+
+    ``path`` comes from :func:`resolve_inside`. A symlink (``alias -> internal/secret``), a
+    symlinked directory (``pub -> internal``) or a subprotocol fallback must not connect to a
+    socket whose own name ``deny`` covers, or ``allow`` does not: the request was aimed at the
+    gateway and is refused (403), not passed on. The reason does not say where the link leads.
+    """
+    connected = os.path.relpath(path, os.path.realpath(docroot))
+    if connected != name and not rules.permits(connected):
+        raise NameRefused("name leads to a socket that is not served")
 
 
 def is_directory(path: str) -> bool:
@@ -154,13 +172,16 @@ def find_target(docroot: str, rules: NameRules, name: str, protocols: list[str])
     ouistiti (``mod_websocket.c``, ``_checkfile``) opens ``docroot/name``; if that does not exist
     it tries ``docroot/protocol``, and if ``name`` is a directory it tries ``name/protocol``. We
     do the same for each requested protocol in order, every candidate passing the same name checks
-    and allow/deny rules. Returns ``None`` when no candidate is the gateway's (not allowed);
-    raises :class:`NameRefused` for a hostile name. The returned path may not exist: the caller
-    connects and answers 404 then.
+    and allow/deny rules. Returns ``None`` when the name asked for is not the gateway's (not
+    allowed, or denied), and skips a protocol candidate that is not; raises :class:`NameRefused`
+    for a hostile name, and for an allowed name whose resolved path (the one connected) is not
+    (:func:`check_destination`). The returned path may not exist: the caller connects and
+    answers 404 then.
     """
     if not rules.permits(name):
         return None
     path = resolve_inside(docroot, name)
+    check_destination(docroot, rules, name, path)
     protocol = protocols[0] if protocols else None
     if exists(path) and not is_directory(path):
         return Target(name, path, protocol)
@@ -173,5 +194,6 @@ def find_target(docroot: str, rules: NameRules, name: str, protocols: list[str])
         except NameRefused:
             continue
         if rules.permits(candidate) and exists(candidate_path):
+            check_destination(docroot, rules, candidate, candidate_path)
             return Target(candidate, candidate_path, candidate_protocol)
     return Target(name, path, protocol)

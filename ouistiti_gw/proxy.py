@@ -75,6 +75,13 @@ _ADDRESS_BLOCK = {_AF_UNSPEC: 0, _AF_INET: 12, _AF_INET6: 36, _AF_UNIX: 216}
 _TLV_HEADER = struct.Struct("!BH")
 
 
+class HeaderTooLong(ValueError):
+    """The v2 header would not fit its 16-bit length field (65 535 bytes after the fixed part),
+    or one TLV its own. Only a hostile request gets near: the gateway refuses it (431) rather
+    than send a header with a TLV cut short or left out, which would tell the server something
+    the client did not say."""
+
+
 class ProxyProtocolError(ValueError):
     """Not a valid PROXY header (or not one at all where one was required)."""
 
@@ -167,7 +174,7 @@ def encode_v1(source: Address, destination: Address) -> bytes:
 
 def encode_tlv(kind: int, value: bytes) -> bytes:
     if len(value) > 0xFFFF:
-        raise ValueError(f"TLV 0x{kind:02x} too long ({len(value)} bytes)")
+        raise HeaderTooLong(f"TLV 0x{kind:02x} too long ({len(value)} bytes)")
     return _TLV_HEADER.pack(kind, len(value)) + value
 
 
@@ -185,7 +192,7 @@ def encode_v2(source: Address, destination: Address, tlvs: Iterable[tuple[int, b
     addresses = (pack_ip(src_host)[1] + pack_ip(dst_host)[1] + struct.pack("!HH", src_port, dst_port))
     body = addresses + b"".join(encode_tlv(kind, value) for kind, value in tlvs)
     if len(body) > 0xFFFF:
-        raise ValueError(f"PROXY v2 header too long ({len(body)} bytes after the fixed part)")
+        raise HeaderTooLong(f"PROXY v2 header too long ({len(body)} bytes after the fixed part)")
     return (SIGNATURE_V2 + bytes([_V2_VERSION | _CMD_PROXY, _V2_FAMILIES[family] << 4 | _PROTO_STREAM])
             + struct.pack("!H", len(body)) + body)
 

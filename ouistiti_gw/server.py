@@ -12,6 +12,7 @@ import gevent
 from gevent.event import Event
 from gevent.pywsgi import WSGIServer
 
+from .accepting import QuietAccept
 from .bridge import close_all_sessions
 from .greenlets import LightGreenlet
 from .handler import GatewayHandler
@@ -21,6 +22,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("ouistiti_gw.access")
+
+class GatewayServer(QuietAccept, WSGIServer):
+    """gevent's WSGI server, quiet when out of file descriptors (:mod:`ouistiti_gw.accepting`)."""
+
 
 #: How long a stop waits for open sessions before they are cut.
 STOP_TIMEOUT_SECONDS = 5.0
@@ -45,7 +50,7 @@ def make_server(app: "WSGIApplication", host: str = "127.0.0.1", port: int = 808
         if overrides["max_header_size"] <= 0:
             raise ValueError(f"max_header_size must be positive, not {max_header_size}")
     handler = type("GatewayHandler", (GatewayHandler,), overrides) if overrides else GatewayHandler
-    return WSGIServer((host, int(port)), app, handler_class=handler, log=access_log, error_log=log,
+    return GatewayServer((host, int(port)), app, handler_class=handler, log=access_log, error_log=log,
                       spawn=LightGreenlet.spawn, **tls)
 
 

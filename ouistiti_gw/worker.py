@@ -14,8 +14,9 @@ import logging
 
 import gevent
 from geventwebsocket.gunicorn.workers import GeventWebSocketWorker
-from gunicorn.workers.ggevent import PyWSGIHandler
+from gunicorn.workers.ggevent import PyWSGIHandler, PyWSGIServer
 
+from .accepting import QuietAccept
 from .bridge import close_all_sessions
 from .handler import GatewayHandler
 from .logs import follow_gunicorn_error_log
@@ -28,11 +29,16 @@ class GunicornGatewayHandler(GatewayHandler, PyWSGIHandler):
     """The gateway's handler, with gunicorn's access log and environ keys."""
 
 
+class GunicornGatewayServer(QuietAccept, PyWSGIServer):
+    """gunicorn's gevent server, quiet when out of file descriptors (:mod:`ouistiti_gw.accepting`)."""
+
+
 class GatewayWorker(GeventWebSocketWorker):
     """gunicorn's gevent worker with :class:`GunicornGatewayHandler`; on SIGTERM it stops accepting
     (as gunicorn does) and closes open sessions with 1001, within ``--graceful-timeout``."""
 
     wsgi_handler = GunicornGatewayHandler
+    server_class = GunicornGatewayServer
 
     def init_process(self) -> None:
         # The gateway logs through ``logging``; where nothing is configured for it, its lines go

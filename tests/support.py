@@ -297,3 +297,20 @@ def proxied_echo_handler(conn: socket.socket, server: UnixServer) -> None:
     vars(server).setdefault("headers", []).append(header)
     vars(server).setdefault("raw_headers", []).append(peeked[:parse(peeked)[1]])
     echo_handler(conn, server)
+
+
+def gateway_served_by(server: str, docroot: str) -> ServerProcess:
+    """The gateway alone (``make_app()``'s) on a free port, served by ``"cli"`` (the project's
+    handler) or ``"gunicorn"`` (the project's worker, logging at info)."""
+    port = free_port()
+    if server == "cli":
+        return gateway_cli(docroot, port=port)
+    return gunicorn("ouistiti_gw.worker.GatewayWorker", port, {"OUISTITI_GW_DOCROOT": docroot}, "--log-level", "info")
+
+
+
+def only_child(pid: int) -> int:
+    """The one child process of ``pid`` (gunicorn's worker, which carries the sessions)."""
+    children = wait_until(lambda: Path(f"/proc/{pid}/task/{pid}/children").read_text().split(), what="a child")
+    assert len(children) == 1, children
+    return int(children[0])

@@ -1,4 +1,5 @@
 """Prometheus metrics after known traffic, read back with prometheus_client's own parser."""
+import http.client
 import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -61,3 +62,47 @@ def test_a_scrape_sums_all_gunicorn_workers(tmp_path, docroot, unix_servers):
                 ("ouistiti_gw_sessions_total", (("code", "1000"), ("name", "echo")))) == 30 and m,
                 what="30 sessions in the scrape")
             assert metrics[("ouistiti_gw_bytes_total", (("direction", "in"),))] == 60
+
+
+def test_application_close_codes_fold_into_one_series_per_range(docroot, unix_servers):
+    """Codes 3000-4999 are the client's choice: each range is one label value, however many are used."""
+    unix_servers(f"{docroot}/echo")
+    with gateway_test_app(docroot, "--set", "metrics_path=/metrics") as gateway:
+        for code in (1000, 1001, 3000, 3001, 3999, 4000, 4321, 4999):
+            with connect(f"{gateway.url}/echo") as ws:
+                ws.close(code)
+        metrics = wait_until(lambda: (m := scrape(gateway.port))[("ouistiti_gw_sessions_open", ())] == 0 and m,
+                             what="sessions closed")
+    codes = {dict(labels)["code"]: value for (name, labels), value in metrics.items()
+             if name == "ouistiti_gw_sessions_total"}
+    assert codes == {"1000": 1, "1001": 1, "3xxx": 3, "4xxx": 3}
+
+
+def scrape_status(port: int, source: str, headers: dict | None = None) -> int:
+    """The status of a scrape sent from the local address ``source``."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10, source_address=(source, 0))
+    try:
+        connection.request("GET", "/metrics", headers=headers or {})
+        return connection.getresponse().status
+    finally:
+        connection.close()
+
+
+def test_only_metrics_allow_may_scrape(docroot):
+    options = ("--set", "metrics_path=/metrics")
+    with gateway_test_app(docroot, *options) as gateway:  # default: loopback only, every 127.x
+        assert scrape_status(gateway.port, "127.0.0.1") == scrape_status(gateway.port, "127.0.0.2") == 200
+    with gateway_test_app(docroot, *options, "--set", "metrics_allow=127.0.0.2/32") as gateway:
+        assert scrape_status(gateway.port, "127.0.0.2") == 200
+        assert scrape_status(gateway.port, "127.0.0.1") == 403
+        assert scrape_status(gateway.port, "127.0.0.1", {"X-Forwarded-For": "127.0.0.2"}) == 403  # untrusted peer
+        assert "refused metrics scrape from 127.0.0.1: not in metrics_allow" in gateway.log()
+        with urllib.request.urlopen(f"http://127.0.0.1:{gateway.port}/hello", timeout=10) as response:
+            assert response.read() == b"app: /hello"  # the rest is the wrapped app's, as ever
+    # behind a trusted proxy, the client it names is judged, not the proxy
+    with gateway_test_app(docroot, *options, "--set", "trusted_proxies=127.0.0.1",
+                          "--set", "metrics_allow=127.0.0.1, 10.0.0.0/8") as gateway:
+        assert scrape_status(gateway.port, "127.0.0.1", {"X-Forwarded-For": "203.0.113.9"}) == 403
+        assert scrape_status(gateway.port, "127.0.0.1", {"X-Forwarded-For": "10.1.2.3"}) == 200
+        assert scrape_status(gateway.port, "127.0.0.1") == 200
+        assert "refused metrics scrape from 203.0.113.9" in gateway.log()

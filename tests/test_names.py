@@ -112,3 +112,25 @@ def test_every_accepted_name_resolves_inside_docroot(tmp_path_factory, raw):
     real_root = os.path.realpath(docroot)
     assert os.path.commonpath([real_root, path]) == real_root and path != real_root
     assert ".." not in raw.split("/") and "\x00" not in raw
+
+
+def test_allow_and_deny_judge_the_resolved_name_too(tmp_path):
+    root = str(tmp_path)
+    (tmp_path / "internal").mkdir()
+    (tmp_path / "internal" / "secret").touch()
+    (tmp_path / "ws_echo").touch()
+    (tmp_path / "ws_link").symlink_to("internal/secret")
+    (tmp_path / "ws_dir").symlink_to("internal")
+    (tmp_path / "ws_same").symlink_to("ws_echo")
+    only_ws = NameRules.from_options("ws_*")
+    for name, protocols in (("ws_link", []), ("ws_dir/secret", []), ("ws_none", ["ws_link"]), ("ws_dir", ["secret"])):
+        with pytest.raises(NameRefused, match="not served"):
+            find_target(root, only_ws, name, protocols)
+    assert find_target(root, only_ws, "ws_same", []) == Target("ws_same", f"{root}/ws_echo", None)
+    assert find_target(root, only_ws, "internal/secret", []) is None  # not allowed as asked: not ours
+
+
+def test_c1_controls_and_line_separators_are_refused():
+    for name in ("a\x85b", "a\u2028b", "a\u2029b", "a\x9bb"):
+        with pytest.raises(NameRefused, match="control character"):
+            check_name(name)

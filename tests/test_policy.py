@@ -1,7 +1,7 @@
 """Admission policies as pure functions: origins, the session counter, the token bucket."""
 import pytest
 
-from ouistiti_gw.policy import OriginPolicy, SessionCounter, TokenBucket, normalize_origin
+from ouistiti_gw.policy import HostPolicy, OriginPolicy, SessionCounter, TokenBucket, normalize_origin
 
 
 @pytest.mark.parametrize("origin, normalized", [
@@ -43,3 +43,24 @@ def test_token_bucket_allows_rate_with_one_second_of_burst():
     assert [bucket.take() for _ in range(11)] == [True] * 10 + [False]
     now[0] += 0.5  # half a second refills five tokens
     assert [bucket.take() for _ in range(6)] == [True] * 5 + [False]
+
+
+@pytest.mark.parametrize("allowed_hosts, host, local_address, permitted", [
+    ("", "localhost:8080", "127.0.0.1", True),
+    ("", "127.0.0.1", "127.0.0.1", True),
+    ("", "[::1]:80", "::1", True),
+    ("", "127.0.0.2:80", "127.0.0.1", True),  # any loopback IP: an IP is not rebound by DNS
+    ("", "rebind.attacker.example:8080", "127.0.0.1", False),
+    ("", "rebind.attacker.example", "::1", False),
+    ("", "localhost.attacker.example", "127.0.0.1", False),
+    ("", "gw.example.com", "192.0.2.10", True),  # not reached on a loopback address: any name
+    ("", None, "127.0.0.1", False),
+    ("", "localhost:x", "127.0.0.1", False),
+    ("", "evil@localhost", "127.0.0.1", False),
+    ("gw.example.com, *.example.org", "A.Example.ORG:443", "192.0.2.10", True),
+    ("gw.example.com, *.example.org", "gw.example.com.evil", "192.0.2.10", False),
+    ("gw.example.com", "localhost", "127.0.0.1", False),  # the list replaces the default
+    ("*", "rebind.attacker.example", "127.0.0.1", True),
+])
+def test_host_policy(allowed_hosts, host, local_address, permitted):
+    assert HostPolicy(allowed_hosts).permits(host, local_address) is permitted
