@@ -71,6 +71,10 @@ def _field_line_error(line: bytes) -> str | None:
     if line[:1] in (b" ", b"\t"):
         # A continuation would glue CR LF into the previous field's value.
         return "obsolete line folding (RFC 9112 section 5.2)"
+    content = line[:-2] if line.endswith(b"\r\n") else line.rstrip(b"\n")
+    if b"\r" in content or b"\0" in content:
+        # The parser behind us ends a line at a bare CR: one field would become two.
+        return "a bare CR or NUL in a header line (RFC 9112 section 2.2)"
     name, colon, _ = line.partition(b":")
     if not colon or not name:
         return "a header line without a field name and colon"

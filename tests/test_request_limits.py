@@ -114,7 +114,9 @@ header_timeout = 5
     "X-Note: a\r\n\tX-Injected: yes",  # obsolete line folding (tab)
     "X-No-Colon",
     "X-Space-Before-Colon : 1",
-], ids=["fold-space", "fold-tab", "no-colon", "space-before-colon"])
+    "Origin: http://a\rX-Injected: yes",  # a bare CR would end the field for the parser behind
+    "X-Note: a\0b",
+], ids=["fold-space", "fold-tab", "no-colon", "space-before-colon", "bare-cr", "nul"])
 def test_malformed_field_lines_get_400(echo_gateway, websocket, line):
     """RFC 9112 section 5.1 and 5.2: a server MUST reject these with 400 (no 500, no traceback)."""
     gateway, echo = echo_gateway
