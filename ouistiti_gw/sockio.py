@@ -20,6 +20,8 @@ from gevent import get_hub
 #: Reads in a row that did not wait before :meth:`Receiver.recv` lets the loop run (at 256 KiB
 #: per read, 4 MiB: a few milliseconds of work).
 READS_PER_TURN = 16
+#: libev's priority for the timer of :func:`yield_to_loop` (watchers default to 0; -2 is the lowest).
+_AFTER_OTHERS = -1
 
 
 def yield_to_loop() -> None:
@@ -28,10 +30,13 @@ def yield_to_loop() -> None:
     ``gevent.sleep(0)`` does not do that: it queues a callback, and gevent runs the callbacks
     queued while it runs callbacks (ours again, and again) for up to ``getswitchinterval()``
     (5 ms) before it polls for I/O. A timer of zero delay expires only in the loop's next
-    iteration, after the poll: every connection with data ready gets its turn first.
+    iteration, after the poll; at a priority below the default, its callback runs after those
+    of every socket found ready there (libev runs a loop's pending callbacks by priority, and
+    within one priority the latest first: ours, without it). Each connection with data ready
+    has had its turn when we go on.
     """
     hub = get_hub()
-    with hub.loop.timer(0) as timer:
+    with hub.loop.timer(0, priority=_AFTER_OTHERS) as timer:
         hub.wait(timer)
 
 
