@@ -4,8 +4,12 @@ Each flood is a raw client writing 1-byte masked frames as fast as it can: unsol
 (legal, RFC 6455 section 5.5.3, but not unbounded), pings whose pongs it never reads, or
 continuation frames of one message that never ends, to a stream server (held 64 KiB at a time,
 then forwarded: the flood can go on) or to a SOCK_SEQPACKET server (held until the message
-would not fit the server's packet, then refused with 1009). Meanwhile an open session's round trip and a new session's handshake must stay quick:
-a stall is seconds, so the bound is one second.
+would not fit the server's packet, then refused with 1009). Meanwhile an open session's round
+trip and a new session's handshake must stay quick: a stall is seconds, so the bound is one
+second.
+
+The fairness tests run with no frame budget (``max_frame_rate`` 0), so that the loop's sharing
+is what they test; the budget tests run with the default one.
 """
 from __future__ import annotations
 
@@ -29,15 +33,15 @@ BOUND_SECONDS = 1.0
 FLOOD_SECONDS = 4.0
 #: Frames written per ``sendall`` of a flood (one frame repeated, 7 bytes each: ~450 KiB).
 FRAMES_PER_WRITE = 64 * 1024
-POLICY_VIOLATION = 1008
-
-MESSAGE_TOO_BIG = 1009
+POLICY_VIOLATION, MESSAGE_TOO_BIG = 1008, 1009
 OPEN_MESSAGE = build_frame(BINARY, b"f", fin=False)
 FRAGMENT = build_frame(CONTINUATION, b"f", fin=False)
 
 
 @dataclass(frozen=True)
 class Flood:
+    """One kind of flood: where it goes and what it is made of."""
+
     path: str
     #: The frame written first, then the one written over and over.
     opening: bytes
