@@ -132,12 +132,12 @@ def handshake_seconds(port: int) -> float:
     return elapsed
 
 
-def slowest_while(port: int, victim: RawClient, flooder: Flooder, seconds: float) -> tuple[float, float]:
+def slowest_while(port: int, victim: RawClient, stopped: threading.Event, seconds: float) -> tuple[float, float]:
     """The slowest round trip on ``victim`` and the slowest new handshake, measured for ``seconds``
-    or until the gateway closes the flooder."""
+    or until the flood has ``stopped``."""
     deadline = time.monotonic() + seconds
     round_trips, handshakes = [0.0], [0.0]
-    while time.monotonic() < deadline and not flooder.stopped.is_set():
+    while time.monotonic() < deadline and not stopped.is_set():
         round_trips.append(round_trip_seconds(victim, len(round_trips)))
         handshakes.append(handshake_seconds(port))
         time.sleep(0.05)
@@ -161,7 +161,7 @@ def test_a_flood_of_tiny_frames_slows_only_the_flooder(docroot, echo_servers, ki
         victim = RawClient(gateway.port, SEQPACKET_ECHO)
         round_trip_seconds(victim, 0)
         with flood(gateway.port, kind) as flooder:
-            round_trip, handshake = slowest_while(gateway.port, victim, flooder, FLOOD_SECONDS)
+            round_trip, handshake = slowest_while(gateway.port, victim, flooder.stopped, FLOOD_SECONDS)
             if flooder.flood.ends_with:
                 wait_until(lambda: flooder.close_code is not None, what="the flooder's close frame")
             assert flooder.close_code == flooder.flood.ends_with
@@ -176,7 +176,7 @@ def test_a_flooder_is_closed_with_1008_past_the_default_frame_budget(docroot, ec
     with gateway_cli(docroot) as gateway:
         victim = RawClient(gateway.port, SEQPACKET_ECHO)
         with flood(gateway.port, kind) as flooder:
-            round_trip, handshake = slowest_while(gateway.port, victim, flooder, 2.0)
+            round_trip, handshake = slowest_while(gateway.port, victim, flooder.stopped, 2.0)
             wait_until(lambda: "close=1008" in gateway.log(), timeout=15, what="the flooder's session closed with 1008")
             if flooder.flood.reads:
                 wait_until(lambda: flooder.close_code is not None, what="the flooder's close frame")
@@ -197,13 +197,47 @@ def test_gunicorn_worker_keeps_its_heartbeat_during_a_flood(docroot, echo_server
     with gunicorn("ouistiti_gw.worker.GatewayWorker", port, env, "--timeout", "3", "--log-level", "info") as gateway:
         victim = RawClient(gateway.port, SEQPACKET_ECHO)
         with flood(gateway.port, "pongs") as flooder:
-            round_trip, handshake = slowest_while(gateway.port, victim, flooder, 8.0)
+            round_trip, handshake = slowest_while(gateway.port, victim, flooder.stopped, 8.0)
             assert flooder.writer.is_alive()
         round_trip_seconds(victim, 1)  # the same session, on the same worker: it was not killed
         victim.close_cleanly()
         log = gateway.log()
         assert "WORKER TIMEOUT" not in log, log
         assert round_trip < BOUND_SECONDS and handshake < BOUND_SECONDS, (round_trip, handshake)
+
+
+def send_tiny_packets(conn: socket.socket, server: UnixServer) -> None:
+    """A SOCK_SEQPACKET server sending 1-byte packets as fast as it can, until the peer is gone."""
+    while True:
+        conn.send(b"s")
+
+
+def read_and_discard(sock: socket.socket) -> None:
+    while sock.recv(1 << 20):
+        pass
+
+
+def test_a_server_flooding_tiny_packets_slows_only_its_own_session(docroot, echo_servers):
+    """The server -> client pump of a SOCK_SEQPACKET session takes turns too: gevent reads a
+    socket that has data without waiting, and a client that reads as fast takes every write."""
+    chatty = UnixServer(docroot + "/chatty", send_tiny_packets, sock_type=socket.SOCK_SEQPACKET)
+    try:
+        with gateway_cli(docroot) as gateway:
+            victim = RawClient(gateway.port, SEQPACKET_ECHO)
+            listener = RawClient(gateway.port, "/chatty")
+            listener.sock.settimeout(None)
+            reader = threading.Thread(target=read_and_discard, args=(listener.sock,), daemon=True)
+            reader.start()
+            time.sleep(0.3)
+            round_trip, handshake = slowest_while(gateway.port, victim, threading.Event(), FLOOD_SECONDS)
+            assert reader.is_alive(), "the flood must run all along"
+            listener.sock.shutdown(socket.SHUT_RDWR)
+            listener.close()
+            assert round_trip < BOUND_SECONDS, f"a round trip took {round_trip:.2f} s"
+            assert handshake < BOUND_SECONDS, f"a handshake took {handshake:.2f} s"
+            victim.close_cleanly()
+    finally:
+        chatty.close()
 
 
 def rss_kib(pid: int) -> int:
