@@ -10,8 +10,9 @@ Data rules (as ouistiti's module, plus what it gets wrong):
 - client -> server: the payload of every message, text or binary alike, is written to the socket.
   On a stream socket, a message over :data:`STREAM_HOLD_SIZE` is written as it arrives (never held
   whole; one cut short by bad UTF-8 or a lost client has had its valid beginning written), smaller
-  ones whole or not at all; on a ``SOCK_SEQPACKET`` socket one message is one packet (EMSGSIZE
-  closes with 1009).
+  ones whole or not at all; on a ``SOCK_SEQPACKET`` socket one message is one packet, so a
+  message longer than the largest packet the socket can send (:func:`largest_packet`) is
+  refused with 1009 as soon as a frame header announces it, before its payload is read.
 - server -> client: each read becomes one message, text when it is valid UTF-8, binary otherwise.
   On a stream socket a character split across two reads is held back until its end arrives (or
   for :data:`UTF8_HOLD_SECONDS` at most, then sent as binary, so nothing waits forever).
@@ -35,7 +36,7 @@ from .frames import CloseCode
 from .greenlets import LightGreenlet
 from .policy import TokenBucket
 from .utf8 import Utf8Splitter, is_utf8
-from .sockio import Receiver, send_all
+from .sockio import Receiver, send_all, yield_to_loop
 from .websocket import ConnectionClosed, WebSocket
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,10 @@ STREAM_READ_SIZE = 64 * 1024
 STREAM_HOLD_SIZE = 64 * 1024
 #: How long an incomplete UTF-8 sequence at the end of a read may wait for its continuation.
 UTF8_HOLD_SECONDS = 0.25
+#: Packets relayed from a SOCK_SEQPACKET server before the event loop serves the other connections.
+PACKETS_PER_TURN = 64
+#: Linux refuses a SOCK_SEQPACKET packet longer than the sender's SO_SNDBUF less this (EMSGSIZE).
+PACKET_OVERHEAD = 32
 #: How long we wait for the client's close frame after sending ours (RFC 6455 section 7.1.1).
 CLOSE_TIMEOUT_SECONDS = 5.0
 #: Connecting to a UNIX socket whose backlog is full must not hang the handshake.
@@ -104,6 +109,16 @@ def connect_unix(path: str, timeout: float = CONNECT_TIMEOUT_SECONDS) -> socket.
             status, reason = _CONNECT_ERRORS.get(error.errno, (503, error.strerror or str(error)))
             raise BackendUnavailable(status, reason) from None
     raise BackendUnavailable(403, "socket type not supported (stream or seqpacket only)")
+
+
+def largest_packet(sock: socket.socket) -> int:
+    """The largest packet the connected SOCK_SEQPACKET ``sock`` can send, as Linux decides:
+    ``SO_SNDBUF`` - 32 (208 KiB with the default send buffer).
+
+    Past about 4 MiB (a send buffer raised that far) the kernel may also fail to allocate a
+    packet in one piece; such a message is still refused with 1009, once it is complete.
+    """
+    return sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) - PACKET_OVERHEAD
 
 
 class _Interrupted(BaseException):
@@ -220,22 +235,25 @@ class Session:
     def _client_to_server(self) -> None:
         ws, backend = self.websocket, self.backend
         seqpacket = self.seqpacket  # gevent's socket.type is a property: not once per message
+        if seqpacket:
+            # A message is one packet: one that cannot be sent is refused (1009) as soon as its
+            # length says so, not after the gateway has held all of it.
+            ws.limit_message_size(largest_packet(backend), "message too big for the server's socket")
         bucket = TokenBucket(self.max_message_rate) if self.max_message_rate else None
-        held: list[bytes] = []  # a message's beginning, until it is whole (or big, on a stream)
-        held_size = 0
+        # A message's beginning, until it is whole (or big, on a stream): one growing buffer,
+        # so a message in a million 1-byte fragments costs a byte per byte, not an object each.
+        held = bytearray()
 
         def forward(piece: bytes, is_text: bool, final: bool) -> None:
-            nonlocal held_size
             if ws.close_sent is not None:
                 return  # section 7.1.1: after our close, data from the client is discarded
-            if piece:
-                held.append(piece)
-                held_size += len(piece)
-            if not final and (seqpacket or held_size < STREAM_HOLD_SIZE):
-                return
-            data = held[0] if len(held) == 1 else b"".join(held)
-            held.clear()
-            held_size = 0
+            if final and not held:
+                data = piece  # a message in one piece (nearly all of them) is never copied
+            else:
+                held.extend(piece)
+                if not final and (seqpacket or len(held) < STREAM_HOLD_SIZE):
+                    return
+                data = held
             try:
                 if not seqpacket:
                     if data:
@@ -246,6 +264,7 @@ class Session:
                     log.debug("empty message not forwarded: a zero-length packet reads as EOF")
             except OSError as error:
                 raise _BackendWriteFailed(error) from None
+            held.clear()
 
         try:
             while ws.receive_streaming(forward):
@@ -255,7 +274,7 @@ class Session:
                     ws.close(CloseCode.POLICY_VIOLATION, "message rate limit exceeded")
                     return
         except _BackendWriteFailed as failed:
-            if failed.error.errno == errno.EMSGSIZE:
+            if failed.error.errno in (errno.EMSGSIZE, errno.ENOBUFS):
                 ws.close(CloseCode.MESSAGE_TOO_BIG, "message too big for the server's socket")
             else:
                 ws.close(CloseCode.INTERNAL_ERROR, "server connection lost")
@@ -303,6 +322,7 @@ class Session:
     def _pump_packets(self) -> None:
         backend, ws = self.backend, self.websocket
         probe = bytearray(1)
+        left = PACKETS_PER_TURN
         while True:
             # MSG_TRUNC makes recv report the packet's full length, so it is read whole.
             size = backend.recv_into(probe, 1, socket.MSG_PEEK | socket.MSG_TRUNC)
@@ -310,6 +330,10 @@ class Session:
                 return
             data = backend.recv(size)
             ws.send(data, text=is_utf8(data))
+            left -= 1
+            if not left:  # gevent reads a socket that has data without waiting: take turns
+                left = PACKETS_PER_TURN
+                yield_to_loop()
 
     def _close_backend(self) -> None:
         try:

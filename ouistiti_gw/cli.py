@@ -69,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-connections", type=int, help="sessions at once before 503 (default 10000)")
     serve.add_argument("--max-message-size", type=int, help="largest client message in bytes (default 16 MiB)")
     serve.add_argument("--max-message-rate", type=float, help="client messages/s per session (default: no limit)")
+    serve.add_argument("--max-frame-rate", type=float,
+                       help="client frames/s per session, pings and pongs included (default 100000; 0: no limit)")
     serve.add_argument("--metrics-path", help="serve Prometheus metrics at this path, e.g. /metrics")
     serve.add_argument("--metrics-allow", help="IPs/CIDRs that may scrape the metrics (default: 127.0.0.0/8, ::1)")
     serve.add_argument("--ping-interval", type=float, help="ping a client quiet for this long, seconds (default 30)")

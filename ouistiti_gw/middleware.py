@@ -37,7 +37,7 @@ from .logsafe import loggable, wsgi_text
 from .names import NameRefused, NameRules, Target, find_target, parse_protocols, wsgi_path_to_name
 from .policy import HostPolicy, OriginPolicy, SessionCounter
 from .proxy import HeaderTooLong
-from .websocket import DEFAULT_MAX_MESSAGE_SIZE, WebSocket
+from .websocket import DEFAULT_MAX_FRAME_RATE, DEFAULT_MAX_MESSAGE_SIZE, WebSocket
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -82,6 +82,8 @@ class WebSocketGateway:
     :param max_message_size: client messages larger than this close the session with 1009.
     :param max_message_rate: client messages per second per session, as a token bucket with one
         second of burst; a client over it is closed with 1008 (0, the default: no limit).
+    :param max_frame_rate: client frames of every kind (data, continuation, ping, pong) per second
+        per session, with one second of burst; over it: 1008 (default 100 000, 0: no limit).
     :param ping_interval: seconds of client silence before the gateway sends a ping (0: never).
     :param idle_timeout: seconds without any frame from the client (pongs included) before the
         session is closed with 1001 and its UNIX connection too (0: never).
@@ -99,7 +101,8 @@ class WebSocketGateway:
     def __init__(self, app: "WSGIApplication", docroot: str, allow: str = "*", deny: str = "",
                  mode: str = "", *, origins: str = "", max_connections: int = DEFAULT_MAX_CONNECTIONS,
                  max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE, max_message_rate: float = 0,
-                 ping_interval: float = DEFAULT_PING_INTERVAL, idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+                 max_frame_rate: float = DEFAULT_MAX_FRAME_RATE, ping_interval: float = DEFAULT_PING_INTERVAL,
+                 idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
                  proxy_protocol: str = "", trusted_proxies: str = "", metrics_path: str = "",
                  allowed_hosts: str = "", metrics_allow: str = DEFAULT_METRICS_ALLOW) -> None:
         if not docroot:
@@ -117,6 +120,7 @@ class WebSocketGateway:
         self.sessions = SessionCounter(int(max_connections))
         self.max_message_size = int(max_message_size)
         self.max_message_rate = float(max_message_rate)
+        self.max_frame_rate = float(max_frame_rate)
         self.ping_interval = float(ping_interval)
         self.idle_timeout = float(idle_timeout)
         self.proxy_protocol = (proxy_protocol or "").strip().lower()
@@ -251,7 +255,8 @@ class WebSocketGateway:
 
     def _websocket(self, connection: ClientConnection) -> WebSocket:
         """The WebSocket we trust, over the client connection."""
-        return WebSocket(connection.sock, connection.take_buffered(), max_message_size=self.max_message_size)
+        return WebSocket(connection.sock, connection.take_buffered(), max_message_size=self.max_message_size,
+                         max_frame_rate=self.max_frame_rate)
 
     @staticmethod
     def _can_hand_over(environ: "WSGIEnvironment", client: str) -> bool:

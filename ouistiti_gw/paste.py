@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 #: Every setting of the gateway, with the type its string form (ini, environment, CLI) converts to.
 SETTINGS = {"docroot": str, "allow": str, "deny": str, "mode": str, "origins": str,
-            "max_connections": int, "max_message_size": int, "max_message_rate": float,
+            "max_connections": int, "max_message_size": int, "max_message_rate": float, "max_frame_rate": float,
             "ping_interval": float, "idle_timeout": float, "proxy_protocol": str, "trusted_proxies": str,
             "metrics_path": str, "allowed_hosts": str, "metrics_allow": str}
 ENVIRONMENT_PREFIX = "OUISTITI_GW_"

@@ -8,7 +8,8 @@
   cannot tell; only the ``Host`` name it sends can).
 - :class:`SessionCounter` caps the sessions of one process, so a flood of upgrades cannot exhaust
   file descriptors for everybody.
-- :class:`TokenBucket` limits the message rate of one connection (OWASP's WebSocket cheat sheet).
+- :class:`TokenBucket` limits the message rate and the frame rate of one connection (OWASP's
+  WebSocket cheat sheet).
 """
 from __future__ import annotations
 
@@ -152,11 +153,16 @@ class TokenBucket:
         self.clock = clock
         self.updated = clock()
 
-    def take(self) -> bool:
+    def take(self, count: int = 1) -> bool:
+        """Spend ``count`` tokens if there are that many; False (nothing spent) if not.
+
+        Events may be paid for in batches (one clock reading per batch, not per event) as long
+        as a batch is no bigger than :attr:`capacity`.
+        """
         now = self.clock()
         self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
         self.updated = now
-        if self.tokens < 1:
+        if self.tokens < count:
             return False
-        self.tokens -= 1
+        self.tokens -= count
         return True

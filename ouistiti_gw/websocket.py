@@ -9,7 +9,10 @@ That is how its faults are fixed once, here, for every way the gateway is run:
   oversized messages with 1009 before their payload is read (it answered with codeless closes);
 - unmasking is one C-level operation per chunk, UTF-8 is checked incrementally as bytes arrive, so
   a text message fails on its first bad byte, not at the end of its frame or message;
-- writes are serialised, so the two pumps of a session never interleave two frames.
+- writes are serialised, so the two pumps of a session never interleave two frames;
+- every connection gets a fair share of the event loop: after a bounded number of frames (or
+  reads) it lets the loop serve the others, and every frame, control frames and fragments
+  included, counts against its frame budget (1008 past it).
 """
 from __future__ import annotations
 
@@ -26,11 +29,20 @@ from .frames import (
     CloseCode, FrameHeader, Opcode, ProtocolViolation, Utf8Validator, apply_mask, encode_close_payload,
     encode_header, header_size, parse_close_payload, parse_header,
 )
-from .sockio import Receiver, send_all
+from .policy import TokenBucket
+from .sockio import Receiver, send_all, yield_to_loop
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
+#: Frames of every kind (data, continuation, ping, pong) a client may send per second, in bursts
+#: of one second's worth. Several times what one connection carries at the gateway's full speed
+#: (the benchmark's ping-pong of small messages: 10 000 to 22 000 a second on 2 cores), and far
+#: under what a client sending 1-byte frames as fast as it can reaches (~360 000 a second: it is
+#: closed within half a second).
+DEFAULT_MAX_FRAME_RATE = 100_000
+#: Frames read per turn: then the event loop serves the other connections (see ``_end_turn``).
+FRAMES_PER_TURN = 256
 #: Payloads are read in pieces of at most this size (less when less has arrived).
 _READ_CHUNK = 256 * 1024
 #: Below this size header and payload go out in one ``sendall`` (one segment); above, in two.
@@ -59,15 +71,28 @@ class WebSocket:
     :param buffered: bytes the client sent right after its handshake, already read by the HTTP
         server (see :meth:`~ouistiti_gw.handler.ClientConnection.take_buffered`); they come first.
     :param max_message_size: a message whose payload would exceed it is refused with 1009.
+    :param max_frame_rate: frames per second (every kind), in bursts of one second's worth;
+        past it the connection is closed with 1008 (0: no limit).
     """
 
-    def __init__(self, sock, buffered: bytes = b"", *, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> None:
+    def __init__(self, sock, buffered: bytes = b"", *, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+                 max_frame_rate: float = DEFAULT_MAX_FRAME_RATE) -> None:
         self.sock = sock
+        #: Bytes read but not parsed yet: those from ``_buffered[_offset]`` on.
         self._buffered = buffered
+        self._offset = 0
         self._receiver = Receiver(sock)
+        self._frame_budget = TokenBucket(max_frame_rate) if max_frame_rate else None
+        #: Frames per turn (see :meth:`_end_turn`): a batch paid for at once may not exceed the
+        #: budget's burst.
+        self._turn = FRAMES_PER_TURN
+        if self._frame_budget is not None:
+            self._turn = min(FRAMES_PER_TURN, int(self._frame_budget.capacity))
+        self._frames_left = self._turn
         #: A message sent with :meth:`send_piece` is open (its final piece has not gone out).
         self._sending_pieces = False
         self.max_message_size = max_message_size
+        self._too_big = f"message over {max_message_size} bytes"
         self._write_lock = Semaphore()
         #: The code we sent in our close frame, and the one the client sent in its own.
         self.close_sent: int | None = None
@@ -82,6 +107,12 @@ class WebSocket:
     def closing(self) -> bool:
         """True once either side has started the closing handshake: no data may follow."""
         return self.close_sent is not None or self.close_received is not None
+
+    def limit_message_size(self, size: int, reason: str) -> None:
+        """Refuse (1009) messages over ``size`` bytes too, with ``reason`` in the close frame."""
+        if size < self.max_message_size:
+            self.max_message_size = size
+            self._too_big = f"{reason} (over {size} bytes)"
 
     # -- receiving -------------------------------------------------------------------------
 
@@ -118,7 +149,9 @@ class WebSocket:
         try:
             return self._read_message(deliver)
         except ProtocolViolation as violation:
-            log.info("closing WebSocket: %s", violation.reason)
+            # A client over a limit set for the operator is worth a warning; a broken client is not.
+            log.log(logging.WARNING if violation.code == CloseCode.POLICY_VIOLATION else logging.INFO,
+                    "closing WebSocket: %s", violation.reason)
             self.close(violation.code, violation.reason)
         except (EOFError, OSError) as error:
             log.debug("WebSocket transport ended: %s", error)
@@ -128,26 +161,41 @@ class WebSocket:
 
     def _receive_some(self, limit: int) -> bytes:
         """The buffered bytes, or what one ``recv`` brings (at most ``limit``); EOFError at the end."""
-        data = self._buffered
-        if data:
-            if len(data) > limit:
-                self._buffered = data[limit:]
-                return data[:limit]
-            self._buffered = b""
-            return data
+        buffered, offset = self._buffered, self._offset
+        available = len(buffered) - offset
+        if available > limit:
+            self._offset = offset + limit
+            return buffered[offset:offset + limit]
+        if available:
+            self._buffered, self._offset = b"", 0
+            return buffered[offset:] if offset else buffered
         data = self._receiver.recv(limit)
         if not data:
             raise EOFError("connection ended inside a frame")
         return data
 
     def _read_exactly(self, size: int) -> bytes:
+        """``size`` bytes, a few (a header, a control frame's payload: 125 at most).
+
+        The buffer is consumed by moving an offset, never by copying what is left of it: a read
+        of 256 KiB may hold 37 000 tiny frames, and copying the rest of it once per frame cost
+        seconds (quadratic)."""
+        buffered, offset = self._buffered, self._offset
+        end = offset + size
+        if end <= len(buffered):
+            self._offset = end
+            return buffered[offset:end]
         data = self._receive_some(_READ_CHUNK)
         while len(data) < size:
             data += self._receive_some(_READ_CHUNK)
-        self._buffered = data[size:] + self._buffered
+        if len(data) > size:
+            self._buffered, self._offset = data, size  # what is left of it stays buffered
         return data[:size]
 
     def _read_header(self) -> FrameHeader:
+        self._frames_left -= 1
+        if not self._frames_left:
+            self._end_turn()
         # One read usually brings the header with its payload (and maybe more frames): parse it
         # from there, and keep the rest for the payload.
         data = self._read_exactly(2)
@@ -155,26 +203,43 @@ class WebSocket:
         rest = header_size(data) - 2
         return parse_header(data + self._read_exactly(rest) if rest else data, require_mask=True)
 
+    def _end_turn(self) -> None:
+        """Every :attr:`_turn` frames: pay for them from the frame budget (1008 when it is
+        spent), then let the event loop serve the other connections before reading on.
+
+        Frames come out of the buffer without a system call, so without this a client sending
+        tiny frames faster than they are parsed would keep the loop (every session of the
+        process, the gunicorn worker's heartbeat) waiting for as long as it keeps sending.
+        """
+        self._frames_left = self._turn
+        if self._frame_budget is not None and not self._frame_budget.take(self._turn):
+            raise ProtocolViolation(CloseCode.POLICY_VIOLATION,
+                                    f"over {self._frame_budget.rate:g} frames/s (max_frame_rate)")
+        yield_to_loop()
+
     def _read_payload(self, header: FrameHeader, validator: Utf8Validator | None,
-                      deliver: Callable[[bytes, bool], None]) -> None:
-        """Read and unmask a payload as its bytes arrive, validating text as it goes; hand each
-        piece to ``deliver(piece, last)``.
+                      deliver: Callable[[bytes, bool, bool], None], is_text: bool) -> None:
+        """Read and unmask a data frame's payload as its bytes arrive, validating text as it
+        goes; hand each piece to ``deliver(piece, is_text, final)`` (``final``: the message's
+        last piece, which may be empty; other pieces are never empty).
 
         Each piece is whatever the connection has (up to :data:`_READ_CHUNK`), never more: a
         frame whose rest has not come yet is still checked up to its last byte received, so bad
         UTF-8 fails the connection at once (Autobahn 6.4.3, 6.4.4).
         """
         received = 0
-        length = header.length
+        length, fin = header.length, header.fin
         while True:
             piece = self._receive_some(min(length - received, _READ_CHUNK)) if received < length else b""
             piece = apply_mask(piece, header.mask, received)
             received += len(piece)
-            last = received == length
+            final = received == length and fin
             if validator is not None:
-                validator.feed(piece, final=last and header.fin)
-            deliver(piece, last)
-            if last:
+                validator.feed(piece, final=final)
+            if piece or final:
+                self.bytes_received += len(piece)
+                deliver(piece, is_text, final)
+            if received == length:
                 return
 
     def _read_message(self, deliver: Callable[[bytes, bool, bool], None]) -> bool:
@@ -183,10 +248,9 @@ class WebSocket:
         size = 0
         while True:
             header = self._read_header()
-            if header.opcode >= Opcode.CLOSE:  # a control frame
-                control: list[bytes] = []
-                self._read_payload(header, None, lambda piece, last: control.append(piece))
-                if self._handle_control(header.opcode, b"".join(control)):
+            if header.opcode >= Opcode.CLOSE:  # a control frame: 125 bytes at most (parse_header)
+                payload = apply_mask(self._read_exactly(header.length), header.mask)
+                if self._handle_control(header.opcode, payload):
                     return False
                 continue
             if header.opcode == Opcode.CONTINUATION:
@@ -200,17 +264,9 @@ class WebSocket:
                     validator = Utf8Validator()
             size += header.length
             if size > self.max_message_size:
-                raise ProtocolViolation(CloseCode.MESSAGE_TOO_BIG,
-                                        f"message over {self.max_message_size} bytes")
-            is_text, fin = message_opcode == Opcode.TEXT, header.fin
-
-            def forward(piece: bytes, last: bool) -> None:
-                if piece or (last and fin):
-                    self.bytes_received += len(piece)
-                    deliver(piece, is_text, last and fin)
-
-            self._read_payload(header, validator, forward)
-            if fin:
+                raise ProtocolViolation(CloseCode.MESSAGE_TOO_BIG, self._too_big)
+            self._read_payload(header, validator, deliver, message_opcode == Opcode.TEXT)
+            if header.fin:
                 return True
 
     def _handle_control(self, opcode: Opcode, payload: bytes) -> bool:

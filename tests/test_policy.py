@@ -64,3 +64,14 @@ def test_token_bucket_allows_rate_with_one_second_of_burst():
 ])
 def test_host_policy(allowed_hosts, host, local_address, permitted):
     assert HostPolicy(allowed_hosts).permits(host, local_address) is permitted
+
+
+def test_token_bucket_takes_events_in_batches():
+    """The frame budget pays for frames in batches: one clock reading per batch, same rate."""
+    now = [0.0]
+    bucket = TokenBucket(1000, clock=lambda: now[0])
+    assert [bucket.take(256) for _ in range(4)] == [True] * 3 + [False]  # 768 of 1000, then 232 < 256
+    assert bucket.tokens == 232  # a refused batch spends nothing
+    now[0] += 0.024  # 24 more tokens
+    assert bucket.take(256)
+    assert not bucket.take(1)

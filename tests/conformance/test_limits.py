@@ -15,6 +15,7 @@ frames as Autobahn, and one-byte frames that split every multi-byte character.
 """
 from __future__ import annotations
 
+import socket
 from typing import Callable
 
 import pytest
@@ -92,6 +93,41 @@ def test_message_over_the_limit_refused_before_its_payload(connect: Connect, fra
     README) is checked against the length fields, so only headers are sent here: a server that
     read the payload first would wait for bytes that never come and fail this test."""
     play(connect(), [(frames, [Close(MESSAGE_TOO_BIG)])])
+
+
+def largest_packet() -> int:
+    """The largest packet a SOCK_SEQPACKET socket of this machine sends: Linux refuses one over
+    SO_SNDBUF - 32 bytes (EMSGSIZE). The gateway's UNIX sockets have the default send buffer."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as probe:
+        return probe.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) - 32
+
+
+def test_message_that_fills_the_servers_packet_is_echoed(connect: Connect) -> None:
+    """The SEQPACKET limit is the packet's, not a byte less: in one frame or in two."""
+    data = binary_data(largest_packet())
+    half = len(data) // 2
+    play(connect(), [([build_frame(BINARY, data)], [Message(data, text=False)]),
+                     (fragments(BINARY, data, half + 1), [Message(data, text=False)])])
+
+
+def over_the_packet_in_one_frame(limit: int) -> list[bytes]:
+    return [build_frame(BINARY, b"", length=limit + 1)]
+
+
+def over_the_packet_at_the_third_fragment(limit: int) -> list[bytes]:
+    half = limit // 2
+    return [build_frame(BINARY, binary_data(half), fin=False),
+            build_frame(CONTINUATION, binary_data(limit - half), fin=False),  # exactly the limit so far
+            build_frame(CONTINUATION, b"", length=1)]
+
+
+@pytest.mark.parametrize("frames", [over_the_packet_in_one_frame, over_the_packet_at_the_third_fragment],
+                         ids=["one-frame", "third-fragment"])
+def test_message_over_the_servers_packet_refused_before_its_payload(connect: Connect, frames) -> None:
+    """A SOCK_SEQPACKET server takes a message as one packet: one that cannot fit is refused with
+    1009 as soon as a length field says so, not held whole first. Only the header that passes
+    the limit is sent: a gateway that waited for its payload would fail this test."""
+    play(connect(), [(frames(largest_packet()), [Close(MESSAGE_TOO_BIG)])])
 
 
 #: Autobahn 10.1.1 and smaller frames: (opcode, message size, frame payload size).
