@@ -14,6 +14,8 @@ import struct
 from enum import IntEnum
 from typing import NamedTuple
 
+from .errors import GatewayError
+
 try:  # websockets' C helper (SIMD XOR): ~20 GB/s where the big-integer XOR below does ~130 MB/s
     from websockets.speedups import apply_mask as _c_apply_mask
 except ImportError:  # pragma: no cover - a platform without websockets' compiled speedups
@@ -51,7 +53,7 @@ class CloseCode(IntEnum):
     INTERNAL_ERROR = 1011
 
 
-class ProtocolViolation(Exception):
+class ProtocolViolation(GatewayError):
     """The peer broke RFC 6455; the connection must be failed with ``code`` (section 7.1.7)."""
 
     def __init__(self, code: int, reason: str) -> None:
@@ -81,9 +83,10 @@ class FrameHeader(NamedTuple):
 _OPCODES = {int(opcode): opcode for opcode in Opcode}
 
 
-def header_size(first_two: bytes) -> int:
-    """Total header length implied by the first two bytes (2 to 14), so a reader knows how much to read."""
-    second = first_two[1]
+def header_size(data: bytes, offset: int = 0) -> int:
+    """Total header length implied by the first two bytes (from ``offset``): 2 to 14, so a reader
+    knows how much to read."""
+    second = data[offset + 1]
     size = 2 + (4 if second & _MASK else 0)
     length = second & 0x7F
     if length == 126:
@@ -93,13 +96,14 @@ def header_size(first_two: bytes) -> int:
     return size
 
 
-def parse_header(data: bytes, *, require_mask: bool) -> FrameHeader:
-    """Parse a complete header (``header_size(data[:2])`` bytes) and check what the header alone can tell.
+def parse_header(data: bytes, *, require_mask: bool, offset: int = 0) -> FrameHeader:
+    """Parse a complete header (``header_size(data, offset)`` bytes from ``offset``: a buffer of
+    many frames is read in place, not sliced) and check what the header alone can tell.
 
     ``require_mask`` is True on the server side: section 5.1, "The server MUST close the
     connection upon receiving a frame that is not masked ... with a status code of 1002".
     """
-    first, second = data[0], data[1]
+    first, second = data[offset], data[offset + 1]
     if first & _RSV:
         raise ProtocolViolation(CloseCode.PROTOCOL_ERROR, "reserved bits set without an extension")
     opcode = _OPCODES.get(first & 0x0F)
@@ -110,7 +114,7 @@ def parse_header(data: bytes, *, require_mask: bool) -> FrameHeader:
     if require_mask and not masked:
         raise ProtocolViolation(CloseCode.PROTOCOL_ERROR, "client frame is not masked")
     length = second & 0x7F
-    offset = 2
+    offset += 2
     if length == 126:
         (length,) = struct.unpack_from("!H", data, offset)
         offset += 2

@@ -1,0 +1,350 @@
+"""RFC 6455, sans-I/O: the server side of one WebSocket connection, as bytes in and events out.
+
+:class:`Protocol` knows bytes, not sockets, so every rule is testable without a connection (as
+wsproto and websockets' ``Protocol`` do): :meth:`Protocol.receive_data` takes what the transport
+read, :meth:`Protocol.next_event` hands out what it means, the ``send_*`` methods return the bytes
+to write. Its I/O shells (:class:`ouistiti_gw.websocket.WebSocket`, and through it
+:class:`ouistiti_gw.direct.DirectClient`) read, write, wait and time; every protocol rule is here:
+
+- frames are parsed in place from the buffer (:mod:`.frames`), client frames must be masked and
+  use no reserved bit or opcode (1002), fragments must follow each other (1002);
+- a data frame's payload is handed out in pieces as its bytes arrive, unmasked and (text)
+  checked up to the piece's last byte, so a 16 MiB frame is never held whole and bad UTF-8 fails
+  the connection at its first bad byte (1007);
+- a message over :attr:`Protocol.max_message_size` (or the size a SEQPACKET session sets with
+  :meth:`Protocol.limit_message_size`) is refused as soon as a header announces it (1009);
+- every frame, control frames and fragments included, is paid for from the frame budget
+  (``max_frame_rate``, 1008 past it), in batches of :data:`FRAMES_PER_TURN`: after each batch
+  :meth:`Protocol.next_event` returns :data:`TURN_ENDED` so that the shell lets its event loop
+  serve the other connections (the yielding itself is the shell's: there is no loop here);
+- the closing handshake is the explicit :class:`State`; data after our close frame is discarded
+  (section 7.1.1); a peer's close code is echoed.
+
+A violation is raised from :meth:`Protocol.next_event` as :class:`~.frames.ProtocolViolation`
+(its ``code`` and ``reason`` are what the shell's close frame should carry); nothing is parsed
+after it.
+"""
+from __future__ import annotations
+
+import time
+from codecs import utf_8_decode
+from enum import Enum
+from typing import Callable, NamedTuple, Union
+
+from .errors import GatewayError
+from .frames import (
+    CloseCode, FrameHeader, Opcode, ProtocolViolation, Utf8Validator, apply_mask, encode_close_payload,
+    encode_header, header_size, parse_close_payload, parse_header,
+)
+from .policy import TokenBucket
+
+DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
+#: Frames of every kind (data, continuation, ping, pong) a client may send per second, in bursts
+#: of one second's worth. Several times what one connection carries at the gateway's full speed
+#: (the benchmark's ping-pong of small messages: 10 000 to 22 000 a second on 2 cores), and far
+#: under what a client sending 1-byte frames as fast as it can reaches (~360 000 a second: it is
+#: closed within half a second).
+DEFAULT_MAX_FRAME_RATE = 100_000
+#: Frames parsed per turn: then :meth:`Protocol.next_event` returns :data:`TURN_ENDED`.
+FRAMES_PER_TURN = 256
+
+
+class WebSocketClosed(GatewayError):
+    """Data cannot be sent: the closing handshake has started, or the connection is lost.
+
+    (Not ``ConnectionClosed``: that name is the ``websockets`` library's, which users know.)
+    """
+
+
+class State(Enum):
+    """Where the closing handshake stands (RFC 6455 section 7, "Closing the Connection").
+
+    Data may be sent only while OPEN; frames from the peer are read while OPEN or CLOSING_LOCAL
+    (waiting for its close frame, section 7.1.2; its data is discarded, section 7.1.1).
+    """
+
+    OPEN = "open"
+    #: We sent a close frame; the peer's has not come.
+    CLOSING_LOCAL = "closing (ours sent)"
+    #: The peer sent a close frame; ours (the reply, section 5.5.1) has not gone.
+    CLOSING_REMOTE = "closing (theirs received)"
+    #: Both close frames went, or the transport ended.
+    CLOSED = "closed"
+
+
+class DataPiece(NamedTuple):
+    """A piece of a data message: ``final`` exactly once, on its last piece (which may be empty;
+    other pieces never are). A text message's pieces may split a character; each piece is
+    checked up to its last byte. (A tuple: one per message, cheaper than a dataclass.)"""
+
+    data: bytes
+    is_text: bool
+    final: bool
+
+
+class Ping(NamedTuple):
+    """The peer pinged: answer with :meth:`Protocol.send_pong` (section 5.5.2)."""
+
+    payload: bytes
+
+
+class Pong(NamedTuple):
+    """The peer sent a pong (an answer to our ping, or unsolicited: section 5.5.3)."""
+
+    payload: bytes
+
+
+class CloseReceived(NamedTuple):
+    """The peer's close frame (1005: it had no status code); answer with
+    :meth:`Protocol.send_close_reply`. Nothing is parsed after it."""
+
+    code: int
+    reason: str
+
+
+class TurnEnded:
+    """:data:`FRAMES_PER_TURN` frames were parsed (and paid for): let the other connections run."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "TURN_ENDED"
+
+
+TURN_ENDED = TurnEnded()
+Event = Union[DataPiece, Ping, Pong, CloseReceived, TurnEnded]
+
+
+class Protocol:
+    """The server side of one WebSocket connection after its handshake (client frames must be masked).
+
+    :param max_message_size: a message whose payload would exceed it is refused with 1009.
+    :param max_frame_rate: frames per second (every kind), in bursts of one second's worth;
+        past it the connection is failed with 1008 (0: no limit).
+    :param clock: the frame budget's clock (seconds, monotonic), for tests.
+    """
+
+    def __init__(self, *, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+                 max_frame_rate: float = DEFAULT_MAX_FRAME_RATE,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.state = State.OPEN
+        #: The code of our close frame, and of the peer's (1006: the transport ended without one).
+        self.close_sent: int | None = None
+        self.close_received: int | None = None
+        self.close_reason = ""
+        #: Data payload bytes received (discarded ones included) and sent.
+        self.bytes_received = 0
+        self.bytes_sent = 0
+        self.max_message_size = max_message_size
+        self._too_big = f"message over {max_message_size} bytes"
+        self._frame_budget = TokenBucket(max_frame_rate, clock=clock) if max_frame_rate else None
+        #: Frames per turn: a batch paid for at once may not exceed the budget's burst.
+        self._turn = FRAMES_PER_TURN
+        if self._frame_budget is not None:
+            self._turn = min(FRAMES_PER_TURN, int(self._frame_budget.capacity))
+        self._frames_left = self._turn
+        #: Bytes received but not parsed yet: those from ``_buffer[_offset]`` on. Consumed by
+        #: moving the offset, never by copying the rest (a 256 KiB read may hold 37 000 frames).
+        self._buffer = b""
+        self._offset = 0
+        #: False once nothing more is parsed: after a violation or the peer's close frame.
+        self._receiving = True
+        #: The frame whose payload is being read, and how much of it has been.
+        self._frame: FrameHeader | None = None
+        self._frame_received = 0
+        #: The data message being received: its opcode (None between messages), size, validator.
+        self._message_opcode: Opcode | None = None
+        self._message_size = 0
+        self._validator: Utf8Validator | None = None
+        #: A message sent with :meth:`send_data` is open (its final piece has not gone out).
+        self._sending_pieces = False
+
+    @property
+    def receiving(self) -> bool:
+        """True while frames from the peer are still expected (and parsed)."""
+        return self._receiving
+
+    def limit_message_size(self, size: int, reason: str) -> None:
+        """Refuse (1009) messages over ``size`` bytes too, with ``reason`` in the close frame."""
+        if size < self.max_message_size:
+            self.max_message_size = size
+            self._too_big = f"{reason} (over {size} bytes)"
+
+    # -- receiving -------------------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> None:
+        """Add bytes read from the transport (``b""`` is not the end: see :meth:`connection_lost`)."""
+        if not self._receiving:
+            return
+        if self._offset >= len(self._buffer):
+            self._buffer, self._offset = data, 0
+        else:  # what is left is a piece of a header or of a control frame: a few bytes
+            self._buffer, self._offset = self._buffer[self._offset:] + data, 0
+
+    def connection_lost(self) -> None:
+        """The transport ended: the connection is CLOSED; without the peer's close frame, 1006
+        (section 7.1.5, "The WebSocket Connection Close Code is considered to be 1006")."""
+        self._receiving = False
+        self.state = State.CLOSED
+        if self.close_received is None:
+            self.close_received = CloseCode.ABNORMAL
+
+    def next_event(self) -> Event | None:
+        """The next event the received bytes hold; None until more bytes come (or once
+        :attr:`receiving` is False). Raises :class:`~.frames.ProtocolViolation` when the peer
+        broke the protocol: answer with ``send_close(violation.code, violation.reason)``."""
+        if not self._receiving:
+            return None
+        try:
+            while True:
+                frame = self._frame
+                if frame is None:
+                    buffer, offset = self._buffer, self._offset
+                    available = len(buffer) - offset
+                    if available < 2:
+                        return None
+                    if not self._frames_left:
+                        self._end_turn()
+                        return TURN_ENDED
+                    size = header_size(buffer, offset)
+                    if available < size:
+                        return None
+                    frame = parse_header(buffer, offset=offset, require_mask=True)
+                    self._offset = offset + size
+                    self._frames_left -= 1
+                    self._start_frame(frame)
+                if frame.opcode >= Opcode.CLOSE:  # a control frame: 125 bytes at most (parse_header)
+                    return self._control_frame(frame)
+                event = self._data_piece(frame)
+                if event is not None:
+                    return event
+                if self._frame is not None:
+                    return None  # the rest of its payload has not come yet
+                # an empty non-final frame, or data discarded after our close: read on
+        except ProtocolViolation:
+            self._receiving = False
+            raise
+
+    def _end_turn(self) -> None:
+        """Pay for a turn's frames from the frame budget (1008 when it is spent)."""
+        self._frames_left = self._turn
+        if self._frame_budget is not None and not self._frame_budget.take(self._turn):
+            raise ProtocolViolation(CloseCode.POLICY_VIOLATION,
+                                    f"over {self._frame_budget.rate:g} frames/s (max_frame_rate)")
+
+    def _start_frame(self, frame: FrameHeader) -> None:
+        """Check a data frame against the message it starts or continues (section 5.4)."""
+        self._frame, self._frame_received = frame, 0
+        opcode = frame.opcode
+        if opcode >= Opcode.CLOSE:
+            return
+        if opcode == Opcode.CONTINUATION:
+            if self._message_opcode is None:
+                raise ProtocolViolation(CloseCode.PROTOCOL_ERROR, "continuation frame without a message")
+        elif self._message_opcode is not None:
+            raise ProtocolViolation(CloseCode.PROTOCOL_ERROR, "new message inside a fragmented message")
+        else:
+            self._message_opcode = opcode
+            self._message_size = 0
+        self._message_size += frame.length
+        if self._message_size > self.max_message_size:
+            raise ProtocolViolation(CloseCode.MESSAGE_TOO_BIG, self._too_big)
+
+    def _data_piece(self, frame: FrameHeader) -> DataPiece | None:
+        """What has arrived of ``frame``'s payload, unmasked and checked; None if nothing to
+        hand out (no byte yet, an empty non-final frame, or data after our close)."""
+        buffer, offset, received = self._buffer, self._offset, self._frame_received
+        count = min(len(buffer) - offset, frame.length - received)
+        if count <= 0 and frame.length:
+            return None
+        piece = buffer if offset == 0 and count == len(buffer) else buffer[offset:offset + count]
+        self._offset = offset + count
+        if frame.mask:
+            piece = apply_mask(piece, frame.mask, received)
+        received += count
+        self._frame_received = received
+        done = received == frame.length
+        final = done and frame.fin
+        is_text = self._message_opcode == Opcode.TEXT
+        if is_text:
+            self._check_text(piece, final, whole=final and count == self._message_size)
+        if done:
+            self._frame = None
+            if final:
+                self._message_opcode, self._validator = None, None
+        self.bytes_received += count
+        if self.state is State.CLOSING_LOCAL:
+            return None  # section 7.1.1: after our close frame, the peer's data is discarded
+        return DataPiece(piece, is_text, final) if piece or final else None
+
+    def _check_text(self, piece: bytes, final: bool, *, whole: bool) -> None:
+        """Raise 1007 at the first piece that cannot be valid UTF-8 (section 8.1)."""
+        if whole:  # a message in one piece (nearly all): checked at once, no incremental decoder
+            if not piece.isascii():
+                try:
+                    utf_8_decode(piece, "strict", True)
+                except UnicodeDecodeError:
+                    raise ProtocolViolation(CloseCode.INVALID_DATA, "text message is not valid UTF-8") from None
+            return
+        if self._validator is None:
+            self._validator = Utf8Validator()
+        self._validator.feed(piece, final=final)
+
+    def _control_frame(self, frame: FrameHeader) -> Ping | Pong | CloseReceived | None:
+        buffer, offset, length = self._buffer, self._offset, frame.length
+        if len(buffer) - offset < length:
+            return None  # control frames are read whole (125 bytes at most)
+        self._offset = offset + length
+        self._frame = None
+        payload = apply_mask(buffer[offset:offset + length], frame.mask)
+        if frame.opcode == Opcode.PING:
+            return Ping(payload)
+        if frame.opcode == Opcode.PONG:
+            return Pong(payload)
+        code, reason = parse_close_payload(payload)
+        self.close_received, self.close_reason = code, reason
+        self._receiving = False
+        self.state = State.CLOSED if self.state is State.CLOSING_LOCAL else State.CLOSING_REMOTE
+        return CloseReceived(code, reason)
+
+    # -- sending ---------------------------------------------------------------------------
+
+    def send_data(self, data: bytes | memoryview, *, text: bool, final: bool = True) -> tuple[bytes, bytes | memoryview]:
+        """A data message, or one piece of it (section 5.4): the first piece opens it as text or
+        binary, the ``final`` one ends it, and no other message may start in between. The
+        pieces of a text message may split a character; the whole must be valid UTF-8.
+
+        Returns the frame as two buffers to write in order, header then payload (which is never
+        copied). Raises :class:`WebSocketClosed` once the closing handshake has started.
+        """
+        if self.state is not State.OPEN:
+            raise WebSocketClosed("the closing handshake has started")
+        if self._sending_pieces:
+            opcode = Opcode.CONTINUATION
+        else:
+            opcode = Opcode.TEXT if text else Opcode.BINARY
+        self._sending_pieces = not final
+        self.bytes_sent += len(data)
+        return encode_header(opcode, len(data), fin=final), data
+
+    def send_ping(self, payload: bytes = b"") -> bytes:
+        return encode_header(Opcode.PING, len(payload)) + payload
+
+    def send_pong(self, payload: bytes) -> bytes:
+        """The answer to a :class:`Ping` (sent in any state: a pong is no data)."""
+        return encode_header(Opcode.PONG, len(payload)) + payload
+
+    def send_close(self, code: int = CloseCode.NORMAL, reason: str = "") -> bytes:
+        """Our close frame, with its status code and reason; ``b""`` if ours already went."""
+        if self.close_sent is not None:
+            return b""
+        self.close_sent = code
+        self.state = State.CLOSING_LOCAL if self.state is State.OPEN else State.CLOSED
+        payload = encode_close_payload(code, reason)
+        return encode_header(Opcode.CLOSE, len(payload)) + payload
+
+    def send_close_reply(self) -> bytes:
+        """Our answer to the peer's close frame: "typically echoing the status code it received"
+        (section 5.5.1); 1000 for a close without one."""
+        code = self.close_received
+        return self.send_close(CloseCode.NORMAL if code in (None, CloseCode.NO_STATUS) else code)
