@@ -37,7 +37,7 @@ from .greenlets import LightGreenlet
 from .policy import TokenBucket
 from .utf8 import Utf8Splitter, is_utf8
 from .sockio import Receiver, send_all, yield_to_loop
-from .websocket import ConnectionClosed, WebSocket
+from .websocket import WebSocket, WebSocketClosed
 
 log = logging.getLogger(__name__)
 
@@ -245,8 +245,6 @@ class Session:
         held = bytearray()
 
         def forward(piece: bytes, is_text: bool, final: bool) -> None:
-            if ws.close_sent is not None:
-                return  # section 7.1.1: after our close, data from the client is discarded
             if final and not held:
                 data = piece  # a message in one piece (nearly all of them) is never copied
             else:
@@ -287,7 +285,7 @@ class Session:
                 self._pump_packets()
             else:
                 self._pump_stream()
-        except ConnectionClosed:
+        except WebSocketClosed:
             return  # the client is gone; the other pump notices too
         except OSError as error:
             log.warning("read from %s failed: %s", self.name, error)

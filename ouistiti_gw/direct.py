@@ -34,7 +34,7 @@ from .addresses import Address, pack_ip, unpack_ip
 from .frames import CloseCode
 from .proxy import ProxyHeader, read_header
 from .utf8 import is_utf8
-from .websocket import ConnectionClosed, Message, WebSocket
+from .websocket import Message, WebSocket, WebSocketClosed
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ def _broken_pipe() -> Iterator[None]:
     """A closed WebSocket fails a send as a closed socket would: EPIPE."""
     try:
         yield
-    except ConnectionClosed as closed:
+    except WebSocketClosed as closed:
         raise BrokenPipeError(errno.EPIPE, str(closed)) from None
 
 
