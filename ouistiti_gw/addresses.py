@@ -1,7 +1,7 @@
 """IP addresses in the binary and text forms the gateway passes them on in.
 
 Two wire formats carry a client's address to a UNIX server: direct mode's raw ``struct sockaddr``
-(:mod:`ouistiti_gw.direct`) and the PROXY protocol v2 address block (:mod:`ouistiti_gw.proxy`).
+(:mod:`ouistiti_gw.handover`) and the PROXY protocol v2 address block (:mod:`ouistiti_gw.proxy`).
 Both hold an address family and the address's packed bytes; the conversions between those and
 ``(host, port)`` live here once, with the same validation for both.
 """

@@ -1,104 +1,39 @@
-"""Direct mode: the gateway hands the client's TCP socket itself to the UNIX server.
+"""The server side of the gateway, for UNIX servers written in Python: what a connection is.
 
-ouistiti's ``WEBSOCKET_RT`` build option, with its wire format, so servers written for ouistiti
-work behind us: after the 101, the gateway sends *one* message on the UNIX connection whose data is
-the client's raw ``struct sockaddr`` (``sockaddr_in``, or ``sockaddr_in6`` for IPv6) and whose
-ancillary data is the client socket's file descriptor (``SCM_RIGHTS``); the server then closes the
-UNIX connection and speaks WebSocket on the client socket itself. (ouistiti's
-``staging/websocket_clirt.c`` sends it, ``utils/utils.c`` ``ouistiti_recvaddr()`` receives it.)
+A connection accepted on the socket file is one of three things, and :func:`accept` /
+:func:`adopt` tell them apart: in direct mode, the client's TCP socket handed over by the gateway
+(:mod:`ouistiti_gw.handover`), returned as a :class:`DirectClient` (a WebSocket, the counterpart
+of ouistiti's libwebsocket, with the client's address); when piping, the plain connection, or a
+:class:`PipedConnection` carrying the PROXY header (:mod:`ouistiti_gw.proxy`) the gateway sends
+first when asked to. :func:`client_address` says who the client is either way.
 
-Gateway side: :func:`hand_over`. Server side, the counterpart of ouistiti's libwebsocket:
-:func:`accept` / :func:`adopt` return a :class:`DirectClient` (a WebSocket over the passed socket,
-with the client's address) or the plain connection when the gateway is piping, after reading the
-PROXY header (:mod:`ouistiti_gw.proxy`) the gateway sends first when asked to;
-:func:`client_address` says who the client is either way.
-
-No PROXY header precedes a handover: the handover message itself carries the client's sockaddr,
-and ouistiti's servers (``ouistiti_recvaddr()``) expect that message first.
+A :class:`DirectClient` speaks WebSocket through the same I/O shell and protocol core as the
+gateway (:class:`~ouistiti_gw.websocket.WebSocket` over :class:`~ouistiti_gw.protocol.Protocol`):
+its receive returns None (``recv``: ``b""``) once the client is gone, its send raises
+BrokenPipeError, as a socket's would.
 """
 from __future__ import annotations
 
-import array
 import contextlib
 import errno
 import logging
-import socket as stdlib_socket
-import struct
-import weakref
 from typing import Callable, Iterator
 
 import gevent.select
 from gevent import socket
 
-from .addresses import Address, pack_ip, unpack_ip
+from .addresses import Address
 from .frames import CloseCode
+from .handover import take_handover
 from .proxy import ProxyHeader, read_header
 from .utf8 import is_utf8
 from .websocket import Message, WebSocket, WebSocketClosed
 
 log = logging.getLogger(__name__)
 
-#: How long the gateway waits for the server to take the socket (it closes the UNIX connection).
-HANDOVER_TIMEOUT_SECONDS = 5.0
 #: How long a server waits, after accepting, for a handover before it treats the connection as piped.
 HANDOVER_WAIT_SECONDS = 0.5
-_FD_SIZE = array.array("i").itemsize
-_ANCILLARY_SIZE = stdlib_socket.CMSG_SPACE(4 * _FD_SIZE)
 
-
-# -- the wire format ----------------------------------------------------------------------------
-
-def encode_sockaddr(address: tuple) -> bytes:
-    """The raw ``struct sockaddr_in`` / ``sockaddr_in6`` of a ``getpeername()`` address."""
-    host, port = address[:2]
-    family, packed = pack_ip(host)
-    if family == socket.AF_INET6:
-        flowinfo, scope_id = (address[2], address[3]) if len(address) >= 4 else (0, 0)
-        return struct.pack("=H", family) + struct.pack("!HI", port, flowinfo) + packed + struct.pack("=I", scope_id)
-    return struct.pack("=H", family) + struct.pack("!H", port) + packed + bytes(8)
-
-
-#: Where the packed address sits in a ``sockaddr_in`` / ``sockaddr_in6``.
-_SOCKADDR_IP = {socket.AF_INET: slice(4, 8), socket.AF_INET6: slice(8, 24)}
-
-
-def decode_sockaddr(data: bytes) -> Address | None:
-    """``(host, port)`` from a raw ``sockaddr_in`` / ``sockaddr_in6``; None for anything else."""
-    if len(data) < 4:
-        return None
-    (family,) = struct.unpack_from("=H", data)
-    try:
-        host = unpack_ip(family, data[_SOCKADDR_IP[family]])
-    except (KeyError, ValueError):
-        return None
-    return host, struct.unpack_from("!H", data, 2)[0]
-
-
-# -- gateway side -------------------------------------------------------------------------------
-
-def hand_over(backend: socket.socket, client: socket.socket, timeout: float = HANDOVER_TIMEOUT_SECONDS) -> bool:
-    """Send ``client`` to the server over ``backend``; True once the server has taken it.
-
-    The server takes the descriptor, then closes the UNIX connection (end of stream here). A
-    server that closes without reading the message drops the descriptor with it: Linux then
-    reports ECONNRESET, and the caller still owns the client. No answer within ``timeout`` counts
-    as taken (the server holds the connection open, ouistiti's servers do not).
-    """
-    fds = array.array("i", [client.fileno()])
-    backend.sendmsg([encode_sockaddr(client.getpeername())], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
-    backend.settimeout(timeout)
-    try:
-        return backend.recv(1) == b""
-    except stdlib_socket.timeout:
-        log.warning("server kept the UNIX connection open after the handover")
-        return True
-    except OSError as error:
-        if error.errno in (errno.ECONNRESET, errno.EPIPE):
-            return False
-        raise
-
-
-# -- server side --------------------------------------------------------------------------------
 
 class DirectClient:
     """A browser's WebSocket, handed over by the gateway in direct mode.
@@ -160,6 +95,12 @@ def _broken_pipe() -> Iterator[None]:
         raise BrokenPipeError(errno.EPIPE, str(closed)) from None
 
 
+class PipedConnection(socket.socket):
+    """A piped connection that began with a PROXY header: the socket, and what the header said."""
+
+    proxy_header: ProxyHeader | None = None
+
+
 def adopt(conn: socket.socket, wait: float = HANDOVER_WAIT_SECONDS, *,
           proxy_header: bool = False) -> socket.socket | DirectClient:
     """Turn a freshly accepted UNIX connection into what the gateway means it to be.
@@ -169,52 +110,33 @@ def adopt(conn: socket.socket, wait: float = HANDOVER_WAIT_SECONDS, *,
     - direct mode: the gateway's handover message arrives at once; the client socket it carries
       becomes a :class:`DirectClient` and the UNIX connection is closed, as ouistiti's servers do;
     - piping with ``proxy_header`` (the gateway runs with ``proxy_protocol``): the connection must
-      start with a PROXY header. It is read, and nothing past it; :func:`client_address` then
-      gives its source. A connection without one raises :class:`~ouistiti_gw.proxy.ProxyProtocolError`:
+      start with a PROXY header. It is read, and nothing past it; the connection comes back as
+      a :class:`PipedConnection` (the same socket, which ``conn`` no longer is), whose source
+      :func:`client_address` gives. A connection without one raises :class:`~ouistiti_gw.proxy.ProxyProtocolError`:
       a server that took the header when present would believe any client whose first message
       looks like one, so it is asked for, never guessed;
     - piping otherwise (data without a descriptor, or nothing within ``wait`` seconds): ``conn``
       is returned untouched, nothing read from it.
     """
     if gevent.select.select([conn], [], [], wait)[0]:
-        handed = _take_handover(conn)
+        handed = take_handover(conn)
         if handed is not None:
-            return handed
+            client, address = handed
+            log.debug("direct client %s handed over", address)
+            return DirectClient(client, address)
     if proxy_header:
-        _proxy_headers[conn] = read_header(conn)
+        header = read_header(conn)
+        timeout = conn.gettimeout()
+        piped = PipedConnection(conn.family, conn.type, conn.proto, fileno=conn.detach())
+        piped.settimeout(timeout)
+        piped.proxy_header = header
+        return piped
     return conn
-
-
-def _take_handover(conn: socket.socket) -> DirectClient | None:
-    """The :class:`DirectClient` a pending handover message carries; None (nothing read) if the
-    first message carries no descriptor."""
-    try:
-        peeked, ancillary, _, _ = conn.recvmsg(64, _ANCILLARY_SIZE, socket.MSG_PEEK)
-    except OSError:
-        return None
-    peeked_fds = _descriptors(ancillary)
-    if not peeked_fds:
-        return None
-    for fd in peeked_fds:  # peeking installed copies of the descriptors: drop them
-        stdlib_socket.close(fd)
-    data, ancillary, _, _ = conn.recvmsg(64, _ANCILLARY_SIZE)
-    fds = _descriptors(ancillary)
-    for extra in fds[1:]:
-        stdlib_socket.close(extra)
-    conn.close()
-    client = socket.socket(fileno=fds[0])
-    address = decode_sockaddr(data)
-    log.debug("direct client %s handed over", address)
-    return DirectClient(client, address)
-
-
-#: PROXY headers read by :func:`adopt`, by connection (gone with it).
-_proxy_headers: "weakref.WeakKeyDictionary[socket.socket, ProxyHeader]" = weakref.WeakKeyDictionary()
 
 
 def proxy_header_of(conn: socket.socket | DirectClient) -> ProxyHeader | None:
     """The PROXY header :func:`adopt` read on ``conn`` (its TLVs: Host, path, user...), if any."""
-    return _proxy_headers.get(conn) if not isinstance(conn, DirectClient) else None
+    return conn.proxy_header if isinstance(conn, PipedConnection) else None
 
 
 def client_address(conn: socket.socket | DirectClient) -> Address | None:
@@ -232,11 +154,3 @@ def accept(listener: socket.socket, wait: float = HANDOVER_WAIT_SECONDS, *,
     up to ``wait`` seconds for a client that sends nothing."""
     conn, _ = listener.accept()
     return adopt(conn, wait, proxy_header=proxy_header)
-
-
-def _descriptors(ancillary: list) -> list[int]:
-    fds = array.array("i")
-    for level, kind, data in ancillary:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            fds.frombytes(data[:len(data) - len(data) % _FD_SIZE])
-    return list(fds)

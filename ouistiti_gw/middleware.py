@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Iterable
 from .bridge import BackendUnavailable, Session, connect_unix
 from .addresses import format_address
 from .frames import CloseCode
-from .direct import hand_over
+from .handover import hand_over
 from .handler import UPGRADE_KEY, ClientConnection, is_websocket_request, pending_input
 from .identity import PROXY_PROTOCOL_VERSIONS, Networks, TrustedProxies, arrival_address, proxy_header
 from .logs import follow_gunicorn_error_log
@@ -69,7 +69,7 @@ class WebSocketGateway:
     :param deny: comma-separated globs of names it never serves (default none). A name that is
         not allowed, or denied, is not the gateway's: the request goes to ``app``.
     :param mode: ``"pipe"`` (the default, also ``""``: the gateway pipes messages) or ``"direct"``:
-        after the 101 the client's socket itself is handed to the server (:mod:`ouistiti_gw.direct`),
+        after the 101 the client's socket itself is handed to the server (:mod:`ouistiti_gw.handover`),
         plain HTTP only (wss:// is piped).
     :param origins: browser Origins allowed to connect: ``""`` only this same host (the
         default, against cross-site WebSocket hijacking), ``"*"`` any, or a comma-separated list

@@ -7,7 +7,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from ouistiti_gw.direct import decode_sockaddr, encode_sockaddr
+from ouistiti_gw.handover import decode_sockaddr, encode_sockaddr
 from support import (
     TESTS, fd_count, free_port, gateway_cli, gunicorn, handshake_request, raw_request, unix_accepts, wait_until,
 )

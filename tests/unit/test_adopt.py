@@ -1,0 +1,62 @@
+"""The server side's adopt(): a handover, a piped connection with its PROXY header, or a plain one.
+
+Real socket pairs in one process (no gateway): the handover through ``handover.hand_over``
+itself, so both ends of the wire format meet.
+"""
+from __future__ import annotations
+
+import gevent
+import pytest
+from gevent import socket
+
+from ouistiti_gw.direct import DirectClient, PipedConnection, adopt, client_address, proxy_header_of
+from ouistiti_gw.handover import hand_over
+from ouistiti_gw.proxy import ProxyProtocolError, encode_v1
+
+SOURCE, DESTINATION = ("192.0.2.7", 40000), ("127.0.0.1", 8080)
+
+
+def test_a_piped_connection_carries_its_proxy_header_and_nothing_past_it_is_read():
+    server, gateway = socket.socketpair()
+    with gateway:
+        gateway.sendall(encode_v1(SOURCE, DESTINATION) + b"hello")
+        server.settimeout(3)
+        conn = adopt(server, wait=0.1, proxy_header=True)
+        with conn:
+            assert isinstance(conn, PipedConnection) and conn.gettimeout() == 3
+            assert proxy_header_of(conn).destination == DESTINATION
+            assert client_address(conn) == SOURCE
+            assert conn.recv(100) == b"hello"
+
+
+def test_without_proxy_header_the_connection_comes_back_untouched():
+    server, gateway = socket.socketpair()
+    with server, gateway:
+        gateway.sendall(encode_v1(SOURCE, DESTINATION))
+        assert adopt(server, wait=0.1) is server
+        assert proxy_header_of(server) is None and client_address(server) is None
+        assert server.recv(5) == b"PROXY"
+
+
+def test_a_header_asked_for_and_missing_is_refused():
+    server, gateway = socket.socketpair()
+    with server, gateway:
+        gateway.sendall(b"GET / HTTP/1.1\r\n\r\n")
+        with pytest.raises(ProxyProtocolError):
+            adopt(server, wait=0.1, proxy_header=True)
+
+
+def test_a_handed_over_client_becomes_a_direct_client_with_its_address():
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    browser = socket.create_connection(listener.getsockname())
+    client, _ = listener.accept()
+    server, gateway = socket.socketpair()
+    with listener, browser, client, gateway:
+        taken = gevent.spawn(hand_over, gateway, client)
+        direct = adopt(server, wait=1)
+        assert taken.get(timeout=3) is True
+        assert isinstance(direct, DirectClient) and server.fileno() == -1
+        assert client_address(direct) == browser.getsockname() and proxy_header_of(direct) is None
+        direct.close()
