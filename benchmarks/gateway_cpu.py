@@ -1,0 +1,123 @@
+"""The gateway process's own CPU per message, old against new: robust on a busy machine.
+
+    python benchmarks/gateway_cpu.py OLD_TREE [--messages N] [--rounds R]
+
+Throughput figures swing with whatever else the machine runs; the CPU time the gateway process
+itself spends per message (``utime + stime`` from ``/proc``) does much less. Each round starts
+the gateway from ``OLD_TREE`` (a checkout whose ``ouistiti_gw`` is put first on ``PYTHONPATH``)
+and from this tree, alternately, in front of ``echo_server.py``, and sends ``N`` masked text
+messages of 16 B and of 1 KiB over one connection, 32 in flight, reading every echo.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+NEW_TREE = os.path.dirname(HERE)
+WINDOW = 32
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def connect(port: int) -> socket.socket:
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            sock = socket.create_connection(("127.0.0.1", port))
+            break
+        except ConnectionRefusedError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(f"GET /echo HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(4096)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return sock
+
+
+def ping_pong(sock: socket.socket, size: int, count: int) -> None:
+    """``count`` messages of ``size`` bytes (masked, all-zero key: the payload goes as is), and
+    their echo read back: as many payload bytes, in however many messages the gateway made of
+    the echo server's reads."""
+    frame = bytes([0x81, 0x80 | (size if size < 126 else 126)]) + (size.to_bytes(2, "big") if size >= 126 else b"")
+    frame += bytes(4) + b"x" * size
+    pending = b""
+    for _ in range(count // WINDOW):
+        sock.sendall(frame * WINDOW)
+        left = size * WINDOW
+        while left:
+            pending += sock.recv(1 << 20)
+            while len(pending) >= 4:
+                length, start = pending[1] & 0x7F, 2
+                if length == 126:
+                    length, start = int.from_bytes(pending[2:4], "big"), 4
+                if len(pending) < start + length:
+                    break
+                left -= length
+                pending = pending[start + length:]
+
+
+def one_round(tree: str, docroot: str, size: int, count: int) -> float:
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH=tree)
+    gateway = subprocess.Popen([sys.executable, "-m", "ouistiti_gw", "serve", "--docroot", docroot, "--port", str(port)],
+                               cwd=tree, env=env, stderr=subprocess.DEVNULL)
+    try:
+        with connect(port) as sock:
+            ping_pong(sock, size, WINDOW * 10)  # warm-up
+            before = cpu_seconds(gateway.pid)
+            ping_pong(sock, size, count)
+            return (cpu_seconds(gateway.pid) - before) / count * 1e6
+    finally:
+        gateway.terminate()
+        gateway.wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("old_tree")
+    parser.add_argument("--messages", type=int, default=50_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="gwcpu") as docroot:
+        echo = subprocess.Popen([sys.executable, os.path.join(HERE, "echo_server.py"), os.path.join(docroot, "echo")],
+                                stdout=subprocess.PIPE, text=True)
+        try:
+            echo.stdout.readline()
+            for size in (16, 1024):
+                figures: dict[str, list[float]] = {"old": [], "new": []}
+                for _ in range(args.rounds):
+                    for name, tree in (("old", args.old_tree), ("new", NEW_TREE)):
+                        figures[name].append(one_round(tree, docroot, size, args.messages))
+                for name, values in figures.items():
+                    print(f"{size:>5} B  {name}: median {statistics.median(values):6.1f} us/message "
+                          f"(rounds: {', '.join(f'{v:.1f}' for v in values)})")
+        finally:
+            echo.terminate()
+            echo.wait()
+
+
+if __name__ == "__main__":
+    main()
