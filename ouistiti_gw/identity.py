@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Iterator
 
 from . import proxy
 from .addresses import Address, unmap
-from .handler import SOCKET_KEY
 from .logsafe import loggable
+from .upgrade import client_socket
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
@@ -157,7 +157,7 @@ def _x_forwarded_for(value: str) -> Iterator[_Hop]:
 def local_address(environ: "WSGIEnvironment") -> Address:
     """The gateway's end of the client connection: the socket's own address where reachable,
     else what the WSGI server says (``SERVER_NAME`` when it is an IP, ``SERVER_PORT``)."""
-    sock = _client_socket(environ)
+    sock = client_socket(environ)
     if sock is not None:
         try:
             host, port = sock.getsockname()[:2]
@@ -172,7 +172,7 @@ def arrival_address(environ: "WSGIEnvironment") -> str:
     """The IP the client's connection arrived at, for the Host check (DNS rebinding): the socket's
     own address; where the server gives no socket (the stock worker's plain HTTP requests), the
     peer's, as a connection from a loopback address has reached a loopback address."""
-    sock = _client_socket(environ)
+    sock = client_socket(environ)
     if sock is not None:
         try:
             return unmap(sock.getsockname()[0])
@@ -181,16 +181,8 @@ def arrival_address(environ: "WSGIEnvironment") -> str:
     return unmap(environ.get("REMOTE_ADDR") or "")
 
 
-def _client_socket(environ: "WSGIEnvironment"):
-    # gunicorn: "gunicorn.sock" from its gevent workers, "gunicorn.socket" from the others
-    sock = environ.get(SOCKET_KEY) or environ.get("gunicorn.sock") or environ.get("gunicorn.socket")
-    if sock is None and environ.get("wsgi.websocket") is not None:  # gevent-websocket's handler
-        sock = environ["wsgi.websocket"].stream.handler.socket
-    return sock
-
-
 def _tls_version(environ: "WSGIEnvironment") -> str | None:
-    version = getattr(_client_socket(environ), "version", None)
+    version = getattr(client_socket(environ), "version", None)
     try:
         return version() if callable(version) else None
     except (OSError, ValueError):

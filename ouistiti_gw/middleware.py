@@ -30,13 +30,14 @@ from .bridge import BackendUnavailable, Session, connect_unix
 from .addresses import format_address
 from .frames import CloseCode
 from .direct import hand_over
-from .handler import UPGRADE_KEY, ClientConnection, is_websocket_request, pending_input
 from .identity import PROXY_PROTOCOL_VERSIONS, Networks, TrustedProxies, arrival_address, proxy_header
 from .logs import follow_gunicorn_error_log
 from .logsafe import loggable, wsgi_text
 from .names import NameRefused, NameRules, Target, find_target, parse_protocols, wsgi_path_to_name
 from .policy import HostPolicy, OriginPolicy, SessionCounter
 from .proxy import HeaderTooLong
+from .stock import adapt
+from .upgrade import UPGRADE_KEY, ClientConnection, Upgrade, is_websocket_request
 from .websocket import DEFAULT_MAX_FRAME_RATE, DEFAULT_MAX_MESSAGE_SIZE, WebSocket
 
 if TYPE_CHECKING:
@@ -138,8 +139,8 @@ class WebSocketGateway:
             if self.metrics is not None and environ.get("PATH_INFO") == self.metrics_path:
                 return self._serve_metrics(environ, start_response)
             return self.app(environ, start_response)
-        stock_websocket = environ.get("wsgi.websocket")
-        if stock_websocket is None and UPGRADE_KEY not in environ:
+        upgrade = adapt(environ)
+        if upgrade is None:
             log.warning("WebSocket request for %s on a server that cannot upgrade it "
                         "(use ouistiti_gw.worker.GatewayWorker or GeventWebSocketWorker)",
                         wsgi_text(environ.get("PATH_INFO", "")))
@@ -152,7 +153,7 @@ class WebSocketGateway:
         except NameRefused as refusal:
             return self._refuse(environ, start_response, 403, str(refusal), client, "denied")
         if target is None:
-            return self._pass_on(environ, start_response, stock_websocket)
+            return self._pass_on(environ, start_response, upgrade)
         target = dataclasses.replace(target, name=loggable(target.name))  # for logs and metrics from here on
         if not self._host_permitted(environ):
             return self._refuse(environ, start_response, 403, _host_refusal(environ), client, "host")
@@ -182,9 +183,10 @@ class WebSocketGateway:
         if self.mode != "direct" and not self._introduce(backend, header, target):
             backend.close()
             return self._refuse(environ, start_response, 503, f"{target.name}: connection lost", client, "refused")
-        hand_over_client = self.mode == "direct" and self._can_hand_over(environ, client)
+        upgrade = environ[UPGRADE_KEY]
+        hand_over_client = self.mode == "direct" and self._can_hand_over(environ, upgrade, client)
         try:
-            connection = self._upgrade(environ, target.protocol)
+            connection = upgrade.accept(target.protocol)
         except BaseException:
             backend.close()
             raise
@@ -246,25 +248,18 @@ class WebSocketGateway:
             log.warning("PROXY header to %s failed: %s", target.name, error)
             return False
 
-    def _upgrade(self, environ: "WSGIEnvironment", protocol: str | None) -> ClientConnection:
-        """Complete the handshake (or take over the one gevent-websocket completed)."""
-        stock_websocket = environ.get("wsgi.websocket")
-        if stock_websocket is None:
-            return environ[UPGRADE_KEY](protocol)
-        return take_over(stock_websocket)
-
     def _websocket(self, connection: ClientConnection) -> WebSocket:
         """The WebSocket we trust, over the client connection."""
         return WebSocket(connection.sock, connection.take_buffered(), max_message_size=self.max_message_size,
                          max_frame_rate=self.max_frame_rate)
 
     @staticmethod
-    def _can_hand_over(environ: "WSGIEnvironment", client: str) -> bool:
+    def _can_hand_over(environ: "WSGIEnvironment", upgrade: Upgrade, client: str) -> bool:
         """Checked before the 101: afterwards the client's first message may be on its way."""
         if environ.get("wsgi.url_scheme") == "https":
             log.info("direct mode is for plain HTTP only: piping %s's TLS connection instead", client)
             return False
-        if pending_input(environ):
+        if upgrade.pending_input():
             log.debug("%s sent data right after its handshake: piping instead of handing over", client)
             return False
         return True
@@ -295,28 +290,28 @@ class WebSocketGateway:
                     reason, status)
         if self.metrics is not None:
             self.metrics.refused(category)
-        stock_websocket = environ.get("wsgi.websocket")
-        if stock_websocket is not None:
+        upgrade = environ[UPGRADE_KEY]
+        if upgrade.already_accepted:
             code = CloseCode.INTERNAL_ERROR if status in (404, 503) else CloseCode.POLICY_VIOLATION
-            websocket = self._websocket(self._upgrade(environ, None))
+            websocket = self._websocket(upgrade.accept())
             websocket.close(code, reason)
             websocket.linger()
             return []
         return _plain_response(start_response, status, reason)
 
-    def _pass_on(self, environ, start_response, stock_websocket) -> Iterable[bytes]:
+    def _pass_on(self, environ, start_response, upgrade: Upgrade) -> Iterable[bytes]:
         """Hand a WebSocket request that is not the gateway's to the wrapped app.
 
         Under the stock handler the WebSocket is already open; if the app leaves it open, we end
         it with a well-formed 1008 (gevent-websocket's own close would carry no status code).
         """
         result = self.app(environ, start_response)
-        if stock_websocket is None:
+        if not upgrade.already_accepted:
             return result
 
         def close_if_left_open() -> None:
-            if not stock_websocket.closed:
-                self._websocket(self._upgrade(environ, None)).close(
+            if upgrade.still_open():
+                self._websocket(upgrade.accept()).close(
                     CloseCode.POLICY_VIOLATION, "no WebSocket service here")
 
         return _then_close(result, close_if_left_open)
@@ -340,12 +335,6 @@ def _make_metrics():
         raise ValueError(f"ouistiti_gw: metrics_path needs prometheus_client "
                          f"(pip install ouistiti_gw[metrics]): {error}") from None
     return Metrics()
-
-
-def take_over(stock_websocket) -> ClientConnection:
-    """Take the connection from gevent-websocket's ``WebSocket`` and mute it for good."""
-    stock_websocket.closed = True  # its close() (run after the app) would write a codeless close frame
-    return ClientConnection(stock_websocket.stream.handler)
 
 
 def _then_close(result: Iterable[bytes], finish) -> Iterable[bytes]:
