@@ -18,7 +18,6 @@ import errno
 import logging
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,7 +27,8 @@ from contextlib import ExitStack
 from .inifile import IniFile
 from .middleware import MODES, WebSocketGateway
 from .paste import SETTINGS, build_gateway, demo_page_directory, make_static_app, not_found_app
-from .server import make_server, serve_until_stopped
+from .unix import BackendUnavailable, connect_unix
+from .wsgi_server import make_server, serve_until_stopped
 
 log = logging.getLogger(__name__)
 
@@ -180,14 +180,11 @@ def start_sample_server(module: str, docroot: str, name: str, options: list[str]
 
 def unix_accepts(path: str) -> bool:
     """True when a server listens on the UNIX socket ``path`` (stream or seqpacket)."""
-    for sock_type in (socket.SOCK_STREAM, socket.SOCK_SEQPACKET):
-        with socket.socket(socket.AF_UNIX, sock_type) as probe:
-            try:
-                probe.connect(path)
-                return True
-            except OSError:
-                continue
-    return False
+    try:
+        connect_unix(path).close()
+    except BackendUnavailable:
+        return False
+    return True
 
 
 def stop_process(process: subprocess.Popen) -> None:

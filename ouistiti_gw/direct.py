@@ -10,7 +10,7 @@ UNIX connection and speaks WebSocket on the client socket itself. (ouistiti's
 Gateway side: :func:`hand_over`. Server side, the counterpart of ouistiti's libwebsocket:
 :func:`accept` / :func:`adopt` return a :class:`DirectClient` (a WebSocket over the passed socket,
 with the client's address) or the plain connection when the gateway is piping, after reading the
-PROXY header (:mod:`ouistiti_gw.proxy`) the gateway sends first when asked to;
+PROXY header (:mod:`ouistiti_gw.proxy_protocol`) the gateway sends first when asked to;
 :func:`client_address` says who the client is either way.
 
 No PROXY header precedes a handover: the handover message itself carries the client's sockaddr,
@@ -32,7 +32,8 @@ from gevent import socket
 
 from .addresses import Address, pack_ip, unpack_ip
 from .frames import CloseCode
-from .proxy import ProxyHeader, read_header
+from .proxy_protocol import ProxyHeader
+from .unix import read_proxy_header
 from .utf8 import is_utf8
 from .websocket import ConnectionClosed, Message, WebSocket
 
@@ -170,7 +171,7 @@ def adopt(conn: socket.socket, wait: float = HANDOVER_WAIT_SECONDS, *,
       becomes a :class:`DirectClient` and the UNIX connection is closed, as ouistiti's servers do;
     - piping with ``proxy_header`` (the gateway runs with ``proxy_protocol``): the connection must
       start with a PROXY header. It is read, and nothing past it; :func:`client_address` then
-      gives its source. A connection without one raises :class:`~ouistiti_gw.proxy.ProxyProtocolError`:
+      gives its source. A connection without one raises :class:`~ouistiti_gw.proxy_protocol.ProxyProtocolError`:
       a server that took the header when present would believe any client whose first message
       looks like one, so it is asked for, never guessed;
     - piping otherwise (data without a descriptor, or nothing within ``wait`` seconds): ``conn``
@@ -181,7 +182,7 @@ def adopt(conn: socket.socket, wait: float = HANDOVER_WAIT_SECONDS, *,
         if handed is not None:
             return handed
     if proxy_header:
-        _proxy_headers[conn] = read_header(conn)
+        _proxy_headers[conn] = read_proxy_header(conn)
     return conn
 
 

@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator
 
-from . import proxy
+from . import proxy_protocol
 from .addresses import Address, unmap
 from .logsafe import loggable
 from .upgrade import client_socket
@@ -193,17 +193,17 @@ def proxy_header(version: str, environ: "WSGIEnvironment", client: Client, proto
     """The PROXY header (``version`` ``v1`` or ``v2``) for this request, from ``client`` to us."""
     local = local_address(environ)
     if version == "v1":
-        return proxy.encode_v1(client.address, local)
+        return proxy_protocol.encode_v1(client.address, local)
     path = (environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")).encode("latin-1", "replace")
-    tlvs = [(proxy.PP2_TYPE_GW_PATH, path)]
+    tlvs = [(proxy_protocol.PP2_TYPE_GW_PATH, path)]
     if environ.get("HTTP_HOST"):
-        tlvs.append((proxy.PP2_TYPE_AUTHORITY, environ["HTTP_HOST"].encode("latin-1", "replace")))
+        tlvs.append((proxy_protocol.PP2_TYPE_AUTHORITY, environ["HTTP_HOST"].encode("latin-1", "replace")))
     if client.secure:
-        tlvs.append((proxy.PP2_TYPE_SSL, proxy.encode_ssl(_tls_version(environ))))
+        tlvs.append((proxy_protocol.PP2_TYPE_SSL, proxy_protocol.encode_ssl(_tls_version(environ))))
     if environ.get("QUERY_STRING"):
-        tlvs.append((proxy.PP2_TYPE_GW_QUERY, environ["QUERY_STRING"].encode("latin-1", "replace")))
+        tlvs.append((proxy_protocol.PP2_TYPE_GW_QUERY, environ["QUERY_STRING"].encode("latin-1", "replace")))
     if environ.get("REMOTE_USER"):
-        tlvs.append((proxy.PP2_TYPE_GW_USER, environ["REMOTE_USER"].encode("utf-8", "replace")))
+        tlvs.append((proxy_protocol.PP2_TYPE_GW_USER, environ["REMOTE_USER"].encode("utf-8", "replace")))
     if protocol:
-        tlvs.append((proxy.PP2_TYPE_GW_PROTOCOL, protocol.encode("ascii", "replace")))
-    return proxy.encode_v2(client.address, local, tlvs)
+        tlvs.append((proxy_protocol.PP2_TYPE_GW_PROTOCOL, protocol.encode("ascii", "replace")))
+    return proxy_protocol.encode_v2(client.address, local, tlvs)

@@ -26,7 +26,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Iterable
 
-from .bridge import BackendUnavailable, Session, connect_unix
+from .bridge import Session
 from .addresses import format_address
 from .frames import CloseCode
 from .direct import hand_over
@@ -35,8 +35,9 @@ from .logs import follow_gunicorn_error_log
 from .logsafe import loggable, wsgi_text
 from .names import NameRefused, NameRules, Target, find_target, parse_protocols, wsgi_path_to_name
 from .policy import HostPolicy, OriginPolicy, SessionCounter
-from .proxy import HeaderTooLong
+from .proxy_protocol import HeaderTooLong
 from .stock import adapt
+from .unix import BackendUnavailable, connect_unix
 from .upgrade import UPGRADE_KEY, ClientConnection, Upgrade, is_websocket_request
 from .websocket import DEFAULT_MAX_FRAME_RATE, DEFAULT_MAX_MESSAGE_SIZE, WebSocket
 
@@ -89,7 +90,7 @@ class WebSocketGateway:
     :param idle_timeout: seconds without any frame from the client (pongs included) before the
         session is closed with 1001 and its UNIX connection too (0: never).
     :param proxy_protocol: ``"v1"`` or ``"v2"``: each new UNIX connection starts with a PROXY
-        header saying who the client is (:mod:`ouistiti_gw.proxy`); ``""`` (default): none. Not
+        header saying who the client is (:mod:`ouistiti_gw.proxy_protocol`); ``""`` (default): none. Not
         before a direct-mode handover, which carries the client's address itself.
     :param trusted_proxies: comma-separated IPs/CIDRs of front proxies whose ``Forwarded`` /
         ``X-Forwarded-For`` headers name the client (:mod:`ouistiti_gw.identity`); default none.

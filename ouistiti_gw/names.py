@@ -29,6 +29,12 @@ _DECODE_ROUNDS = 3
 _CONTROL_CATEGORIES = frozenset({"Cc", "Zl", "Zp"})
 
 
+def fits_sun_path(path: str) -> bool:
+    """Whether ``path`` fits a UNIX socket address: ``bind`` and ``connect`` refuse a longer one
+    (the sample servers check their own path with this rule too)."""
+    return len(os.fsencode(path)) <= MAX_SOCKET_PATH_BYTES
+
+
 class NameRefused(ValueError):
     """The name can never designate a socket below docroot (traversal, bad characters...)."""
 
@@ -120,7 +126,7 @@ def resolve_inside(docroot: str, name: str) -> str:
     resolved = os.path.realpath(os.path.join(root, name))
     if os.path.commonpath([root, resolved]) != root or resolved == root:
         raise NameRefused("name resolves outside docroot")
-    if len(os.fsencode(resolved)) > MAX_SOCKET_PATH_BYTES:
+    if not fits_sun_path(resolved):
         raise NameRefused("path too long for a UNIX socket address")
     return resolved
 

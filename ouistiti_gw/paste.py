@@ -24,7 +24,7 @@ from webob.static import DirectoryApp
 
 from .lazy import BuiltOnce
 from .middleware import WebSocketGateway
-from .server import make_server, serve_until_stopped
+from .wsgi_server import make_server, serve_until_stopped
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment

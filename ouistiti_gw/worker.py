@@ -17,7 +17,7 @@ from geventwebsocket.gunicorn.workers import GeventWebSocketWorker
 from gunicorn.workers.ggevent import PyWSGIHandler, PyWSGIServer
 
 from .accepting import QuietAccept
-from .bridge import close_all_sessions
+from .bridge import process_sessions
 from .handler import GatewayHandler
 from .logs import follow_gunicorn_error_log
 from .paste import environment_gateway, make_app
@@ -65,7 +65,7 @@ class GatewayWorker(GeventWebSocketWorker):
 
     def handle_exit(self, sig, frame) -> None:
         super().handle_exit(sig, frame)
-        gevent.spawn(close_all_sessions)
+        gevent.spawn(process_sessions.close_all)
 
 
 def _forget_live_gauges(pid: int) -> None:

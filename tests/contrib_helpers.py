@@ -22,6 +22,9 @@ from typing import Any, Callable, Dict, List, Optional
 
 import pytest
 
+# One whole SOCK_SEQPACKET packet (b"" at the end of the connection); the tests import it from here too.
+from ouistiti_gw.unix import recv_packet
+
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = Path(__file__).resolve().parent
 PLUGIN = TESTS / "contrib_rpc_plugin.py"
@@ -86,12 +89,6 @@ def accepts(path: str, sock_type: int) -> bool:
     except OSError:
         return False
     return True
-
-
-def recv_packet(sock: socket.socket) -> bytes:
-    """One whole SOCK_SEQPACKET packet (b'' at the end of the connection)."""
-    size = sock.recv_into(bytearray(1), 1, socket.MSG_PEEK | socket.MSG_TRUNC)
-    return sock.recv(max(size, 1))
 
 
 def peer_pid(sock: socket.socket) -> int:

@@ -290,10 +290,11 @@ def socket_from(source: str, port: int, host: str = "127.0.0.1") -> socket.socke
 def proxied_echo_handler(conn: socket.socket, server: UnixServer) -> None:
     """Read the PROXY header (recorded in ``server.headers``, raw bytes in ``server.raw_headers``),
     then echo as :func:`echo_handler` does."""
-    from ouistiti_gw.proxy import parse, read_header
+    from ouistiti_gw.proxy_protocol import parse
+    from ouistiti_gw.unix import read_proxy_header
 
     peeked = conn.recv(65536 + 16, socket.MSG_PEEK)
-    header = read_header(conn)
+    header = read_proxy_header(conn)
     vars(server).setdefault("headers", []).append(header)
     vars(server).setdefault("raw_headers", []).append(peeked[:parse(peeked)[1]])
     echo_handler(conn, server)

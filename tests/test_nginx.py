@@ -12,7 +12,7 @@ import subprocess
 import pytest
 from websockets.sync.client import connect
 
-from ouistiti_gw import proxy
+from ouistiti_gw import proxy_protocol as proxy
 from support import (
     ROOT, free_port, gateway_cli, port_accepts, proxied_echo_handler, self_signed_certificate, socket_from, wait_until,
 )

@@ -1,4 +1,4 @@
-"""PROXY protocol codec (ouistiti_gw.proxy) and client identity (ouistiti_gw.identity), without a network.
+"""PROXY protocol codec (ouistiti_gw.proxy_protocol) and client identity (ouistiti_gw.identity), without a network.
 
 The encoder is checked against a parser no one here wrote (the ``proxy-protocol`` package), the
 parser against the spec's own examples and malformed headers, and ``read_header`` against the one
@@ -14,9 +14,10 @@ from hypothesis import given, settings, strategies as st
 from proxyprotocol.v1 import ProxyProtocolV1
 from proxyprotocol.v2 import ProxyProtocolV2
 
-from ouistiti_gw import proxy
+from ouistiti_gw import proxy_protocol as proxy
 from ouistiti_gw.identity import TrustedProxies, proxy_header
-from ouistiti_gw.proxy import ProxyHeader, ProxyProtocolError, encode_v1, encode_v2, parse, read_header
+from ouistiti_gw.proxy_protocol import ProxyHeader, ProxyProtocolError, encode_v1, encode_v2, parse
+from ouistiti_gw.unix import read_proxy_header as read_header
 
 ipv4 = st.ip_addresses(v=4).map(str)
 ipv6 = st.ip_addresses(v=6).filter(lambda ip: ip.ipv4_mapped is None).map(str)

@@ -15,7 +15,7 @@ import greenlet
 
 from ouistiti_gw import WebSocketGateway
 from ouistiti_gw.paste import gateway_options
-from ouistiti_gw.server import make_server, serve_until_stopped
+from ouistiti_gw.wsgi_server import make_server, serve_until_stopped
 
 closed_results = 0
 

@@ -13,7 +13,7 @@ from gevent.event import Event
 from gevent.pywsgi import WSGIServer
 
 from .accepting import QuietAccept
-from .bridge import close_all_sessions
+from .bridge import process_sessions
 from .greenlets import LightGreenlet
 from .handler import GatewayHandler
 
@@ -69,7 +69,7 @@ def serve_until_stopped(server: WSGIServer) -> None:
     handlers = [gevent.signal_handler(sig, stopping.set) for sig in (signal.SIGINT, signal.SIGTERM)]
     try:
         stopping.wait()
-        log.info("stopping: closing %d open session(s) with 1001", close_all_sessions())
+        log.info("stopping: closing %d open session(s) with 1001", process_sessions.close_all())
     finally:
         for handler in handlers:
             handler.cancel()

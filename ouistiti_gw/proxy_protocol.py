@@ -20,15 +20,14 @@ type    name                        value
 0xE3    :data:`PP2_TYPE_GW_PROTOCOL` the WebSocket subprotocol chosen; absent if none
 ======  ==========================  ==========================================================
 
-Parsing: :func:`parse` is sans-IO (bytes in, header and length out); :func:`read_header` reads one
-header from a socket without ever consuming a byte past it (a stream socket is peeked first; on a
-``SOCK_SEQPACKET`` socket the header must be a packet of its own). A malformed header raises
-:class:`ProxyProtocolError`.
+Pure: encoding and :func:`parse` are sans-IO (bytes in, header and length out). Reading a header
+from a socket without consuming a byte past it is :func:`ouistiti_gw.unix.read_proxy_header`. A
+malformed header raises :class:`ProxyProtocolError`.
 """
 from __future__ import annotations
 
-import socket
 import struct
+from socket import AF_INET, AF_INET6
 from dataclasses import dataclass, field
 from typing import Iterable
 
@@ -41,10 +40,6 @@ MAX_V1_LENGTH = 107
 #: Shortest v1 line: ``PROXY UNKNOWN\r\n``. Nothing shorter may be read before knowing the version.
 MIN_V1_LENGTH = 15
 V2_FIXED_LENGTH = 16
-#: How much of a stream :func:`read_header` peeks at first: a whole header, usually.
-_PEEK_SIZE = 4096
-#: How long :func:`read_header` waits for the rest of a header that has started.
-HEADER_TIMEOUT_SECONDS = 5.0
 
 # Registered v2 TLV types (spec section 2.2.x).
 PP2_TYPE_ALPN = 0x01
@@ -70,7 +65,7 @@ _V2_VERSION = 0x20
 _CMD_LOCAL, _CMD_PROXY = 0x0, 0x1
 _AF_UNSPEC, _AF_INET, _AF_INET6, _AF_UNIX = 0x0, 0x1, 0x2, 0x3
 _PROTO_STREAM = 0x1
-_V2_FAMILIES = {socket.AF_INET: _AF_INET, socket.AF_INET6: _AF_INET6}
+_V2_FAMILIES = {AF_INET: _AF_INET, AF_INET6: _AF_INET6}
 _ADDRESS_BLOCK = {_AF_UNSPEC: 0, _AF_INET: 12, _AF_INET6: 36, _AF_UNIX: 216}
 _TLV_HEADER = struct.Struct("!BH")
 
@@ -158,7 +153,7 @@ def _one_family(source: Address, destination: Address) -> tuple[int, Address, Ad
     src_family, _ = pack_ip(src_host)
     dst_family, _ = pack_ip(dst_host)
     if src_family != dst_family:
-        src_host, dst_host, src_family = as_ipv6(src_host), as_ipv6(dst_host), socket.AF_INET6
+        src_host, dst_host, src_family = as_ipv6(src_host), as_ipv6(dst_host), AF_INET6
     for port in (src_port, dst_port):
         if not 0 <= port <= 0xFFFF:
             raise ValueError(f"port {port} out of range")
@@ -168,7 +163,7 @@ def _one_family(source: Address, destination: Address) -> tuple[int, Address, Ad
 def encode_v1(source: Address, destination: Address) -> bytes:
     """``PROXY TCP4|TCP6 SRC DST SPORT DPORT\\r\\n``."""
     family, (src_host, src_port), (dst_host, dst_port) = _one_family(source, destination)
-    protocol = "TCP4" if family == socket.AF_INET else "TCP6"
+    protocol = "TCP4" if family == AF_INET else "TCP6"
     return f"PROXY {protocol} {src_host} {dst_host} {src_port} {dst_port}\r\n".encode("ascii")
 
 
@@ -235,7 +230,7 @@ def _parse_v1(data: bytes) -> tuple[ProxyHeader, int]:
         return ProxyHeader(1, None, None), end + 2
     if len(fields) != 6 or fields[1] not in ("TCP4", "TCP6"):
         raise ProxyProtocolError(f"malformed PROXY v1 line {line!r}")
-    family = socket.AF_INET if fields[1] == "TCP4" else socket.AF_INET6
+    family = AF_INET if fields[1] == "TCP4" else AF_INET6
     source = _v1_address(family, fields[2], fields[4])
     destination = _v1_address(family, fields[3], fields[5])
     return ProxyHeader(1, source, destination), end + 2
@@ -278,7 +273,7 @@ def _parse_v2(data: bytes) -> tuple[ProxyHeader, int]:
     source = destination = None
     if family in (_AF_INET, _AF_INET6):
         size = 4 if family == _AF_INET else 16
-        stdlib_family = socket.AF_INET if family == _AF_INET else socket.AF_INET6
+        stdlib_family = AF_INET if family == _AF_INET else AF_INET6
         src_port, dst_port = struct.unpack_from("!HH", body, 2 * size)
         source = (unmap(unpack_ip(stdlib_family, body[:size])), src_port)
         destination = (unmap(unpack_ip(stdlib_family, body[size:2 * size])), dst_port)
@@ -298,79 +293,3 @@ def _parse_tlvs(data: bytes) -> dict[int, bytes]:
         tlvs[kind] = data[offset:offset + length]
         offset += length
     return tlvs
-
-
-# -- reading from a socket ----------------------------------------------------------------------
-
-def read_header(sock: socket.socket, timeout: float = HEADER_TIMEOUT_SECONDS) -> ProxyHeader:
-    """Read the PROXY header the connection starts with, and nothing after it.
-
-    Raises :class:`ProxyProtocolError` (nothing consumed) if the connection does not start with
-    one, and if it is malformed, cut short by the peer, or not complete within ``timeout``.
-    Works on plain and gevent sockets alike.
-    """
-    previous = sock.gettimeout()
-    sock.settimeout(timeout)
-    try:
-        if sock.type == socket.SOCK_SEQPACKET:
-            return _read_packet(sock)
-        return _read_stream(sock)
-    except (socket.timeout, TimeoutError):
-        raise ProxyProtocolError(f"PROXY header not complete within {timeout:g} s") from None
-    finally:
-        sock.settimeout(previous)
-
-
-def _read_packet(sock: socket.socket) -> ProxyHeader:
-    size = sock.recv_into(bytearray(1), 1, socket.MSG_PEEK | socket.MSG_TRUNC)
-    prefix = sock.recv(16, socket.MSG_PEEK)
-    if not size or not could_be_header(prefix):
-        raise ProxyProtocolError("connection does not start with a PROXY header")
-    packet = sock.recv(size)
-    try:
-        header, used = parse(packet)
-    except IncompleteHeader:
-        raise ProxyProtocolError("PROXY header packet is incomplete") from None
-    if used != len(packet):
-        raise ProxyProtocolError("PROXY header packet carries other data too")
-    return header
-
-
-def _read_stream(sock: socket.socket) -> ProxyHeader:
-    peeked = sock.recv(_PEEK_SIZE, socket.MSG_PEEK)
-    if not peeked or not could_be_header(peeked):
-        raise ProxyProtocolError("connection does not start with a PROXY header")
-    try:
-        header, used = parse(peeked)  # the usual case: the whole header is there already
-    except IncompleteHeader:
-        header, used = _read_slowly(sock)
-        return header
-    _recv_exactly(sock, used)
-    return header
-
-
-def _read_slowly(sock: socket.socket) -> tuple[ProxyHeader, int]:
-    """A header arriving in pieces: read only as far as the bytes so far prove it reaches."""
-    data = _recv_exactly(sock, min(MIN_V1_LENGTH, V2_FIXED_LENGTH))
-    while True:
-        try:
-            return parse(data)
-        except IncompleteHeader:
-            pass
-        if data.startswith(SIGNATURE_V1):
-            data += _recv_exactly(sock, 1)  # a v1 line ends at CRLF: no byte past it
-        elif len(data) < V2_FIXED_LENGTH:
-            data += _recv_exactly(sock, V2_FIXED_LENGTH - len(data))
-        else:
-            (length,) = struct.unpack_from("!H", data, 14)
-            data += _recv_exactly(sock, V2_FIXED_LENGTH + length - len(data))
-
-
-def _recv_exactly(sock: socket.socket, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        chunk = sock.recv(size - len(data))
-        if not chunk:
-            raise ProxyProtocolError("connection closed inside the PROXY header")
-        data += chunk
-    return data
