@@ -68,6 +68,38 @@ class _BackendWriteFailed(Exception):
         self.error = error
 
 
+class LiveSessions:
+    """The sessions running in this process, so that a stopping server can close them properly
+    (1001, and a moment for the client's answer) instead of cutting them.
+
+    One per process, :data:`process_sessions`, and not one per gateway: the server that stops
+    (gunicorn's worker, the CLI's server) does not build the gateway and cannot reach it -- a
+    gunicorn worker serves whatever app it loaded, the gateway possibly wrapped deep inside it,
+    or several gateways -- while every session of every gateway lives in that process. A test
+    or an embedding that wants its own set passes one to :class:`Session`.
+    """
+
+    def __init__(self) -> None:
+        self._sessions: "weakref.WeakSet[Session]" = weakref.WeakSet()
+
+    def add(self, session: Session) -> None:
+        self._sessions.add(session)
+
+    def discard(self, session: Session) -> None:
+        self._sessions.discard(session)
+
+    def close_all(self, code: int = CloseCode.GOING_AWAY, reason: str = "server shutting down") -> int:
+        """Send every open session a close frame (1001 by default); return how many there were."""
+        sessions = list(self._sessions)
+        for session in sessions:
+            session.close(code, reason)
+        return len(sessions)
+
+
+#: The sessions of this process (see :class:`LiveSessions` for why the registry is process-wide).
+process_sessions = LiveSessions()
+
+
 @dataclass(eq=False)
 class Session:
     """Pump messages between ``websocket`` and the UNIX socket ``backend`` until either side ends.
@@ -86,7 +118,7 @@ class Session:
     #: Called once the session is over (metrics); it reads :attr:`close_code` and the counters.
     on_end: Callable[["Session"], None] | None = None
     #: Where the session is listed while it runs, for a stopping server to close it.
-    live: "LiveSessions" = field(default_factory=lambda: process_sessions)
+    live: LiveSessions = process_sessions
     started: float = field(default_factory=time.monotonic)
     went_idle: bool = False
 
@@ -287,38 +319,3 @@ class Session:
                  time.monotonic() - self.started)
         if self.on_end is not None:
             self.on_end(self)
-
-
-class LiveSessions:
-    """The sessions running in this process, so that a stopping server can close them properly
-    (1001, and a moment for the client's answer) instead of cutting them.
-
-    One per process, :data:`process_sessions`, and not one per gateway: the server that stops
-    (gunicorn's worker, the CLI's server) does not build the gateway and cannot reach it -- a
-    gunicorn worker serves whatever app it loaded, the gateway possibly wrapped deep inside it,
-    or several gateways -- while every session of every gateway lives in that process. A test
-    or an embedding that wants its own set passes one to :class:`Session`.
-    """
-
-    def __init__(self) -> None:
-        self._sessions: "weakref.WeakSet[Session]" = weakref.WeakSet()
-
-    def add(self, session: Session) -> None:
-        self._sessions.add(session)
-
-    def discard(self, session: Session) -> None:
-        self._sessions.discard(session)
-
-    def __len__(self) -> int:
-        return len(self._sessions)
-
-    def close_all(self, code: int = CloseCode.GOING_AWAY, reason: str = "server shutting down") -> int:
-        """Send every open session a close frame (1001 by default); return how many there were."""
-        sessions = list(self._sessions)
-        for session in sessions:
-            session.close(code, reason)
-        return len(sessions)
-
-
-#: The sessions of this process (see :class:`LiveSessions` for why the registry is process-wide).
-process_sessions = LiveSessions()
