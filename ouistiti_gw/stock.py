@@ -50,9 +50,10 @@ def adapt(environ: "WSGIEnvironment") -> Upgrade | None:
     WebSocket gevent-websocket opened (its socket then goes under ``SOCKET_KEY`` too); None
     when the server cannot upgrade the request."""
     upgrade = environ.get(UPGRADE_KEY)
-    if upgrade is None and environ.get(STOCK_WEBSOCKET_KEY) is not None:
-        upgrade = environ[UPGRADE_KEY] = StockUpgrade(environ[STOCK_WEBSOCKET_KEY])
-        environ[SOCKET_KEY] = upgrade._handler.socket
+    websocket = environ.get(STOCK_WEBSOCKET_KEY)
+    if upgrade is None and websocket is not None:
+        upgrade = environ[UPGRADE_KEY] = StockUpgrade(websocket)
+        environ[SOCKET_KEY] = websocket.stream.handler.socket
     return upgrade
 
 
