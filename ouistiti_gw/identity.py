@@ -16,20 +16,18 @@ import ipaddress
 import logging
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 from . import proxy
 from .addresses import Address, unmap
 from .handler import SOCKET_KEY
 from .logsafe import loggable
+from .names import parse_patterns
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
 
 log = logging.getLogger(__name__)
-
-PROXY_PROTOCOL_VERSIONS = ("", "v1", "v2")
-
 
 @dataclass(frozen=True)
 class Client:
@@ -52,10 +50,9 @@ class Networks:
     :param option: the setting's name, for the error a malformed item raises.
     """
 
-    def __init__(self, spec: str, option: str) -> None:
+    def __init__(self, spec: str | Iterable[str], option: str) -> None:
         try:
-            self.networks = [ipaddress.ip_network(item.strip(), strict=False)
-                             for item in (spec or "").split(",") if item.strip()]
+            self.networks = [ipaddress.ip_network(item, strict=False) for item in parse_patterns(spec)]
         except ValueError as error:
             raise ValueError(f"ouistiti_gw: {option}: {error}") from None
 
@@ -70,7 +67,7 @@ class Networks:
 class TrustedProxies(Networks):
     """The ``trusted_proxies`` setting: whose ``Forwarded``/``X-Forwarded-For`` headers count."""
 
-    def __init__(self, spec: str = "") -> None:
+    def __init__(self, spec: str | Iterable[str] = "") -> None:
         super().__init__(spec, "trusted_proxies")
 
     def trusts(self, host: str) -> bool:

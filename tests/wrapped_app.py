@@ -14,7 +14,7 @@ import logging
 import greenlet
 
 from ouistiti_gw import WebSocketGateway
-from ouistiti_gw.paste import gateway_options
+from ouistiti_gw.config import INI, GatewayConfig, ServerConfig
 from ouistiti_gw.server import make_server, serve_until_stopped
 
 closed_results = 0
@@ -68,12 +68,12 @@ def main():
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
     settings = dict(option.split("=", 1) for option in args.set)
-    gateway = WebSocketGateway(app, **gateway_options({"docroot": args.docroot, **settings}))
+    gateway = WebSocketGateway(app, config=GatewayConfig.load({"docroot": args.docroot, **settings}, INI))
     if args.stock:
         from geventwebsocket import WebSocketServer
         server = WebSocketServer(("127.0.0.1", args.port), gateway)
     else:
-        server = make_server(gateway, "127.0.0.1", args.port)
+        server = make_server(gateway, ServerConfig(port=args.port))
     serve_until_stopped(server)
 
 
