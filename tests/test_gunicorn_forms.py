@@ -90,6 +90,15 @@ def test_bad_value_stops_gunicorn_at_boot_naming_the_variable(docroot):
     assert "Traceback" not in result.stderr
 
 
+def test_bad_request_limit_stops_gunicorn_at_boot_naming_the_variable(docroot):
+    env = dict(without_gateway_environment(), OUISTITI_GW_DOCROOT=docroot, OUISTITI_GW_HEADER_TIMEOUT="soon")
+    result = subprocess.run(gunicorn_argv(PROJECT_WORKER, free_port(), BARE), env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 4
+    assert "OUISTITI_GW_HEADER_TIMEOUT = 'soon' is not a valid float" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_stock_worker_without_docroot_refuses_every_request_after_one_log_line():
     """The stock worker runs none of our code at boot, so ``make_app`` (no parentheses) can only
     find out at the first request: one error line per worker, then 500s and 1011s."""

@@ -108,6 +108,29 @@ header_timeout = 5
         assert handshake_status(gateway.port, "/echo", extra=header_lines(20, 300))[0] == 431
 
 
+def test_the_budget_is_an_environment_variable_under_the_gunicorn_worker(docroot, unix_servers):
+    """gunicorn listens itself; GatewayWorker's handler takes its limits from OUISTITI_GW_*."""
+    unix_servers(f"{docroot}/echo")
+    port = free_port()
+    with gunicorn(PROJECT_WORKER, port, {"OUISTITI_GW_DOCROOT": docroot, "OUISTITI_GW_MAX_HEADER_SIZE": "4096"}):
+        assert handshake_status(port, "/echo", extra=header_lines(10, 300))[0] == 101
+        assert handshake_status(port, "/echo", extra=header_lines(20, 300))[0] == 431
+
+
+def test_an_idle_keepalive_connection_is_closed_after_keepalive_timeout(docroot, unix_servers):
+    """The wait for a next request on a kept-alive connection is the server's ``keepalive_timeout``
+    (60 s by default), not the sessions' ``idle_timeout``."""
+    with gateway_cli(docroot, "--keepalive-timeout", "1", "--idle-timeout", "30") as gateway:
+        status, _, sock, _ = raw_request(gateway.port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        with sock:
+            assert status == 404
+            started = time.monotonic()
+            sock.settimeout(20)
+            while sock.recv(65536):  # the rest of the 404's body, then the server's FIN
+                pass
+            assert 0.5 < time.monotonic() - started < 10
+
+
 @pytest.mark.parametrize("websocket", [True, False], ids=["websocket", "plain"])
 @pytest.mark.parametrize("line", [
     "Sec-WebSocket-Protocol: chat\r\n X-Injected: yes",  # obsolete line folding (space)
