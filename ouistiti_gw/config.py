@@ -203,7 +203,11 @@ class Options:
 
     @classmethod
     def from_environment(cls: type[Config], environ: Mapping[str, str] = os.environ) -> Config:
-        """An instance from ``OUISTITI_GW_<NAME>`` of each option the environment may set."""
+        """An instance from ``OUISTITI_GW_<NAME>`` of each option the environment may set. A
+        variable ``OUISTITI_GW_*`` that no option of any schema reads is refused (a typo)."""
+        refuse_unknown([variable[len(ENVIRONMENT_PREFIX):].lower() for variable in environ
+                        if variable.startswith(ENVIRONMENT_PREFIX)],
+                       [item.name for schema in SCHEMAS for item in options(schema) if item.environment], ENVIRONMENT)
         return cls.load({item.name: environ[item.environment_variable] for item in options(cls)
                          if item.environment and item.environment_variable in environ}, ENVIRONMENT)
 
@@ -271,3 +275,7 @@ class ServerConfig(Options):
         if values["keyfile"] and not values["certfile"]:
             raise ConfigurationError(f"{source.spell('keyfile')} given without {source.spell('certfile')}",
                                      "keyfile", source)
+
+
+#: Every schema; between them, they own every ``OUISTITI_GW_*`` variable.
+SCHEMAS = (GatewayConfig, ServerConfig)

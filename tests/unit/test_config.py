@@ -112,7 +112,7 @@ def test_the_request_limits_are_environment_variables_and_reach_the_handler():
     """gunicorn listens itself: host, port and TLS are its own; the request limits are ours."""
     assert [item.name for item in SERVER if item.environment] == ["header_timeout", "max_header_size",
                                                                   "keepalive_timeout"]
-    environ = {item.environment_variable: SAMPLES[item.name][0] for item in SERVER}
+    environ = {item.environment_variable: SAMPLES[item.name][0] for item in SERVER if item.environment}
     config = ServerConfig.from_environment(environ)
     assert (config.header_timeout, config.max_header_size, config.keepalive_timeout) == (2.5, 4096, 7.0)
     assert (config.host, config.port) == (ServerConfig.host, ServerConfig.port)
@@ -217,6 +217,19 @@ def test_unknown_options_are_refused_by_every_source():
         ServerConfig.load({"hots": "0.0.0.0"}, INI)
     with pytest.raises(SystemExit):
         build_parser().parse_args(["serve", "--max-conections", "5"])
+
+
+def test_an_unknown_variable_is_refused_even_if_it_is_another_schemas():
+    environ = {"OUISTITI_GW_DOCROOT": "/run/ws", "OUISTITI_GW_MAX_HEADER_SIZE": "4096", "OTHER_MAX_CONECTIONS": "1"}
+    assert GatewayConfig.from_environment(environ).docroot == "/run/ws"  # a server option is not a typo
+    assert ServerConfig.from_environment(environ).max_header_size == 4096
+    for schema in (GatewayConfig, ServerConfig):
+        with pytest.raises(ConfigurationError, match=r"^unknown setting OUISTITI_GW_MAX_CONECTIONS "
+                           r"\(known: OUISTITI_GW_DOCROOT, ") as refused:
+            schema.from_environment({**environ, "OUISTITI_GW_MAX_CONECTIONS": "5"})
+        assert refused.value.key == "max_conections"
+    with pytest.raises(ConfigurationError, match="^unknown setting OUISTITI_GW_PORT "):
+        ServerConfig.from_environment({"OUISTITI_GW_PORT": "80"})  # gunicorn's -b says where it listens
 
 
 def test_keyfile_without_certfile_is_refused():
