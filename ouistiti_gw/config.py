@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import os
 import typing
 from dataclasses import dataclass, field
@@ -116,10 +117,6 @@ class Option:
     environment: bool = True
 
     @property
-    def ini_key(self) -> str:
-        return self.name
-
-    @property
     def environment_variable(self) -> str:
         return environment_variable(self.name)
 
@@ -157,6 +154,8 @@ class Option:
     def _check(self, value: Any, source: Source) -> None:
         if self.choices and value not in self.choices and value != self.default:
             raise self.error(f"{value!r} is not one of {', '.join(self.choices)}", source)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise self.error(f"{value!r} is not a finite number", source)
         if self.minimum is not None and value < self.minimum:
             raise self.error(f"{value!r} is less than {self.minimum:g}", source)
         if self.maximum is not None and value > self.maximum:

@@ -14,7 +14,7 @@ from gevent.pywsgi import WSGIServer
 
 from .accepting import QuietAccept
 from .bridge import close_all_sessions
-from .config import ServerConfig
+from .config import ServerConfig, options
 from .greenlets import LightGreenlet
 from .handler import GatewayHandler
 
@@ -33,9 +33,9 @@ STOP_TIMEOUT_SECONDS = 5.0
 
 
 def handler_class(config: ServerConfig, base: type[GatewayHandler] = GatewayHandler) -> type[GatewayHandler]:
-    """``base`` with the request limits of ``config``: ``header_timeout`` (slower request headers
-    get 400), ``max_header_size`` (larger ones get 431), ``keepalive_timeout``."""
-    limits = {name: getattr(config, name) for name in ("header_timeout", "max_header_size", "keepalive_timeout")}
+    """``base`` with the request limits of ``config``: each option the handler has as a class
+    attribute (``header_timeout``, ``max_header_size``, ``keepalive_timeout``)."""
+    limits = {item.name: getattr(config, item.name) for item in options(ServerConfig) if hasattr(base, item.name)}
     return type(base.__name__, (base,), limits)
 
 

@@ -65,8 +65,7 @@ def test_every_option_has_a_sample():
 
 def test_sources_spell_an_option_their_way():
     item = next(item for item in options(GatewayConfig) if item.name == "max_connections")
-    assert (item.ini_key, item.environment_variable, item.cli_flag) == (
-        "max_connections", "OUISTITI_GW_MAX_CONNECTIONS", "--max-connections")
+    assert (item.environment_variable, item.cli_flag) == ("OUISTITI_GW_MAX_CONNECTIONS", "--max-connections")
     assert [source.spell("max_connections") for source in (KEYWORD, INI, ENVIRONMENT, COMMAND_LINE)] == [
         "max_connections", "max_connections", "OUISTITI_GW_MAX_CONNECTIONS", "--max-connections"]
 
@@ -169,6 +168,8 @@ def test_a_bad_number_names_the_option_as_its_source_spells_it(item):
     ("proxy_protocol", "v3", "proxy_protocol = 'v3' is not one of v1, v2"),
     ("port", "70000", "port = 70000 is more than 65535"),
     ("max_header_size", "0", "max_header_size = 0 is less than 1"),
+    ("idle_timeout", "nan", "idle_timeout = nan is not a finite number"),
+    ("max_frame_rate", "inf", "max_frame_rate = inf is not a finite number"),
 ])
 def test_values_out_of_their_range_are_refused(name, value, message):
     schema = ServerConfig if name in names(ServerConfig) else GatewayConfig
