@@ -234,6 +234,7 @@ class GatewayConfig(Options):
                                "or a comma-separated list with globs")
     allowed_hosts: Patterns = option((), "Host names WebSocket handshakes may carry, globs allowed, no port: "
                                      "empty, only loopback names when reached on a loopback address; '*', any")
+    # Each session costs two file descriptors.
     max_connections: int = option(10000, "sessions at once in this process before 503; 0: no limit", minimum=0)
     max_message_size: int = option(DEFAULT_MAX_MESSAGE_SIZE, "largest client message in bytes; "
                                    "a larger one closes the session with 1009", minimum=1)
@@ -249,6 +250,7 @@ class GatewayConfig(Options):
     metrics_path: str = option("", "a path (/metrics) where Prometheus metrics are served")
     metrics_allow: Patterns = option(("127.0.0.0/8", "::1"), "comma-separated IPs/CIDRs that may scrape "
                                      "the metrics")
+    # A live client answers pings, so only a vanished one (no FIN, no RST) reaches idle_timeout.
     ping_interval: float = option(30.0, "seconds of client silence before a ping; 0: never", minimum=0)
     idle_timeout: float = option(90.0, "seconds without any frame from the client, pongs included, "
                                  "before the session is closed with 1001; 0: never", minimum=0)
