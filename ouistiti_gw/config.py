@@ -88,6 +88,11 @@ class ConfigurationError(GatewayError, ValueError, _AppLoadError):
         self.reason, self.key, self.source = reason, key, source
         super().__init__(f"{source.where}: {reason}" if source and source.where else reason)
 
+    @property
+    def setting(self) -> str | None:
+        """The option as its source spells it: ``OUISTITI_GW_MAX_CONNECTIONS``, ``--max-connections``."""
+        return self.source.spell(self.key) if self.key and self.source else self.key
+
     def at(self, where: str) -> "ConfigurationError":
         """The same error, placed in an ini file's section (``example.ini [server:main]``)."""
         return ConfigurationError(self.reason, self.key, (self.source or INI).at(where))

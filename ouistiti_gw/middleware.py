@@ -74,7 +74,7 @@ class WebSocketGateway:
                  config: GatewayConfig | None = None, **options: Any) -> None:
         if docroot is not None:
             options["docroot"] = docroot
-        config = dataclasses.replace(config, **options) if config else GatewayConfig.load(options)
+        config = GatewayConfig.load({**(dataclasses.asdict(config) if config else {}), **options})
         follow_gunicorn_error_log()  # under the stock gunicorn worker, nothing else would
         self.app = app
         self.config = config

@@ -66,6 +66,18 @@ def test_serve_without_docroot_names_the_flag():
     assert assert_one_line(result.stderr) == "ouistiti-gw: no docroot: set --docroot to the directory of the UNIX sockets"
 
 
+@pytest.mark.parametrize("flag, value, expected", [
+    ("--max-connections", "lots", "'lots' is not a valid int"),
+    ("--port", "eighty", "'eighty' is not a valid int"),
+    ("--ping-interval", "-1", "-1.0 is less than 0"),
+    ("--keepalive-timeout", "soon", "'soon' is not a valid float"),
+])
+def test_serve_with_a_bad_value_is_one_line_naming_the_flag(flag, value, expected):
+    result = run_cli("serve", "--docroot", "/tmp", flag, value)
+    assert result.returncode == 2
+    assert assert_one_line(result.stderr) == f"ouistiti-gw: {flag} = {expected}"
+
+
 @pytest.fixture
 def taken_port():
     with closing(socket.socket()) as listener:

@@ -159,6 +159,7 @@ def test_a_bad_number_names_the_option_as_its_source_spells_it(item):
             schema.load({**BASE, item.name: "lots"} if schema is GatewayConfig else {item.name: "lots"}, source)
         assert str(refused.value) == f"{source.spell(item.name)} = 'lots' is not a valid {kind}"
         assert (refused.value.key, refused.value.source, refused.value.reason) == (item.name, source, str(refused.value))
+        assert refused.value.setting == source.spell(item.name)
     with pytest.raises(ConfigurationError, match=rf"^{item.name} = -1(\.0)? is less than"):
         schema(**({**BASE, item.name: -1} if schema is GatewayConfig else {item.name: -1}))
 
@@ -245,6 +246,8 @@ def test_config_and_keywords_together():
     gateway = WebSocketGateway(not_found_app, config=config, max_connections=3)
     assert (gateway.config.deny, gateway.config.max_connections) == (("internal/*",), 3)
     assert WebSocketGateway(not_found_app, "/other", config=config).docroot == "/other"
+    with pytest.raises(ConfigurationError, match="^unknown setting max_conections "):
+        WebSocketGateway(not_found_app, config=config, max_conections=3)
 
 
 def test_the_error_is_a_gateway_error_a_value_error_and_gunicorns_app_import_error():
