@@ -1,6 +1,6 @@
 """Benchmark ouistiti-gw against websockify, ouistiti (C) and the raw UNIX echo: one command.
 
-    python benchmarks/run.py [--quick] [--json FILE] [--ouistiti DIR] [--only NAMES]
+    python benchmarks/run.py [--quick] [--json FILE] [--ouistiti DIR] [--baseline DIR] [--only NAMES]
 
 Starts one UNIX echo server in a temporary docroot, then each contender in front of it on a free
 loopback port, drives it with client processes (see wsclient.py) and prints the table; see
@@ -33,6 +33,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="1 round, short runs, no 10 000 idle test")
     parser.add_argument("--json", metavar="FILE", help="write every figure, round and ratio as JSON")
     parser.add_argument("--ouistiti", metavar="DIR", help="also run ouistiti (C) built in DIR by ouistiti-ref")
+    parser.add_argument("--baseline", metavar="DIR",
+                        help="also run `ouistiti-gw serve` from the source tree DIR (e.g. `git worktree add DIR REV`): "
+                             "the gateway before a change, in the same run")
     parser.add_argument("--only", metavar="NAMES", help="comma-separated contenders (default: all)")
     parser.add_argument("--rounds", type=int, help="rounds per figure (default 5, 1 with --quick)")
     parser.add_argument("--duration", type=float, help="seconds per throughput round (default 1, 0.2 with --quick)")
@@ -65,7 +68,7 @@ def start_echo(docroot: str) -> subprocess.Popen:
 
 def run(args: argparse.Namespace) -> dict:
     settings = settings_from(args)
-    contenders = all_contenders(args.ouistiti)
+    contenders = all_contenders(args.ouistiti, args.baseline)
     if args.only:
         wanted = {name.strip() for name in args.only.split(",")}
         unknown = wanted - {contender.name for contender in contenders}
