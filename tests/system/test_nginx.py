@@ -17,6 +17,8 @@ from support import (
     ROOT, free_port, gateway_cli, port_accepts, proxied_echo_handler, self_signed_certificate, socket_from, wait_until,
 )
 
+pytestmark = pytest.mark.nginx
+
 SHIPPED = ROOT / "contrib" / "nginx" / "ouistiti-gw.conf"
 CLIENT_HOST = "127.0.0.2"
 

@@ -13,37 +13,12 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from support import (
-    BIN, ROOT, ServerProcess, free_port, gateway_cli, gunicorn, handshake_status, wait_until,
+    BIN, PROJECT_WORKER, ROOT, STOCK_WORKER, ServerProcess, close_of, echo_round_trip, free_port, gateway_cli, gunicorn,
+    handshake_status, http_get, wait_until,
 )
 
-STOCK_WORKER = "geventwebsocket.gunicorn.workers.GeventWebSocketWorker"
-PROJECT_WORKER = "ouistiti_gw.worker.GatewayWorker"
 
-
-def http_get(port: int, path: str, method: str = "GET", body: bytes | None = None) -> tuple[int, bytes]:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        connection.request(method, path, body=body)
-        response = connection.getresponse()
-        return response.status, response.read()
-    finally:
-        connection.close()
-
-
-def echo_round_trip(url: str, **kwargs) -> None:
-    with connect(url, **kwargs) as ws:
-        ws.send("round trip")
-        assert ws.recv() == "round trip"
-
-
-def close_of(url: str) -> tuple[int, str]:
-    """The close code and reason a refused WebSocket ends with under the stock worker."""
-    with connect(url) as ws:
-        with pytest.raises(ConnectionClosed) as closed:
-            ws.recv()
-    return closed.value.rcvd.code, closed.value.rcvd.reason
-
-
+@pytest.mark.gunicorn
 def test_stock_gunicorn_worker_pipes_and_closes_refusals_with_codes(docroot, unix_servers):
     unix_servers(f"{docroot}/echo")
     open(f"{docroot}/file", "w").close()
@@ -59,6 +34,7 @@ def test_stock_gunicorn_worker_pipes_and_closes_refusals_with_codes(docroot, uni
         assert close_of(f"ws://127.0.0.1:{port}/internal/x") == (1008, "no WebSocket service here")
 
 
+@pytest.mark.gunicorn
 def test_project_gunicorn_worker_answers_http_statuses(docroot, unix_servers):
     unix_servers(f"{docroot}/echo")
     unix_servers(f"{docroot}/deaf", listen=False)
@@ -148,7 +124,7 @@ def test_demo_runs_and_cleans_up():
                for child in children)
 
 
-@pytest.mark.parametrize("server", ["cli", "gunicorn"])
+@pytest.mark.parametrize("server", ["cli", pytest.param("gunicorn", marks=pytest.mark.gunicorn)])
 def test_sigterm_closes_sessions_with_1001_and_removes_nothing(docroot, unix_servers, server):
     backend = unix_servers(f"{docroot}/echo")
     port = free_port()

@@ -22,9 +22,9 @@ from websockets.sync.client import connect as ws_connect
 
 from ouistiti_gw_contrib.chatname import CHARACTERS, NUMBERED
 
-from contrib_helpers import Server, recv_packet, run, start_servers, wait_until
-from support import free_port, gateway_cli, port_accepts
-from test_contrib_chat import join, next_after
+from support import (
+    SampleServer, free_port, gateway_cli, join, next_after, port_accepts, recv_packet, run, start_servers, wait_until,
+)
 
 REDIS_SERVER = shutil.which("redis-server") or "redis-server"  # missing: the test fails (.ci/run installs it)
 
@@ -87,7 +87,7 @@ def redis() -> Iterator[Redis]:
 
 
 def start_hosts(directory: str, redis: Redis, room: str, count: int = 2,
-                *options: str) -> Tuple[List[Server], List[Server]]:
+                *options: str) -> Tuple[List[SampleServer], List[SampleServer]]:
     """*count* federated chat servers, docroots DIR/D1, DIR/D2..., each
     subscribed to *room*; and the list of all started (to kill)."""
     start, started = start_servers(directory)
@@ -95,12 +95,12 @@ def start_hosts(directory: str, redis: Redis, room: str, count: int = 2,
                    name="chat", docroot=os.path.join(directory, f"D{number}"))
              for number in range(1, count + 1)]
     for host in hosts:
-        wait_until(lambda: FEDERATING in host.output(), "the chat server to subscribe")
+        wait_until(lambda: FEDERATING in host.log(), "the chat server to subscribe")
     return hosts, started
 
 
 @pytest.fixture(scope="module")
-def hosts(module_dir, redis) -> Iterator[List[Server]]:
+def hosts(module_dir, redis) -> Iterator[List[SampleServer]]:
     """Two federated chat servers (A: docroot D1, B: docroot D2), room r1."""
     hosts, started = start_hosts(module_dir, redis, "r1")
     yield hosts
@@ -123,6 +123,7 @@ def close(*socks: socket.socket) -> None:
         sock.close()
 
 
+@pytest.mark.redis
 def test_broadcast_reaches_all_clients_of_both_hosts_once_in_order(hosts):
     a_host, b_host = hosts
     clients = [join(a_host, b"bc_a1"), join(a_host, b"bc_a2"), join(b_host, b"bc_b1"), join(b_host, b"bc_b2")]
@@ -147,6 +148,7 @@ def test_broadcast_reaches_all_clients_of_both_hosts_once_in_order(hosts):
     close(*clients)
 
 
+@pytest.mark.redis
 def test_private_reaches_the_client_on_the_other_host_only(hosts):
     a_host, b_host = hosts
     sender, bystander_a = join(a_host, b"pv_sender"), join(a_host, b"pv_by_a")
@@ -162,6 +164,7 @@ def test_private_reaches_the_client_on_the_other_host_only(hosts):
     close(sender, bystander_a, dave, bystander_b)
 
 
+@pytest.mark.redis
 def test_names_are_unique_across_hosts_and_freed_when_their_client_goes(hosts):
     a_host, b_host = hosts
     first, second, third = a_host.connect(), b_host.connect(), a_host.connect()
@@ -177,6 +180,7 @@ def test_names_are_unique_across_hosts_and_freed_when_their_client_goes(hosts):
     close(second, third, newcomer)
 
 
+@pytest.mark.redis
 def test_name_rules_hold_across_hosts(hosts):
     """A client cannot pass for another host's numbered duplicate, and names
     are compared after NFC normalization on every host."""
@@ -202,6 +206,7 @@ def whois(sock: socket.socket, name: bytes) -> bytes:
     return answer[len(b"WSIs %s " % name):]
 
 
+@pytest.mark.redis
 def test_whois_across_hosts(hosts):
     a_host, b_host = hosts
     asker, erin = join(a_host, b"wh_asker"), join(b_host, b"wh_erin")
@@ -213,6 +218,7 @@ def test_whois_across_hosts(hosts):
     asker.close()
 
 
+@pytest.mark.redis
 def test_names_of_a_crashed_server_are_freed_when_they_expire(hosts, redis, fresh_dir):
     a_host, _ = hosts
     (crasher,), started = start_hosts(fresh_dir, redis, "r1", 1, "--name-ttl", "1")
@@ -230,6 +236,7 @@ def test_names_of_a_crashed_server_are_freed_when_they_expire(hosts, redis, fres
             server.kill()
 
 
+@pytest.mark.redis
 def test_redis_lost_local_chat_goes_on_then_federation_resumes(throwaway_redis, fresh_dir):
     (a_host, b_host), started = start_hosts(fresh_dir, throwaway_redis, "r2")
     try:
@@ -239,7 +246,7 @@ def test_redis_lost_local_chat_goes_on_then_federation_resumes(throwaway_redis, 
 
         throwaway_redis.kill()
         for host in (a_host, b_host):
-            wait_until(lambda: LOST in host.output(), "the loss of Redis to be logged")
+            wait_until(lambda: LOST in host.log(), "the loss of Redis to be logged")
         for number in range(20):
             kim.send(b"local %d" % number)
         assert [recv_packet(a_other) for _ in range(20)] == [b"local %d" % number for number in range(20)]
@@ -247,7 +254,7 @@ def test_redis_lost_local_chat_goes_on_then_federation_resumes(throwaway_redis, 
         assert whois(kim, b"lo_b") == b"undefined"  # on the other host: unknown while apart
         newcomer = b_host.connect()
         assert hello(newcomer, b"lo_new") == b"lo_new"  # names still work, locally
-        assert a_host.output().count(LOST) == 1  # once, not per message
+        assert a_host.log().count(LOST) == 1  # once, not per message
 
         throwaway_redis.start()  # same port, empty
         b_client.settimeout(0.1)
@@ -269,14 +276,15 @@ def test_redis_lost_local_chat_goes_on_then_federation_resumes(throwaway_redis, 
         late = b_host.connect()
         assert hello(late, b"kim") == b"kim001"
         for host in (a_host, b_host):
-            assert host.output().count(LOST) == 1
-            assert host.output().count(FEDERATING) == 2
+            assert host.log().count(LOST) == 1
+            assert host.log().count(FEDERATING) == 2
         close(kim, a_other, b_client, newcomer, late)
     finally:
         for server in started:
             server.kill()
 
 
+@pytest.mark.redis
 def test_end_to_end_through_two_gateways(hosts, module_dir):
     """Browsers on two gateways (direct mode, so the chat servers know their
     addresses) chat together; whois answers what the other host knows."""

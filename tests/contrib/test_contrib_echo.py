@@ -5,8 +5,6 @@ import threading
 
 import pytest
 
-from contrib_helpers import module_servers  # noqa: F401
-
 
 @pytest.fixture(scope="module")
 def echo(module_servers):

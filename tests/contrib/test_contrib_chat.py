@@ -13,7 +13,7 @@ import pytest
 
 from ouistiti_gw_contrib.chatname import CHARACTERS, LENGTH, NOT_UTF8, NUMBERED
 
-from contrib_helpers import TIMEOUT, module_servers, recv_packet, wait_until  # noqa: F401
+from support import TIMEOUT, join, next_after, recv_packet, wait_until
 
 CLIENTS, MESSAGES = 50, 20
 
@@ -26,26 +26,6 @@ def chat(module_servers):
 @pytest.fixture(scope="module")
 def plain_chat(module_servers):
     return module_servers("chat", name="plain")
-
-
-def join(server, name):
-    """A client that said hello (so the server has registered it)."""
-    sock = server.connect()
-    sock.send(b"WSHello " + name)
-    welcome = recv_packet(sock)
-    assert welcome.startswith(b"WSWelcome " + name)
-    return sock
-
-
-def next_after(marker_from, receiver):
-    """Make *marker_from* broadcast a marker; return what *receiver* got
-    before it (nothing, when the server sent it nothing else)."""
-    marker = b"marker %d" % id(receiver)
-    marker_from.send(marker)
-    before = []
-    while (packet := recv_packet(receiver)) != marker:
-        before.append(packet)
-    return before
 
 
 def test_message_goes_to_all_others_not_the_sender(plain_chat):
@@ -142,7 +122,7 @@ def test_hello_refuses_names_outside_the_rules(chat, name, reason):
     assert recv_packet(sock) == b"WSError WSHello " + reason.encode()
     sock.send(b"WSWhois rules")  # still known by the name it had
     assert recv_packet(sock) == b"WSIs rules network error"
-    assert f"client rules: WSHello refused: {reason}" in chat.output()
+    assert f"client rules: WSHello refused: {reason}" in chat.log()
     sock.close()
 
 

@@ -9,15 +9,13 @@ import time
 import pytest
 
 from support import (
-    BIN, ServerProcess, free_port, gateway_cli, gunicorn, handshake_request, handshake_status, raw_request,
+    BIN, PROJECT_WORKER, STOCK_WORKER, ServerProcess, free_port, gateway_cli, gunicorn, handshake_request, handshake_status, raw_request,
     wait_until,
 )
 
 #: The default total budget of the request's header fields, and of one line (README, Security).
 BUDGET = 32 * 1024
 LINE = 8 * 1024
-STOCK_WORKER = "geventwebsocket.gunicorn.workers.GeventWebSocketWorker"
-PROJECT_WORKER = "ouistiti_gw.worker.GatewayWorker"
 
 
 def header_lines(count: int, size: int) -> str:
@@ -200,6 +198,7 @@ def test_idle_sessions_keep_nothing_of_their_headers(docroot, unix_servers):
     assert grown * 1024 < count * len(big) / 4, f"{grown} KiB for {count} idle sessions"
 
 
+@pytest.mark.gunicorn
 def test_project_gunicorn_worker_refuses_heads_with_one_line_each(docroot, unix_servers):
     """Under gunicorn (access log on) a refused head is logged once, with why, and no traceback
     (gunicorn's access log needs an environ such a request never had)."""
@@ -215,6 +214,7 @@ def test_project_gunicorn_worker_refuses_heads_with_one_line_each(docroot, unix_
     assert echo.accepted == 0
 
 
+@pytest.mark.gunicorn
 def test_stock_worker_handshake_with_a_body_ends_without_a_traceback(docroot, unix_servers):
     """gevent-websocket's handler upgrades it anyway (the body reads as a bad frame: 1002); once
     the session is over, the HTTP server must not try to drain a body from the reader we closed."""

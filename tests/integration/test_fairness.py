@@ -189,6 +189,7 @@ def test_a_flooder_is_closed_with_1008_past_the_default_frame_budget(docroot, ec
         assert "Traceback" not in log
 
 
+@pytest.mark.gunicorn
 def test_gunicorn_worker_keeps_its_heartbeat_during_a_flood(docroot, echo_servers):
     """gunicorn kills a worker that has not notified it for --timeout seconds; a flood longer
     than that, unchecked by any frame budget, must not make the worker miss a beat."""

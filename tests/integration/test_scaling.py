@@ -8,8 +8,11 @@ from the ``[pid]`` of the "session open" lines GatewayWorker writes to gunicorn'
 import asyncio
 import re
 
-from support import free_port, gunicorn, wait_until
-from test_load import all_clients, raise_fd_limit
+import pytest
+
+from support import all_clients, free_port, gunicorn, raise_fd_limit, wait_until
+
+pytestmark = pytest.mark.gunicorn
 
 CLIENTS = 200
 MESSAGES = 50

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from contrib_helpers import ROOT, RPCClient, module_servers, run, servers, workdir  # noqa: F401
+from support import ROOT, RPCClient, run
 
 _numbers = itertools.count()
 

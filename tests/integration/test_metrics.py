@@ -2,6 +2,7 @@
 import http.client
 import urllib.request
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.sync.client import connect
 
@@ -45,6 +46,7 @@ def test_metrics_after_known_traffic(docroot, unix_servers):
             assert response.read() == b"app: /hello"
 
 
+@pytest.mark.gunicorn
 def test_a_scrape_sums_all_gunicorn_workers(tmp_path, docroot, unix_servers):
     unix_servers(f"{docroot}/echo")
     port = free_port()

@@ -66,7 +66,7 @@ def _settled_fd_count(pid: int) -> int:
     return count
 
 
-@pytest.mark.parametrize("server", ["cli", "gunicorn"])
+@pytest.mark.parametrize("server", ["cli", pytest.param("gunicorn", marks=pytest.mark.gunicorn)])
 def test_out_of_file_descriptors_upgrades_get_503(docroot, unix_servers, server):
     echo = unix_servers(f"{docroot}/echo")
     with gateway_served_by(server, docroot) as gateway:

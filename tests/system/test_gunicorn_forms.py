@@ -8,8 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from support import BIN, ROOT, ServerProcess, free_port, handshake_status, wait_until
-from test_running import PROJECT_WORKER, STOCK_WORKER, close_of, echo_round_trip, http_get
+from support import (
+    BIN, PROJECT_WORKER, ROOT, STOCK_WORKER, ServerProcess, close_of, echo_round_trip, free_port, gunicorn_argv, handshake_status,
+    http_get, wait_until,
+)
+
+pytestmark = pytest.mark.gunicorn
 
 BARE, CALL = "ouistiti_gw:make_app", "ouistiti_gw:make_app()"
 #: A line of gunicorn's error log: ``[2026-01-01 12:00:00 +0000] [1234] [INFO] message``.
@@ -18,10 +22,6 @@ ERROR_LOG_LINE = r"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4}\] \[\d+\] \[{leve
 
 def without_gateway_environment() -> dict:
     return {key: value for key, value in os.environ.items() if not key.startswith("OUISTITI_GW_")}
-
-
-def gunicorn_argv(worker: str, port: int, *arguments: str) -> list[str]:
-    return [str(BIN / "gunicorn"), "-k", worker, "-b", f"127.0.0.1:{port}", "--graceful-timeout", "2", *arguments]
 
 
 def gunicorn_app(worker: str, app: str, env: dict, *options: str) -> ServerProcess:

@@ -12,8 +12,7 @@ import sys
 
 import pytest
 
-from contrib_helpers import (PLUGIN, SOCK_TYPES, RPCClient, connect, peer_pid, proc_status, run,  # noqa: F401
-                             servers, wait_exit, workdir)
+from support import PLUGIN, SOCK_TYPES, RPCClient, peer_pid, proc_status, run, unix_client, wait_exit
 
 #: What each program needs besides the common options.
 EXTRA = {"echo": [], "chat": ["-w"], "jsonrpc": ["-L", str(PLUGIN)]}
@@ -25,7 +24,7 @@ programs = pytest.mark.parametrize("program", sorted(EXTRA))
 
 def assert_serves(program, path):
     """One exchange with the server on *path* works."""
-    sock = connect(path, SOCK_TYPES[program])
+    sock = unix_client(path, SOCK_TYPES[program])
     try:
         if program == "echo":
             sock.sendall(b"ping")
@@ -100,7 +99,7 @@ def test_daemon_listens_before_the_command_returns(workdir, program):
     path = os.path.join(workdir, "run", "daemon")
     result = run(program, "-R", os.path.dirname(path), "-n", "daemon", "-D", *EXTRA[program])
     assert result.returncode == 0, result.stderr
-    sock = connect(path, SOCK_TYPES[program])  # no waiting: it must listen already
+    sock = unix_client(path, SOCK_TYPES[program])  # no waiting: it must listen already
     pid = peer_pid(sock)
     sock.close()
     try:
@@ -163,7 +162,7 @@ def test_live_socket_is_not_taken_over(servers, program):
     first = servers(program, *EXTRA[program])
     second = servers(program, *EXTRA[program], ready=False)
     assert second.process.wait(10) == 1
-    assert "in use" in second.output()
+    assert "in use" in second.log()
     assert_serves(program, first.path)
     first.stop()
 
@@ -172,7 +171,7 @@ def test_live_socket_of_another_type_is_not_taken_over(servers):
     echo = servers("echo")
     chat = servers("chat", ready=False)
     assert chat.process.wait(10) == 1
-    assert "in use" in chat.output()
+    assert "in use" in chat.log()
     assert_serves("echo", echo.path)
     echo.stop()
 
@@ -197,10 +196,10 @@ def test_a_file_that_replaced_the_socket_is_not_removed_at_exit(servers, program
     with open(server.path, "w") as precious:
         precious.write("keep me")
     server.process.send_signal(signal.SIGTERM)
-    assert server.process.wait(10) == 0, server.output()
+    assert server.process.wait(10) == 0, server.log()
     with open(server.path) as precious:
         assert precious.read() == "keep me"
-    assert "no longer the socket this server created" in server.output()
+    assert "no longer the socket this server created" in server.log()
 
 
 @programs

@@ -2,7 +2,7 @@
 
 The conformance cases are the examples of https://www.jsonrpc.org/specification
 ("Examples" section), written exactly as the specification gives them; the
-methods they call live in tests/contrib_rpc_plugin.py.  "No reply" is checked
+methods they call live in tests/contrib/rpc_plugin.py.  "No reply" is checked
 without waiting: a request sent afterwards must get the next reply.
 """
 import json
@@ -11,9 +11,7 @@ import os
 import pytest
 from websockets.sync.client import connect as ws_connect
 
-from contrib_helpers import (PLUGIN, ROOT, TESTS, RPCClient, module_servers, recv_packet, run,  # noqa: F401
-                             servers, workdir)
-from support import gateway_cli
+from support import PLUGIN, ROOT, RPCClient, gateway_cli, recv_packet, run
 
 
 @pytest.fixture(scope="module")
@@ -286,8 +284,8 @@ def test_too_large_batch_reply_keeps_the_ids(client):
 # --------------------------------------------------------------------------
 
 def test_library_by_dotted_name(servers):
-    env = dict(os.environ, PYTHONPATH=str(TESTS))
-    server = servers("jsonrpc", "-L", "contrib_rpc_plugin", env=env)
+    env = dict(os.environ, PYTHONPATH=str(PLUGIN.parent))
+    server = servers("jsonrpc", "-L", "rpc_plugin", env=env)
     client = RPCClient(server.connect())
     assert client.result("subtract", [42, 23]) == 19
     client.close()

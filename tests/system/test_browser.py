@@ -12,6 +12,8 @@ from playwright.sync_api import expect, sync_playwright
 
 from support import BIN, ServerProcess, free_port
 
+pytestmark = pytest.mark.chromium
+
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
 

@@ -161,6 +161,7 @@ def haproxy(docroot):
         process.wait(10)
 
 
+@pytest.mark.haproxy
 @pytest.mark.parametrize("version", ["v1", "v2"])
 def test_haproxy_accepts_our_header(docroot, unix_servers, haproxy, version):
     behind = unix_servers(f"{docroot}/behind", proxied_echo_handler)

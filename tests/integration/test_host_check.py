@@ -11,10 +11,9 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-from support import free_port, gateway_served_by, gateway_test_app, gunicorn
+from support import STOCK_WORKER, free_port, gateway_served_by, gateway_test_app, gunicorn
 
 REBOUND = "rebind.attacker.example"
-STOCK_WORKER = "geventwebsocket.gunicorn.workers.GeventWebSocketWorker"
 
 
 def connect_as(host: str, port: int, path: str = "/echo", **kwargs):
@@ -30,7 +29,7 @@ def round_trip(host: str, port: int) -> None:
         assert ws.recv() == "hello"
 
 
-@pytest.mark.parametrize("server", ["cli", "gunicorn"])
+@pytest.mark.parametrize("server", ["cli", pytest.param("gunicorn", marks=pytest.mark.gunicorn)])
 def test_rebound_name_gets_403_loopback_names_pass(docroot, unix_servers, server):
     echo = unix_servers(f"{docroot}/echo")
     with gateway_served_by(server, docroot) as gateway:
@@ -45,6 +44,7 @@ def test_rebound_name_gets_403_loopback_names_pass(docroot, unix_servers, server
     assert echo.accepted == 4
 
 
+@pytest.mark.gunicorn
 def test_stock_worker_closes_a_rebound_name_with_1008(docroot, unix_servers):
     echo = unix_servers(f"{docroot}/echo")
     port = free_port()

@@ -7,17 +7,9 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from ouistiti_gw.direct import decode_sockaddr, encode_sockaddr
 from support import (
-    TESTS, fd_count, free_port, gateway_cli, gunicorn, handshake_request, raw_request, unix_accepts, wait_until,
+    PLUGIN, TESTS, fd_count, free_port, gateway_cli, gunicorn, handshake_request, raw_request, unix_accepts, wait_until,
 )
-
-
-@pytest.mark.parametrize("address", [("127.0.0.1", 8080), ("10.1.2.3", 1), ("::1", 443), ("fe80::1", 65535)])
-def test_sockaddr_round_trip(address):
-    raw = encode_sockaddr(address)
-    assert len(raw) == (16 if "." in address[0] else 28)  # sizeof(sockaddr_in), sizeof(sockaddr_in6)
-    assert decode_sockaddr(raw) == address
 
 
 @pytest.fixture
@@ -48,6 +40,7 @@ def test_echo_direct_and_nothing_kept(direct_gateway, sample):
     assert "session open" not in direct_gateway.log()  # never piped
 
 
+@pytest.mark.gunicorn
 @pytest.mark.parametrize("worker", ["ouistiti_gw.worker.GatewayWorker",
                                     "geventwebsocket.gunicorn.workers.GeventWebSocketWorker"])
 def test_direct_under_gunicorn(docroot, sample, worker):
@@ -77,7 +70,7 @@ def test_chat_direct_whois_answers_the_real_address(direct_gateway, sample):
 
 
 def test_jsonrpc_direct(direct_gateway, sample):
-    sample("jsonrpc", "-L", str(TESTS / "contrib_rpc_plugin.py"))
+    sample("jsonrpc", "-L", str(PLUGIN))
     with connect(f"{direct_gateway.url}/jsonrpc") as ws:
         ws.send(json.dumps({"jsonrpc": "2.0", "method": "subtract", "params": [42, 23], "id": 1}))
         assert json.loads(ws.recv()) == {"jsonrpc": "2.0", "result": 19, "id": 1}
@@ -134,6 +127,7 @@ def recvaddr_server(tmp_path_factory, ouistiti_tarball):
     return binary
 
 
+@pytest.mark.cc
 def test_a_server_written_for_ouistiti_gets_the_client(direct_gateway, docroot, recvaddr_server):
     server = subprocess.Popen([str(recvaddr_server), f"{docroot}/hello"])
     try:

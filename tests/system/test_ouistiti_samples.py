@@ -11,6 +11,8 @@ from websockets.sync.client import connect
 
 from support import unix_accepts, wait_until
 
+pytestmark = pytest.mark.cc
+
 
 @pytest.fixture(scope="module")
 def c_samples(tmp_path_factory, ouistiti_tarball):
