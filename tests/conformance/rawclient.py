@@ -226,7 +226,8 @@ class RawClient:
             (length,) = struct.unpack("!Q", self._take(8))
             minimal = length > 0xFFFF
         masked = bool(second & 0x80)
-        key = self._take(4) if masked else b""
+        if masked:
+            self._take(4)  # the masking key: a server frame must have none (checked below)
         payload = self._take(length)
         frame = Frame(bool(first & 0x80), first >> 4 & 0x7, first & 0xF, payload, masked, minimal)
         # Section 5.1: "A server MUST NOT mask any frames"; 5.2: RSV bits MUST be 0 and "the
@@ -265,7 +266,8 @@ class RawClient:
         count = 0
         while len(received) < len(data):
             frame = self.recv_frame()
-            assert frame.opcode == TEXT or (frame.opcode == BINARY and not text), f"after {len(received)} bytes: {frame}"
+            assert frame.opcode == TEXT or (frame.opcode == BINARY and not text), \
+                f"after {len(received)} bytes: {frame}"
             assert frame.fin, frame
             if text:
                 frame.payload.decode("utf-8")  # a text message that is not UTF-8 raises here

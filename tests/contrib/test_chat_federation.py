@@ -21,9 +21,17 @@ import pytest
 from websockets.sync.client import connect as ws_connect
 
 from ouistiti_gw_contrib.chatname import CHARACTERS, NUMBERED
-
 from support import (
-    SampleServer, free_port, gateway_cli, join, next_after, port_accepts, recv_packet, run, start_servers, wait_until,
+    SampleServer,
+    free_port,
+    gateway_cli,
+    join,
+    next_after,
+    port_accepts,
+    recv_packet,
+    run,
+    start_servers,
+    wait_until,
 )
 
 REDIS_SERVER = shutil.which("redis-server") or "redis-server"  # missing: the test fails (.ci/run installs it)

@@ -12,7 +12,6 @@ import threading
 import pytest
 
 from ouistiti_gw_contrib.chatname import CHARACTERS, LENGTH, NOT_UTF8, NUMBERED
-
 from support import TIMEOUT, join, next_after, recv_packet, wait_until
 
 CLIENTS, MESSAGES = 50, 20

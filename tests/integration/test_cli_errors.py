@@ -20,9 +20,11 @@ BAD_INI_FILES = {
     "port.ini": (GATEWAY_APP + "[server:main]\nuse = egg:ouistiti_gw#gevent\nport = eighty\n",
                  " [server:main]: port = 'eighty' is not a valid int"),
     "value.ini": (GATEWAY_APP + "max_connections = lots\n", " [app:main]: max_connections = 'lots' is not a valid int"),
-    "unknown.ini": (GATEWAY_APP + "max_conections = 5\n", " [app:main]: unknown setting max_conections (known: docroot,"),
+    "unknown.ini": (GATEWAY_APP + "max_conections = 5\n",
+                    " [app:main]: unknown setting max_conections (known: docroot,"),
     "serverkey.ini": (GATEWAY_APP + "[server:main]\nuse = egg:ouistiti_gw#gevent\nhots = 0.0.0.0\n",
-                      " [server:main]: unknown setting hots (known: host, port, certfile, keyfile, header_timeout, max_header_size)"),
+                      " [server:main]: unknown setting hots "
+                      "(known: host, port, certfile, keyfile, header_timeout, max_header_size)"),
     "statickey.ini": ("[app:main]\nuse = egg:ouistiti_gw#static\ndocument_roo = /srv\n",
                       " [app:main]: unknown setting document_roo (known: document_root)"),
     "nodocroot.ini": ("[pipeline:main]\npipeline = websocket static\n[app:static]\nuse = egg:ouistiti_gw#static\n"
@@ -62,7 +64,8 @@ def test_missing_ini_file(tmp_path):
 def test_serve_without_docroot_names_the_flag():
     result = run_cli("serve")
     assert result.returncode == 2
-    assert assert_one_line(result.stderr) == "ouistiti-gw: no docroot: set --docroot to the directory of the UNIX sockets"
+    assert (assert_one_line(result.stderr)
+            == "ouistiti-gw: no docroot: set --docroot to the directory of the UNIX sockets")
 
 
 @pytest.fixture

@@ -8,7 +8,16 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from support import (
-    PLUGIN, TESTS, fd_count, free_port, gateway_cli, gunicorn, handshake_request, raw_request, unix_accepts, wait_until,
+    PLUGIN,
+    TESTS,
+    fd_count,
+    free_port,
+    gateway_cli,
+    gunicorn,
+    handshake_request,
+    raw_request,
+    unix_accepts,
+    wait_until,
 )
 
 

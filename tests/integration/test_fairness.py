@@ -24,7 +24,15 @@ from typing import Iterator
 import pytest
 
 from conformance.rawclient import (
-    BINARY, CLOSE, CONTINUATION, PING, PONG, SEQPACKET_ECHO, STREAM_ECHO, RawClient, build_frame,
+    BINARY,
+    CLOSE,
+    CONTINUATION,
+    PING,
+    PONG,
+    SEQPACKET_ECHO,
+    STREAM_ECHO,
+    RawClient,
+    build_frame,
 )
 from support import UnixServer, echo_handler, free_port, gateway_cli, gunicorn, wait_until
 

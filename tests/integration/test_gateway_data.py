@@ -179,7 +179,7 @@ def test_client_silent_after_our_close_is_given_up_on(gateway, docroot, unix_ser
     while sock.recv(100):  # the gateway gives up and hangs up
         pass
     sock.close()
-    line = wait_until(lambda: [l for l in gateway.log().splitlines() if "session closed name=bye" in l],
+    line = wait_until(lambda: [line for line in gateway.log().splitlines() if "session closed name=bye" in line],
                       what="session log line")[0]
     assert "close=1000" in line
 
@@ -203,6 +203,6 @@ def test_session_log_line(gateway, docroot, unix_servers):
     with connect(f"{gateway.url}/echo") as ws:
         ws.send("12345")
         ws.recv()
-    line = wait_until(lambda: [l for l in gateway.log().splitlines() if "session closed name=echo" in l],
+    line = wait_until(lambda: [line for line in gateway.log().splitlines() if "session closed name=echo" in line],
                       what="session log line")[0]
     assert "bytes_in=5 bytes_out=5 close=1000" in line and "client=127.0.0.1:" in line

@@ -8,8 +8,17 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from support import (
-    TESTS, ServerProcess, free_port, gateway_cli, gateway_test_app, handshake_request, handshake_status, raw_request,
-    remove_tree, short_tempdir, wait_until,
+    TESTS,
+    ServerProcess,
+    free_port,
+    gateway_cli,
+    gateway_test_app,
+    handshake_request,
+    handshake_status,
+    raw_request,
+    remove_tree,
+    short_tempdir,
+    wait_until,
 )
 
 
@@ -161,7 +170,7 @@ def test_origin_policy(docroot, unix_servers, origins, origin, status):
 def test_max_connections_gives_503_before_any_unix_connection(docroot, unix_servers):
     server = unix_servers(f"{docroot}/echo")
     with gateway_test_app(docroot, "--set", "max_connections=2") as gateway:
-        with connect(f"{gateway.url}/echo") as first, connect(f"{gateway.url}/echo") as second:
+        with connect(f"{gateway.url}/echo") as first, connect(f"{gateway.url}/echo"):
             assert handshake_status(gateway.port, "/echo")[0] == 503
             assert server.accepted == 2
             first.send("still")

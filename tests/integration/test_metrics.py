@@ -26,7 +26,7 @@ def test_metrics_after_known_traffic(docroot, unix_servers):
             with connect(f"{gateway.url}/echo") as ws:
                 ws.send(message)
                 assert ws.recv() == message
-        with connect(f"{gateway.url}/echo") as one, connect(f"{gateway.url}/echo") as two:
+        with connect(f"{gateway.url}/echo"), connect(f"{gateway.url}/echo"):
             assert handshake_status(gateway.port, "/echo")[0] == 503  # limit
             wait_until(lambda: scrape(gateway.port)[("ouistiti_gw_sessions_open", ())] == 2, what="2 open")
         assert handshake_status(gateway.port, "/missing")[0] == 404

@@ -18,8 +18,13 @@ from websockets.sync.client import connect
 
 from ouistiti_gw import proxy
 from support import (
-    gateway_cli, gateway_test_app, proxied_echo_handler, self_signed_certificate, socket_from,
-    unix_accepts, wait_until,
+    gateway_cli,
+    gateway_test_app,
+    proxied_echo_handler,
+    self_signed_certificate,
+    socket_from,
+    unix_accepts,
+    wait_until,
 )
 
 CLIENT_HOST = "127.0.0.2"

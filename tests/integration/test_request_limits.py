@@ -9,7 +9,16 @@ import time
 import pytest
 
 from support import (
-    BIN, PROJECT_WORKER, STOCK_WORKER, ServerProcess, free_port, gateway_cli, gunicorn, handshake_request, handshake_status, raw_request,
+    BIN,
+    PROJECT_WORKER,
+    STOCK_WORKER,
+    ServerProcess,
+    free_port,
+    gateway_cli,
+    gunicorn,
+    handshake_request,
+    handshake_status,
+    raw_request,
     wait_until,
 )
 

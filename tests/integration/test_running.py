@@ -1,5 +1,4 @@
 """How people run the gateway: gunicorn (both workers), an ini pipeline, the CLI, wss://, the demo."""
-import http.client
 import os
 import re
 import signal
@@ -13,8 +12,19 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from support import (
-    BIN, PROJECT_WORKER, ROOT, STOCK_WORKER, ServerProcess, close_of, echo_round_trip, free_port, gateway_cli, gunicorn,
-    handshake_status, http_get, wait_until,
+    BIN,
+    PROJECT_WORKER,
+    ROOT,
+    STOCK_WORKER,
+    ServerProcess,
+    close_of,
+    echo_round_trip,
+    free_port,
+    gateway_cli,
+    gunicorn,
+    handshake_status,
+    http_get,
+    wait_until,
 )
 
 

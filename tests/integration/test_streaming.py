@@ -11,7 +11,12 @@ import time
 
 from ouistiti_gw.bridge import STREAM_HOLD_SIZE
 from support import (
-    gateway_cli, handshake_request, raw_request, read_until_eof, self_signed_certificate, wait_until,
+    gateway_cli,
+    handshake_request,
+    raw_request,
+    read_until_eof,
+    self_signed_certificate,
+    wait_until,
 )
 
 MASK = b"\x0f\x1e\x2d\x3c"
@@ -55,7 +60,8 @@ def test_small_message_reaches_the_server_whole(gateway, docroot, unix_servers):
     sock, _ = open_websocket(gateway.port, "/record")
     payload = os.urandom(STREAM_HOLD_SIZE // 2)
     # in two frames, the second one late: the server gets nothing until the message is whole
-    sock.sendall(client_frame(BINARY, payload[:1000], fin=False) + client_frame(CONTINUATION, payload[1000:-1], fin=False))
+    sock.sendall(client_frame(BINARY, payload[:1000], fin=False)
+                 + client_frame(CONTINUATION, payload[1000:-1], fin=False))
     time.sleep(0.5)
     assert server.received == []
     sock.sendall(client_frame(CONTINUATION, payload[-1:]))

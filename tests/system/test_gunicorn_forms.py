@@ -9,8 +9,18 @@ from pathlib import Path
 import pytest
 
 from support import (
-    BIN, PROJECT_WORKER, ROOT, STOCK_WORKER, ServerProcess, close_of, echo_round_trip, free_port, gunicorn_argv, handshake_status,
-    http_get, wait_until,
+    BIN,
+    PROJECT_WORKER,
+    ROOT,
+    STOCK_WORKER,
+    ServerProcess,
+    close_of,
+    echo_round_trip,
+    free_port,
+    gunicorn_argv,
+    handshake_status,
+    http_get,
+    wait_until,
 )
 
 pytestmark = pytest.mark.gunicorn
@@ -132,7 +142,8 @@ def test_gunicorn_conf_py_makes_dash_k_unnecessary(tmp_path, docroot, unix_serve
 
 def test_gunicorn_paste_ini_with_a_bad_setting_stops_in_one_line(tmp_path, docroot):
     ini = tmp_path / "example.ini"
-    ini.write_text(Path(paste_ini(tmp_path, docroot)).read_text().replace("allow = *", "allow = *\nmax_connections = lots"))
+    bad = Path(paste_ini(tmp_path, docroot)).read_text().replace("allow = *", "allow = *\nmax_connections = lots")
+    ini.write_text(bad)
     result = subprocess.run(gunicorn_argv(PROJECT_WORKER, free_port(), "--paste", str(ini)),
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 4

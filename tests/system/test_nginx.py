@@ -14,7 +14,14 @@ from websockets.sync.client import connect
 
 from ouistiti_gw import proxy
 from support import (
-    ROOT, free_port, gateway_cli, port_accepts, proxied_echo_handler, self_signed_certificate, socket_from, wait_until,
+    ROOT,
+    free_port,
+    gateway_cli,
+    port_accepts,
+    proxied_echo_handler,
+    self_signed_certificate,
+    socket_from,
+    wait_until,
 )
 
 pytestmark = pytest.mark.nginx

@@ -2,11 +2,20 @@
 import struct
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ouistiti_gw.frames import (
-    CloseCode, Opcode, ProtocolViolation, Utf8Validator, apply_mask, encode_close_payload, encode_frame,
-    header_size, parse_close_payload, parse_header,
+    CloseCode,
+    Opcode,
+    ProtocolViolation,
+    Utf8Validator,
+    apply_mask,
+    encode_close_payload,
+    encode_frame,
+    header_size,
+    parse_close_payload,
+    parse_header,
 )
 
 

@@ -3,10 +3,17 @@ import os
 import string
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ouistiti_gw.names import (
-    NameRefused, NameRules, Target, check_name, find_target, resolve_inside, wsgi_path_to_name,
+    NameRefused,
+    NameRules,
+    Target,
+    check_name,
+    find_target,
+    resolve_inside,
+    wsgi_path_to_name,
 )
 
 
@@ -96,7 +103,8 @@ def test_protocol_fallback_as_ouistiti(tmp_path):
     assert find_target(root, NameRules.from_options("ws_*"), "anything", []) is None
 
 
-name_chars = st.sampled_from(list(string.ascii_letters + string.digits + "./\\%-_~:@ \x00\n") + ["é", "\u2024", "\uff0f"])
+name_chars = st.sampled_from(list(string.ascii_letters + string.digits + "./\\%-_~:@ \x00\n")
+                             + ["é", "\u2024", "\uff0f"])
 
 
 @settings(max_examples=500, deadline=None)
