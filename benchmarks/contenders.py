@@ -36,7 +36,8 @@ STOP_TIMEOUT_SECONDS = 10.0
 #: beside the repository (as for the tests that build its C samples).
 OUISTITI_SCRIPT = os.path.join(
     os.environ.get("OUISTITI_REFERENCE_DIR")
-    or os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "shared", "reference"),
+    or os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                    "shared", "reference"),
     "ouistiti-ref")
 ECHO_NAME = "echo"
 
@@ -161,7 +162,8 @@ class DirectMode(Contender):
     def command(self, docroot: str, port: int) -> tuple[list[str], dict[str, str]]:
         own = os.path.join(docroot, "direct")
         script = (f'{sys.executable} -m ouistiti_gw_contrib.echo -R "{own}" -n {ECHO_NAME} & '
-                  f'while [ ! -S "{own}/{ECHO_NAME}" ]; do sleep 0.05; done; exec {sys.executable} -m ouistiti_gw serve --docroot "{own}" --port {port} --mode direct')
+                  f'while [ ! -S "{own}/{ECHO_NAME}" ]; do sleep 0.05; done; '
+                  f'exec {sys.executable} -m ouistiti_gw serve --docroot "{own}" --port {port} --mode direct')
         return (["sh", "-c", script], {})
 
 

@@ -39,7 +39,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--only", metavar="NAMES", help="comma-separated contenders (default: all)")
     parser.add_argument("--rounds", type=int, help="rounds per figure (default 5, 1 with --quick)")
     parser.add_argument("--duration", type=float, help="seconds per throughput round (default 1, 0.2 with --quick)")
-    parser.add_argument("--idle", metavar="COUNTS", help="idle connection counts (default 100,1000,10000; 100,1000 with --quick)")
+    parser.add_argument("--idle", metavar="COUNTS",
+                        help="idle connection counts (default 100,1000,10000; 100,1000 with --quick)")
     parser.add_argument("--metrics", metavar="GLOBS", default="*",
                         help="comma-separated globs of traffic metrics to take, e.g. 'msgs_*,lat_*' (default: all)")
     parser.add_argument("--client-processes", type=int, default=2, help="client processes for 16 connections")
@@ -109,7 +110,8 @@ def run(args: argparse.Namespace) -> dict:
             "client_processes": settings.client_processes, "metrics_selected": list(settings.selected),
             "python": platform.python_version(),
             "cpus": os.cpu_count(), "load_average_at_start": load_at_start,
-            "load_average_at_end": os.getloadavg(), "method": "ping-pong per connection; MB/s = payload bytes echoed / s / 1e6",
+            "load_average_at_end": os.getloadavg(),
+            "method": "ping-pong per connection; MB/s = payload bytes echoed / s / 1e6",
             "contenders": {contender.name: contender.description for contender in contenders},
         },
         "metrics": {m.key: {"title": m.title, "unit": m.unit, "higher_is_better": m.higher_is_better}
