@@ -5,7 +5,8 @@
 Routes: ``/stream`` answers in chunks from a generator, ``/echo-body`` returns the request body,
 ``/closed`` tells how many results had ``close()`` called, ``/greenlets`` how many greenlets are
 alive in this process (a leak check from outside); anything else answers ``app: PATH``.
-``--set`` passes any gateway setting (``allow=ws_*``, ``origins=*``...); ``--stock`` serves with gevent-websocket's own ``WebSocketServer`` instead of the gateway's handler.
+``--set`` passes any gateway setting (``allow=ws_*``, ``origins=*``...); ``--stock`` serves with
+gevent-websocket's own ``WebSocketServer`` instead of the gateway's handler.
 """
 import argparse
 import gc
