@@ -13,7 +13,6 @@ wrong raises :class:`ConfigurationError`, which names the option as its source s
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import os
 import typing
@@ -174,7 +173,6 @@ class Option:
         return ConfigurationError(f"{source.spell(self.name)} = {reason}", self.name, source)
 
 
-@functools.cache
 def options(schema: type) -> tuple[Option, ...]:
     """The options of ``schema`` (:class:`GatewayConfig`, :class:`ServerConfig`), in field order."""
     types = typing.get_type_hints(schema)
@@ -222,7 +220,7 @@ class Options:
     def __post_init__(self) -> None:  # built directly from keywords: the same conversions and checks
         for item in options(type(self)):
             object.__setattr__(self, item.name, item.convert(getattr(self, item.name)))
-        type(self).check_together(dataclasses.asdict(self), KEYWORD)
+        type(self).check_together({item.name: getattr(self, item.name) for item in options(type(self))}, KEYWORD)
 
 
 @dataclass(frozen=True)

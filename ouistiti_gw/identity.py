@@ -16,7 +16,7 @@ import ipaddress
 import logging
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterable, Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from . import proxy
 from .addresses import Address, unmap
@@ -50,7 +50,7 @@ class Networks:
     :param option: the setting's name, for the error a malformed item raises.
     """
 
-    def __init__(self, spec: str | Iterable[str], option: str) -> None:
+    def __init__(self, spec: str | tuple[str, ...], option: str) -> None:
         try:
             self.networks = [ipaddress.ip_network(item, strict=False) for item in parse_patterns(spec)]
         except ValueError as error:
@@ -67,7 +67,7 @@ class Networks:
 class TrustedProxies(Networks):
     """The ``trusted_proxies`` setting: whose ``Forwarded``/``X-Forwarded-For`` headers count."""
 
-    def __init__(self, spec: str | Iterable[str] = "") -> None:
+    def __init__(self, spec: str | tuple[str, ...] = "") -> None:
         super().__init__(spec, "trusted_proxies")
 
     def trusts(self, host: str) -> bool:

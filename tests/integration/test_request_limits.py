@@ -115,6 +115,7 @@ header_timeout = 5
         assert handshake_status(gateway.port, "/echo", extra=header_lines(20, 300))[0] == 431
 
 
+@pytest.mark.gunicorn
 def test_the_budget_is_an_environment_variable_under_the_gunicorn_worker(docroot, unix_servers):
     """gunicorn listens itself; GatewayWorker's handler takes its limits from OUISTITI_GW_*."""
     unix_servers(f"{docroot}/echo")

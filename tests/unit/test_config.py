@@ -13,7 +13,16 @@ from gunicorn.errors import AppImportError
 from ouistiti_gw import WebSocketGateway
 from ouistiti_gw.cli import build_parser, given
 from ouistiti_gw.config import (
-    COMMAND_LINE, ENVIRONMENT, INI, KEYWORD, ConfigurationError, GatewayConfig, Patterns, ServerConfig, options,
+    COMMAND_LINE,
+    ENVIRONMENT,
+    INI,
+    KEYWORD,
+    ConfigurationError,
+    GatewayConfig,
+    Patterns,
+    ServerConfig,
+    cli_flag,
+    options,
 )
 from ouistiti_gw.errors import GatewayError
 from ouistiti_gw.handler import GatewayHandler
@@ -103,7 +112,7 @@ def test_every_server_option_is_a_keyword_an_ini_key_and_a_flag_of_serve_and_dem
     assert getattr(ServerConfig(**settings), item.name) == value
     assert getattr(ServerConfig.load(settings, INI), item.name) == value
     for command in ("serve", "demo"):
-        argv = [command] + [arg for name, setting in settings.items() for arg in (f"--{name.replace('_', '-')}", setting)]
+        argv = [command] + [arg for name, setting in settings.items() for arg in (cli_flag(name), setting)]
         assert getattr(given(build_parser().parse_args(argv), ServerConfig), item.name) == value
 
 
@@ -158,7 +167,8 @@ def test_a_bad_number_names_the_option_as_its_source_spells_it(item):
         with pytest.raises(ConfigurationError) as refused:
             schema.load({**BASE, item.name: "lots"} if schema is GatewayConfig else {item.name: "lots"}, source)
         assert str(refused.value) == f"{source.spell(item.name)} = 'lots' is not a valid {kind}"
-        assert (refused.value.key, refused.value.source, refused.value.reason) == (item.name, source, str(refused.value))
+        error = refused.value
+        assert (error.key, error.source, error.reason) == (item.name, source, str(error))
         assert refused.value.setting == source.spell(item.name)
     with pytest.raises(ConfigurationError, match=rf"^{item.name} = -1(\.0)? is less than"):
         schema(**({**BASE, item.name: -1} if schema is GatewayConfig else {item.name: -1}))
