@@ -23,14 +23,12 @@ from gevent.pywsgi import OldMessage
 from geventwebsocket.handler import WebSocketHandler
 
 from .connection import HandlerConnection, has_pending_input, no_body_to_drain
+from .config import ServerConfig
 from .logsafe import loggable, wsgi_text
 from .upgrade import SOCKET_KEY, UPGRADE_KEY, accept_key, handshake_error, is_websocket_request
 
 log = logging.getLogger(__name__)
 
-#: Bytes of a request's header section, every line and the blank one counted: what nginx holds by
-#: default (``large_client_header_buffers 4 8k``), twice HAProxy's 16 KiB buffer.
-DEFAULT_MAX_HEADER_SIZE = 32 * 1024
 #: Bytes of one header line (CRLF included): nginx's buffer size.
 MAX_HEADER_LINE = 8 * 1024
 #: Header fields of one request: ``http.client``'s and HAProxy's bound.
@@ -123,17 +121,18 @@ class GatewayHandler(WebSocketHandler):
     """A ``WebSocketHandler`` whose app decides on the upgrade before the 101 goes out.
 
     It also bounds what a client may send before any app runs: an idle keep-alive connection is
-    closed after :attr:`idle_timeout`, headers slower than :attr:`header_timeout` get a 400
+    closed after :attr:`keepalive_timeout`, headers slower than :attr:`header_timeout` get a 400
     (slowloris), a header section over :attr:`max_header_size` bytes gets a 431 (see
     :func:`read_header_section`), a request line over 8 KiB a 414 (gevent's).
     """
 
+    # The server options' defaults; :func:`ouistiti_gw.wsgi_server.handler_class` sets others.
     #: Seconds a connection may wait before its request line (keep-alive idle time included).
-    idle_timeout = 60.0
+    keepalive_timeout = ServerConfig.keepalive_timeout
     #: Seconds the request headers may take once the request line has arrived.
-    header_timeout = 10.0
+    header_timeout = ServerConfig.header_timeout
     #: Bytes of the request's header section.
-    max_header_size = DEFAULT_MAX_HEADER_SIZE
+    max_header_size = ServerConfig.max_header_size
 
     @property
     def logger(self) -> logging.Logger:
@@ -143,7 +142,7 @@ class GatewayHandler(WebSocketHandler):
     def read_requestline(self):
         # A new request: nothing of the previous one is kept while waiting for it.
         self.environ = None
-        with gevent.Timeout(self.idle_timeout, False):
+        with gevent.Timeout(self.keepalive_timeout, False):
             return super().read_requestline()
         log.debug("closing idle connection from %s", self.client_address)
         return None

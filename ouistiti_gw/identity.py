@@ -21,15 +21,13 @@ from typing import TYPE_CHECKING, Iterator
 from . import proxy_protocol
 from .addresses import Address, unmap
 from .logsafe import loggable
+from .names import parse_patterns
 from .upgrade import client_socket
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
 
 log = logging.getLogger(__name__)
-
-PROXY_PROTOCOL_VERSIONS = ("", "v1", "v2")
-
 
 @dataclass(frozen=True)
 class Client:
@@ -52,10 +50,9 @@ class Networks:
     :param option: the setting's name, for the error a malformed item raises.
     """
 
-    def __init__(self, spec: str, option: str) -> None:
+    def __init__(self, spec: str | tuple[str, ...], option: str) -> None:
         try:
-            self.networks = [ipaddress.ip_network(item.strip(), strict=False)
-                             for item in (spec or "").split(",") if item.strip()]
+            self.networks = [ipaddress.ip_network(item, strict=False) for item in parse_patterns(spec)]
         except ValueError as error:
             raise ValueError(f"ouistiti_gw: {option}: {error}") from None
 
@@ -70,7 +67,7 @@ class Networks:
 class TrustedProxies(Networks):
     """The ``trusted_proxies`` setting: whose ``Forwarded``/``X-Forwarded-For`` headers count."""
 
-    def __init__(self, spec: str = "") -> None:
+    def __init__(self, spec: str | tuple[str, ...] = "") -> None:
         super().__init__(spec, "trusted_proxies")
 
     def trusts(self, host: str) -> bool:

@@ -60,7 +60,8 @@ class NameRules:
     deny: tuple[str, ...] = ()
 
     @classmethod
-    def from_options(cls, allow: str | list[str] | None = "*", deny: str | list[str] | None = "") -> "NameRules":
+    def from_options(cls, allow: str | list[str] | tuple[str, ...] | None = "*",
+                     deny: str | list[str] | tuple[str, ...] | None = "") -> "NameRules":
         return cls(parse_patterns(allow), parse_patterns(deny))
 
     def permits(self, name: str) -> bool:

@@ -64,7 +64,7 @@ _CONNECT_ERRORS = {
 def _unavailable(error: OSError) -> BackendUnavailable:
     if isinstance(error, stdlib_socket.timeout):
         return BackendUnavailable(503, "connection timed out", errno.ETIMEDOUT)
-    status, reason = _CONNECT_ERRORS.get(error.errno, (503, error.strerror or str(error)))
+    status, reason = _CONNECT_ERRORS.get(error.errno or 0, (503, error.strerror or str(error)))
     return BackendUnavailable(status, reason, error.errno)
 
 

@@ -14,6 +14,7 @@ from gevent.pywsgi import WSGIServer
 
 from .accepting import QuietAccept
 from .bridge import process_sessions
+from .config import ServerConfig, options
 from .greenlets import LightGreenlet
 from .handler import GatewayHandler
 
@@ -31,27 +32,19 @@ class GatewayServer(QuietAccept, WSGIServer):
 STOP_TIMEOUT_SECONDS = 5.0
 
 
-def make_server(app: "WSGIApplication", host: str = "127.0.0.1", port: int = 8080,
-                certfile: str | None = None, keyfile: str | None = None,
-                header_timeout: float | None = None, max_header_size: int | None = None) -> WSGIServer:
-    """A ``WSGIServer`` with the gateway's handler, TLS (wss://) when ``certfile`` is given.
+def handler_class(config: ServerConfig, base: type[GatewayHandler] = GatewayHandler) -> type[GatewayHandler]:
+    """``base`` with the request limits of ``config``: each option the handler has as a class
+    attribute (``header_timeout``, ``max_header_size``, ``keepalive_timeout``)."""
+    limits = {item.name: getattr(config, item.name) for item in options(ServerConfig) if hasattr(base, item.name)}
+    return type(base.__name__, (base,), limits)
 
-    ``header_timeout`` overrides :attr:`GatewayHandler.header_timeout` (slow request headers get
-    400), ``max_header_size`` :attr:`GatewayHandler.max_header_size` (larger headers get 431).
-    """
-    if keyfile and not certfile:
-        raise ValueError("keyfile given without certfile")
-    tls = {"certfile": certfile, "keyfile": keyfile or certfile} if certfile else {}
-    overrides = {}
-    if header_timeout is not None:
-        overrides["header_timeout"] = float(header_timeout)
-    if max_header_size is not None:
-        overrides["max_header_size"] = int(max_header_size)
-        if overrides["max_header_size"] <= 0:
-            raise ValueError(f"max_header_size must be positive, not {max_header_size}")
-    handler = type("GatewayHandler", (GatewayHandler,), overrides) if overrides else GatewayHandler
-    return GatewayServer((host, int(port)), app, handler_class=handler, log=access_log, error_log=log,
-                      spawn=LightGreenlet.spawn, **tls)
+
+def make_server(app: "WSGIApplication", config: ServerConfig = ServerConfig()) -> WSGIServer:
+    """A ``WSGIServer`` with the gateway's handler, listening where ``config`` says, with TLS
+    (wss://) when it has a ``certfile``."""
+    tls = {"certfile": config.certfile, "keyfile": config.keyfile or config.certfile} if config.certfile else {}
+    return GatewayServer((config.host, config.port), app, handler_class=handler_class(config), log=access_log,
+                         error_log=log, spawn=LightGreenlet.spawn, **tls)
 
 
 def server_url(server: WSGIServer) -> str:

@@ -22,14 +22,14 @@ LAYERS = {
     # pure: decisions, codecs, the upgrade contract
     "errors": PURE, "logsafe": PURE, "addresses": PURE, "names": PURE, "policy": PURE,
     "frames": PURE, "utf8": PURE, "protocol": PURE, "proxy_protocol": PURE, "upgrade": PURE,
-    "config": PURE,
     # I/O: sockets, the WebSocket shell, the handover, the log and metrics plumbing
     "greenlets": IO, "sockio": IO, "unix": IO, "connection": IO, "websocket": IO, "direct": IO,
     "handover": IO, "logs": IO, "metrics": IO, "accepting": IO,
     # the session: sockets and the WebSocket, not WSGI
     "bridge": SESSION, "session": SESSION,
-    # what a request's environ says, below the middleware that decides on it
-    "identity": REQUEST, "stock": REQUEST,
+    # what a request's environ says, below the middleware that decides on it; the options'
+    # schema (its defaults come from the WebSocket shell)
+    "identity": REQUEST, "stock": REQUEST, "config": REQUEST,
     "middleware": MIDDLEWARE,
     # server glue: only wires
     "handler": GLUE, "worker": GLUE, "wsgi_server": GLUE, "lazy": GLUE, "paste": GLUE,

@@ -8,7 +8,7 @@ import socket
 import pytest
 
 from ouistiti_gw.errors import GatewayError
-from ouistiti_gw.unix import BackendUnavailable, PACKET_OVERHEAD, connect_unix, largest_packet, recv_packet
+from ouistiti_gw.unix import PACKET_OVERHEAD, BackendUnavailable, connect_unix, largest_packet, recv_packet
 
 
 def listening(path: str, sock_type: int = socket.SOCK_STREAM, backlog: int = 8) -> socket.socket:
