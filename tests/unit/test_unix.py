@@ -24,28 +24,28 @@ def refusal(path: str, **options) -> BackendUnavailable:
     return raised.value
 
 
-def test_a_missing_socket_is_404(socket_dir):
-    unavailable = refusal(os.path.join(socket_dir, "nobody"))
+def test_a_missing_socket_is_404(docroot):
+    unavailable = refusal(os.path.join(docroot, "nobody"))
     assert (unavailable.status, unavailable.errno) == (404, errno.ENOENT)
     assert isinstance(unavailable, GatewayError)
 
 
-def test_a_file_that_is_not_a_socket_is_403(socket_dir):
-    path = os.path.join(socket_dir, "file")
+def test_a_file_that_is_not_a_socket_is_403(docroot):
+    path = os.path.join(docroot, "file")
     open(path, "w").close()
     assert refusal(path).status == 403
 
 
-def test_a_socket_nobody_listens_on_is_503_refused(socket_dir):
-    path = os.path.join(socket_dir, "stale")
+def test_a_socket_nobody_listens_on_is_503_refused(docroot):
+    path = os.path.join(docroot, "stale")
     socket.socket(socket.AF_UNIX, socket.SOCK_STREAM).bind(path)  # bound, closed: the file stays
     unavailable = refusal(path)
     assert (unavailable.status, unavailable.errno) == (503, errno.ECONNREFUSED)
 
 
 @pytest.mark.parametrize("sock_type", [socket.SOCK_STREAM, socket.SOCK_SEQPACKET], ids=["stream", "seqpacket"])
-def test_connects_with_the_servers_socket_type(socket_dir, sock_type):
-    path = os.path.join(socket_dir, "server")
+def test_connects_with_the_servers_socket_type(docroot, sock_type):
+    path = os.path.join(docroot, "server")
     with listening(path, sock_type):
         for socket_class in (socket.socket, None):  # a plain socket (samples) or gevent's (the gateway)
             options = {"socket_class": socket_class} if socket_class else {}
@@ -54,8 +54,8 @@ def test_connects_with_the_servers_socket_type(socket_dir, sock_type):
                 assert sock.gettimeout() is None  # the connect timeout does not outlive the connect
 
 
-def test_a_full_backlog_is_503_not_a_hang(socket_dir):
-    path = os.path.join(socket_dir, "busy")
+def test_a_full_backlog_is_503_not_a_hang(docroot):
+    path = os.path.join(docroot, "busy")
     clients = []
     with listening(path, backlog=0):
         try:
