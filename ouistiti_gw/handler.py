@@ -22,6 +22,7 @@ import gevent
 from gevent.pywsgi import OldMessage
 from geventwebsocket.handler import WebSocketHandler
 
+from .errors import GatewayError
 from .connection import HandlerConnection, has_pending_input, no_body_to_drain
 from .config import ServerConfig
 from .logsafe import loggable, wsgi_text
@@ -35,7 +36,7 @@ MAX_HEADER_LINE = 8 * 1024
 MAX_HEADER_FIELDS = 100
 
 
-class RequestRefused(ValueError):
+class RequestRefused(GatewayError, ValueError):
     """A request head the handler answers itself, before any app sees it.
 
     A ``ValueError``, as gevent expects of ``read_request`` for a client's fault.

@@ -21,6 +21,8 @@ import unicodedata
 from dataclasses import dataclass
 from urllib.parse import unquote
 
+from .errors import GatewayError
+
 #: ``sizeof(sockaddr_un.sun_path)`` on Linux, minus the terminating NUL.
 MAX_SOCKET_PATH_BYTES = 107
 #: How many rounds of percent-decoding are inspected for hidden traversal.
@@ -35,7 +37,7 @@ def fits_sun_path(path: str) -> bool:
     return len(os.fsencode(path)) <= MAX_SOCKET_PATH_BYTES
 
 
-class NameRefused(ValueError):
+class NameRefused(GatewayError, ValueError):
     """The name can never designate a socket below docroot (traversal, bad characters...)."""
 
 
