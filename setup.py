@@ -45,6 +45,9 @@ setup(
             "websockify==0.13.*",
             # a PROXY protocol parser no one here wrote, to check our encoder against
             "proxy-protocol>=0.11",
+            # the lint step of tox and .ci/run (ruff.toml, mypy.ini)
+            "ruff>=0.6",
+            "mypy>=1.11",
         ],
     },
     entry_points={

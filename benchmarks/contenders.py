@@ -36,7 +36,8 @@ STOP_TIMEOUT_SECONDS = 10.0
 #: beside the repository (as for the tests that build its C samples).
 OUISTITI_SCRIPT = os.path.join(
     os.environ.get("OUISTITI_REFERENCE_DIR")
-    or os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "shared", "reference"),
+    or os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                    "shared", "reference"),
     "ouistiti-ref")
 ECHO_NAME = "echo"
 
@@ -98,6 +99,8 @@ class Contender:
     text_frames: bool = False
     process: subprocess.Popen | None = None
     log_path: str = ""
+    #: the server's working directory (None: the benchmark's)
+    cwd: str | None = None
 
     def command(self, docroot: str, port: int) -> tuple[list[str], dict[str, str]]:
         raise NotImplementedError
@@ -109,7 +112,7 @@ class Contender:
         self.log_path = os.path.join(log_dir, f"{self.name}.log")
         with open(self.log_path, "wb") as log_file:
             self.process = subprocess.Popen(argv, env={**os.environ, **env}, stdin=subprocess.DEVNULL,
-                                            stdout=log_file, stderr=subprocess.STDOUT,
+                                            stdout=log_file, stderr=subprocess.STDOUT, cwd=self.cwd,
                                             preexec_fn=raise_nofile_limit)
         deadline = time.monotonic() + READY_TIMEOUT_SECONDS
         while not _accepts_tcp(port):
@@ -145,6 +148,12 @@ class OuistitiGw(Contender):
         return ([sys.executable, "-m", "ouistiti_gw", "serve", "--docroot", docroot, "--port", str(port)], {})
 
 
+class Baseline(OuistitiGw):
+    """``ouistiti-gw serve`` from another source tree (an older commit's worktree): the same gateway
+    before a change, measured in the same run as after it. It runs in that tree: ``python -m``
+    puts the working directory first on ``sys.path``, before the editable install's finder."""
+
+
 class DirectMode(Contender):
     """``--mode direct``: the gateway hands each client's socket to the server, which must speak
     WebSocket itself, so the server here is the package's own sample echo (``websocket_echo``,
@@ -153,7 +162,8 @@ class DirectMode(Contender):
     def command(self, docroot: str, port: int) -> tuple[list[str], dict[str, str]]:
         own = os.path.join(docroot, "direct")
         script = (f'{sys.executable} -m ouistiti_gw_contrib.echo -R "{own}" -n {ECHO_NAME} & '
-                  f'while [ ! -S "{own}/{ECHO_NAME}" ]; do sleep 0.05; done; exec {sys.executable} -m ouistiti_gw serve --docroot "{own}" --port {port} --mode direct')
+                  f'while [ ! -S "{own}/{ECHO_NAME}" ]; do sleep 0.05; done; '
+                  f'exec {sys.executable} -m ouistiti_gw serve --docroot "{own}" --port {port} --mode direct')
         return (["sh", "-c", script], {})
 
 
@@ -221,8 +231,9 @@ _WEBSOCKIFY_SELECT = ("fails past ~500 open connections: each forked child inher
                       "earlier child and its select() raises 'filedescriptor out of range' (seen at 1 000)")
 
 
-def all_contenders(ouistiti_dir: str | None) -> list[Contender]:
-    """Every contender in table order; ouistiti only when its build directory is given."""
+def all_contenders(ouistiti_dir: str | None, baseline_dir: str | None = None) -> list[Contender]:
+    """Every contender in table order; ouistiti only when its build directory is given, the
+    baseline only when its source tree is."""
     contenders: list[Contender] = [
         OuistitiGw("ouistiti-gw", "this gateway, `ouistiti-gw serve` (gevent pywsgi + GatewayHandler)"),
         Gunicorn("gunicorn", "this gateway under gunicorn, GeventWebSocketWorker, 1 worker"),
@@ -232,6 +243,10 @@ def all_contenders(ouistiti_dir: str | None) -> list[Contender]:
         Websockify("websockify", "websockify 0.13 --unix-target (default mode: a fork per connection)",
                    max_idle=500, fds_per_connection=0, idle_limit_reason=_WEBSOCKIFY_SELECT),
     ]
+    if baseline_dir:
+        baseline = Baseline("baseline", f"`ouistiti-gw serve` from the source tree {baseline_dir} (before a change)")
+        baseline.cwd = os.path.abspath(baseline_dir)
+        contenders.insert(1, baseline)
     if ouistiti_dir:
         ouistiti = Ouistiti("ouistiti", "ouistiti C (reference build), mod_websocket: a fork per connection",
                             max_message=65535 - 14, max_connections=10, text_frames=True,

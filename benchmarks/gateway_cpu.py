@@ -82,8 +82,8 @@ def ping_pong(sock: socket.socket, size: int, count: int) -> None:
 def one_round(tree: str, docroot: str, size: int, count: int) -> float:
     port = free_port()
     env = dict(os.environ, PYTHONPATH=tree)
-    gateway = subprocess.Popen([sys.executable, "-m", "ouistiti_gw", "serve", "--docroot", docroot, "--port", str(port)],
-                               cwd=tree, env=env, stderr=subprocess.DEVNULL)
+    command = [sys.executable, "-m", "ouistiti_gw", "serve", "--docroot", docroot, "--port", str(port)]
+    gateway = subprocess.Popen(command, cwd=tree, env=env, stderr=subprocess.DEVNULL)
     try:
         with connect(port) as sock:
             ping_pong(sock, size, WINDOW * 10)  # warm-up

@@ -69,7 +69,8 @@ def run_shell(module, reads: list[bytes], count: int) -> None:
 
 
 def run_websockets(reads: list[bytes], count: int) -> None:
-    from websockets.protocol import Protocol as WsProtocol, Side
+    from websockets.protocol import Protocol as WsProtocol
+    from websockets.protocol import Side
     protocol = WsProtocol(Side.SERVER, max_size=None)
     got = 0
     for data in reads:

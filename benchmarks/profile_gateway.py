@@ -61,7 +61,8 @@ def collapse(raw_path: str, top: int) -> str:
             if not stack:
                 continue
             frames = [frame.split(" (")[0] + " " + frame.split("/")[-1].rstrip(")")
-                      for frame in stack.split(";") if not frame.startswith("process ") and not frame.startswith("thread ")]
+                      for frame in stack.split(";")
+                      if not frame.startswith("process ") and not frame.startswith("thread ")]
             weight = int(count)
             samples += weight
             if frames:

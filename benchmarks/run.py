@@ -1,6 +1,6 @@
 """Benchmark ouistiti-gw against websockify, ouistiti (C) and the raw UNIX echo: one command.
 
-    python benchmarks/run.py [--quick] [--json FILE] [--ouistiti DIR] [--only NAMES]
+    python benchmarks/run.py [--quick] [--json FILE] [--ouistiti DIR] [--baseline DIR] [--only NAMES]
 
 Starts one UNIX echo server in a temporary docroot, then each contender in front of it on a free
 loopback port, drives it with client processes (see wsclient.py) and prints the table; see
@@ -33,10 +33,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="1 round, short runs, no 10 000 idle test")
     parser.add_argument("--json", metavar="FILE", help="write every figure, round and ratio as JSON")
     parser.add_argument("--ouistiti", metavar="DIR", help="also run ouistiti (C) built in DIR by ouistiti-ref")
+    parser.add_argument("--baseline", metavar="DIR",
+                        help="also run `ouistiti-gw serve` from the source tree DIR (e.g. `git worktree add DIR REV`): "
+                             "the gateway before a change, in the same run")
     parser.add_argument("--only", metavar="NAMES", help="comma-separated contenders (default: all)")
     parser.add_argument("--rounds", type=int, help="rounds per figure (default 5, 1 with --quick)")
     parser.add_argument("--duration", type=float, help="seconds per throughput round (default 1, 0.2 with --quick)")
-    parser.add_argument("--idle", metavar="COUNTS", help="idle connection counts (default 100,1000,10000; 100,1000 with --quick)")
+    parser.add_argument("--idle", metavar="COUNTS",
+                        help="idle connection counts (default 100,1000,10000; 100,1000 with --quick)")
     parser.add_argument("--metrics", metavar="GLOBS", default="*",
                         help="comma-separated globs of traffic metrics to take, e.g. 'msgs_*,lat_*' (default: all)")
     parser.add_argument("--client-processes", type=int, default=2, help="client processes for 16 connections")
@@ -65,7 +69,7 @@ def start_echo(docroot: str) -> subprocess.Popen:
 
 def run(args: argparse.Namespace) -> dict:
     settings = settings_from(args)
-    contenders = all_contenders(args.ouistiti)
+    contenders = all_contenders(args.ouistiti, args.baseline)
     if args.only:
         wanted = {name.strip() for name in args.only.split(",")}
         unknown = wanted - {contender.name for contender in contenders}
@@ -106,7 +110,8 @@ def run(args: argparse.Namespace) -> dict:
             "client_processes": settings.client_processes, "metrics_selected": list(settings.selected),
             "python": platform.python_version(),
             "cpus": os.cpu_count(), "load_average_at_start": load_at_start,
-            "load_average_at_end": os.getloadavg(), "method": "ping-pong per connection; MB/s = payload bytes echoed / s / 1e6",
+            "load_average_at_end": os.getloadavg(),
+            "method": "ping-pong per connection; MB/s = payload bytes echoed / s / 1e6",
             "contenders": {contender.name: contender.description for contender in contenders},
         },
         "metrics": {m.key: {"title": m.title, "unit": m.unit, "higher_is_better": m.higher_is_better}

@@ -178,8 +178,10 @@ class Alone:
 class ChatRoom:
     """The connected clients and what happens to their messages."""
 
-    def __init__(self, commands: bool, peers: Optional[Peers] = None) -> None:
+    def __init__(self, commands: bool, peers: Optional[Peers] = None, expect_proxy_header: bool = False) -> None:
         self.commands = commands
+        #: ``-P``: a piped connection starts with a PROXY header.
+        self.expect_proxy_header = expect_proxy_header
         self.peers: Peers = peers or Alone()
         self.clients: List[Client] = []
         self._verbs: Dict[bytes, Callable[[Client, bytes], None]] = {
@@ -198,7 +200,7 @@ class ChatRoom:
         self.clients.append(client)
         writer = None
         try:
-            with adopted(conn) as conn:
+            with adopted(conn, self.expect_proxy_header) as conn:
                 client.attach(conn)
                 enlarge_send_buffer(conn)
                 writer = gevent.spawn(client.write_loop)
@@ -307,7 +309,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     stops: List[Callable[[], None]] = []
 
     def start() -> Handler:
-        room = ChatRoom(args.commands)
+        room = ChatRoom(args.commands, expect_proxy_header=args.proxy_header)
         if args.redis is not None:
             federation = federate(args, room)
             room.peers = federation

@@ -9,6 +9,7 @@ Usage: ``websocket_echo [-R DIR] [-n NAME] [-u USER] [-m N] [-D]``
 """
 from __future__ import annotations
 
+import functools
 import socket
 import sys
 from typing import Optional, Sequence
@@ -22,9 +23,10 @@ from .server import Handler, adopted, build_parser, program_name, run, setup_log
 CHUNK = 65536
 
 
-def echo(conn: gevent.socket.socket) -> None:
-    """Echo *conn*'s data until it closes its side, then close ours."""
-    with adopted(conn) as client:
+def echo(conn: gevent.socket.socket, expect_proxy_header: bool = False) -> None:
+    """Echo *conn*'s data until it closes its side, then close ours (a PROXY
+    header first with *expect_proxy_header*, the ``-P`` option)."""
+    with adopted(conn, expect_proxy_header) as client:
         if isinstance(client, DirectClient):
             echo_messages(client)
             return
@@ -56,7 +58,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     setup_logging(prog)
 
     def start() -> Handler:
-        return echo
+        return functools.partial(echo, expect_proxy_header=args.proxy_header)
 
     return run(args, socket.SOCK_STREAM, start)
 

@@ -52,13 +52,15 @@ log = logging.getLogger(__name__)
 class RPCServer:
     """Hands each message of a connection to the dispatcher, sends its reply."""
 
-    def __init__(self, dispatcher: Dispatcher, limit: int) -> None:
+    def __init__(self, dispatcher: Dispatcher, limit: int, expect_proxy_header: bool = False) -> None:
         self.dispatcher = dispatcher
         self.limit = limit
+        #: ``-P``: a piped connection starts with a PROXY header.
+        self.expect_proxy_header = expect_proxy_header
 
     def handle(self, conn: gevent.socket.socket) -> None:
         """Serve one client until it leaves (a :data:`Handler`)."""
-        with adopted(conn) as client:
+        with adopted(conn, self.expect_proxy_header) as client:
             self.serve(client)
 
     def serve(self, conn: Connection) -> None:
@@ -90,9 +92,10 @@ class LibraryRunner:
     """The library's life: loaded before binding, initialised as the final
     user, released at shutdown (the three hooks of :func:`server.run`)."""
 
-    def __init__(self, spec: str, config: Optional[str]) -> None:
+    def __init__(self, spec: str, config: Optional[str], expect_proxy_header: bool = False) -> None:
         self.spec = spec
         self.config = config
+        self.expect_proxy_header = expect_proxy_header
         self.library: Optional[Library] = None
         self.context: Any = None
 
@@ -110,7 +113,7 @@ class LibraryRunner:
             raise StartupError(f"{self.spec}: init failed: {type(exc).__name__}: {exc}") from None
         limit = max_packet_size()
         log.info("replies up to %d bytes", limit)
-        return RPCServer(Dispatcher(self.library.methods, self.context), limit).handle
+        return RPCServer(Dispatcher(self.library.methods, self.context), limit, self.expect_proxy_header).handle
 
     def release(self) -> None:
         assert self.library is not None
@@ -130,7 +133,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="configuration string handed to the library's init()")
     args = parser.parse_args(argv)
     setup_logging(prog)
-    runner = LibraryRunner(args.library, args.config)
+    runner = LibraryRunner(args.library, args.config, args.proxy_header)
     return run(args, socket.SOCK_SEQPACKET, runner.start, runner.prepare, runner.release)
 
 

@@ -1,10 +1,12 @@
 """ouistiti-gw: a gevent WSGI middleware that bridges WebSocket clients to UNIX-socket servers.
 
-The public face: :class:`WebSocketGateway` (the middleware), :func:`make_app` and
-:func:`make_filter` (PasteDeploy and gunicorn factories).
+The public face: :class:`WebSocketGateway` (the middleware), its options (:class:`GatewayConfig`)
+and their error (:class:`ConfigurationError`), :func:`make_app` and :func:`make_filter`
+(PasteDeploy and gunicorn factories).
 """
+from .config import ConfigurationError, GatewayConfig
 from .middleware import WebSocketGateway
 from .paste import make_app, make_filter
 
 __version__ = "0.1.0"
-__all__ = ["WebSocketGateway", "make_app", "make_filter", "__version__"]
+__all__ = ["ConfigurationError", "GatewayConfig", "WebSocketGateway", "make_app", "make_filter", "__version__"]

@@ -1,25 +1,25 @@
 """IP addresses in the binary and text forms the gateway passes them on in.
 
 Two wire formats carry a client's address to a UNIX server: direct mode's raw ``struct sockaddr``
-(:mod:`ouistiti_gw.handover`) and the PROXY protocol v2 address block (:mod:`ouistiti_gw.proxy`).
+(:mod:`ouistiti_gw.handover`) and the PROXY protocol v2 address block (:mod:`ouistiti_gw.proxy_protocol`).
 Both hold an address family and the address's packed bytes; the conversions between those and
 ``(host, port)`` live here once, with the same validation for both.
 """
 from __future__ import annotations
 
 import ipaddress
-import socket
+from socket import AF_INET, AF_INET6
 
 #: ``(host, port)``, host as Python's ``getpeername()`` gives it (no brackets, no scope).
 Address = tuple[str, int]
 
-_PACKED_SIZES = {socket.AF_INET: 4, socket.AF_INET6: 16}
+_PACKED_SIZES = {AF_INET: 4, AF_INET6: 16}
 
 
 def pack_ip(host: str) -> tuple[int, bytes]:
     """``(AF_INET or AF_INET6, packed bytes)`` of an IP literal; ValueError for anything else."""
     ip = ipaddress.ip_address(host.split("%", 1)[0])
-    return (socket.AF_INET if ip.version == 4 else socket.AF_INET6), ip.packed
+    return (AF_INET if ip.version == 4 else AF_INET6), ip.packed
 
 
 def unpack_ip(family: int, packed: bytes) -> str:

@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import errno
 import logging
-import os
 import socket as stdlib_socket
-import stat
 import time
 import weakref
 from dataclasses import dataclass, field
@@ -37,6 +35,7 @@ from .greenlets import LightGreenlet
 from .policy import TokenBucket
 from .utf8 import Utf8Splitter, is_utf8
 from .sockio import Receiver, send_all, yield_to_loop
+from .unix import largest_packet, recv_packet
 from .websocket import WebSocket, WebSocketClosed
 
 log = logging.getLogger(__name__)
@@ -50,75 +49,8 @@ STREAM_HOLD_SIZE = 64 * 1024
 UTF8_HOLD_SECONDS = 0.25
 #: Packets relayed from a SOCK_SEQPACKET server before the event loop serves the other connections.
 PACKETS_PER_TURN = 64
-#: Linux refuses a SOCK_SEQPACKET packet longer than the sender's SO_SNDBUF less this (EMSGSIZE).
-PACKET_OVERHEAD = 32
 #: How long we wait for the client's close frame after sending ours (RFC 6455 section 7.1.1).
 CLOSE_TIMEOUT_SECONDS = 5.0
-#: Connecting to a UNIX socket whose backlog is full must not hang the handshake.
-CONNECT_TIMEOUT_SECONDS = 5.0
-
-
-class BackendUnavailable(Exception):
-    """The UNIX server cannot be reached; ``status`` is the HTTP answer, ``close_code`` the WebSocket one."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
-
-
-_CONNECT_ERRORS = {
-    errno.ENOENT: (404, "no such socket"),
-    errno.ENOTDIR: (404, "no such socket"),
-    errno.EACCES: (403, "permission denied"),
-    errno.EPERM: (403, "permission denied"),
-    errno.ECONNREFUSED: (503, "nobody is listening"),
-    errno.EAGAIN: (503, "server backlog is full"),
-    errno.EMFILE: (503, "the gateway is out of file descriptors"),
-    errno.ENFILE: (503, "the system is out of file descriptors"),
-}
-
-
-def connect_unix(path: str, timeout: float = CONNECT_TIMEOUT_SECONDS) -> socket.socket:
-    """Connect to the UNIX server at ``path``, as a stream socket or, if it is one, a SEQPACKET socket.
-
-    Raises :class:`BackendUnavailable` with the HTTP status that describes why not.
-    """
-    try:
-        mode = os.stat(path).st_mode
-    except OSError as error:
-        status, reason = _CONNECT_ERRORS.get(error.errno, (503, error.strerror))
-        raise BackendUnavailable(status, reason) from None
-    if not stat.S_ISSOCK(mode):
-        raise BackendUnavailable(403, "not a socket")
-    for sock_type in (socket.SOCK_STREAM, socket.SOCK_SEQPACKET):
-        sock = None
-        try:
-            sock = socket.socket(socket.AF_UNIX, sock_type)  # out of file descriptors: EMFILE, 503
-            sock.settimeout(timeout)
-            sock.connect(path)
-            sock.settimeout(None)
-            return sock
-        except OSError as error:
-            if sock is not None:
-                sock.close()
-            if error.errno == errno.EPROTOTYPE:
-                continue  # the server's socket is of the other type
-            if isinstance(error, stdlib_socket.timeout):
-                raise BackendUnavailable(503, "connection timed out") from None
-            status, reason = _CONNECT_ERRORS.get(error.errno, (503, error.strerror or str(error)))
-            raise BackendUnavailable(status, reason) from None
-    raise BackendUnavailable(403, "socket type not supported (stream or seqpacket only)")
-
-
-def largest_packet(sock: socket.socket) -> int:
-    """The largest packet the connected SOCK_SEQPACKET ``sock`` can send, as Linux decides:
-    ``SO_SNDBUF`` - 32 (208 KiB with the default send buffer).
-
-    Past about 4 MiB (a send buffer raised that far) the kernel may also fail to allocate a
-    packet in one piece; such a message is still refused with 1009, once it is complete.
-    """
-    return sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) - PACKET_OVERHEAD
 
 
 class _Interrupted(BaseException):
@@ -134,6 +66,38 @@ class _BackendWriteFailed(Exception):
     def __init__(self, error: OSError) -> None:
         super().__init__(str(error))
         self.error = error
+
+
+class LiveSessions:
+    """The sessions running in this process, so that a stopping server can close them properly
+    (1001, and a moment for the client's answer) instead of cutting them.
+
+    One per process, :data:`process_sessions`, and not one per gateway: the server that stops
+    (gunicorn's worker, the CLI's server) does not build the gateway and cannot reach it -- a
+    gunicorn worker serves whatever app it loaded, the gateway possibly wrapped deep inside it,
+    or several gateways -- while every session of every gateway lives in that process. A test
+    or an embedding that wants its own set passes one to :class:`Session`.
+    """
+
+    def __init__(self) -> None:
+        self._sessions: "weakref.WeakSet[Session]" = weakref.WeakSet()
+
+    def add(self, session: Session) -> None:
+        self._sessions.add(session)
+
+    def discard(self, session: Session) -> None:
+        self._sessions.discard(session)
+
+    def close_all(self, code: int = CloseCode.GOING_AWAY, reason: str = "server shutting down") -> int:
+        """Send every open session a close frame (1001 by default); return how many there were."""
+        sessions = list(self._sessions)
+        for session in sessions:
+            session.close(code, reason)
+        return len(sessions)
+
+
+#: The sessions of this process (see :class:`LiveSessions` for why the registry is process-wide).
+process_sessions = LiveSessions()
 
 
 @dataclass(eq=False)
@@ -153,6 +117,8 @@ class Session:
     close_timeout: float = CLOSE_TIMEOUT_SECONDS
     #: Called once the session is over (metrics); it reads :attr:`close_code` and the counters.
     on_end: Callable[["Session"], None] | None = None
+    #: Where the session is listed while it runs, for a stopping server to close it.
+    live: LiveSessions = process_sessions
     started: float = field(default_factory=time.monotonic)
     went_idle: bool = False
 
@@ -173,7 +139,7 @@ class Session:
         self._timers: list = []
         to_client = LightGreenlet.spawn(self._server_to_client)
         self._start_keepalive()
-        _live_sessions.add(self)
+        self.live.add(self)
         try:
             self._client_to_server()
         except _Interrupted:
@@ -185,7 +151,7 @@ class Session:
                     self.websocket.close(CloseCode.GOING_AWAY, "idle timeout")
         finally:
             self._stop_timers()  # first: nothing may be thrown at us past this point
-            _live_sessions.discard(self)
+            self.live.discard(self)
             to_client.kill()
             self._close_backend()
             self.websocket.linger()
@@ -319,14 +285,11 @@ class Session:
 
     def _pump_packets(self) -> None:
         backend, ws = self.backend, self.websocket
-        probe = bytearray(1)
         left = PACKETS_PER_TURN
         while True:
-            # MSG_TRUNC makes recv report the packet's full length, so it is read whole.
-            size = backend.recv_into(probe, 1, socket.MSG_PEEK | socket.MSG_TRUNC)
-            if not size:
+            data = recv_packet(backend)
+            if not data:
                 return
-            data = backend.recv(size)
             ws.send(data, text=is_utf8(data))
             left -= 1
             if not left:  # gevent reads a socket that has data without waiting: take turns
@@ -354,15 +317,3 @@ class Session:
                  time.monotonic() - self.started)
         if self.on_end is not None:
             self.on_end(self)
-
-
-#: Sessions running in this process, so a stopping server can close them properly.
-_live_sessions: "weakref.WeakSet[Session]" = weakref.WeakSet()
-
-
-def close_all_sessions(code: int = CloseCode.GOING_AWAY, reason: str = "server shutting down") -> int:
-    """Send every open session a close frame (1001 by default); return how many there were."""
-    sessions = list(_live_sessions)
-    for session in sessions:
-        session.close(code, reason)
-    return len(sessions)

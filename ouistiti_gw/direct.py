@@ -4,7 +4,7 @@ A connection accepted on the socket file is one of three things, and :func:`acce
 :func:`adopt` tell them apart: in direct mode, the client's TCP socket handed over by the gateway
 (:mod:`ouistiti_gw.handover`), returned as a :class:`DirectClient` (a WebSocket, the counterpart
 of ouistiti's libwebsocket, with the client's address); when piping, the plain connection, or a
-:class:`PipedConnection` carrying the PROXY header (:mod:`ouistiti_gw.proxy`) the gateway sends
+:class:`PipedConnection` carrying the PROXY header (:mod:`ouistiti_gw.proxy_protocol`) the gateway sends
 first when asked to. :func:`client_address` says who the client is either way.
 
 A :class:`DirectClient` speaks WebSocket through the same I/O shell and protocol core as the
@@ -25,7 +25,8 @@ from gevent import socket
 from .addresses import Address
 from .frames import CloseCode
 from .handover import take_handover
-from .proxy import ProxyHeader, read_header
+from .proxy_protocol import ProxyHeader
+from .unix import read_proxy_header
 from .utf8 import is_utf8
 from .websocket import Message, WebSocket, WebSocketClosed
 
@@ -112,7 +113,8 @@ def adopt(conn: socket.socket, wait: float = HANDOVER_WAIT_SECONDS, *,
     - piping with ``proxy_header`` (the gateway runs with ``proxy_protocol``): the connection must
       start with a PROXY header. It is read, and nothing past it; the connection comes back as
       a :class:`PipedConnection` (the same socket, which ``conn`` no longer is), whose source
-      :func:`client_address` gives. A connection without one raises :class:`~ouistiti_gw.proxy.ProxyProtocolError`:
+      :func:`client_address` gives. A connection without one raises
+      :class:`~ouistiti_gw.proxy_protocol.ProxyProtocolError`:
       a server that took the header when present would believe any client whose first message
       looks like one, so it is asked for, never guessed;
     - piping otherwise (data without a descriptor, or nothing within ``wait`` seconds): ``conn``
@@ -125,7 +127,7 @@ def adopt(conn: socket.socket, wait: float = HANDOVER_WAIT_SECONDS, *,
             log.debug("direct client %s handed over", address)
             return DirectClient(client, address)
     if proxy_header:
-        header = read_header(conn)
+        header = read_proxy_header(conn)
         timeout = conn.gettimeout()
         piped = PipedConnection(conn.family, conn.type, conn.proto, fileno=conn.detach())
         piped.settimeout(timeout)

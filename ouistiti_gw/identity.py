@@ -18,18 +18,16 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator
 
-from . import proxy
+from . import proxy_protocol
 from .addresses import Address, unmap
-from .handler import SOCKET_KEY
 from .logsafe import loggable
+from .names import parse_patterns
+from .upgrade import client_socket
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
 
 log = logging.getLogger(__name__)
-
-PROXY_PROTOCOL_VERSIONS = ("", "v1", "v2")
-
 
 @dataclass(frozen=True)
 class Client:
@@ -52,10 +50,9 @@ class Networks:
     :param option: the setting's name, for the error a malformed item raises.
     """
 
-    def __init__(self, spec: str, option: str) -> None:
+    def __init__(self, spec: str | tuple[str, ...], option: str) -> None:
         try:
-            self.networks = [ipaddress.ip_network(item.strip(), strict=False)
-                             for item in (spec or "").split(",") if item.strip()]
+            self.networks = [ipaddress.ip_network(item, strict=False) for item in parse_patterns(spec)]
         except ValueError as error:
             raise ValueError(f"ouistiti_gw: {option}: {error}") from None
 
@@ -70,7 +67,7 @@ class Networks:
 class TrustedProxies(Networks):
     """The ``trusted_proxies`` setting: whose ``Forwarded``/``X-Forwarded-For`` headers count."""
 
-    def __init__(self, spec: str = "") -> None:
+    def __init__(self, spec: str | tuple[str, ...] = "") -> None:
         super().__init__(spec, "trusted_proxies")
 
     def trusts(self, host: str) -> bool:
@@ -157,7 +154,7 @@ def _x_forwarded_for(value: str) -> Iterator[_Hop]:
 def local_address(environ: "WSGIEnvironment") -> Address:
     """The gateway's end of the client connection: the socket's own address where reachable,
     else what the WSGI server says (``SERVER_NAME`` when it is an IP, ``SERVER_PORT``)."""
-    sock = _client_socket(environ)
+    sock = client_socket(environ)
     if sock is not None:
         try:
             host, port = sock.getsockname()[:2]
@@ -172,7 +169,7 @@ def arrival_address(environ: "WSGIEnvironment") -> str:
     """The IP the client's connection arrived at, for the Host check (DNS rebinding): the socket's
     own address; where the server gives no socket (the stock worker's plain HTTP requests), the
     peer's, as a connection from a loopback address has reached a loopback address."""
-    sock = _client_socket(environ)
+    sock = client_socket(environ)
     if sock is not None:
         try:
             return unmap(sock.getsockname()[0])
@@ -181,16 +178,8 @@ def arrival_address(environ: "WSGIEnvironment") -> str:
     return unmap(environ.get("REMOTE_ADDR") or "")
 
 
-def _client_socket(environ: "WSGIEnvironment"):
-    # gunicorn: "gunicorn.sock" from its gevent workers, "gunicorn.socket" from the others
-    sock = environ.get(SOCKET_KEY) or environ.get("gunicorn.sock") or environ.get("gunicorn.socket")
-    if sock is None and environ.get("wsgi.websocket") is not None:  # gevent-websocket's handler
-        sock = environ["wsgi.websocket"].stream.handler.socket
-    return sock
-
-
 def _tls_version(environ: "WSGIEnvironment") -> str | None:
-    version = getattr(_client_socket(environ), "version", None)
+    version = getattr(client_socket(environ), "version", None)
     try:
         return version() if callable(version) else None
     except (OSError, ValueError):
@@ -201,17 +190,17 @@ def proxy_header(version: str, environ: "WSGIEnvironment", client: Client, proto
     """The PROXY header (``version`` ``v1`` or ``v2``) for this request, from ``client`` to us."""
     local = local_address(environ)
     if version == "v1":
-        return proxy.encode_v1(client.address, local)
+        return proxy_protocol.encode_v1(client.address, local)
     path = (environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")).encode("latin-1", "replace")
-    tlvs = [(proxy.PP2_TYPE_GW_PATH, path)]
+    tlvs = [(proxy_protocol.PP2_TYPE_GW_PATH, path)]
     if environ.get("HTTP_HOST"):
-        tlvs.append((proxy.PP2_TYPE_AUTHORITY, environ["HTTP_HOST"].encode("latin-1", "replace")))
+        tlvs.append((proxy_protocol.PP2_TYPE_AUTHORITY, environ["HTTP_HOST"].encode("latin-1", "replace")))
     if client.secure:
-        tlvs.append((proxy.PP2_TYPE_SSL, proxy.encode_ssl(_tls_version(environ))))
+        tlvs.append((proxy_protocol.PP2_TYPE_SSL, proxy_protocol.encode_ssl(_tls_version(environ))))
     if environ.get("QUERY_STRING"):
-        tlvs.append((proxy.PP2_TYPE_GW_QUERY, environ["QUERY_STRING"].encode("latin-1", "replace")))
+        tlvs.append((proxy_protocol.PP2_TYPE_GW_QUERY, environ["QUERY_STRING"].encode("latin-1", "replace")))
     if environ.get("REMOTE_USER"):
-        tlvs.append((proxy.PP2_TYPE_GW_USER, environ["REMOTE_USER"].encode("utf-8", "replace")))
+        tlvs.append((proxy_protocol.PP2_TYPE_GW_USER, environ["REMOTE_USER"].encode("utf-8", "replace")))
     if protocol:
-        tlvs.append((proxy.PP2_TYPE_GW_PROTOCOL, protocol.encode("ascii", "replace")))
-    return proxy.encode_v2(client.address, local, tlvs)
+        tlvs.append((proxy_protocol.PP2_TYPE_GW_PROTOCOL, protocol.encode("ascii", "replace")))
+    return proxy_protocol.encode_v2(client.address, local, tlvs)

@@ -4,7 +4,7 @@ Left to PasteDeploy, a syntax error (or a ``.py`` file given as the ini) and a `
 names no entry point end in tracebacks, and a bad value names neither its file nor its section.
 :class:`IniFile` reads the file as PasteDeploy will and checks each ``use = egg:`` against the
 installed entry points; :meth:`IniFile.load` then loads it and, like :meth:`IniFile.errors`, turns a
-wrong setting into a :class:`~ouistiti_gw.paste.ConfigurationError` that starts with ``FILE [SECTION]:``.
+wrong setting into a :class:`~ouistiti_gw.config.ConfigurationError` that starts with ``FILE [SECTION]:``.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from importlib import metadata
 from typing import TYPE_CHECKING, Callable, Iterator
 
-from .paste import ConfigurationError
+from .config import INI, ConfigurationError
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
@@ -41,11 +41,11 @@ class IniFile:
             with open(path, encoding="utf-8") as file:
                 self.parser.read_file(file)
         except FileNotFoundError:
-            raise ConfigurationError(f"{path}: no such file") from None
+            raise ConfigurationError("no such file", source=INI.at(path)) from None
         except (OSError, UnicodeDecodeError) as error:
-            raise ConfigurationError(f"{path}: cannot read it: {error}") from None
+            raise ConfigurationError(f"cannot read it: {error}", source=INI.at(path)) from None
         except configparser.Error as error:
-            raise ConfigurationError(f"{path}: {syntax_error(error)}") from None
+            raise ConfigurationError(syntax_error(error), source=INI.at(path)) from None
         for section in self.parser.sections():
             self._check_use(section)
 
@@ -59,15 +59,15 @@ class IniFile:
         if not use.startswith("egg:") or groups is None:
             return
         distribution, _, name = use[len("egg:"):].partition("#")
+        place = INI.at(f"{self.path} [{section}]")
         try:
             entry_points = metadata.distribution(distribution).entry_points
         except metadata.PackageNotFoundError:
-            raise ConfigurationError(f"{self.path} [{section}]: use = {use}: {distribution} is not installed",
-                                     "use") from None
+            raise ConfigurationError(f"use = {use}: {distribution} is not installed", "use", place) from None
         names = sorted({point.name for point in entry_points if point.group in groups})
         if (name or "main") not in names:
-            raise ConfigurationError(f"{self.path} [{section}]: use = {use}: no such entry point "
-                                     f"({distribution} has {', '.join(names) or 'none'} here)", "use")
+            raise ConfigurationError(f"use = {use}: no such entry point "
+                                     f"({distribution} has {', '.join(names) or 'none'} here)", "use", place)
 
     def section_of(self, key: str | None) -> str | None:
         """The section that sets ``key`` or, for a missing one, the first that configures the gateway."""
@@ -89,7 +89,7 @@ class IniFile:
             with self.errors():
                 return loadapp(uri), (loadserver(uri) if self.has_server else None)
         except LookupError as error:  # PasteDeploy: a section or a loader it cannot find
-            raise ConfigurationError(f"{self.path}: {error}") from None
+            raise ConfigurationError(str(error), source=INI.at(self.path)) from None
 
     @contextmanager
     def errors(self) -> Iterator[None]:
@@ -99,9 +99,9 @@ class IniFile:
         except ConfigurationError as error:
             section = self.section_of(error.key)
             where = f"{self.path} [{section}]" if section else self.path
-            raise ConfigurationError(f"{where}: {error}", error.key) from None
+            raise error.at(where) from None
         except configparser.Error as error:  # PasteDeploy's interpolation of %(name)s
-            raise ConfigurationError(f"{self.path}: {error.message.splitlines()[0]}") from None
+            raise ConfigurationError(error.message.splitlines()[0], source=INI.at(self.path)) from None
 
 
 def syntax_error(error: configparser.Error) -> str:

@@ -16,7 +16,7 @@ from gevent.lock import Semaphore
 
 from .frames import CloseCode
 from .logs import follow_gunicorn_error_log
-from .middleware import take_over
+from .stock import take_over
 from .websocket import WebSocket
 
 if TYPE_CHECKING:
@@ -65,9 +65,8 @@ class BuiltOnce:
 
 def unconfigured(environ: "WSGIEnvironment", start_response: "StartResponse") -> Iterable[bytes]:
     """500 for a plain request; under the stock worker a WebSocket is already open: close 1011."""
-    stock_websocket = environ.get("wsgi.websocket")
-    if stock_websocket is not None:
-        connection = take_over(stock_websocket)
+    connection = take_over(environ)
+    if connection is not None:
         websocket = WebSocket(connection.sock, connection.take_buffered())
         websocket.close(CloseCode.INTERNAL_ERROR, UNCONFIGURED_REASON)
         websocket.linger()

@@ -24,36 +24,29 @@ import dataclasses
 import logging
 import os
 import time
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
-from .bridge import BackendUnavailable, Session, connect_unix
+from .bridge import Session
 from .addresses import format_address
+from .config import ConfigurationError, GatewayConfig
 from .frames import CloseCode
 from .handover import hand_over
-from .handler import UPGRADE_KEY, ClientConnection, is_websocket_request, pending_input
-from .identity import PROXY_PROTOCOL_VERSIONS, Networks, TrustedProxies, arrival_address, proxy_header
+from .identity import Networks, TrustedProxies, arrival_address, proxy_header
 from .logs import follow_gunicorn_error_log
 from .logsafe import loggable, wsgi_text
 from .names import NameRefused, NameRules, Target, find_target, parse_protocols, wsgi_path_to_name
 from .policy import HostPolicy, OriginPolicy, SessionCounter
-from .proxy import HeaderTooLong
-from .websocket import DEFAULT_MAX_FRAME_RATE, DEFAULT_MAX_MESSAGE_SIZE, WebSocket
+from .proxy_protocol import HeaderTooLong
+from .stock import adapt
+from .unix import BackendUnavailable, connect_unix
+from .upgrade import UPGRADE_KEY, ClientConnection, Upgrade, is_websocket_request
+from .websocket import WebSocket
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 log = logging.getLogger(__name__)
 
-#: ``pipe``, the default, may also be given as an empty string (the ini's and environment's "unset").
-MODES = ("pipe", "direct")
-#: Sessions one process carries before new upgrades get 503 (each costs two file descriptors).
-DEFAULT_MAX_CONNECTIONS = 10000
-#: A quiet client is pinged this often (seconds), and closed after this long without a frame:
-#: a live client answers pings, so only a vanished one (no FIN, no RST) reaches the timeout.
-DEFAULT_PING_INTERVAL = 30.0
-DEFAULT_IDLE_TIMEOUT = 90.0
-#: Who may scrape ``metrics_path`` by default: this machine only.
-DEFAULT_METRICS_ALLOW = "127.0.0.0/8, ::1"
 _REASONS = {403: "403 Forbidden", 404: "404 Not Found", 431: "431 Request Header Fields Too Large",
             503: "503 Service Unavailable"}
 #: The metrics' refusal reason for each status a UNIX server's state leads to.
@@ -65,71 +58,44 @@ class WebSocketGateway:
 
     :param app: the WSGI application that serves every other request.
     :param docroot: the directory of the UNIX sockets; nothing outside it is ever reached.
-    :param allow: comma-separated globs of the names the gateway serves (default ``*``).
-    :param deny: comma-separated globs of names it never serves (default none). A name that is
-        not allowed, or denied, is not the gateway's: the request goes to ``app``.
-    :param mode: ``"pipe"`` (the default, also ``""``: the gateway pipes messages) or ``"direct"``:
-        after the 101 the client's socket itself is handed to the server (:mod:`ouistiti_gw.handover`),
-        plain HTTP only (wss:// is piped).
-    :param origins: browser Origins allowed to connect: ``""`` only this same host (the
-        default, against cross-site WebSocket hijacking), ``"*"`` any, or a comma-separated list
-        of origins with globs (``"https://app.example.com, https://*.example.org"``). 403 otherwise.
-    :param allowed_hosts: the ``Host`` names WebSocket handshakes may carry, against DNS
-        rebinding: ``""`` (default) only loopback names (``localhost``, ``127.0.0.1``, ``[::1]``, any
-        port) when the connection arrived at a loopback address, any name otherwise; ``"*"`` any;
-        or a comma-separated list of names with globs, without port. 403 otherwise.
-    :param max_connections: sessions at once in this process; past it, 503 (0: no limit).
-    :param max_message_size: client messages larger than this close the session with 1009.
-    :param max_message_rate: client messages per second per session, as a token bucket with one
-        second of burst; a client over it is closed with 1008 (0, the default: no limit).
-    :param max_frame_rate: client frames of every kind (data, continuation, ping, pong) per second
-        per session, with one second of burst; over it: 1008 (default 100 000, 0: no limit).
-    :param ping_interval: seconds of client silence before the gateway sends a ping (0: never).
-    :param idle_timeout: seconds without any frame from the client (pongs included) before the
-        session is closed with 1001 and its UNIX connection too (0: never).
-    :param proxy_protocol: ``"v1"`` or ``"v2"``: each new UNIX connection starts with a PROXY
-        header saying who the client is (:mod:`ouistiti_gw.proxy`); ``""`` (default): none. Not
-        before a direct-mode handover, which carries the client's address itself.
-    :param trusted_proxies: comma-separated IPs/CIDRs of front proxies whose ``Forwarded`` /
-        ``X-Forwarded-For`` headers name the client (:mod:`ouistiti_gw.identity`); default none.
-    :param metrics_path: a path (``/metrics``) where Prometheus metrics are served
-        (:mod:`ouistiti_gw.metrics`); default none.
-    :param metrics_allow: comma-separated IPs/CIDRs that may scrape ``metrics_path`` (default
-        loopback only); judged on the peer, or on the client a trusted proxy names. 403 otherwise.
+    :param config: a whole :class:`~ouistiti_gw.config.GatewayConfig`; ``docroot`` and keywords
+        given too replace its fields.
+    :param options: any other option of :class:`~ouistiti_gw.config.GatewayConfig` by name, as a
+        value of its type or a string (``allow="ws_*, chat"``, ``max_connections=100``). Among
+        them: ``allow``/``deny`` (a name not allowed, or denied, is not the gateway's: the
+        request goes to ``app``), ``mode`` (``"direct"`` hands the client's socket itself to
+        the server, :mod:`ouistiti_gw.handover`), ``origins`` and ``allowed_hosts`` (403 for
+        others), ``max_connections`` (503 past it), ``max_message_size``, ``max_message_rate``,
+        ``max_frame_rate``, ``ping_interval``, ``idle_timeout``, ``proxy_protocol``
+        (:mod:`ouistiti_gw.proxy_protocol`), ``trusted_proxies`` (:mod:`ouistiti_gw.identity`),
+        ``metrics_path`` and ``metrics_allow`` (:mod:`ouistiti_gw.metrics`). A missing docroot, an
+        unknown option or a bad value raises :class:`~ouistiti_gw.config.ConfigurationError`.
     """
 
-    def __init__(self, app: "WSGIApplication", docroot: str, allow: str = "*", deny: str = "",
-                 mode: str = "", *, origins: str = "", max_connections: int = DEFAULT_MAX_CONNECTIONS,
-                 max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE, max_message_rate: float = 0,
-                 max_frame_rate: float = DEFAULT_MAX_FRAME_RATE, ping_interval: float = DEFAULT_PING_INTERVAL,
-                 idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
-                 proxy_protocol: str = "", trusted_proxies: str = "", metrics_path: str = "",
-                 allowed_hosts: str = "", metrics_allow: str = DEFAULT_METRICS_ALLOW) -> None:
-        if not docroot:
-            raise ValueError("ouistiti_gw: a docroot (the directory of the UNIX sockets) is required")
-        mode = (mode or "").strip() or "pipe"
-        if mode not in MODES:
-            raise ValueError(f"ouistiti_gw: unknown mode {mode!r} (expected one of {MODES})")
+    def __init__(self, app: "WSGIApplication", docroot: str | None = None, *,
+                 config: GatewayConfig | None = None, **options: Any) -> None:
+        if docroot is not None:
+            options["docroot"] = docroot
+        config = GatewayConfig.load({**(dataclasses.asdict(config) if config else {}), **options})
         follow_gunicorn_error_log()  # under the stock gunicorn worker, nothing else would
         self.app = app
-        self.docroot = os.path.abspath(docroot)
-        self.rules = NameRules.from_options(allow, deny)
-        self.mode = mode
-        self.origins = OriginPolicy(origins)
-        self.hosts = HostPolicy(allowed_hosts)
-        self.sessions = SessionCounter(int(max_connections))
-        self.max_message_size = int(max_message_size)
-        self.max_message_rate = float(max_message_rate)
-        self.max_frame_rate = float(max_frame_rate)
-        self.ping_interval = float(ping_interval)
-        self.idle_timeout = float(idle_timeout)
-        self.proxy_protocol = (proxy_protocol or "").strip().lower()
-        if self.proxy_protocol not in PROXY_PROTOCOL_VERSIONS:
-            raise ValueError(f"ouistiti_gw: unknown proxy_protocol {proxy_protocol!r} (expected v1 or v2)")
-        self.trusted_proxies = TrustedProxies(trusted_proxies)
-        self.metrics_path = metrics_path or ""
+        self.config = config
+        self.docroot = os.path.abspath(config.docroot)
+        self.rules = NameRules.from_options(config.allow, config.deny)
+        self.mode = config.mode
+        self.origins = OriginPolicy(config.origins)
+        self.hosts = HostPolicy(config.allowed_hosts)
+        self.sessions = SessionCounter(config.max_connections)
+        self.max_message_size = config.max_message_size
+        self.max_message_rate = config.max_message_rate
+        self.max_frame_rate = config.max_frame_rate
+        self.ping_interval = config.ping_interval
+        self.idle_timeout = config.idle_timeout
+        self.proxy_protocol = config.proxy_protocol
+        self.trusted_proxies = TrustedProxies(config.trusted_proxies)
+        self.metrics_path = config.metrics_path
         self.metrics = _make_metrics() if self.metrics_path else None
-        self.metrics_allow = Networks(metrics_allow, "metrics_allow")
+        self.metrics_allow = Networks(config.metrics_allow, "metrics_allow")
         if not os.path.isdir(self.docroot):
             log.warning("docroot %s does not exist (yet): every WebSocket name will be 404", self.docroot)
 
@@ -138,8 +104,8 @@ class WebSocketGateway:
             if self.metrics is not None and environ.get("PATH_INFO") == self.metrics_path:
                 return self._serve_metrics(environ, start_response)
             return self.app(environ, start_response)
-        stock_websocket = environ.get("wsgi.websocket")
-        if stock_websocket is None and UPGRADE_KEY not in environ:
+        upgrade = adapt(environ)
+        if upgrade is None:
             log.warning("WebSocket request for %s on a server that cannot upgrade it "
                         "(use ouistiti_gw.worker.GatewayWorker or GeventWebSocketWorker)",
                         wsgi_text(environ.get("PATH_INFO", "")))
@@ -152,7 +118,7 @@ class WebSocketGateway:
         except NameRefused as refusal:
             return self._refuse(environ, start_response, 403, str(refusal), client, "denied")
         if target is None:
-            return self._pass_on(environ, start_response, stock_websocket)
+            return self._pass_on(environ, start_response, upgrade)
         target = dataclasses.replace(target, name=loggable(target.name))  # for logs and metrics from here on
         if not self._host_permitted(environ):
             return self._refuse(environ, start_response, 403, _host_refusal(environ), client, "host")
@@ -182,9 +148,10 @@ class WebSocketGateway:
         if self.mode != "direct" and not self._introduce(backend, header, target):
             backend.close()
             return self._refuse(environ, start_response, 503, f"{target.name}: connection lost", client, "refused")
-        hand_over_client = self.mode == "direct" and self._can_hand_over(environ, client)
+        upgrade = environ[UPGRADE_KEY]
+        hand_over_client = self.mode == "direct" and self._can_hand_over(environ, upgrade, client)
         try:
-            connection = self._upgrade(environ, target.protocol)
+            connection = upgrade.accept(target.protocol)
         except BaseException:
             backend.close()
             raise
@@ -246,25 +213,18 @@ class WebSocketGateway:
             log.warning("PROXY header to %s failed: %s", target.name, error)
             return False
 
-    def _upgrade(self, environ: "WSGIEnvironment", protocol: str | None) -> ClientConnection:
-        """Complete the handshake (or take over the one gevent-websocket completed)."""
-        stock_websocket = environ.get("wsgi.websocket")
-        if stock_websocket is None:
-            return environ[UPGRADE_KEY](protocol)
-        return take_over(stock_websocket)
-
     def _websocket(self, connection: ClientConnection) -> WebSocket:
         """The WebSocket we trust, over the client connection."""
         return WebSocket(connection.sock, connection.take_buffered(), max_message_size=self.max_message_size,
                          max_frame_rate=self.max_frame_rate)
 
     @staticmethod
-    def _can_hand_over(environ: "WSGIEnvironment", client: str) -> bool:
+    def _can_hand_over(environ: "WSGIEnvironment", upgrade: Upgrade, client: str) -> bool:
         """Checked before the 101: afterwards the client's first message may be on its way."""
         if environ.get("wsgi.url_scheme") == "https":
             log.info("direct mode is for plain HTTP only: piping %s's TLS connection instead", client)
             return False
-        if pending_input(environ):
+        if upgrade.pending_input():
             log.debug("%s sent data right after its handshake: piping instead of handing over", client)
             return False
         return True
@@ -295,28 +255,28 @@ class WebSocketGateway:
                     reason, status)
         if self.metrics is not None:
             self.metrics.refused(category)
-        stock_websocket = environ.get("wsgi.websocket")
-        if stock_websocket is not None:
+        upgrade = environ[UPGRADE_KEY]
+        if upgrade.already_accepted:
             code = CloseCode.INTERNAL_ERROR if status in (404, 503) else CloseCode.POLICY_VIOLATION
-            websocket = self._websocket(self._upgrade(environ, None))
+            websocket = self._websocket(upgrade.accept())
             websocket.close(code, reason)
             websocket.linger()
             return []
         return _plain_response(start_response, status, reason)
 
-    def _pass_on(self, environ, start_response, stock_websocket) -> Iterable[bytes]:
+    def _pass_on(self, environ, start_response, upgrade: Upgrade) -> Iterable[bytes]:
         """Hand a WebSocket request that is not the gateway's to the wrapped app.
 
         Under the stock handler the WebSocket is already open; if the app leaves it open, we end
         it with a well-formed 1008 (gevent-websocket's own close would carry no status code).
         """
         result = self.app(environ, start_response)
-        if stock_websocket is None:
+        if not upgrade.already_accepted:
             return result
 
         def close_if_left_open() -> None:
-            if not stock_websocket.closed:
-                self._websocket(self._upgrade(environ, None)).close(
+            if upgrade.still_open():
+                self._websocket(upgrade.accept()).close(
                     CloseCode.POLICY_VIOLATION, "no WebSocket service here")
 
         return _then_close(result, close_if_left_open)
@@ -337,15 +297,9 @@ def _make_metrics():
     try:
         from .metrics import Metrics
     except ImportError as error:
-        raise ValueError(f"ouistiti_gw: metrics_path needs prometheus_client "
-                         f"(pip install ouistiti_gw[metrics]): {error}") from None
+        raise ConfigurationError(f"metrics_path needs prometheus_client "
+                                 f"(pip install ouistiti_gw[metrics]): {error}", "metrics_path") from None
     return Metrics()
-
-
-def take_over(stock_websocket) -> ClientConnection:
-    """Take the connection from gevent-websocket's ``WebSocket`` and mute it for good."""
-    stock_websocket.closed = True  # its close() (run after the app) would write a codeless close frame
-    return ClientConnection(stock_websocket.stream.handler)
 
 
 def _then_close(result: Iterable[bytes], finish) -> Iterable[bytes]:

@@ -21,6 +21,8 @@ import unicodedata
 from dataclasses import dataclass
 from urllib.parse import unquote
 
+from .errors import GatewayError
+
 #: ``sizeof(sockaddr_un.sun_path)`` on Linux, minus the terminating NUL.
 MAX_SOCKET_PATH_BYTES = 107
 #: How many rounds of percent-decoding are inspected for hidden traversal.
@@ -29,7 +31,13 @@ _DECODE_ROUNDS = 3
 _CONTROL_CATEGORIES = frozenset({"Cc", "Zl", "Zp"})
 
 
-class NameRefused(ValueError):
+def fits_sun_path(path: str) -> bool:
+    """Whether ``path`` fits a UNIX socket address: ``bind`` and ``connect`` refuse a longer one
+    (the sample servers check their own path with this rule too)."""
+    return len(os.fsencode(path)) <= MAX_SOCKET_PATH_BYTES
+
+
+class NameRefused(GatewayError, ValueError):
     """The name can never designate a socket below docroot (traversal, bad characters...)."""
 
 
@@ -54,7 +62,8 @@ class NameRules:
     deny: tuple[str, ...] = ()
 
     @classmethod
-    def from_options(cls, allow: str | list[str] | None = "*", deny: str | list[str] | None = "") -> "NameRules":
+    def from_options(cls, allow: str | list[str] | tuple[str, ...] | None = "*",
+                     deny: str | list[str] | tuple[str, ...] | None = "") -> "NameRules":
         return cls(parse_patterns(allow), parse_patterns(deny))
 
     def permits(self, name: str) -> bool:
@@ -120,7 +129,7 @@ def resolve_inside(docroot: str, name: str) -> str:
     resolved = os.path.realpath(os.path.join(root, name))
     if os.path.commonpath([root, resolved]) != root or resolved == root:
         raise NameRefused("name resolves outside docroot")
-    if len(os.fsencode(resolved)) > MAX_SOCKET_PATH_BYTES:
+    if not fits_sun_path(resolved):
         raise NameRefused("path too long for a UNIX socket address")
     return resolved
 

@@ -55,7 +55,7 @@ class OriginPolicy:
         comma-separated list of origins, globs allowed: ``"https://app.example.com, https://*.example.org"``.
     """
 
-    def __init__(self, origins: str | list[str] | None = "") -> None:
+    def __init__(self, origins: str | list[str] | tuple[str, ...] | None = "") -> None:
         patterns = parse_patterns(origins)
         self.allow_all = "*" in patterns
         self.patterns = tuple(normalize_origin(p) or p.lower() for p in patterns)
@@ -109,7 +109,7 @@ class HostPolicy:
         globs, without port (``"gw.example.com, *.example.org, localhost"``), whatever the address.
     """
 
-    def __init__(self, allowed_hosts: str | list[str] | None = "") -> None:
+    def __init__(self, allowed_hosts: str | list[str] | tuple[str, ...] | None = "") -> None:
         patterns = parse_patterns(allowed_hosts)
         self.allow_all = "*" in patterns
         self.patterns = tuple(p.lower() for p in patterns)

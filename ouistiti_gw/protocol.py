@@ -309,7 +309,8 @@ class Protocol:
 
     # -- sending ---------------------------------------------------------------------------
 
-    def send_data(self, data: bytes | memoryview, *, text: bool, final: bool = True) -> tuple[bytes, bytes | memoryview]:
+    def send_data(self, data: bytes | memoryview, *, text: bool,
+                  final: bool = True) -> tuple[bytes, bytes | memoryview]:
         """A data message, or one piece of it (section 5.4): the first piece opens it as text or
         binary, the ``final`` one ends it, and no other message may start in between. The
         pieces of a text message may split a character; the whole must be valid UTF-8.

@@ -3,7 +3,10 @@
     gunicorn -k ouistiti_gw.worker.GatewayWorker ouistiti_gw:make_app
 
 It builds the gateway as the worker boots, so a wrong configuration stops gunicorn with one line
-("App failed to load" and why) instead of failing every request.
+("App failed to load" and why) instead of failing every request. Its handler's request limits
+come from the environment (``OUISTITI_GW_HEADER_TIMEOUT``, ``OUISTITI_GW_MAX_HEADER_SIZE``,
+``OUISTITI_GW_KEEPALIVE_TIMEOUT``: :class:`~ouistiti_gw.config.ServerConfig`); gunicorn's own ``-b``
+and ``--certfile`` say where it listens.
 
 The stock ``geventwebsocket.gunicorn.workers.GeventWebSocketWorker`` works too, but there a
 refused WebSocket can only be closed (1008/1011), not answered with 403/404/503.
@@ -17,10 +20,12 @@ from geventwebsocket.gunicorn.workers import GeventWebSocketWorker
 from gunicorn.workers.ggevent import PyWSGIHandler, PyWSGIServer
 
 from .accepting import QuietAccept
-from .bridge import close_all_sessions
+from .bridge import process_sessions
+from .config import ServerConfig
 from .handler import GatewayHandler
 from .logs import follow_gunicorn_error_log
 from .paste import environment_gateway, make_app
+from .wsgi_server import handler_class
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +52,11 @@ class GatewayWorker(GeventWebSocketWorker):
         super().init_process()
 
     def load_wsgi(self) -> None:
-        """Load the app and, for ``ouistiti_gw:make_app``, build the gateway now: a configuration
-        error (:class:`~ouistiti_gw.paste.ConfigurationError`, a gunicorn ``AppImportError``) then
-        stops gunicorn at boot with its one-line message, instead of failing every request."""
+        """Read the request limits, load the app and, for ``ouistiti_gw:make_app``, build the
+        gateway now: a configuration error (:class:`~ouistiti_gw.config.ConfigurationError`, a
+        gunicorn ``AppImportError``) then stops gunicorn at boot with its one-line message,
+        instead of failing every request."""
+        self.wsgi_handler = handler_class(ServerConfig.from_environment(), GunicornGatewayHandler)
         super().load_wsgi()
         if self.wsgi is make_app:
             self.wsgi = environment_gateway.get()
@@ -65,7 +72,7 @@ class GatewayWorker(GeventWebSocketWorker):
 
     def handle_exit(self, sig, frame) -> None:
         super().handle_exit(sig, frame)
-        gevent.spawn(close_all_sessions)
+        gevent.spawn(process_sessions.close_all)
 
 
 def _forget_live_gauges(pid: int) -> None:

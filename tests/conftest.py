@@ -7,8 +7,17 @@ from typing import Iterator
 
 import pytest
 
-from support import BIN, ROOT, UnixServer, echo_handler, gateway_test_app, remove_tree, short_tempdir, unix_accepts, wait_until
-
+from support import (
+    BIN,
+    ROOT,
+    UnixServer,
+    echo_handler,
+    gateway_test_app,
+    remove_tree,
+    short_tempdir,
+    unix_accepts,
+    wait_until,
+)
 
 #: Where ouistiti's C source tarball is found: CI has it at ``../shared/reference`` beside the clone.
 REFERENCE_DIR_VARIABLE = "OUISTITI_REFERENCE_DIR"

@@ -1,16 +1,24 @@
-"""Real parts for the tests: gateway processes on loopback ports, UNIX servers, raw HTTP clients.
+"""Real parts for the tests: gateway processes on loopback ports, UNIX servers, raw HTTP clients,
+the contrib sample servers and their clients. The one helper module of every test directory
+(tox.ini's ``pythonpath`` puts ``tests/`` on ``sys.path``); fixtures live in the conftest.py files.
 
 Every server here is real: the gateway runs in its own process (as users run it: the CLI,
-gunicorn, an ini file) and the UNIX servers are threads of the test process listening on real
-sockets in a temporary docroot.
+gunicorn, an ini file), the sample servers too (``python -m ouistiti_gw_contrib.X``), and the
+UNIX servers are threads of the test process listening on real sockets in a temporary docroot.
 """
 from __future__ import annotations
 
+import asyncio
 import base64
+import http.client
+import json
 import os
+import resource
+import select
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -19,17 +27,32 @@ import time
 import urllib.request
 from contextlib import closing
 from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+from websockets.asyncio.client import connect as async_connect
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect as ws_connect
 
 from ouistiti_gw.cli import unix_accepts  # noqa: F401  (the probe the demo uses)
+from ouistiti_gw.unix import recv_packet
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
+#: How long a helper waits for something that should take a fraction of a second.
+TIMEOUT = 10.0
+STOCK_WORKER = "geventwebsocket.gunicorn.workers.GeventWebSocketWorker"
+PROJECT_WORKER = "ouistiti_gw.worker.GatewayWorker"
 
 
 def short_tempdir(prefix: str = "gw-") -> str:
     """A temp dir with a short path: a UNIX socket path must fit in 107 bytes."""
     return tempfile.mkdtemp(prefix=prefix, dir="/tmp")
+
+
+def remove_tree(path: str) -> None:
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def free_port() -> int:
@@ -38,14 +61,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_until(predicate, timeout: float = 10.0, interval: float = 0.02, what: str = "condition"):
+def wait_until(predicate: Callable[[], Any], what: str = "condition", *, timeout: float = TIMEOUT,
+               interval: float = 0.01) -> Any:
+    """Poll ``predicate`` until it returns something true, and return that."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while True:
         value = predicate()
         if value:
             return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
         time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def port_accepts(port: int) -> bool:
@@ -66,17 +92,42 @@ def fd_count(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
-class ServerProcess:
-    """A server subprocess listening on ``port``; stopped with SIGTERM (then SIGKILL) on exit."""
+class LoggedProcess:
+    """A subprocess whose stdout and stderr go to a temporary file, read back with :meth:`log`.
 
-    def __init__(self, argv: list[str], port: int, env: dict | None = None, cwd: str | None = None,
+    ``env`` adds to (or overrides) the test process's environment.
+    """
+
+    def __init__(self, argv: list[str], env: dict | None = None, cwd: str | Path | None = None,
                  user: str | None = None) -> None:
-        self.port = port
         self.log_path = tempfile.mktemp(prefix="gw-log-", dir="/tmp")
         self.log_file = open(self.log_path, "wb")
         full_env = dict(os.environ, **(env or {}))
         self.process = subprocess.Popen(argv, stdout=self.log_file, stderr=subprocess.STDOUT, env=full_env,
                                         cwd=cwd, user=user)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def log(self) -> str:
+        """What the process wrote so far."""
+        self.log_file.flush()
+        return Path(self.log_path).read_text(errors="replace")
+
+    def remove_log(self) -> None:
+        self.log_file.close()
+        if os.path.exists(self.log_path):
+            os.unlink(self.log_path)
+
+
+class ServerProcess(LoggedProcess):
+    """A server subprocess listening on ``port``; stopped with SIGTERM (then SIGKILL) on exit."""
+
+    def __init__(self, argv: list[str], port: int, env: dict | None = None, cwd: str | None = None,
+                 user: str | None = None) -> None:
+        self.port = port
+        super().__init__(argv, env, cwd, user)
         try:
             wait_until(lambda: self.process.poll() is not None or port_accepts(port), what=f"port {port}")
             if self.process.poll() is not None:
@@ -88,14 +139,6 @@ class ServerProcess:
     @property
     def url(self) -> str:
         return f"ws://127.0.0.1:{self.port}"
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def log(self) -> str:
-        self.log_file.flush()
-        return Path(self.log_path).read_text(errors="replace")
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         if self.process.poll() is None:
@@ -113,7 +156,7 @@ class ServerProcess:
 
     def __exit__(self, *exc) -> None:
         self.stop()
-        os.unlink(self.log_path)
+        self.remove_log()
 
 
 def gateway_cli(docroot: str, *options: str, port: int | None = None, **kwargs) -> ServerProcess:
@@ -130,10 +173,14 @@ def gateway_test_app(docroot: str, *options: str, port: int | None = None, **kwa
     return ServerProcess(argv, port, **kwargs)
 
 
+def gunicorn_argv(worker: str, port: int, *arguments: str) -> list[str]:
+    """gunicorn's command line with ``worker`` on ``127.0.0.1:port``; the app is the last argument."""
+    return [str(BIN / "gunicorn"), "-k", worker, "-b", f"127.0.0.1:{port}", "--graceful-timeout", "2", *arguments]
+
+
 def gunicorn(worker: str, port: int, env: dict, *options: str) -> ServerProcess:
-    argv = [str(BIN / "gunicorn"), "-k", worker, "-b", f"127.0.0.1:{port}", "--graceful-timeout", "2",
-            *options, "ouistiti_gw:make_app()"]
-    return ServerProcess(argv, port, env=env)
+    """gunicorn serving ``ouistiti_gw:make_app()`` configured by ``env`` (``OUISTITI_GW_*``)."""
+    return ServerProcess(gunicorn_argv(worker, port, *options, "ouistiti_gw:make_app()"), port, env=env)
 
 
 # -- UNIX servers -----------------------------------------------------------------------------
@@ -220,9 +267,15 @@ def read_until_eof(conn: socket.socket, server: UnixServer) -> None:
 
 # -- raw HTTP ---------------------------------------------------------------------------------
 
+def new_key() -> str:
+    """A fresh Sec-WebSocket-Key (RFC 6455 section 4.1: 16 random bytes, base64)."""
+    return base64.b64encode(os.urandom(16)).decode()
+
+
 def handshake_request(path: str, *, port: int, extra: str = "", version: str = "13",
-                      method: str = "GET", http: str = "HTTP/1.1") -> bytes:
-    key = base64.b64encode(os.urandom(16)).decode()
+                      method: str = "GET", http: str = "HTTP/1.1", key: str | None = None) -> bytes:
+    """An opening handshake for ``path``, byte for byte (``extra``: more header lines, each ending CRLF)."""
+    key = key or new_key()
     return (f"{method} {path} {http}\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
             f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: {version}\r\n"
             f"{extra}\r\n").encode("latin-1")
@@ -262,8 +315,55 @@ def handshake_status(port: int, path: str, **kwargs) -> tuple[int, dict[str, str
     return status, headers, rest
 
 
-def remove_tree(path: str) -> None:
-    shutil.rmtree(path, ignore_errors=True)
+# -- clients ----------------------------------------------------------------------------------
+
+def http_get(port: int, path: str, method: str = "GET", body: bytes | None = None) -> tuple[int, bytes]:
+    """Status and body of a plain HTTP request."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request(method, path, body=body)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def echo_round_trip(url: str, **kwargs) -> None:
+    """One message to an echo server at ``url`` and back (``kwargs`` go to websockets' ``connect``)."""
+    with ws_connect(url, **kwargs) as ws:
+        ws.send("round trip")
+        assert ws.recv() == "round trip"
+
+
+def close_of(url: str) -> tuple[int, str]:
+    """The close code and reason a refused WebSocket ends with under the stock worker."""
+    with ws_connect(url) as ws:
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv()
+    return closed.value.rcvd.code, closed.value.rcvd.reason
+
+
+def raise_fd_limit(wanted: int) -> None:
+    """Room for ``wanted`` file descriptors in this process (many clients at once), up to the hard limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, hard), hard))
+
+
+async def numbered_echo(url: str, client: int, messages: int) -> list[str]:
+    """Send ``messages`` numbered lines at once; read back until all came, whatever the chunking."""
+    async with async_connect(url, max_size=None, open_timeout=60, ping_interval=None) as ws:
+        for i in range(messages):
+            await ws.send(f"{client}:{i}\n")
+        received = ""
+        while received.count("\n") < messages:
+            received += await ws.recv()
+        return received.splitlines()
+
+
+async def all_clients(url: str, clients: int, messages: int) -> list[list[str]]:
+    """``clients`` concurrent :func:`numbered_echo` clients; their lines, by client number."""
+    return await asyncio.gather(*(numbered_echo(url, c, messages) for c in range(clients)))
 
 
 # -- client identity (PROXY protocol, front proxies) -------------------------------------------
@@ -290,10 +390,11 @@ def socket_from(source: str, port: int, host: str = "127.0.0.1") -> socket.socke
 def proxied_echo_handler(conn: socket.socket, server: UnixServer) -> None:
     """Read the PROXY header (recorded in ``server.headers``, raw bytes in ``server.raw_headers``),
     then echo as :func:`echo_handler` does."""
-    from ouistiti_gw.proxy import parse, read_header
+    from ouistiti_gw.proxy_protocol import parse
+    from ouistiti_gw.unix import read_proxy_header
 
     peeked = conn.recv(65536 + 16, socket.MSG_PEEK)
-    header = read_header(conn)
+    header = read_proxy_header(conn)
     vars(server).setdefault("headers", []).append(header)
     vars(server).setdefault("raw_headers", []).append(peeked[:parse(peeked)[1]])
     echo_handler(conn, server)
@@ -314,3 +415,203 @@ def only_child(pid: int) -> int:
     children = wait_until(lambda: Path(f"/proc/{pid}/task/{pid}/children").read_text().split(), what="a child")
     assert len(children) == 1, children
     return int(children[0])
+
+
+# -- the contrib sample servers, run as ``python -m ouistiti_gw_contrib.X`` ---------------------
+
+#: The methods websocket_jsonrpc loads with ``-L`` in the tests (a path, or ``rpc_plugin`` on PYTHONPATH).
+PLUGIN = TESTS / "contrib" / "rpc_plugin.py"
+
+SOCK_TYPES = {
+    "echo": socket.SOCK_STREAM,
+    "chat": socket.SOCK_SEQPACKET,
+    "jsonrpc": socket.SOCK_SEQPACKET,
+}
+
+
+def command(program: str, *args: str) -> list[str]:
+    """The command line running the sample *program* (echo, chat, jsonrpc)."""
+    return [sys.executable, "-m", f"ouistiti_gw_contrib.{program}", *args]
+
+
+def run(program: str, *args: str, **kwargs: Any) -> subprocess.CompletedProcess:
+    """Run a sample to completion (for option errors, --help, -D)."""
+    return subprocess.run(command(program, *args), capture_output=True, text=True,
+                          timeout=TIMEOUT, cwd=ROOT, **kwargs)
+
+
+def unix_client(path: str, sock_type: int) -> socket.socket:
+    """A client connected to *path*, with a timeout so a test cannot hang."""
+    sock = socket.socket(socket.AF_UNIX, sock_type)
+    sock.settimeout(TIMEOUT)
+    try:
+        # With a timeout, a UNIX connect fails (EAGAIN) instead of waiting
+        # while the backlog is full.
+        wait_until(lambda: _try_connect(sock, path), f"room in the backlog of {path}")
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _try_connect(sock: socket.socket, path: str) -> bool:
+    try:
+        sock.connect(path)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def listens(path: str, sock_type: int) -> bool:
+    """Whether a server of ``sock_type`` listens on *path*."""
+    try:
+        unix_client(path, sock_type).close()
+    except OSError:
+        return False
+    return True
+
+
+def peer_pid(sock: socket.socket) -> int:
+    """The pid of the process that made the server socket listen."""
+    pid, _, _ = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+    return pid
+
+
+def proc_status(pid: int) -> dict[str, str]:
+    """/proc/PID/status as a dict."""
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
+        return dict(line.rstrip("\n").split(":\t", 1) for line in status if ":\t" in line)
+
+
+def wait_exit(pid: int) -> None:
+    """Wait for a process that is not our child (a daemon) to end."""
+    fd = os.pidfd_open(pid)
+    try:
+        ready, _, _ = select.select([fd], [], [], TIMEOUT)
+        assert ready, f"process {pid} did not end"
+    finally:
+        os.close(fd)
+
+
+class SampleServer(LoggedProcess):
+    """A sample server started in the foreground, run from the project's root."""
+
+    def __init__(self, program: str, path: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+        self.program = program
+        self.path = path
+        self.sock_type = SOCK_TYPES[program]
+        super().__init__(argv, env, cwd=ROOT)
+
+    def wait_ready(self) -> "SampleServer":
+        """Wait until the socket accepts clients."""
+        wait_until(lambda: self.process.poll() is not None or listens(self.path, self.sock_type),
+                   f"{self.program} to listen on {self.path}")
+        assert self.process.poll() is None, f"{self.program} exited: {self.log()}"
+        return self
+
+    def connect(self) -> socket.socket:
+        """A new client."""
+        return unix_client(self.path, self.sock_type)
+
+    def stop(self, signum: int = signal.SIGTERM) -> None:
+        """Stop it; check the clean exit and that the socket file is gone."""
+        self.process.send_signal(signum)
+        assert self.process.wait(TIMEOUT) == 0, self.log()
+        assert not os.path.lexists(self.path)
+
+    def kill(self) -> None:
+        """Last resort at the end of a test."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(TIMEOUT)
+        self.remove_log()
+
+
+def start_servers(directory: str) -> tuple[Callable[..., SampleServer], list[SampleServer]]:
+    """A factory of started servers, and the list of those (to kill at the end).
+
+    ``start(program, *args, name="ws", docroot=DIR/run, argv0=None)`` runs
+    ``python -m ouistiti_gw_contrib.PROGRAM -R DOCROOT -n NAME ARGS`` (without
+    -n when *name* is None; as the command *argv0* when given) and waits until
+    it listens (unless ``ready=False``).
+    """
+    started: list[SampleServer] = []
+
+    def start(program: str, *args: str, name: str | None = "ws", docroot: str | None = None,
+              argv0: str | None = None, env: dict[str, str] | None = None,
+              ready: bool = True) -> SampleServer:
+        docroot = docroot or os.path.join(directory, "run")
+        argv = ([argv0] if argv0 else command(program)) + ["-R", docroot]
+        if name is not None:
+            argv += ["-n", name]
+        default_name = os.path.basename(argv0) if argv0 else f"websocket_{program}"
+        server = SampleServer(program, os.path.join(docroot, name or default_name), argv + list(args), env)
+        started.append(server)
+        return server.wait_ready() if ready else server
+
+    return start, started
+
+
+class RPCClient:
+    """A JSON-RPC client on a SOCK_SEQPACKET connection."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.next_id = 0
+
+    def send(self, payload: Any) -> None:
+        """Send a JSON value (or raw bytes) as one packet."""
+        self.sock.send(payload if isinstance(payload, bytes) else json.dumps(payload).encode())
+
+    def receive(self) -> Any:
+        """The next reply, decoded."""
+        packet = recv_packet(self.sock)
+        assert packet, "connection closed"
+        return json.loads(packet)
+
+    def call(self, method: str, params: Any = None) -> dict[str, Any]:
+        """Send a request and return the whole response object."""
+        self.next_id += 1
+        request: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "id": self.next_id}
+        if params is not None:
+            request["params"] = params
+        self.send(request)
+        response = self.receive()
+        assert response["id"] == self.next_id
+        return response
+
+    def result(self, method: str, params: Any = None) -> Any:
+        """The result of a call that must succeed."""
+        response = self.call(method, params)
+        assert "error" not in response, response
+        return response["result"]
+
+    def error(self, method: str, params: Any = None) -> dict[str, Any]:
+        """The error object of a call that must fail."""
+        response = self.call(method, params)
+        assert "result" not in response, response
+        return response["error"]
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.sock.close()
+
+
+def join(server: SampleServer, name: bytes) -> socket.socket:
+    """A chat client that said hello (so the server has registered it)."""
+    sock = server.connect()
+    sock.send(b"WSHello " + name)
+    welcome = recv_packet(sock)
+    assert welcome.startswith(b"WSWelcome " + name)
+    return sock
+
+
+def next_after(marker_from: socket.socket, receiver: socket.socket) -> list[bytes]:
+    """Make *marker_from* broadcast a marker; return what *receiver* got
+    before it (nothing, when the server sent it nothing else)."""
+    marker = b"marker %d" % id(receiver)
+    marker_from.send(marker)
+    before = []
+    while (packet := recv_packet(receiver)) != marker:
+        before.append(packet)
+    return before

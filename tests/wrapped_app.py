@@ -5,7 +5,8 @@
 Routes: ``/stream`` answers in chunks from a generator, ``/echo-body`` returns the request body,
 ``/closed`` tells how many results had ``close()`` called, ``/greenlets`` how many greenlets are
 alive in this process (a leak check from outside); anything else answers ``app: PATH``.
-``--set`` passes any gateway setting (``allow=ws_*``, ``origins=*``...); ``--stock`` serves with gevent-websocket's own ``WebSocketServer`` instead of the gateway's handler.
+``--set`` passes any gateway setting (``allow=ws_*``, ``origins=*``...); ``--stock`` serves with
+gevent-websocket's own ``WebSocketServer`` instead of the gateway's handler.
 """
 import argparse
 import gc
@@ -14,8 +15,8 @@ import logging
 import greenlet
 
 from ouistiti_gw import WebSocketGateway
-from ouistiti_gw.paste import gateway_options
-from ouistiti_gw.server import make_server, serve_until_stopped
+from ouistiti_gw.config import INI, GatewayConfig, ServerConfig
+from ouistiti_gw.wsgi_server import make_server, serve_until_stopped
 
 closed_results = 0
 
@@ -68,12 +69,12 @@ def main():
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
     settings = dict(option.split("=", 1) for option in args.set)
-    gateway = WebSocketGateway(app, **gateway_options({"docroot": args.docroot, **settings}))
+    gateway = WebSocketGateway(app, config=GatewayConfig.load({"docroot": args.docroot, **settings}, INI))
     if args.stock:
         from geventwebsocket import WebSocketServer
         server = WebSocketServer(("127.0.0.1", args.port), gateway)
     else:
-        server = make_server(gateway, "127.0.0.1", args.port)
+        server = make_server(gateway, ServerConfig(port=args.port))
     serve_until_stopped(server)
 
 

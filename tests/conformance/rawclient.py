@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Iterable
 
+from support import handshake_request, new_key
+
 #: RFC 6455 section 1.3: the GUID appended to Sec-WebSocket-Key for Sec-WebSocket-Accept.
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -145,10 +147,8 @@ class RawClient:
         self._handshake(port, path, extra_headers)
 
     def _handshake(self, port: int, path: str, extra_headers: str) -> None:
-        key = base64.b64encode(os.urandom(16)).decode()
-        self.sock.sendall((f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-                           f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                           f"Sec-WebSocket-Version: 13\r\n{extra_headers}\r\n").encode("latin-1"))
+        key = new_key()
+        self.sock.sendall(handshake_request(path, port=port, extra=extra_headers, key=key))
         while b"\r\n\r\n" not in self._buffer:
             self._fill()
         end = self._buffer.index(b"\r\n\r\n")
@@ -226,7 +226,8 @@ class RawClient:
             (length,) = struct.unpack("!Q", self._take(8))
             minimal = length > 0xFFFF
         masked = bool(second & 0x80)
-        key = self._take(4) if masked else b""
+        if masked:
+            self._take(4)  # the masking key: a server frame must have none (checked below)
         payload = self._take(length)
         frame = Frame(bool(first & 0x80), first >> 4 & 0x7, first & 0xF, payload, masked, minimal)
         # Section 5.1: "A server MUST NOT mask any frames"; 5.2: RSV bits MUST be 0 and "the
@@ -265,7 +266,8 @@ class RawClient:
         count = 0
         while len(received) < len(data):
             frame = self.recv_frame()
-            assert frame.opcode == TEXT or (frame.opcode == BINARY and not text), f"after {len(received)} bytes: {frame}"
+            assert frame.opcode == TEXT or (frame.opcode == BINARY and not text), \
+                f"after {len(received)} bytes: {frame}"
             assert frame.fin, frame
             if text:
                 frame.payload.decode("utf-8")  # a text message that is not UTF-8 raises here

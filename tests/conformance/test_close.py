@@ -20,8 +20,18 @@ from typing import Callable
 import pytest
 
 from rawclient import (
-    CLOSE, CONTINUATION, PING, STREAM_ECHO, TEXT, Close, Message, RawClient, build_frame, close_payload,
-    play, utf8_text,
+    CLOSE,
+    CONTINUATION,
+    PING,
+    STREAM_ECHO,
+    TEXT,
+    Close,
+    Message,
+    RawClient,
+    build_frame,
+    close_payload,
+    play,
+    utf8_text,
 )
 from support import UnixServer, read_until_eof, say_bye_and_leave
 
@@ -63,8 +73,8 @@ CLOSE_PAYLOADS = {
     "7.3.5-123-byte-reason": (close_payload(1000, b"*" * 123), 1000),
     "7.3.6-124-byte-reason": (close_payload(1000, b"*" * 124), PROTOCOL_ERROR),
     "utf8-reason": (close_payload(1000, "Grüße 😀".encode()), 1000),
-    "7.5.1-invalid-utf8-reason": (close_payload(1000, b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xed\xa0\x80edited"),
-                                  INVALID_DATA),
+    "7.5.1-invalid-utf8-reason": (
+        close_payload(1000, b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xed\xa0\x80edited"), INVALID_DATA),
     "reason-cut-inside-a-character": (close_payload(1000, "é".encode()[:1]), INVALID_DATA),
 }
 
@@ -91,7 +101,8 @@ AFTER_CLOSE = {
     "7.1.2-close-twice": [build_frame(CLOSE, close_payload(1000)), build_frame(CLOSE, close_payload(1001))],
     "7.1.3-ping-after-close": [build_frame(CLOSE, close_payload(1000)), build_frame(PING, b"ping")],
     "7.1.4-text-after-close": [build_frame(CLOSE, close_payload(1000)), build_frame(TEXT, b"after close")],
-    "7.1.5-close-inside-fragmented-message": [build_frame(TEXT, b"frag", fin=False), build_frame(CLOSE, close_payload(1000)),
+    "7.1.5-close-inside-fragmented-message": [build_frame(TEXT, b"frag", fin=False),
+                                              build_frame(CLOSE, close_payload(1000)),
                                               build_frame(CONTINUATION, b"ment")],
 }
 

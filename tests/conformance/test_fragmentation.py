@@ -13,7 +13,18 @@ from typing import Callable
 import pytest
 
 from rawclient import (
-    BINARY, CONTINUATION, PING, PONG, TEXT, Close, Message, Pong, RawClient, SendMode, Step, build_frame,
+    BINARY,
+    CONTINUATION,
+    PING,
+    PONG,
+    TEXT,
+    Close,
+    Message,
+    Pong,
+    RawClient,
+    SendMode,
+    Step,
+    build_frame,
     play,
 )
 

@@ -16,8 +16,25 @@ from typing import Callable
 import pytest
 
 from rawclient import (
-    BINARY, CLOSE, CONTINUATION, PING, PONG, STREAM_ECHO, TEXT, Close, LengthForm, Message, Pong, RawClient, SendMode,
-    Step, binary_data, build_frame, close_payload, play, utf8_text,
+    BINARY,
+    CLOSE,
+    CONTINUATION,
+    PING,
+    PONG,
+    STREAM_ECHO,
+    TEXT,
+    Close,
+    LengthForm,
+    Message,
+    Pong,
+    RawClient,
+    SendMode,
+    Step,
+    binary_data,
+    build_frame,
+    close_payload,
+    play,
+    utf8_text,
 )
 from support import read_until_eof
 

@@ -21,8 +21,18 @@ from typing import Callable
 import pytest
 
 from rawclient import (
-    BINARY, CONTINUATION, STREAM_ECHO, TEXT, Close, Message, RawClient, binary_data, build_frame, fragments,
-    play, utf8_text,
+    BINARY,
+    CONTINUATION,
+    STREAM_ECHO,
+    TEXT,
+    Close,
+    Message,
+    RawClient,
+    binary_data,
+    build_frame,
+    fragments,
+    play,
+    utf8_text,
 )
 
 Connect = Callable[..., RawClient]
@@ -51,7 +61,8 @@ LARGE = [
 
 @pytest.mark.parametrize(("opcode", "size", "fragment"), LARGE,
                          ids=[f"{'text' if op == TEXT else 'binary'}-{size // KiB}KiB-"
-                              f"{'one-frame' if frag is None else f'in-{frag}B-fragments'}" for op, size, frag in LARGE])
+                              f"{'one-frame' if frag is None else f'in-{frag}B-fragments'}"
+                              for op, size, frag in LARGE])
 def test_large_message(connect: Connect, opcode: int, size: int, fragment: int | None) -> None:
     """Autobahn 9.1.x, 9.2.x (one frame, up to the 16 MiB limit, 64-bit length form) and 9.3.x,
     9.4.x (4 MiB in fragments from 64 bytes, 65536 frames, to 1 MiB): the echo is the message."""

@@ -94,10 +94,12 @@ _TABLE: list[tuple[str, bytes, bool]] = [
                                                  b"\xf8\x80\x80\x80\x80", b"\xfc\x80\x80\x80\x80\x80")],
     *[("6.20-surrogate", s, False) for s in (b"\xed\xa0\x80", b"\xed\xad\xbf", b"\xed\xae\x80", b"\xed\xaf\xbf",
                                               b"\xed\xb0\x80", b"\xed\xbe\x80", b"\xed\xbf\xbf")],
-    *[("6.21-surrogate-pair", high + low, False) for high in (b"\xed\xa0\x80", b"\xed\xad\xbf", b"\xed\xae\x80",
-                                                               b"\xed\xaf\xbf") for low in (b"\xed\xb0\x80", b"\xed\xbf\xbf")],
+    *[("6.21-surrogate-pair", high + low, False)
+      for high in (b"\xed\xa0\x80", b"\xed\xad\xbf", b"\xed\xae\x80", b"\xed\xaf\xbf")
+      for low in (b"\xed\xb0\x80", b"\xed\xbf\xbf")],
     # Noncharacters and specials are valid UTF-8 (RFC 3629 does not exclude them): delivered.
-    *[("6.22-noncharacter", chr(plane << 16 | last).encode(), True) for plane in range(17) for last in (0xFFFE, 0xFFFF)],
+    *[("6.22-noncharacter", chr(plane << 16 | last).encode(), True)
+      for plane in range(17) for last in (0xFFFE, 0xFFFF)],
     *[("6.22-noncharacter", chr(cp).encode(), True) for cp in (0xFDD0, 0xFDEF)],
     *[("6.23-special", chr(cp).encode(), True) for cp in (0xFEFF, 0xFFF9, 0xFFFA, 0xFFFB, 0xFFFC, 0xFFFD)],
     # Autobahn 6.2, 6.3: a longer valid text, and the same with a surrogate in it

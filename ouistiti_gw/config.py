@@ -1,0 +1,285 @@
+"""The one definition of every option: the gateway's (:class:`GatewayConfig`) and the server's
+(:class:`ServerConfig`).
+
+Each field says its type, default and help. Everything else is derived from them: the
+``WebSocketGateway`` keywords, the ini keys (PasteDeploy's factories and ``[server:main]`` runner),
+the ``OUISTITI_GW_*`` environment, the flags of ``ouistiti-gw serve`` and their help text. A
+string (ini, environment, command line) is parsed here, once, into the field's type; whatever is
+wrong raises :class:`ConfigurationError`, which names the option as its source spells it
+(``max_connections``, ``OUISTITI_GW_MAX_CONNECTIONS``, ``--max-connections``).
+
+    GatewayConfig.load({"docroot": "/run/ws", "max_connections": "100"}, INI)
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping, TypeVar
+
+from .errors import GatewayError
+from .names import parse_patterns
+from .websocket import DEFAULT_MAX_FRAME_RATE, DEFAULT_MAX_MESSAGE_SIZE
+
+try:  # gunicorn is optional; under it, a wrong setting is an app that failed to load
+    from gunicorn.errors import AppImportError as _AppLoadError
+except ImportError:
+    _AppLoadError = Exception
+
+ENVIRONMENT_PREFIX = "OUISTITI_GW_"
+#: A comma-separated list (``"ws_*, internal/*"``), kept as its items.
+Patterns = tuple[str, ...]
+#: Bytes of a request's header section, every line and the blank one counted: what nginx holds by
+#: default (``large_client_header_buffers 4 8k``), twice HAProxy's 16 KiB buffer.
+DEFAULT_MAX_HEADER_SIZE = 32 * 1024
+Config = TypeVar("Config", bound="Options")
+
+
+def _as_is(name: str) -> str:
+    return name
+
+
+def environment_variable(name: str) -> str:
+    """How the environment spells an option: ``OUISTITI_GW_MAX_CONNECTIONS``."""
+    return ENVIRONMENT_PREFIX + name.upper()
+
+
+def cli_flag(name: str) -> str:
+    """How the command line spells an option: ``--max-connections``."""
+    return "--" + name.replace("_", "-")
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where settings come from, and how it spells an option's name.
+
+    ``where`` is the place inside it, for an ini file ``example.ini [app:main]``.
+    """
+
+    kind: str
+    spell: Callable[[str], str]
+    where: str = ""
+
+    def at(self, where: str) -> "Source":
+        return dataclasses.replace(self, where=where)
+
+
+KEYWORD = Source("keyword", _as_is)
+INI = Source("ini", _as_is)
+ENVIRONMENT = Source("environment", environment_variable)
+COMMAND_LINE = Source("command line", cli_flag)
+
+
+class ConfigurationError(GatewayError, ValueError, _AppLoadError):
+    """An option is missing, unknown or malformed.
+
+    :param reason: what is wrong, with the option spelled as ``source`` spells it.
+    :param key: the option's name (``None``: not one option).
+    :param source: where it was set; its ``where`` (an ini file and section) starts the message.
+
+    It is also gunicorn's ``AppImportError``: raised while a worker loads the app, gunicorn prints
+    its message alone (no traceback) and stops ("App failed to load") instead of looping.
+    """
+
+    def __init__(self, reason: str, key: str | None = None, source: Source | None = None) -> None:
+        self.reason, self.key, self.source = reason, key, source
+        super().__init__(f"{source.where}: {reason}" if source and source.where else reason)
+
+    @property
+    def setting(self) -> str | None:
+        """The option as its source spells it: ``OUISTITI_GW_MAX_CONNECTIONS``, ``--max-connections``."""
+        return self.source.spell(self.key) if self.key and self.source else self.key
+
+    def at(self, where: str) -> "ConfigurationError":
+        """The same error, placed in an ini file's section (``example.ini [server:main]``)."""
+        return ConfigurationError(self.reason, self.key, (self.source or INI).at(where))
+
+
+def option(default: Any, help: str, **details: Any) -> Any:
+    """A field of a schema: its default, its help (one line, no default in it) and the
+    :class:`Option` details (``choices``, ``minimum``, ``required``, ``environment``)."""
+    return field(default=default, metadata={"help": help, **details})
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option of a schema, as every source sees it."""
+
+    name: str
+    kind: type
+    default: Any
+    help: str
+    #: The values it takes (an empty string means the default).
+    choices: tuple[str, ...] = ()
+    minimum: float | None = None
+    maximum: float | None = None
+    #: It must be set to something non-empty.
+    required: bool = False
+    #: It can be set by ``OUISTITI_GW_<NAME>``.
+    environment: bool = True
+
+    @property
+    def environment_variable(self) -> str:
+        return environment_variable(self.name)
+
+    @property
+    def cli_flag(self) -> str:
+        return cli_flag(self.name)
+
+    @property
+    def default_text(self) -> str:
+        """The default as help text and the README show it."""
+        if self.required:
+            return "(required)"
+        if self.kind == Patterns:
+            return ", ".join(self.default) or "empty"
+        if isinstance(self.default, float):
+            return f"{self.default:g}"
+        return str(self.default) if self.default != "" else "empty"
+
+    def convert(self, value: Any, source: Source = KEYWORD) -> Any:
+        """``value`` (a string from a file, or a keyword's value) in this option's type, checked."""
+        try:
+            if value is None:
+                typed = self.default
+            elif self.kind == Patterns:
+                typed = parse_patterns(value)
+            elif self.choices:
+                typed = str(value).strip().lower() or self.default
+            else:
+                typed = self.kind(value)
+        except (TypeError, ValueError):
+            raise self.error(f"{value!r} is not a valid {self.kind.__name__}", source) from None
+        self._check(typed, source)
+        return typed
+
+    def _check(self, value: Any, source: Source) -> None:
+        if self.choices and value not in self.choices and value != self.default:
+            raise self.error(f"{value!r} is not one of {', '.join(self.choices)}", source)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise self.error(f"{value!r} is not a finite number", source)
+        if self.minimum is not None and value < self.minimum:
+            raise self.error(f"{value!r} is less than {self.minimum:g}", source)
+        if self.maximum is not None and value > self.maximum:
+            raise self.error(f"{value!r} is more than {self.maximum:g}", source)
+        if self.required and not value:
+            raise ConfigurationError(f"no {self.name}: set {source.spell(self.name)} to the {self.help}",
+                                     self.name, source)
+
+    def error(self, reason: str, source: Source) -> ConfigurationError:
+        """``NAME = VALUE ...``, the option spelled as ``source`` spells it."""
+        return ConfigurationError(f"{source.spell(self.name)} = {reason}", self.name, source)
+
+
+def options(schema: type) -> tuple[Option, ...]:
+    """The options of ``schema`` (:class:`GatewayConfig`, :class:`ServerConfig`), in field order."""
+    types = typing.get_type_hints(schema)
+    return tuple(Option(item.name, types[item.name], item.default, **item.metadata)
+                 for item in dataclasses.fields(schema))
+
+
+def refuse_unknown(settings: Iterable[str], known: Iterable[str], source: Source = INI) -> None:
+    """A :class:`ConfigurationError` for the first of ``settings`` that is not ``known`` (a typo)."""
+    known = list(known)
+    unknown = sorted(set(settings) - set(known))
+    if unknown:
+        spelled = ", ".join(source.spell(name) for name in known)
+        raise ConfigurationError(f"unknown setting {source.spell(unknown[0])} (known: {spelled})", unknown[0], source)
+
+
+class Options:
+    """What :class:`GatewayConfig` and :class:`ServerConfig` share: built from keywords, strings
+    or both, every value converted to its field's type and checked as the instance is made."""
+
+    @classmethod
+    def load(cls: type[Config], settings: Mapping[str, Any], source: Source = KEYWORD) -> Config:
+        """An instance from ``settings`` (strings or typed values); a missing one is its default.
+        Unknown names and bad values are a :class:`ConfigurationError` spelled as ``source`` does."""
+        schema = options(cls)
+        refuse_unknown(settings, [item.name for item in schema], source)
+        values = {item.name: item.convert(settings.get(item.name), source) for item in schema}
+        cls.check_together(values, source)
+        return cls(**values)
+
+    @classmethod
+    def from_environment(cls: type[Config], environ: Mapping[str, str] = os.environ) -> Config:
+        """An instance from ``OUISTITI_GW_<NAME>`` of each option the environment may set. A
+        variable ``OUISTITI_GW_*`` that no option of any schema reads is refused (a typo)."""
+        refuse_unknown([variable[len(ENVIRONMENT_PREFIX):].lower() for variable in environ
+                        if variable.startswith(ENVIRONMENT_PREFIX)],
+                       [item.name for schema in SCHEMAS for item in options(schema) if item.environment], ENVIRONMENT)
+        return cls.load({item.name: environ[item.environment_variable] for item in options(cls)
+                         if item.environment and item.environment_variable in environ}, ENVIRONMENT)
+
+    @classmethod
+    def check_together(cls, values: Mapping[str, Any], source: Source) -> None:
+        """Refuse options that do not go together (each one alone is already checked)."""
+
+    def __post_init__(self) -> None:  # built directly from keywords: the same conversions and checks
+        for item in options(type(self)):
+            object.__setattr__(self, item.name, item.convert(getattr(self, item.name)))
+        type(self).check_together({item.name: getattr(self, item.name) for item in options(type(self))}, KEYWORD)
+
+
+@dataclass(frozen=True)
+class GatewayConfig(Options):
+    """The options of :class:`~ouistiti_gw.middleware.WebSocketGateway`."""
+
+    docroot: str = option("", "directory of the UNIX sockets", required=True)
+    allow: Patterns = option(("*",), "comma-separated globs of the names served (* matches / too)")
+    deny: Patterns = option((), "comma-separated globs of names never served")
+    mode: str = option("pipe", "pipe: the gateway relays messages; direct: after the handshake the "
+                       "client's socket itself is handed to the UNIX server (plain HTTP only)",
+                       choices=("pipe", "direct"))
+    origins: Patterns = option((), "browser Origins allowed: empty, only this same host; '*', any; "
+                               "or a comma-separated list with globs")
+    allowed_hosts: Patterns = option((), "Host names WebSocket handshakes may carry, globs allowed, no port: "
+                                     "empty, only loopback names when reached on a loopback address; '*', any")
+    # Each session costs two file descriptors.
+    max_connections: int = option(10000, "sessions at once in this process before 503; 0: no limit", minimum=0)
+    max_message_size: int = option(DEFAULT_MAX_MESSAGE_SIZE, "largest client message in bytes; "
+                                   "a larger one closes the session with 1009", minimum=1)
+    max_message_rate: float = option(0.0, "client messages per second per session, one second of burst; "
+                                     "over it: close 1008; 0: no limit", minimum=0)
+    max_frame_rate: float = option(float(DEFAULT_MAX_FRAME_RATE), "client frames per second per session, pings "
+                                   "and pongs included, one second of burst; over it: close 1008; 0: no limit",
+                                   minimum=0)
+    proxy_protocol: str = option("", "v1 or v2: each UNIX connection starts with a PROXY header saying "
+                                 "who the client is", choices=("v1", "v2"))
+    trusted_proxies: Patterns = option((), "comma-separated IPs/CIDRs of front proxies whose "
+                                       "Forwarded/X-Forwarded-For headers name the client")
+    metrics_path: str = option("", "a path (/metrics) where Prometheus metrics are served")
+    metrics_allow: Patterns = option(("127.0.0.0/8", "::1"), "comma-separated IPs/CIDRs that may scrape "
+                                     "the metrics")
+    # A live client answers pings, so only a vanished one (no FIN, no RST) reaches idle_timeout.
+    ping_interval: float = option(30.0, "seconds of client silence before a ping; 0: never", minimum=0)
+    idle_timeout: float = option(90.0, "seconds without any frame from the client, pongs included, "
+                                 "before the session is closed with 1001; 0: never", minimum=0)
+
+
+@dataclass(frozen=True)
+class ServerConfig(Options):
+    """The options of the gateway's own server (the CLI, ``[server:main]``); under gunicorn,
+    which listens itself, only the request limits, from the environment."""
+
+    host: str = option("127.0.0.1", "address to listen on", environment=False)
+    port: int = option(8080, "port to listen on (0 picks one)", minimum=0, maximum=65535, environment=False)
+    certfile: str = option("", "TLS certificate (PEM): serve https:// and wss://", environment=False)
+    keyfile: str = option("", "TLS private key (PEM), if not inside the certfile", environment=False)
+    header_timeout: float = option(10.0, "seconds a client may take to send its request headers; "
+                                   "slower ones get 400", minimum=0)
+    max_header_size: int = option(DEFAULT_MAX_HEADER_SIZE, "bytes of request headers; more get 431", minimum=1)
+    keepalive_timeout: float = option(60.0, "seconds a keep-alive connection may wait for its next "
+                                      "request", minimum=0)
+
+    @classmethod
+    def check_together(cls, values: Mapping[str, Any], source: Source) -> None:
+        if values["keyfile"] and not values["certfile"]:
+            raise ConfigurationError(f"{source.spell('keyfile')} given without {source.spell('certfile')}",
+                                     "keyfile", source)
+
+
+#: Every schema; between them, they own every ``OUISTITI_GW_*`` variable.
+SCHEMAS = (GatewayConfig, ServerConfig)

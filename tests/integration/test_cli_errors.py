@@ -1,0 +1,110 @@
+"""``ouistiti-gw`` given something wrong: one line on stderr naming file, section and key, no
+traceback; exit status 2 for a usage or configuration error, 1 for a failure while running."""
+import re
+import socket
+import subprocess
+from contextlib import closing
+
+import pytest
+
+from support import BIN
+
+GATEWAY_APP = "[app:main]\nuse = egg:ouistiti_gw#main\ndocroot = /tmp\n"
+BAD_INI_FILES = {
+    # name: (file contents, what stderr must say after the file's path)
+    "syntax.ini": ("[app:main\nuse = egg:ouistiti_gw#main\n", ": line 1: '[app:main' before any [section]"),
+    "app.py": ("import os\napplication = None\n", ": line 1: 'import os' before any [section] (is this an ini file?)"),
+    "garbage.ini": ("[app:main]\nuse = egg:ouistiti_gw#main\n[oops\n", ": line 3: cannot parse '[oops\\n'"),
+    "entry.ini": ("[app:main]\nuse = egg:ouistiti_gw#nope\n",
+                  " [app:main]: use = egg:ouistiti_gw#nope: no such entry point (ouistiti_gw has main, static here)"),
+    "port.ini": (GATEWAY_APP + "[server:main]\nuse = egg:ouistiti_gw#gevent\nport = eighty\n",
+                 " [server:main]: port = 'eighty' is not a valid int"),
+    "value.ini": (GATEWAY_APP + "max_connections = lots\n", " [app:main]: max_connections = 'lots' is not a valid int"),
+    "unknown.ini": (GATEWAY_APP + "max_conections = 5\n",
+                    " [app:main]: unknown setting max_conections (known: docroot,"),
+    "serverkey.ini": (GATEWAY_APP + "[server:main]\nuse = egg:ouistiti_gw#gevent\nhots = 0.0.0.0\n",
+                      " [server:main]: unknown setting hots "
+                      "(known: host, port, certfile, keyfile, header_timeout, max_header_size, keepalive_timeout)"),
+    "statickey.ini": ("[app:main]\nuse = egg:ouistiti_gw#static\ndocument_roo = /srv\n",
+                      " [app:main]: unknown setting document_roo (known: document_root)"),
+    "nodocroot.ini": ("[pipeline:main]\npipeline = websocket static\n[app:static]\nuse = egg:ouistiti_gw#static\n"
+                      "[filter:websocket]\nuse = egg:ouistiti_gw#websocket\n",
+                      " [filter:websocket]: no docroot: set docroot to the directory of the UNIX sockets"),
+}
+
+
+def run_cli(*arguments: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "ouistiti-gw"), *arguments], capture_output=True, text=True, timeout=timeout)
+
+
+def assert_one_line(stderr: str) -> str:
+    assert "Traceback" not in stderr
+    lines = stderr.splitlines()
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("name", sorted(BAD_INI_FILES))
+def test_bad_ini_file_is_one_line_naming_file_section_and_key(tmp_path, name):
+    contents, expected = BAD_INI_FILES[name]
+    (tmp_path / name).write_text(contents)
+    result = run_cli("serve", str(tmp_path / name))
+    assert result.returncode == 2
+    line = assert_one_line(result.stderr)
+    assert line.startswith(f"ouistiti-gw: {tmp_path / name}{expected}")
+    assert "OUISTITI_GW_" not in line  # the environment does not configure an ini file
+
+
+def test_missing_ini_file(tmp_path):
+    result = run_cli("serve", str(tmp_path / "nowhere.ini"))
+    assert result.returncode == 2
+    assert assert_one_line(result.stderr) == f"ouistiti-gw: {tmp_path / 'nowhere.ini'}: no such file"
+
+
+def test_serve_without_docroot_names_the_flag():
+    result = run_cli("serve")
+    assert result.returncode == 2
+    assert (assert_one_line(result.stderr)
+            == "ouistiti-gw: no docroot: set --docroot to the directory of the UNIX sockets")
+
+
+@pytest.mark.parametrize("flag, value, expected", [
+    ("--max-connections", "lots", "'lots' is not a valid int"),
+    ("--port", "eighty", "'eighty' is not a valid int"),
+    ("--ping-interval", "-1", "-1.0 is less than 0"),
+    ("--keepalive-timeout", "soon", "'soon' is not a valid float"),
+])
+def test_serve_with_a_bad_value_is_one_line_naming_the_flag(flag, value, expected):
+    result = run_cli("serve", "--docroot", "/tmp", flag, value)
+    assert result.returncode == 2
+    assert assert_one_line(result.stderr) == f"ouistiti-gw: {flag} = {expected}"
+
+
+@pytest.fixture
+def taken_port():
+    with closing(socket.socket()) as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        yield listener.getsockname()[1]
+
+
+def assert_port_taken(result: subprocess.CompletedProcess, port: int) -> None:
+    assert result.returncode == 1
+    line = assert_one_line(result.stderr)
+    assert re.fullmatch(rf"ouistiti-gw: \[Errno \d+\] Address already in use: \('127\.0\.0\.1', {port}\) "
+                        r"\(another server listens there: stop it, or choose another port\)", line), line
+
+
+def test_serve_on_a_taken_port_says_so(taken_port):
+    assert_port_taken(run_cli("serve", "--docroot", "/tmp", "--port", str(taken_port)), taken_port)
+
+
+def test_serve_ini_on_a_taken_port_says_so(tmp_path, taken_port):
+    ini = tmp_path / "taken.ini"
+    ini.write_text(GATEWAY_APP + f"[server:main]\nuse = egg:ouistiti_gw#gevent\nport = {taken_port}\n")
+    assert_port_taken(run_cli("serve", str(ini)), taken_port)
+
+
+def test_demo_on_a_taken_port_starts_no_sample_server(taken_port):
+    """The demo binds its port first: its one line is the refusal, no "started ..." line before it."""
+    assert_port_taken(run_cli("demo", "--port", str(taken_port)), taken_port)

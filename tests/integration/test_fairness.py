@@ -1,0 +1,273 @@
+"""A client flooding tiny frames slows only itself, and past its frame budget it is closed (1008).
+
+Each flood is a raw client writing 1-byte masked frames as fast as it can: unsolicited pongs
+(legal, RFC 6455 section 5.5.3, but not unbounded), pings whose pongs it never reads, or
+continuation frames of one message that never ends, to a stream server (held 64 KiB at a time,
+then forwarded: the flood can go on) or to a SOCK_SEQPACKET server (held until the message
+would not fit the server's packet, then refused with 1009). Meanwhile an open session's round
+trip and a new session's handshake must stay quick: a stall is seconds, so the bound is one
+second.
+
+The fairness tests run with no frame budget (``max_frame_rate`` 0), so that the loop's sharing
+is what they test; the budget tests run with the default one.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator
+
+import pytest
+
+from conformance.rawclient import (
+    BINARY,
+    CLOSE,
+    CONTINUATION,
+    PING,
+    PONG,
+    SEQPACKET_ECHO,
+    STREAM_ECHO,
+    RawClient,
+    build_frame,
+)
+from support import UnixServer, echo_handler, free_port, gateway_cli, gunicorn, wait_until
+
+#: A round trip or a handshake slower than this, while another client floods, is a stall.
+BOUND_SECONDS = 1.0
+FLOOD_SECONDS = 4.0
+#: Frames written per ``sendall`` of a flood (one frame repeated, 7 bytes each: ~450 KiB).
+FRAMES_PER_WRITE = 64 * 1024
+POLICY_VIOLATION, MESSAGE_TOO_BIG = 1008, 1009
+OPEN_MESSAGE = build_frame(BINARY, b"f", fin=False)
+FRAGMENT = build_frame(CONTINUATION, b"f", fin=False)
+
+
+@dataclass(frozen=True)
+class Flood:
+    """One kind of flood: where it goes and what it is made of."""
+
+    path: str
+    #: The frame written first, then the one written over and over.
+    opening: bytes
+    frame: bytes
+    #: Whether the flooder reads what the gateway sends it.
+    reads: bool = True
+    #: How the gateway ends it whatever the frame budget (None: it does not).
+    ends_with: int | None = None
+
+
+FLOODS = {
+    "pongs": Flood(SEQPACKET_ECHO, b"", build_frame(PONG, b"p")),
+    "pings-unread": Flood(SEQPACKET_ECHO, b"", build_frame(PING, b"p"), reads=False),
+    "fragments-stream": Flood(STREAM_ECHO, OPEN_MESSAGE, FRAGMENT),
+    "fragments-seqpacket": Flood(SEQPACKET_ECHO, OPEN_MESSAGE, FRAGMENT, ends_with=MESSAGE_TOO_BIG),
+}
+#: The floods the frame budget ends (the last one ends sooner).
+BUDGET_FLOODS = [kind for kind, flood in FLOODS.items() if flood.ends_with is None]
+
+
+@pytest.fixture
+def echo_servers(docroot: str) -> Iterator[None]:
+    servers = [UnixServer(docroot + SEQPACKET_ECHO, echo_handler, sock_type=socket.SOCK_SEQPACKET),
+               UnixServer(docroot + STREAM_ECHO, echo_handler)]
+    yield
+    for server in servers:
+        server.close()
+
+
+class Flooder:
+    """A raw client writing one frame over and over from a thread until stopped or cut off; if it
+    reads, another thread records the close code the gateway ends it with."""
+
+    def __init__(self, port: int, kind: str) -> None:
+        self.flood = FLOODS[kind]
+        self.client = RawClient(port, self.flood.path)
+        self.client.sock.settimeout(None)  # writes block while the gateway reads nothing: that is the point
+        self.data = self.flood.frame * FRAMES_PER_WRITE
+        self.stopped = threading.Event()
+        self.close_code: int | None = None
+        self.client.sock.sendall(self.flood.opening)
+        self.writer = threading.Thread(target=self._write, daemon=True)
+        self.writer.start()
+        if self.flood.reads:
+            threading.Thread(target=self._read, daemon=True).start()
+
+    def _write(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                self.client.sock.sendall(self.data)
+            except OSError:
+                return
+
+    def _read(self) -> None:
+        try:
+            while True:
+                frame = self.client.recv_frame()
+                if frame.opcode == CLOSE:
+                    self.close_code = frame.close_code
+                    self.stopped.set()
+                    return
+        except (AssertionError, OSError):
+            return
+
+    def stop(self) -> None:
+        self.stopped.set()
+        try:
+            self.client.sock.shutdown(socket.SHUT_RDWR)  # unblocks a write the gateway does not read
+        except OSError:
+            pass  # the gateway has ended the connection already
+        self.client.close()
+
+
+def round_trip_seconds(client: RawClient, index: int) -> float:
+    data = b"victim %d" % index
+    started = time.monotonic()
+    client.send(build_frame(BINARY, data))
+    client.expect_message(data, text=True)  # the gateway sends valid UTF-8 back as text
+    return time.monotonic() - started
+
+
+def handshake_seconds(port: int) -> float:
+    started = time.monotonic()
+    client = RawClient(port, SEQPACKET_ECHO)
+    elapsed = time.monotonic() - started
+    client.close_cleanly()
+    client.close()
+    return elapsed
+
+
+def slowest_while(port: int, victim: RawClient, stopped: threading.Event, seconds: float) -> tuple[float, float]:
+    """The slowest round trip on ``victim`` and the slowest new handshake, measured for ``seconds``
+    or until the flood has ``stopped``."""
+    deadline = time.monotonic() + seconds
+    round_trips, handshakes = [0.0], [0.0]
+    while time.monotonic() < deadline and not stopped.is_set():
+        round_trips.append(round_trip_seconds(victim, len(round_trips)))
+        handshakes.append(handshake_seconds(port))
+        time.sleep(0.05)
+    return max(round_trips), max(handshakes)
+
+
+@contextmanager
+def flood(port: int, kind: str) -> Iterator[Flooder]:
+    flooder = Flooder(port, kind)
+    try:
+        time.sleep(0.3)  # the gateway's buffers are full of it by now
+        yield flooder
+    finally:
+        flooder.stop()
+
+
+@pytest.mark.parametrize("kind", FLOODS)
+def test_a_flood_of_tiny_frames_slows_only_the_flooder(docroot, echo_servers, kind):
+    """With no frame budget at all, the loop is still shared: every session gets its turn."""
+    with gateway_cli(docroot, "--max-frame-rate", "0") as gateway:
+        victim = RawClient(gateway.port, SEQPACKET_ECHO)
+        round_trip_seconds(victim, 0)
+        with flood(gateway.port, kind) as flooder:
+            round_trip, handshake = slowest_while(gateway.port, victim, flooder.stopped, FLOOD_SECONDS)
+            if flooder.flood.ends_with:
+                wait_until(lambda: flooder.close_code is not None, what="the flooder's close frame")
+            assert flooder.close_code == flooder.flood.ends_with
+        assert round_trip < BOUND_SECONDS, f"a round trip took {round_trip:.2f} s during a flood of {kind}"
+        assert handshake < BOUND_SECONDS, f"a handshake took {handshake:.2f} s during a flood of {kind}"
+        victim.close_cleanly()
+        assert gateway.process.poll() is None
+
+
+@pytest.mark.parametrize("kind", BUDGET_FLOODS)
+def test_a_flooder_is_closed_with_1008_past_the_default_frame_budget(docroot, echo_servers, kind):
+    with gateway_cli(docroot) as gateway:
+        victim = RawClient(gateway.port, SEQPACKET_ECHO)
+        with flood(gateway.port, kind) as flooder:
+            round_trip, handshake = slowest_while(gateway.port, victim, flooder.stopped, 2.0)
+            wait_until(lambda: "close=1008" in gateway.log(), timeout=15, what="the flooder's session closed with 1008")
+            if flooder.flood.reads:
+                wait_until(lambda: flooder.close_code is not None, what="the flooder's close frame")
+                assert flooder.close_code == POLICY_VIOLATION
+        assert round_trip < BOUND_SECONDS and handshake < BOUND_SECONDS
+        round_trip_seconds(victim, 1)  # the other session is untouched
+        victim.close_cleanly()
+        log = gateway.log()
+        assert log.count("frames/s (max_frame_rate)") == 1, log
+        assert "Traceback" not in log
+
+
+@pytest.mark.gunicorn
+def test_gunicorn_worker_keeps_its_heartbeat_during_a_flood(docroot, echo_servers):
+    """gunicorn kills a worker that has not notified it for --timeout seconds; a flood longer
+    than that, unchecked by any frame budget, must not make the worker miss a beat."""
+    port = free_port()
+    env = {"OUISTITI_GW_DOCROOT": docroot, "OUISTITI_GW_MAX_FRAME_RATE": "0"}
+    with gunicorn("ouistiti_gw.worker.GatewayWorker", port, env, "--timeout", "3", "--log-level", "info") as gateway:
+        victim = RawClient(gateway.port, SEQPACKET_ECHO)
+        with flood(gateway.port, "pongs") as flooder:
+            round_trip, handshake = slowest_while(gateway.port, victim, flooder.stopped, 8.0)
+            assert flooder.writer.is_alive()
+        round_trip_seconds(victim, 1)  # the same session, on the same worker: it was not killed
+        victim.close_cleanly()
+        log = gateway.log()
+        assert "WORKER TIMEOUT" not in log, log
+        assert round_trip < BOUND_SECONDS and handshake < BOUND_SECONDS, (round_trip, handshake)
+
+
+def send_tiny_packets(conn: socket.socket, server: UnixServer) -> None:
+    """A SOCK_SEQPACKET server sending 1-byte packets as fast as it can, until the peer is gone."""
+    while True:
+        conn.send(b"s")
+
+
+def read_and_discard(sock: socket.socket) -> None:
+    while sock.recv(1 << 20):
+        pass
+
+
+def test_a_server_flooding_tiny_packets_slows_only_its_own_session(docroot, echo_servers):
+    """The server -> client pump of a SOCK_SEQPACKET session takes turns too: gevent reads a
+    socket that has data without waiting, and a client that reads as fast takes every write."""
+    chatty = UnixServer(docroot + "/chatty", send_tiny_packets, sock_type=socket.SOCK_SEQPACKET)
+    try:
+        with gateway_cli(docroot) as gateway:
+            victim = RawClient(gateway.port, SEQPACKET_ECHO)
+            listener = RawClient(gateway.port, "/chatty")
+            listener.sock.settimeout(None)
+            reader = threading.Thread(target=read_and_discard, args=(listener.sock,), daemon=True)
+            reader.start()
+            time.sleep(0.3)
+            round_trip, handshake = slowest_while(gateway.port, victim, threading.Event(), FLOOD_SECONDS)
+            assert reader.is_alive(), "the flood must run all along"
+            listener.sock.shutdown(socket.SHUT_RDWR)
+            listener.close()
+            assert round_trip < BOUND_SECONDS, f"a round trip took {round_trip:.2f} s"
+            assert handshake < BOUND_SECONDS, f"a handshake took {handshake:.2f} s"
+            victim.close_cleanly()
+    finally:
+        chatty.close()
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+
+
+def test_tiny_fragments_of_an_unfinished_message_cost_a_byte_each(docroot, echo_servers):
+    """A message to a SEQPACKET server in 1-byte fragments is held in one buffer: 200 000
+    fragments (as many as fit the server's packet) grow the gateway by about 200 KB, not by an
+    object per fragment (~40 bytes each: 8 MB)."""
+    fragments = 200_000
+    with gateway_cli(docroot, "--max-frame-rate", "0") as gateway:
+        client = RawClient(gateway.port, SEQPACKET_ECHO)
+        client.send(build_frame(BINARY, os.urandom(1), fin=False))
+        client.send(build_frame(PING, b"before"))
+        client.expect_frame(PONG, b"before")
+        before = rss_kib(gateway.pid)
+        client.send(build_frame(CONTINUATION, b"f", fin=False) * fragments)
+        client.send(build_frame(PING, b"after"))  # control frames may come between fragments
+        client.expect_frame(PONG, b"after")  # answered once every fragment before it is read
+        growth = rss_kib(gateway.pid) - before
+        assert growth < 2048, f"the gateway grew by {growth} KiB for {fragments} one-byte fragments"
+        client.close_cleanly()

@@ -1,0 +1,92 @@
+"""DNS rebinding: a gateway reached on a loopback address answers WebSockets for loopback names only.
+
+The attacker's page on ``rebind.attacker.example`` re-points its name at 127.0.0.1: the browser
+then sends ``Host`` and ``Origin`` of that name, which agree, so the Origin check alone lets it
+in. The clients here do what such a browser does: they connect to 127.0.0.1 and send the
+attacker's name as ``Host`` and ``Origin``, under each server the gateway runs in.
+"""
+import socket
+
+import pytest
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import connect
+
+from support import STOCK_WORKER, free_port, gateway_served_by, gateway_test_app, gunicorn
+
+REBOUND = "rebind.attacker.example"
+
+
+def connect_as(host: str, port: int, path: str = "/echo", **kwargs):
+    """A WebSocket client on 127.0.0.1:``port`` whose ``Host`` and ``Origin`` name ``host``."""
+    authority = f"{host}:{port}"
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    return connect(f"ws://{authority}{path}", sock=sock, origin=f"http://{authority}", **kwargs)
+
+
+def round_trip(host: str, port: int) -> None:
+    with connect_as(host, port) as ws:
+        ws.send("hello")
+        assert ws.recv() == "hello"
+
+
+@pytest.mark.parametrize("server", ["cli", pytest.param("gunicorn", marks=pytest.mark.gunicorn)])
+def test_rebound_name_gets_403_loopback_names_pass(docroot, unix_servers, server):
+    echo = unix_servers(f"{docroot}/echo")
+    with gateway_served_by(server, docroot) as gateway:
+        port = gateway.port
+        with pytest.raises(InvalidStatus) as refused:
+            connect_as(REBOUND, port)
+        assert refused.value.response.status_code == 403
+        assert f"Host {REBOUND}:{port} is not one of this gateway's names" in gateway.log()
+        assert echo.accepted == 0
+        for host in ("localhost", "127.0.0.1", "[::1]", "LocalHost"):
+            round_trip(host, port)
+    assert echo.accepted == 4
+
+
+@pytest.mark.gunicorn
+def test_stock_worker_closes_a_rebound_name_with_1008(docroot, unix_servers):
+    echo = unix_servers(f"{docroot}/echo")
+    port = free_port()
+    with gunicorn(STOCK_WORKER, port, {"OUISTITI_GW_DOCROOT": docroot}):
+        with connect_as(REBOUND, port) as ws:  # the 101 comes before the gateway runs
+            with pytest.raises(ConnectionClosed) as closed:
+                ws.recv(timeout=10)
+        assert closed.value.rcvd.code == 1008 and "allowed_hosts" in closed.value.rcvd.reason
+        round_trip("localhost", port)
+    assert echo.accepted == 1
+
+
+def test_allowed_hosts_names_the_hosts_whatever_the_address(docroot, unix_servers):
+    unix_servers(f"{docroot}/echo")
+    with gateway_test_app(docroot, "--set", "allowed_hosts=gw.example.com, *.example.org") as gateway:
+        round_trip("gw.example.com", gateway.port)
+        round_trip("a.b.example.org", gateway.port)
+        for host in (REBOUND, "localhost", "example.org"):
+            with pytest.raises(InvalidStatus) as refused:
+                connect_as(host, gateway.port)
+            assert refused.value.response.status_code == 403
+    with gateway_test_app(docroot, "--set", "allowed_hosts=*") as gateway:
+        round_trip(REBOUND, gateway.port)
+
+
+def plain_get(port: int, path: str, host: str) -> bytes:
+    """The whole answer to ``GET path`` sent to 127.0.0.1:``port`` with ``Host: host``."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        return sock.makefile("rb").read()
+
+
+@pytest.mark.parametrize("stock", [False, True])
+def test_the_metrics_page_answers_loopback_names_only(docroot, stock):
+    """A rebound page would read the socket names: the gateway's own page is judged like its WebSockets."""
+    with gateway_test_app(docroot, "--set", "metrics_path=/metrics", *(["--stock"] if stock else [])) as gateway:
+        assert plain_get(gateway.port, "/metrics", f"localhost:{gateway.port}").startswith(b"HTTP/1.1 200")
+        assert plain_get(gateway.port, "/metrics", f"{REBOUND}:{gateway.port}").startswith(b"HTTP/1.1 403")
+        assert f"refused metrics scrape from 127.0.0.1: Host {REBOUND}:{gateway.port} is not one" in gateway.log()
+
+
+def test_the_wrapped_apps_plain_http_is_not_judged(gateway):
+    """Only WebSocket requests are the gateway's business; the app decides about its own pages."""
+    answer = plain_get(gateway.port, "/page", REBOUND)
+    assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"app: /page")

@@ -1,0 +1,74 @@
+"""The benchmark still runs end to end: its quickest setting exits 0 and writes the JSON it promises.
+
+No timing is asserted, ever: figures depend on the machine. This only guards the harness (echo
+server, client processes, contenders' command lines, report) against rotting.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from support import ROOT
+
+# The benchmark runs every contender, gunicorn among them.
+pytestmark = pytest.mark.gunicorn
+
+RUN = str(ROOT / "benchmarks" / "run.py")
+CONTENDERS = ["ouistiti-gw", "gunicorn", "gw-2workers", "direct", "websockify", "raw", "raw-tcp"]
+TRAFFIC_KEYS = ["msgs_16B_c1", "msgs_16B_c16", "msgs_1KiB_c1", "msgs_1KiB_c16", "mbps_64KiB_c1",
+                "mbps_64KiB_c16", "mbps_16MiB_c1", "mbps_16MiB_c16", "lat_100B_p50_us", "lat_100B_p99_us"]
+IDLE = 20
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory) -> dict:
+    output = tmp_path_factory.mktemp("bench") / "bench.json"
+    completed = subprocess.run(
+        [sys.executable, RUN, "--quick", "--duration", "0.05", "--idle", str(IDLE), "--only", ",".join(CONTENDERS),
+         "--metrics", "msgs_16B_*,msgs_1KiB_c1,mbps_64KiB_c1,lat_*", "--json", str(output)],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "BENCH_STALL_SECONDS": "5"})
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "Ratio to websockify" in completed.stdout and "Machine CPU per message" in completed.stdout
+    return json.loads(output.read_text())
+
+
+def test_every_contender_has_every_figure_key(report):
+    assert set(report["results"]) == set(CONTENDERS)
+    for contender in CONTENDERS:
+        for key in TRAFFIC_KEYS + ["rss_idle_0", f"rss_idle_{IDLE}"]:
+            assert key in report["results"][contender], (contender, key)
+
+
+def test_selected_figures_are_measured_and_the_rest_say_why(report):
+    for contender in CONTENDERS:
+        figures = report["results"][contender]
+        for key in ("msgs_16B_c1", "msgs_16B_c16", "msgs_1KiB_c1", "mbps_64KiB_c1", "lat_100B_p50_us"):
+            assert figures[key]["value"] > 0, (contender, key, figures[key])
+        # what a message cost the whole machine, and how much of it stayed idle
+        assert figures["msgs_16B_c16"]["cpu_us_per_message"] > 0
+        assert 0 <= figures["msgs_16B_c16"]["idle_share"] <= 1
+        assert figures["mbps_16MiB_c1"]["value"] is None
+        assert "skipped" in figures["mbps_16MiB_c1"]
+
+
+def test_idle_memory_is_read_from_the_servers(report):
+    for contender in ("ouistiti-gw", "gunicorn", "gw-2workers", "websockify"):
+        figure = report["results"][contender][f"rss_idle_{IDLE}"]
+        assert figure["value"] > 0 and figure["pss_mib"] > 0
+    assert report["results"]["gunicorn"][f"rss_idle_{IDLE}"]["processes"] >= 2  # master and worker
+    assert report["results"]["gw-2workers"][f"rss_idle_{IDLE}"]["processes"] >= 3  # master and 2 workers
+    for reference in ("raw", "raw-tcp"):  # no gateway process to measure
+        assert report["results"][reference][f"rss_idle_{IDLE}"]["value"] is None
+
+
+def test_ratios_and_targets_are_reported(report):
+    ratio = report["ratios"]["ouistiti-gw"]["msgs_16B_c1"]
+    assert set(ratio) == {"vs_websockify", "vs_raw", "vs_raw-tcp"} and ratio["vs_websockify"] > 0
+    assert report["ratios"]["websockify"]["msgs_16B_c1"]["vs_websockify"] == pytest.approx(1.0)
+    assert {"contender", "goal", "value", "bound", "met"} <= set(report["targets"][0])
+    assert {goal["contender"] for goal in report["targets"]} == {"ouistiti-gw", "gw-2workers", "direct"}
+    assert report["meta"]["rounds"] == 1 and report["meta"]["quick"] is True
