@@ -6,7 +6,8 @@ Throughput figures swing with whatever else the machine runs; the CPU time the g
 itself spends per message (``utime + stime`` from ``/proc``) does much less. Each round starts
 the gateway from ``OLD_TREE`` (a checkout whose ``ouistiti_gw`` is put first on ``PYTHONPATH``)
 and from this tree, alternately, in front of ``echo_server.py``, and sends ``N`` masked text
-messages of 16 B and of 1 KiB over one connection, 32 in flight, reading every echo.
+messages of 16 B and of 1 KiB over one connection, ``--window`` in flight (32 by default; 1 is
+a ping-pong), reading every echo.
 """
 from __future__ import annotations
 
@@ -22,7 +23,6 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 NEW_TREE = os.path.dirname(HERE)
-WINDOW = 32
 
 
 def free_port() -> int:
@@ -57,16 +57,16 @@ def connect(port: int) -> socket.socket:
     return sock
 
 
-def ping_pong(sock: socket.socket, size: int, count: int) -> None:
+def ping_pong(sock: socket.socket, size: int, count: int, window: int) -> None:
     """``count`` messages of ``size`` bytes (masked, all-zero key: the payload goes as is), and
     their echo read back: as many payload bytes, in however many messages the gateway made of
     the echo server's reads."""
     frame = bytes([0x81, 0x80 | (size if size < 126 else 126)]) + (size.to_bytes(2, "big") if size >= 126 else b"")
     frame += bytes(4) + b"x" * size
     pending = b""
-    for _ in range(count // WINDOW):
-        sock.sendall(frame * WINDOW)
-        left = size * WINDOW
+    for _ in range(count // window):
+        sock.sendall(frame * window)
+        left = size * window
         while left:
             pending += sock.recv(1 << 20)
             while len(pending) >= 4:
@@ -79,16 +79,16 @@ def ping_pong(sock: socket.socket, size: int, count: int) -> None:
                 pending = pending[start + length:]
 
 
-def one_round(tree: str, docroot: str, size: int, count: int) -> float:
+def one_round(tree: str, docroot: str, size: int, count: int, window: int) -> float:
     port = free_port()
     env = dict(os.environ, PYTHONPATH=tree)
     command = [sys.executable, "-m", "ouistiti_gw", "serve", "--docroot", docroot, "--port", str(port)]
     gateway = subprocess.Popen(command, cwd=tree, env=env, stderr=subprocess.DEVNULL)
     try:
         with connect(port) as sock:
-            ping_pong(sock, size, WINDOW * 10)  # warm-up
+            ping_pong(sock, size, window * 10, window)  # warm-up
             before = cpu_seconds(gateway.pid)
-            ping_pong(sock, size, count)
+            ping_pong(sock, size, count, window)
             return (cpu_seconds(gateway.pid) - before) / count * 1e6
     finally:
         gateway.terminate()
@@ -100,6 +100,7 @@ def main() -> None:
     parser.add_argument("old_tree")
     parser.add_argument("--messages", type=int, default=50_000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--window", type=int, default=32, help="messages in flight")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="gwcpu") as docroot:
         echo = subprocess.Popen([sys.executable, os.path.join(HERE, "echo_server.py"), os.path.join(docroot, "echo")],
@@ -110,7 +111,7 @@ def main() -> None:
                 figures: dict[str, list[float]] = {"old": [], "new": []}
                 for _ in range(args.rounds):
                     for name, tree in (("old", args.old_tree), ("new", NEW_TREE)):
-                        figures[name].append(one_round(tree, docroot, size, args.messages))
+                        figures[name].append(one_round(tree, docroot, size, args.messages, args.window))
                 for name, values in figures.items():
                     print(f"{size:>5} B  {name}: median {statistics.median(values):6.1f} us/message "
                           f"(rounds: {', '.join(f'{v:.1f}' for v in values)})")

@@ -139,7 +139,7 @@ def test_text_in_one_byte_fragments_fails_fast(connect: Connect, data: bytes, va
 
     Failed at first for the surrogates (6.20, 6.21, 6.3): Python's decoder keeps ``ED A0`` pending
     instead of refusing it, so the connection waited for a byte that never came (fixed with
-    ``frames.Utf8Validator``, used by ``WebSocket._read_payload``).
+    ``frames.Utf8Validator``, used by ``protocol.Protocol``).
     """
     error = utf8_error_index(data)
     if error is None:
@@ -187,7 +187,7 @@ def test_invalid_text_fails_fast(connect: Connect, payload: bytes, make_steps, c
 
     Failed at first: a frame's payload was read in 4-byte-aligned chunks so the mask needed no
     rotation, and a chunk of 11 or 13 bytes waited for the bytes that completed its alignment;
-    the rest never came, so 6.4.3 and 6.4.4 hung (fixed: ``WebSocket._read_payload`` unmasks
+    the rest never came, so 6.4.3 and 6.4.4 hung (fixed: ``protocol.Protocol`` unmasks
     whatever has arrived, ``frames.apply_mask`` takes the offset in the payload). Python's
     incremental decoder also keeps ``ED A0`` (the start of a surrogate) pending instead of
     failing, so the surrogate variants hung too (fixed in ``frames.Utf8Validator``).
