@@ -79,7 +79,8 @@ def ping_pong(sock: socket.socket, size: int, count: int, window: int) -> None:
                 pending = pending[start + length:]
 
 
-def one_round(tree: str, docroot: str, size: int, count: int, window: int) -> float:
+def one_round(tree: str, docroot: str, size: int, count: int, window: int) -> tuple[float, float]:
+    """The gateway's CPU and the wall-clock time per message, in µs."""
     port = free_port()
     env = dict(os.environ, PYTHONPATH=tree)
     command = [sys.executable, "-m", "ouistiti_gw", "serve", "--docroot", docroot, "--port", str(port)]
@@ -87,9 +88,10 @@ def one_round(tree: str, docroot: str, size: int, count: int, window: int) -> fl
     try:
         with connect(port) as sock:
             ping_pong(sock, size, window * 10, window)  # warm-up
-            before = cpu_seconds(gateway.pid)
+            before, start = cpu_seconds(gateway.pid), time.perf_counter()
             ping_pong(sock, size, count, window)
-            return (cpu_seconds(gateway.pid) - before) / count * 1e6
+            wall = time.perf_counter() - start
+            return (cpu_seconds(gateway.pid) - before) / count * 1e6, wall / count * 1e6
     finally:
         gateway.terminate()
         gateway.wait()
@@ -108,13 +110,15 @@ def main() -> None:
         try:
             echo.stdout.readline()
             for size in (16, 1024):
-                figures: dict[str, list[float]] = {"old": [], "new": []}
+                figures: dict[str, list[tuple[float, float]]] = {"old": [], "new": []}
                 for _ in range(args.rounds):
                     for name, tree in (("old", args.old_tree), ("new", NEW_TREE)):
                         figures[name].append(one_round(tree, docroot, size, args.messages, args.window))
                 for name, values in figures.items():
-                    print(f"{size:>5} B  {name}: median {statistics.median(values):6.1f} us/message "
-                          f"(rounds: {', '.join(f'{v:.1f}' for v in values)})")
+                    cpu, wall = [value[0] for value in values], [value[1] for value in values]
+                    print(f"{size:>5} B  {name}: CPU median {statistics.median(cpu):6.1f} us/message "
+                          f"(rounds: {', '.join(f'{v:.1f}' for v in cpu)}); wall median "
+                          f"{statistics.median(wall):6.1f} (rounds: {', '.join(f'{v:.1f}' for v in wall)})")
         finally:
             echo.terminate()
             echo.wait()
