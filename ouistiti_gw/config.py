@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 from .errors import GatewayError
 from .names import parse_patterns
-from .websocket import DEFAULT_MAX_FRAME_RATE, DEFAULT_MAX_MESSAGE_SIZE
+from .protocol import DEFAULT_MAX_FRAME_RATE, DEFAULT_MAX_MESSAGE_SIZE
 
 try:  # gunicorn is optional; under it, a wrong setting is an app that failed to load
     from gunicorn.errors import AppImportError as _AppLoadError

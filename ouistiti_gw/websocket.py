@@ -31,7 +31,7 @@ from .protocol import (
 )
 from .sockio import Receiver, send_all, yield_to_loop
 
-__all__ = ["DEFAULT_MAX_FRAME_RATE", "DEFAULT_MAX_MESSAGE_SIZE", "Message", "WebSocket", "WebSocketClosed"]
+__all__ = ["Message", "WebSocket", "WebSocketClosed"]
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ LAYERS = {
     # the session: sockets and the WebSocket, not WSGI
     "bridge": SESSION, "session": SESSION,
     # what a request's environ says, below the middleware that decides on it; the options'
-    # schema (its defaults come from the WebSocket shell)
+    # schema (its ConfigurationError is also gunicorn's AppImportError, when gunicorn is there)
     "identity": REQUEST, "stock": REQUEST, "config": REQUEST,
     "middleware": MIDDLEWARE,
     # server glue: only wires
@@ -124,3 +124,22 @@ def test_the_import_reader_sees_every_form_of_import(tmp_path):
     assert imports("names", tmp_path) == [
         ("own", "handler", ()), ("own", "stock", ("adapt",)), ("own", "cli", ()),
         ("other", "gevent", ()), ("other", "socket", ("AF_INET",))]
+
+
+def architecture_listing(directory: str) -> set[str]:
+    """The modules the README's Architecture section lists under ``directory/``."""
+    readme = (PACKAGE.parent / "README.md").read_text(encoding="utf-8")
+    block = readme.split("## Architecture", 1)[1].split("```", 2)[1]
+    listed, inside = set(), False
+    for line in block.splitlines():
+        if not line.startswith(" "):
+            inside = line.startswith(f"{directory}/")
+        elif inside and line.strip().split()[0].endswith(".py"):
+            listed.add(line.strip().split()[0][:-3])
+    return listed
+
+
+@pytest.mark.parametrize("directory", ["ouistiti_gw", "contrib"])
+def test_the_readme_architecture_lists_every_module(directory):
+    tree = {path.stem for path in (PACKAGE.parent / directory).glob("*.py")} - {"__init__", "__main__"}
+    assert architecture_listing(directory) == tree
