@@ -52,8 +52,19 @@ import gevent.event
 import gevent.socket
 
 from .chatname import NameRefused, as_compared, check_name, numbered
-from .server import (Connection, Handler, StartupError, adopted, build_parser, enlarge_send_buffer, peer_address,
-                     program_name, recv_packet, run, setup_logging)
+from .server import (
+    Connection,
+    Handler,
+    StartupError,
+    adopted,
+    build_parser,
+    enlarge_send_buffer,
+    peer_address,
+    program_name,
+    recv_packet,
+    run,
+    setup_logging,
+)
 
 if TYPE_CHECKING:
     from .federation import Federation

@@ -43,8 +43,20 @@ from typing import Any, Optional, Sequence
 import gevent.socket
 
 from .rpc import INTERNAL_ERROR, Dispatcher, Library, LibraryError, RPCError, error_response, load_library
-from .server import (Connection, Handler, StartupError, adopted, build_parser, enlarge_send_buffer, max_packet_size,
-                     peer_address, program_name, recv_packet, run, setup_logging)
+from .server import (
+    Connection,
+    Handler,
+    StartupError,
+    adopted,
+    build_parser,
+    enlarge_send_buffer,
+    max_packet_size,
+    peer_address,
+    program_name,
+    recv_packet,
+    run,
+    setup_logging,
+)
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from socket import AF_INET, AF_INET6
 #: ``(host, port)``, host as Python's ``getpeername()`` gives it (no brackets, no scope).
 Address = tuple[str, int]
 
-_PACKED_SIZES = {AF_INET: 4, AF_INET6: 16}
+_PACKED_SIZES: dict[int, int] = {AF_INET: 4, AF_INET6: 16}
 
 
 def pack_ip(host: str) -> tuple[int, bytes]:

@@ -33,9 +33,9 @@ from gevent import socket
 from .frames import CloseCode
 from .greenlets import LightGreenlet
 from .policy import TokenBucket
-from .utf8 import Utf8Splitter, is_utf8
 from .sockio import Receiver, send_all, yield_to_loop
 from .unix import largest_packet, recv_packet
+from .utf8 import Utf8Splitter, is_utf8
 from .websocket import WebSocket, WebSocketClosed
 
 log = logging.getLogger(__name__)
@@ -136,9 +136,8 @@ class Session:
         log.info("session open name=%s client=%s type=%s", self.name, self.client,
                  "seqpacket" if self.seqpacket else "stream")
         self._owner = gevent.getcurrent()
-        self._timers: list = []
+        self._timers: list | None = self._keepalive_timers()
         to_client = LightGreenlet.spawn(self._server_to_client)
-        self._start_keepalive()
         self.live.add(self)
         try:
             self._client_to_server()
@@ -170,9 +169,10 @@ class Session:
         timer.start(self._owner.throw, _Interrupted())
         self._timers.append(timer)
 
-    def _start_keepalive(self) -> None:
-        """Ping a quiet client every ``ping_interval``; end the session once nothing at all (not
-        even a pong) came for ``idle_timeout``: the client is gone without a word (half-open).
+    def _keepalive_timers(self) -> list:
+        """The timer that pings a quiet client every ``ping_interval`` and ends the session once
+        nothing at all (not even a pong) came for ``idle_timeout``: the client is gone without a
+        word (half-open). No timer when both are off.
 
         A timer of the event loop, not a greenlet: an idle session should cost little memory.
         """
@@ -180,7 +180,8 @@ class Session:
         if ticks:
             timer = gevent.get_hub().loop.timer(min(ticks), min(ticks))
             timer.start(self._keepalive_tick)
-            self._timers.append(timer)
+            return [timer]
+        return []
 
     def _keepalive_tick(self) -> None:
         # Runs in the event loop itself: nothing here may block.
@@ -211,6 +212,7 @@ class Session:
         held = bytearray()
 
         def forward(piece: bytes, is_text: bool, final: bool) -> None:
+            data: bytes | bytearray
             if final and not held:
                 data = piece  # a message in one piece (nearly all of them) is never copied
             else:

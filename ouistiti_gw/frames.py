@@ -19,7 +19,7 @@ from .errors import GatewayError
 try:  # websockets' C helper (SIMD XOR): ~20 GB/s where the big-integer XOR below does ~130 MB/s
     from websockets.speedups import apply_mask as _c_apply_mask
 except ImportError:  # pragma: no cover - a platform without websockets' compiled speedups
-    _c_apply_mask = None
+    _c_apply_mask = None  # type: ignore[assignment]  # (then the pure-Python XOR below)
 
 
 class Opcode(IntEnum):

@@ -22,9 +22,9 @@ import gevent
 from gevent.pywsgi import OldMessage
 from geventwebsocket.handler import WebSocketHandler
 
-from .errors import GatewayError
-from .connection import HandlerConnection, has_pending_input, no_body_to_drain
 from .config import ServerConfig
+from .connection import HandlerConnection, has_pending_input, no_body_to_drain
+from .errors import GatewayError
 from .logsafe import loggable, wsgi_text
 from .upgrade import SOCKET_KEY, UPGRADE_KEY, accept_key, handshake_error, is_websocket_request
 
@@ -79,7 +79,7 @@ def read_header_section(rfile: BinaryIO, budget: int) -> bytes:
     fields: :class:`RequestRefused` with 431, as soon as the excess is seen, so the gateway never
     reads (nor holds) more than the budget. A malformed line: 400.
     """
-    lines = []
+    lines: list[bytes] = []
     left = budget
     while True:
         limit = min(MAX_HEADER_LINE, left)
@@ -91,9 +91,9 @@ def read_header_section(rfile: BinaryIO, budget: int) -> bytes:
         if line in (b"\r\n", b"\n", b""):
             return b"".join(lines)
         left -= len(line)
-        why = _field_line_error(line)
-        if why is not None:
-            raise RequestRefused("400 Bad Request", why)
+        malformed = _field_line_error(line)
+        if malformed is not None:
+            raise RequestRefused("400 Bad Request", malformed)
         lines.append(line)
         if len(lines) > MAX_HEADER_FIELDS:
             raise RequestRefused("431 Request Header Fields Too Large", f"more than {MAX_HEADER_FIELDS} header fields")

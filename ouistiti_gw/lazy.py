@@ -35,22 +35,22 @@ class BuiltOnce:
     def __init__(self, build: Callable[[], "WSGIApplication"]) -> None:
         self._build = build
         self._lock = Semaphore()
-        self._app: "WSGIApplication | None" = None
-        self._error: ValueError | None = None
+        #: The app once built, or why it could not be (None: not tried yet).
+        self._outcome: "WSGIApplication | ValueError | None" = None
         self._error_logged = False
 
     def get(self) -> "WSGIApplication":
         """The app, built now if it is not yet; ``ValueError`` if it cannot be."""
         with self._lock:
-            if self._app is None and self._error is None:
+            if self._outcome is None:
                 follow_gunicorn_error_log()  # the stock worker's only chance to route our lines
                 try:
-                    self._app = self._build()
+                    self._outcome = self._build()
                 except ValueError as error:
-                    self._error = error
-            if self._error is not None:
-                raise self._error.with_traceback(None)  # not one more traceback per request
-            return self._app
+                    self._outcome = error
+            if isinstance(self._outcome, ValueError):
+                raise self._outcome.with_traceback(None)  # not one more traceback per request
+            return self._outcome
 
     def __call__(self, environ: "WSGIEnvironment", start_response: "StartResponse") -> Iterable[bytes]:
         try:

@@ -16,8 +16,15 @@ from __future__ import annotations
 
 import os
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client import multiprocess
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 
 #: Why a handshake was refused: the ``reason`` label of ``ouistiti_gw_refusals_total``.
 REFUSAL_REASONS = ("denied", "missing", "refused", "origin", "host", "limit", "too_large")

@@ -24,10 +24,11 @@ import dataclasses
 import logging
 import os
 import time
+from functools import partial
 from typing import TYPE_CHECKING, Any, Iterable
 
-from .bridge import Session
 from .addresses import format_address
+from .bridge import Session
 from .config import ConfigurationError, GatewayConfig
 from .frames import CloseCode
 from .handover import hand_over
@@ -102,7 +103,7 @@ class WebSocketGateway:
     def __call__(self, environ: "WSGIEnvironment", start_response: "StartResponse") -> Iterable[bytes]:
         if not is_websocket_request(environ):
             if self.metrics is not None and environ.get("PATH_INFO") == self.metrics_path:
-                return self._serve_metrics(environ, start_response)
+                return self._serve_metrics(self.metrics, environ, start_response)
             return self.app(environ, start_response)
         upgrade = adapt(environ)
         if upgrade is None:
@@ -169,18 +170,19 @@ class WebSocketGateway:
             self.metrics.session_opened()
         Session(websocket, backend, target.name, client, max_message_rate=self.max_message_rate,
                 ping_interval=self.ping_interval, idle_timeout=self.idle_timeout,
-                on_end=self._count_session if self.metrics is not None else None).run()
+                on_end=partial(self._count_session, self.metrics) if self.metrics is not None else None).run()
         return []
 
-    def _count_session(self, session: Session) -> None:
+    @staticmethod
+    def _count_session(metrics, session: Session) -> None:
         ws = session.websocket
-        self.metrics.session_ended(session.name, session.close_code, ws.bytes_received, ws.bytes_sent,
+        metrics.session_ended(session.name, session.close_code, ws.bytes_received, ws.bytes_sent,
                                    time.monotonic() - session.started)
 
     def _host_permitted(self, environ: "WSGIEnvironment") -> bool:
         return self.hosts.permits(environ.get("HTTP_HOST"), arrival_address(environ))
 
-    def _serve_metrics(self, environ: "WSGIEnvironment", start_response: "StartResponse") -> Iterable[bytes]:
+    def _serve_metrics(self, metrics, environ: "WSGIEnvironment", start_response: "StartResponse") -> Iterable[bytes]:
         """The scrape, for ``metrics_allow`` only, and under this gateway's names (DNS rebinding):
         the page lists every socket name in use."""
         client = self.trusted_proxies.client(environ).address[0]
@@ -190,8 +192,8 @@ class WebSocketGateway:
         if not self._host_permitted(environ):
             log.warning("refused metrics scrape from %s: %s", loggable(client), _host_refusal(environ))
             return _plain_response(start_response, 403, _host_refusal(environ))
-        body = self.metrics.exposition()
-        start_response("200 OK", [("Content-Type", self.metrics.content_type), ("Content-Length", str(len(body)))])
+        body = metrics.exposition()
+        start_response("200 OK", [("Content-Type", metrics.content_type), ("Content-Length", str(len(body)))])
         return [body]
 
     def _proxy_header(self, environ: "WSGIEnvironment", target: Target) -> bytes:

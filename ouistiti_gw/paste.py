@@ -64,12 +64,17 @@ def make_app(global_conf: dict | None = None, start_response: "StartResponse | N
             raise TypeError("make_app(global_conf, **settings), make_app() or make_app(environ, start_response)")
         return environment_gateway(global_conf, start_response)
     if global_conf is None and not settings:
-        return build_gateway(not_found_app, GatewayConfig.from_environment())
+        return environment_app()
     return build_gateway(not_found_app, GatewayConfig.load(settings, INI))
 
 
+def environment_app() -> WebSocketGateway:
+    """``make_app()``: the gateway configured by the ``OUISTITI_GW_*`` environment."""
+    return build_gateway(not_found_app, GatewayConfig.from_environment())
+
+
 #: ``make_app()``, built once, by the first request or by ``GatewayWorker`` as the worker boots.
-environment_gateway = BuiltOnce(make_app)
+environment_gateway = BuiltOnce(environment_app)
 
 
 def make_filter(global_conf: dict, **settings: str) -> Callable[["WSGIApplication"], WebSocketGateway]:

@@ -67,7 +67,7 @@ class OriginPolicy:
         if normalized is None:
             return False  # "null" (sandboxed frames, file://) or garbage
         if not self.patterns:
-            return bool(host) and _host_of(normalized) == _normalize_host(host, normalized.split(":")[0])
+            return host is not None and _host_of(normalized) == _normalize_host(host, normalized.split(":")[0])
         return any(fnmatch.fnmatchcase(normalized, pattern) for pattern in self.patterns)
 
 

@@ -33,8 +33,17 @@ from typing import Callable, NamedTuple, Union
 
 from .errors import GatewayError
 from .frames import (
-    CloseCode, FrameHeader, Opcode, ProtocolViolation, Utf8Validator, apply_mask, encode_close_payload,
-    encode_header, header_size, parse_close_payload, parse_header,
+    CloseCode,
+    FrameHeader,
+    Opcode,
+    ProtocolViolation,
+    Utf8Validator,
+    apply_mask,
+    encode_close_payload,
+    encode_header,
+    header_size,
+    parse_close_payload,
+    parse_header,
 )
 from .policy import TokenBucket
 

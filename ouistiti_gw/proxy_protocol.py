@@ -27,12 +27,12 @@ malformed header raises :class:`ProxyProtocolError`.
 from __future__ import annotations
 
 import struct
-from socket import AF_INET, AF_INET6
 from dataclasses import dataclass, field
+from socket import AF_INET, AF_INET6
 from typing import Iterable
 
-from .errors import GatewayError
 from .addresses import Address, as_ipv6, pack_ip, unmap, unpack_ip
+from .errors import GatewayError
 
 SIGNATURE_V1 = b"PROXY "
 SIGNATURE_V2 = b"\r\n\r\n\x00\r\nQUIT\n"
@@ -66,7 +66,7 @@ _V2_VERSION = 0x20
 _CMD_LOCAL, _CMD_PROXY = 0x0, 0x1
 _AF_UNSPEC, _AF_INET, _AF_INET6, _AF_UNIX = 0x0, 0x1, 0x2, 0x3
 _PROTO_STREAM = 0x1
-_V2_FAMILIES = {AF_INET: _AF_INET, AF_INET6: _AF_INET6}
+_V2_FAMILIES: dict[int, int] = {AF_INET: _AF_INET, AF_INET6: _AF_INET6}
 _ADDRESS_BLOCK = {_AF_UNSPEC: 0, _AF_INET: 12, _AF_INET6: 36, _AF_UNIX: 216}
 _TLV_HEADER = struct.Struct("!BH")
 

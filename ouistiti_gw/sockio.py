@@ -40,7 +40,7 @@ def yield_to_loop() -> None:
         hub.wait(timer)
 
 
-def send_all(sock, data: bytes | memoryview) -> None:
+def send_all(sock, data: bytes | bytearray | memoryview) -> None:
     """``sock.sendall(data)`` in one system call when the socket takes it all, as it nearly always does."""
     sent = sock.send(data)
     if sent < len(data):

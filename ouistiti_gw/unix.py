@@ -25,8 +25,15 @@ from gevent import socket
 
 from .errors import GatewayError
 from .proxy_protocol import (
-    MIN_V1_LENGTH, SIGNATURE_V1, V2_FIXED_LENGTH, IncompleteHeader, ProxyHeader, ProxyProtocolError,
-    could_be_header, parse)
+    MIN_V1_LENGTH,
+    SIGNATURE_V1,
+    V2_FIXED_LENGTH,
+    IncompleteHeader,
+    ProxyHeader,
+    ProxyProtocolError,
+    could_be_header,
+    parse,
+)
 
 #: Connecting to a UNIX socket whose backlog is full must not hang the handshake.
 CONNECT_TIMEOUT_SECONDS = 5.0

@@ -26,7 +26,13 @@ from gevent.lock import Semaphore
 
 from .frames import CloseCode, Opcode, ProtocolViolation
 from .protocol import (
-    DEFAULT_MAX_FRAME_RATE, DEFAULT_MAX_MESSAGE_SIZE, TURN_ENDED, CloseReceived, DataPiece, Ping, Protocol,
+    DEFAULT_MAX_FRAME_RATE,
+    DEFAULT_MAX_MESSAGE_SIZE,
+    TURN_ENDED,
+    CloseReceived,
+    DataPiece,
+    Ping,
+    Protocol,
     WebSocketClosed,
 )
 from .sockio import Receiver, send_all, yield_to_loop

@@ -14,6 +14,7 @@ refused WebSocket can only be closed (1008/1011), not answered with 403/404/503.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import gevent
 from geventwebsocket.gunicorn.workers import GeventWebSocketWorker
@@ -44,6 +45,8 @@ class GatewayWorker(GeventWebSocketWorker):
 
     wsgi_handler = GunicornGatewayHandler
     server_class = GunicornGatewayServer
+    #: The app gunicorn loaded (set by ``load_wsgi``).
+    wsgi: Any
 
     def init_process(self) -> None:
         # The gateway logs through ``logging``; where nothing is configured for it, its lines go
