@@ -213,8 +213,10 @@ class Session:
 
         def forward(piece: bytes, is_text: bool, final: bool) -> None:
             data: bytes | bytearray
-            if final and not held:
-                data = piece  # a message in one piece (nearly all of them) is never copied
+            if not held and (final or (not seqpacket and len(piece) >= STREAM_HOLD_SIZE)):
+                # a message in one piece (nearly all of them), or a big piece of a streamed one,
+                # goes out as it came: never copied
+                data = piece
             else:
                 held.extend(piece)
                 if not final and (seqpacket or len(held) < STREAM_HOLD_SIZE):
