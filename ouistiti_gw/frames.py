@@ -32,10 +32,6 @@ class Opcode(IntEnum):
     PING = 0x9
     PONG = 0xA
 
-    @property
-    def is_control(self) -> bool:
-        return self >= 0x8
-
 
 class CloseCode(IntEnum):
     """RFC 6455 section 7.4.1 status codes that the gateway sends or checks."""
