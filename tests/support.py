@@ -13,6 +13,7 @@ import base64
 import http.client
 import json
 import os
+import random
 import resource
 import select
 import shutil
@@ -55,10 +56,66 @@ def remove_tree(path: str) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
+#: Where :func:`free_port` picks: below Linux's ephemeral range (32768-60999), so that no client
+#: socket takes a port between its pick and the server's bind. Test runs side by side (.ci/run
+#: runs two Pythons at once) each get their own range through this variable: a port one run
+#: picked and released is then never picked by the other before its server binds it.
+PORT_RANGE_VARIABLE = "OUISTITI_TEST_PORTS"
+DEFAULT_PORT_RANGE = "20000-32767"
+
+
 def free_port() -> int:
-    with closing(socket.socket()) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A loopback port nobody listens on, picked at random in this run's range."""
+    low, high = (int(bound) for bound in os.environ.get(PORT_RANGE_VARIABLE, DEFAULT_PORT_RANGE).split("-"))
+    for _ in range(100):
+        port = random.randint(low, high)
+        with closing(socket.socket()) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError(f"no free port in {low}-{high} ({PORT_RANGE_VARIABLE})")
+
+
+def listening_inodes(port: int) -> set[int]:
+    """Inodes of the TCP sockets listening on ``port`` (any address), from /proc/net/tcp{,6}."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as rows:
+            next(rows)
+            for row in rows:
+                fields = row.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                    inodes.add(int(fields[9]))
+    return inodes
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and every process below it."""
+    tree, index = [pid], 0
+    while index < len(tree):
+        try:
+            for task in os.listdir(f"/proc/{tree[index]}/task"):
+                with open(f"/proc/{tree[index]}/task/{task}/children") as children:
+                    tree.extend(int(child) for child in children.read().split())
+        except OSError:
+            pass  # it just ended
+        index += 1
+    return tree
+
+
+def listens_on(pid: int, port: int) -> bool:
+    """Whether the process ``pid`` (or one it started) holds the socket listening on ``port``:
+    a server counts as started only when *it* answers there, not whoever else got the port."""
+    wanted = {f"socket:[{inode}]" for inode in listening_inodes(port)}
+    for member in process_tree(pid) if wanted else []:
+        try:
+            if any(os.readlink(f"/proc/{member}/fd/{fd}") in wanted for fd in os.listdir(f"/proc/{member}/fd")):
+                return True
+        except OSError:
+            continue  # it ended, or an fd closed while we looked
+    return False
 
 
 def wait_until(predicate: Callable[[], Any], what: str = "condition", *, timeout: float = TIMEOUT,
@@ -72,14 +129,6 @@ def wait_until(predicate: Callable[[], Any], what: str = "condition", *, timeout
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(interval)
-
-
-def port_accepts(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-        return True
-    except OSError:
-        return False
 
 
 def live_greenlets(port: int) -> int:
@@ -129,7 +178,8 @@ class ServerProcess(LoggedProcess):
         self.port = port
         super().__init__(argv, env, cwd, user)
         try:
-            wait_until(lambda: self.process.poll() is not None or port_accepts(port), what=f"port {port}")
+            wait_until(lambda: self.process.poll() is not None or listens_on(self.pid, port),
+                       what=f"port {port} (pid {self.pid})")
             if self.process.poll() is not None:
                 raise AssertionError(f"server exited: {self.log()}")
         except BaseException:

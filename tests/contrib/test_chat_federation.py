@@ -26,8 +26,8 @@ from support import (
     free_port,
     gateway_cli,
     join,
+    listens_on,
     next_after,
-    port_accepts,
     recv_packet,
     run,
     start_servers,
@@ -56,7 +56,7 @@ class Redis:
             [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--daemonize", "no"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_until(lambda: self.process.poll() is not None or port_accepts(self.port), "redis-server")
+        wait_until(lambda: self.process.poll() is not None or listens_on(self.process.pid, self.port), "redis-server")
         assert self.process.poll() is None, "redis-server exited"
 
     def kill(self) -> None:

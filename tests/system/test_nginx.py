@@ -17,7 +17,7 @@ from support import (
     ROOT,
     free_port,
     gateway_cli,
-    port_accepts,
+    listens_on,
     proxied_echo_handler,
     self_signed_certificate,
     socket_from,
@@ -69,7 +69,7 @@ def nginx(tmp_path):
              "-g", f"daemon off; pid {tmp_path}/nginx.pid; error_log {tmp_path}/error.log;"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         processes.append(process)
-        wait_until(lambda: process.poll() is not None or port_accepts(port), what="nginx")
+        wait_until(lambda: process.poll() is not None or listens_on(process.pid, port), what="nginx")
         assert process.poll() is None, process.stdout.read() + (tmp_path / "error.log").read_text()
         return port, cert
 
