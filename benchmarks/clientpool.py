@@ -62,11 +62,15 @@ def _error_of(line: str) -> str | None:
         return line or None
 
 
-def release(processes: list[subprocess.Popen], timeout: float) -> list[dict]:
-    """Send every client its start line, then collect each one's JSON result."""
+def start(processes: list[subprocess.Popen]) -> None:
+    """Send every client its start line."""
     for process in processes:
         process.stdin.write("go\n")
         process.stdin.flush()
+
+
+def collect(processes: list[subprocess.Popen], timeout: float) -> list[dict]:
+    """Each client's JSON result, once it has finished."""
     results = []
     for process in processes:
         line = process.stdout.readline()
@@ -79,6 +83,12 @@ def release(processes: list[subprocess.Popen], timeout: float) -> list[dict]:
         results.append(result)
         process.wait(timeout=timeout)
     return results
+
+
+def release(processes: list[subprocess.Popen], timeout: float) -> list[dict]:
+    """Start every client, then collect each one's JSON result."""
+    start(processes)
+    return collect(processes, timeout)
 
 
 def run_clients(target: dict, connections: int, processes: int, *, timeout: float, **spec) -> list[dict]:

@@ -12,6 +12,7 @@ import logging
 import statistics
 import time
 from dataclasses import dataclass
+from typing import Iterable
 
 from clientpool import ClientFailed, client_processes, release, run_clients
 from contenders import Contender
@@ -70,10 +71,11 @@ class Settings:
         return any(fnmatch.fnmatchcase(key, pattern) for pattern in self.selected)
 
 
-def _percentile(values: list[float], fraction: float) -> float:
+def percentiles(values: list[float], fractions: Iterable[float]) -> list[float]:
+    """The value at each fraction (0 to 1) of the sorted ``values``, nearest rank."""
     ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
-    return ordered[index]
+    last = len(ordered) - 1
+    return [ordered[min(last, max(0, round(fraction * last)))] for fraction in fractions]
 
 
 @dataclass(frozen=True)
@@ -107,8 +109,8 @@ def throughput_round(target: dict, metric: Metric, settings: Settings) -> Round:
 def latency_round(target: dict, settings: Settings) -> tuple[float, float]:
     (result,) = run_clients(target, 1, 1, timeout=120.0, mode="pingpong", size=LATENCY_SIZE,
                             duration=3600.0, latency=True, max_messages=settings.latency_messages)
-    samples = result["latencies"]
-    return _percentile(samples, 0.50) * 1e6, _percentile(samples, 0.99) * 1e6
+    p50, p99 = percentiles(result["latencies"], (0.50, 0.99))
+    return p50 * 1e6, p99 * 1e6
 
 
 def _figure(rounds: list[float]) -> dict:
@@ -153,7 +155,7 @@ def measure_traffic(contender: Contender, target: dict, settings: Settings) -> d
     return figures
 
 
-def _capacity(contender: Contender, pid: int) -> int:
+def capacity(contender: Contender, pid: int) -> int:
     """Idle connections the server can hold: a single-process gateway needs two descriptors each."""
     if not contender.fds_per_connection:
         return 1 << 30
@@ -177,7 +179,7 @@ def measure_idle(contender: Contender, target: dict, settings: Settings) -> dict
     time.sleep(0.5)
     memory = tree_memory(pid)
     figures["rss_idle_0"] = {"value": memory["rss_mib"], **memory}
-    capacity = _capacity(contender, pid)
+    most = capacity(contender, pid)
     opened, previous = 0, memory
     holders = []
     try:
@@ -186,9 +188,9 @@ def measure_idle(contender: Contender, target: dict, settings: Settings) -> dict
             if reason:
                 figures[metric.key] = {"value": None, "skipped": reason}
                 continue
-            count = min(metric.connections, capacity)
+            count = min(metric.connections, most)
             if count <= opened:
-                figures[metric.key] = {"value": None, "skipped": f"descriptor limit allows {capacity} connections"}
+                figures[metric.key] = {"value": None, "skipped": f"descriptor limit allows {most} connections"}
                 continue
             holder = client_processes(target, count - opened, 1, mode="idle", size=16, duration=0)
             try:

@@ -86,3 +86,27 @@ def tree_memory(pid: int) -> dict[str, float]:
     rss = sum(_read_kib(f"/proc/{p}/status", "VmRSS:") for p in pids)
     pss = sum(_read_kib(f"/proc/{p}/smaps_rollup", "Pss:") for p in pids)
     return {"rss_mib": rss / 1024, "pss_mib": pss / 1024, "processes": len(pids)}
+
+
+def tree_cpu_seconds(pid: int) -> dict[int, float]:
+    """CPU time (``utime + stime`` of ``/proc/PID/stat``) of every process in the tree of ``pid``, by pid.
+
+    Two readings give what the tree spent between them: a process that was not there at the first
+    one spent all its time in between; one that exited takes its time with it (a forked child
+    reaped meanwhile), which a process per connection that lives as long as its session avoids.
+    """
+    ticks = os.sysconf("SC_CLK_TCK")
+    seconds = {}
+    for current in process_tree(pid):
+        try:
+            with open(f"/proc/{current}/stat", "rb") as stat:
+                fields = stat.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        seconds[current] = (int(fields[11]) + int(fields[12])) / ticks
+    return seconds
+
+
+def cpu_spent(before: dict[int, float], after: dict[int, float]) -> float:
+    """Seconds of CPU the tree spent between two :func:`tree_cpu_seconds` readings."""
+    return sum(value - before.get(pid, 0.0) for pid, value in after.items())

@@ -114,3 +114,33 @@ def render(results: dict, metrics: list[Metric], ratio_table: dict, goals: list[
                   {True: "met", False: "NOT met", None: "not measured"}[goal["met"]]] for goal in goals]
     parts += ["", "Targets", _grid(["contender", "goal", "value", "bound", "status"], goal_rows)]
     return "\n".join(parts)
+
+
+#: The crowd table's rows: a title (after the size) and how a measured figure reads in a cell.
+CROWD_ROWS = [
+    ("RTT p50 (ms)", lambda figure: _format(figure["p50_ms"])),
+    ("RTT p99 (ms)", lambda figure: _format(figure["p99_ms"])),
+    ("RTT p99.9 (ms)", lambda figure: _format(figure["p999_ms"])),
+    ("lost / late of sent", lambda figure: f"{figure['lost']:,} / {figure['late']:,} of {figure['sent']:,}"),
+    ("server CPU (cores)", lambda figure: _format(figure["server_cpu_cores"])),
+    ("server RSS (MiB)", lambda figure: _format(figure["server_rss_mib"])),
+    ("clients' CPU (cores; busiest)",
+     lambda figure: f"{figure['clients_cpu_cores']:.2f}; {figure['busiest_client_cpu']:.2f}"),
+]
+
+
+def render_crowd(crowd: dict) -> str:
+    """The crowd's table: a block of rows per size, a column per contender; then why any cell is empty."""
+    results = crowd["results"]
+    contenders = list(results)
+    rows, reasons = [], []
+    for size in crowd["sizes"]:
+        figures = {contender: results[contender][str(size)] for contender in contenders}
+        for title, cell in CROWD_ROWS:
+            rows.append([f"{size:,} sessions: {title}",
+                         *(cell(figure) if figure["value"] is not None else "-" for figure in figures.values())])
+        reasons += [f"- {contender}, {size:,} sessions: {figure.get('skipped') or figure.get('failed')}"
+                    for contender, figure in figures.items() if figure["value"] is None]
+    title = (f"Crowd: each session sends {crowd['message_size']} B about once a second for {crowd['seconds']:g} s "
+             f"(late: no echo within {crowd['late_seconds']:g} s); `-` = not measured")
+    return "\n".join([title, _grid(["metric", *contenders], rows), *reasons])

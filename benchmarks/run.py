@@ -1,6 +1,7 @@
 """Benchmark ouistiti-gw against websockify, ouistiti (C) and the raw UNIX echo: one command.
 
     python benchmarks/run.py [--quick] [--json FILE] [--ouistiti DIR] [--baseline DIR] [--only NAMES]
+    python benchmarks/run.py --crowd 1000,5000,max [--crowd-seconds S] [--charts DIR]
 
 Starts one UNIX echo server in a temporary docroot, then each contender in front of it on a free
 loopback port, drives it with client processes (see wsclient.py) and prints the table; see
@@ -19,10 +20,11 @@ import sys
 import tempfile
 import time
 
-from contenders import ECHO_NAME, all_contenders, stop_tree
+from contenders import ECHO_NAME, Contender, all_contenders, stop_tree
+from crowd import LATE_SECONDS, MESSAGE_SIZE, CrowdSettings, measure_crowd, parse_sizes
 from measure import Settings, measure_idle, measure_traffic
 from procinfo import raise_nofile_limit
-from report import all_metrics, ratios, render, targets
+from report import all_metrics, ratios, render, render_crowd, targets
 
 log = logging.getLogger("benchmarks")
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -44,6 +46,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--metrics", metavar="GLOBS", default="*",
                         help="comma-separated globs of traffic metrics to take, e.g. 'msgs_*,lat_*' (default: all)")
     parser.add_argument("--client-processes", type=int, default=2, help="client processes for 16 connections")
+    parser.add_argument("--crowd", metavar="SIZES",
+                        help="run the crowd scenario instead of ping-pong and idle memory, at these session counts, "
+                             "e.g. 1000,5000,max (max: the most the descriptor limit allows a gateway process)")
+    parser.add_argument("--crowd-seconds", type=float, default=20.0,
+                        help="seconds the crowd sends, after every session has connected (default 20)")
+    parser.add_argument("--crowd-processes", type=int, default=4, help="client processes carrying the crowd")
+    parser.add_argument("--charts", metavar="DIR", help="draw PNG charts of what was measured into DIR (matplotlib)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every figure as it is taken")
     return parser.parse_args(argv)
 
@@ -67,8 +76,7 @@ def start_echo(docroot: str) -> subprocess.Popen:
     return process
 
 
-def run(args: argparse.Namespace) -> dict:
-    settings = settings_from(args)
+def selected_contenders(args: argparse.Namespace) -> list[Contender]:
     contenders = all_contenders(args.ouistiti, args.baseline)
     if args.only:
         wanted = {name.strip() for name in args.only.split(",")}
@@ -76,50 +84,77 @@ def run(args: argparse.Namespace) -> dict:
         if unknown:
             raise SystemExit(f"unknown contender(s): {', '.join(sorted(unknown))}")
         contenders = [contender for contender in contenders if contender.name in wanted]
-    raise_nofile_limit()
-    docroot = tempfile.mkdtemp(prefix="owb-", dir="/tmp")
+    return contenders
+
+
+def measure_pingpong(contenders: list[Contender], docroot: str, settings: Settings) -> dict[str, dict]:
+    """Each contender in turn: its traffic figures, then (restarted) its idle memory."""
     results: dict[str, dict] = {}
+    for contender in contenders:
+        log.info("== %s", contender.name)
+        try:
+            target = contender.start(docroot, docroot)
+            results[contender.name] = measure_traffic(contender, target, settings)
+        finally:
+            contender.stop()
+        try:
+            target = contender.start(docroot, docroot)
+            results[contender.name].update(measure_idle(contender, target, settings))
+        finally:
+            contender.stop()
+    return results
+
+
+def measure_crowds(contenders: list[Contender], docroot: str, settings: CrowdSettings) -> dict[str, dict]:
+    """Size by size, every contender in turn, each freshly started (its memory is the crowd's alone)."""
+    results: dict[str, dict] = {contender.name: {} for contender in contenders}
+    for size in settings.sizes:
+        for contender in contenders:
+            log.info("== %s, crowd of %d", contender.name, size)
+            try:
+                target = contender.start(docroot, docroot)
+                results[contender.name][str(size)] = measure_crowd(contender, target, size, settings)
+            finally:
+                contender.stop()
+    return results
+
+
+def run(args: argparse.Namespace) -> dict:
+    contenders = selected_contenders(args)
+    nofile = raise_nofile_limit()
+    docroot = tempfile.mkdtemp(prefix="owb-", dir="/tmp")
     echo = start_echo(docroot)
     started = time.time()
-    load_at_start = os.getloadavg()
+    meta = {"started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
+            "python": platform.python_version(), "cpus": os.cpu_count(), "nofile": nofile,
+            "load_average_at_start": os.getloadavg(),
+            "contenders": {contender.name: contender.description for contender in contenders}}
+    report: dict = {"meta": meta}
     try:
-        for contender in contenders:
-            log.info("== %s", contender.name)
-            try:
-                target = contender.start(docroot, docroot)
-                results[contender.name] = measure_traffic(contender, target, settings)
-            finally:
-                contender.stop()
-            try:
-                target = contender.start(docroot, docroot)
-                results[contender.name].update(measure_idle(contender, target, settings))
-            finally:
-                contender.stop()
+        if args.crowd:
+            crowd = CrowdSettings(parse_sizes(args.crowd, nofile), args.crowd_seconds, args.crowd_processes)
+            report["crowd"] = {"sizes": crowd.sizes, "seconds": crowd.seconds, "message_size": MESSAGE_SIZE,
+                               "late_seconds": LATE_SECONDS, "client_processes": crowd.client_processes,
+                               "results": measure_crowds(contenders, docroot, crowd)}
+        else:
+            settings = settings_from(args)
+            results = measure_pingpong(contenders, docroot, settings)
+            metrics = all_metrics(settings.idle_counts)
+            meta.update({"quick": args.quick, "rounds": settings.rounds, "duration": settings.duration,
+                         "latency_messages": settings.latency_messages, "idle_counts": settings.idle_counts,
+                         "client_processes": settings.client_processes,
+                         "metrics_selected": list(settings.selected),
+                         "method": "ping-pong per connection; MB/s = payload bytes echoed / s / 1e6"})
+            report.update({
+                "metrics": {m.key: {"title": m.title, "unit": m.unit, "higher_is_better": m.higher_is_better}
+                            for m in metrics},
+                "results": results, "ratios": ratios(results, metrics), "targets": targets(results)})
     finally:
         stop_tree(echo)
         echo.stdout.close()
         shutil.rmtree(docroot, ignore_errors=True)
-    metrics = all_metrics(settings.idle_counts)
-    ratio_table = ratios(results, metrics)
-    return {
-        "meta": {
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
-            "seconds": round(time.time() - started, 1),
-            "quick": args.quick, "rounds": settings.rounds, "duration": settings.duration,
-            "latency_messages": settings.latency_messages, "idle_counts": settings.idle_counts,
-            "client_processes": settings.client_processes, "metrics_selected": list(settings.selected),
-            "python": platform.python_version(),
-            "cpus": os.cpu_count(), "load_average_at_start": load_at_start,
-            "load_average_at_end": os.getloadavg(),
-            "method": "ping-pong per connection; MB/s = payload bytes echoed / s / 1e6",
-            "contenders": {contender.name: contender.description for contender in contenders},
-        },
-        "metrics": {m.key: {"title": m.title, "unit": m.unit, "higher_is_better": m.higher_is_better}
-                    for m in metrics},
-        "results": results,
-        "ratios": ratio_table,
-        "targets": targets(results),
-    }
+    meta.update({"seconds": round(time.time() - started, 1), "load_average_at_end": os.getloadavg()})
+    return report
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -127,11 +162,19 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(message)s")
     report = run(args)
-    metrics = all_metrics(report["meta"]["idle_counts"])
-    print(render(report["results"], metrics, report["ratios"], report["targets"]))
+    if "crowd" in report:
+        print(render_crowd(report["crowd"]))
+    else:
+        metrics = all_metrics(report["meta"]["idle_counts"])
+        print(render(report["results"], metrics, report["ratios"], report["targets"]))
     if args.json:
         with open(args.json, "w") as output:
             json.dump(report, output, indent=2)
+    if args.charts:
+        from charts import draw  # matplotlib only when charts are asked for (the "bench" extra)
+
+        for path in draw(report, args.charts):
+            print(f"chart: {path}")
     return 0
 
 

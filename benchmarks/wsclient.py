@@ -18,13 +18,16 @@ JSON with its counts.
 from __future__ import annotations
 
 import base64
+import heapq
 import json
 import os
+import random
 import selectors
 import socket
 import struct
 import sys
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 from procinfo import raise_nofile_limit
@@ -170,6 +173,8 @@ class Connection:
     writing: bool = False
     done: bool = False
     latencies: list[float] = field(default_factory=list)
+    #: send times of the crowd's messages still waiting for their echo, oldest first
+    outstanding: deque[float] = field(default_factory=deque)
 
 
 def open_connections(target: dict, count: int) -> list[Connection]:
@@ -199,6 +204,46 @@ def open_connections(target: dict, count: int) -> list[Connection]:
     return connections
 
 
+def flush(selector: selectors.BaseSelector, connection: Connection) -> None:
+    """Send what ``connection.out`` holds; what the socket does not take waits for it to be writable."""
+    out = connection.out
+    try:
+        sent = connection.sock.send(out)
+    except BlockingIOError:
+        sent = 0
+    except OSError as error:
+        raise BenchmarkError(f"send failed: {error}") from None
+    if sent < len(out):
+        connection.out = out[sent:]
+        if not connection.writing:
+            connection.writing = True
+            selector.modify(connection.sock, selectors.EVENT_READ | selectors.EVENT_WRITE, connection)
+    else:
+        connection.out = None
+        if connection.writing:
+            connection.writing = False
+            selector.modify(connection.sock, selectors.EVENT_READ, connection)
+
+
+def receive(connection: Connection, buffer: memoryview) -> int:
+    """One read into ``buffer``, its payload bytes added to ``connection.got``; 0 if nothing was there.
+
+    A closed connection, a failed read or a close frame raise :class:`BenchmarkError`.
+    """
+    try:
+        received = connection.sock.recv_into(buffer)
+    except BlockingIOError:
+        return 0
+    except OSError as error:
+        raise BenchmarkError(f"receive failed: {error}") from None
+    if not received:
+        raise BenchmarkError("the server closed the connection")
+    connection.got += connection.counter.feed(buffer[:received])
+    if connection.counter.closed:
+        raise BenchmarkError("the server sent a close frame")
+    return received
+
+
 def ping_pong(connections: list[Connection], frame: bytes, size: int, duration: float,
               *, latency: bool = False, max_messages: int = 0) -> dict:
     """Each connection sends one message, reads its whole echo back, and repeats until ``duration``.
@@ -207,8 +252,7 @@ def ping_pong(connections: list[Connection], frame: bytes, size: int, duration: 
     started before the deadline are finished (and counted), so the time covers them.
     """
     selector = selectors.EpollSelector()
-    buffer = bytearray(RECV_SIZE)
-    view = memoryview(buffer)
+    view = memoryview(bytearray(RECV_SIZE))
     frame_view = memoryview(frame)
     perf = time.perf_counter
     completed = 0
@@ -216,26 +260,7 @@ def ping_pong(connections: list[Connection], frame: bytes, size: int, duration: 
     def start_send(connection: Connection, now: float) -> None:
         connection.sent_at = now
         connection.out = frame_view
-        flush(connection)
-
-    def flush(connection: Connection) -> None:
-        out = connection.out
-        try:
-            sent = connection.sock.send(out)
-        except BlockingIOError:
-            sent = 0
-        except OSError as error:
-            raise BenchmarkError(f"send failed: {error}") from None
-        if sent < len(out):
-            connection.out = out[sent:]
-            if not connection.writing:
-                connection.writing = True
-                selector.modify(connection.sock, selectors.EVENT_READ | selectors.EVENT_WRITE, connection)
-        else:
-            connection.out = None
-            if connection.writing:
-                connection.writing = False
-                selector.modify(connection.sock, selectors.EVENT_READ, connection)
+        flush(selector, connection)
 
     for connection in connections:
         selector.register(connection.sock, selectors.EVENT_READ, connection)
@@ -259,21 +284,13 @@ def ping_pong(connections: list[Connection], frame: bytes, size: int, duration: 
         for key, mask in events:
             connection = key.data
             if mask & selectors.EVENT_WRITE and connection.out is not None:
-                flush(connection)
+                flush(selector, connection)
             if not mask & selectors.EVENT_READ:
                 continue
-            try:
-                received = connection.sock.recv_into(buffer)
-            except BlockingIOError:
-                continue
-            except OSError as error:
-                raise BenchmarkError(f"receive failed: {error}") from None
+            received = receive(connection, view)
             if not received:
-                raise BenchmarkError("the server closed the connection")
-            connection.got += connection.counter.feed(view[:received])
+                continue
             progress = perf()
-            if connection.counter.closed:
-                raise BenchmarkError("the server sent a close frame")
             if connection.got >= size and not connection.done:
                 connection.got -= size
                 now = perf()
@@ -293,6 +310,86 @@ def ping_pong(connections: list[Connection], frame: bytes, size: int, duration: 
     if latency:
         result["latencies"] = [value for connection in connections for value in connection.latencies]
     return result
+
+
+def crowd(connections: list[Connection], frame: bytes, size: int, duration: float,
+          *, interval: float = 1.0, jitter: float = 0.2, late: float = 5.0) -> dict:
+    """Every connection sends one message every ``interval`` (± ``jitter`` of it) for ``duration``.
+
+    Each connection starts at a random point of the first interval, so the sends are spread
+    evenly. An echo answers the oldest message of its connection still waiting (echoes come
+    back in order). After the last send the loop waits up to ``late`` seconds for the echoes
+    still missing: those are lost. A connection the server closes stops sending; what it was
+    waiting for is lost. Returns the round trips in microseconds and the counts, with this
+    process's own CPU time.
+    """
+    selector = selectors.EpollSelector()
+    view = memoryview(bytearray(RECV_SIZE))
+    perf = time.perf_counter
+    rng = random.Random()
+    cpu_at_start = sum(os.times()[:2])
+    start = perf()
+    stop_sending = start + duration
+    due = [(start + rng.uniform(0, interval), index) for index in range(len(connections))]
+    heapq.heapify(due)
+    for connection in connections:
+        selector.register(connection.sock, selectors.EVENT_READ, connection)
+        if connection.leftover:
+            connection.got += connection.counter.feed(memoryview(connection.leftover))
+    latencies: list[int] = []
+    sent = lost = closed = 0
+    waiting = 0  # messages sent and not yet answered, on open connections
+
+    def drop(connection: Connection) -> None:
+        nonlocal lost, closed, waiting
+        closed += 1
+        lost += len(connection.outstanding)
+        waiting -= len(connection.outstanding)
+        connection.outstanding.clear()
+        connection.done = True
+        selector.unregister(connection.sock)
+
+    last_send = start
+    while True:
+        now = perf()
+        while due and due[0][0] <= now:
+            at, index = heapq.heappop(due)
+            connection = connections[index]
+            if connection.done:
+                continue
+            connection.outstanding.append(now)
+            # a frame still partly unsent (a server not reading) gets this one queued behind it
+            connection.out = memoryview(frame if connection.out is None else bytes(connection.out) + frame)
+            sent += 1
+            waiting += 1
+            last_send = now
+            try:
+                flush(selector, connection)
+            except BenchmarkError:
+                drop(connection)
+                continue
+            at += interval * rng.uniform(1 - jitter, 1 + jitter)
+            if at < stop_sending:
+                heapq.heappush(due, (at, index))
+        if not due and (not waiting or now > last_send + late):
+            break
+        for key, mask in selector.select(max(0.0, (due[0][0] if due else last_send + late) - now)):
+            connection = key.data
+            try:
+                if mask & selectors.EVENT_WRITE and connection.out is not None:
+                    flush(selector, connection)
+                if mask & selectors.EVENT_READ and receive(connection, view):
+                    answered = perf()
+                    while connection.got >= size and connection.outstanding:
+                        connection.got -= size
+                        latencies.append(round((answered - connection.outstanding.popleft()) * 1e6))
+                        waiting -= 1
+            except BenchmarkError:
+                drop(connection)
+    selector.close()
+    return {"sent": sent, "answered": len(latencies), "lost": lost + waiting, "closed": closed,
+            "late": sum(1 for value in latencies if value > late * 1e6), "latencies_us": latencies,
+            "cpu_seconds": sum(os.times()[:2]) - cpu_at_start, "seconds": perf() - start}
 
 
 def machine_cpu() -> tuple[float, float]:
@@ -344,8 +441,11 @@ def main(spec: dict) -> int:
         print(json.dumps({"connections": len(connections)}), flush=True)
         return 0
     try:
-        result = ping_pong(connections, frame, spec["size"], spec["duration"],
-                           latency=spec.get("latency", False), max_messages=spec.get("max_messages", 0))
+        if spec["mode"] == "crowd":
+            result = crowd(connections, frame, spec["size"], spec["duration"], late=spec["late"])
+        else:
+            result = ping_pong(connections, frame, spec["size"], spec["duration"],
+                               latency=spec.get("latency", False), max_messages=spec.get("max_messages", 0))
     except BenchmarkError as error:
         result = {"error": str(error)}
     print(json.dumps(result), flush=True)

@@ -1,0 +1,119 @@
+"""PNG charts of a benchmark report: readers compare contenders faster from a picture than from a table.
+
+    python benchmarks/charts.py DIR REPORT.json [REPORT.json ...]
+
+``run.py --charts DIR`` draws the run it just made; this draws saved ``--json`` reports (a
+ping-pong run and a crowd run, say). Needs matplotlib (``pip install -e '.[bench]'``); the Agg
+backend draws without a display.
+
+- ``crowd_latency.png``: for each crowd size, the round-trip distribution of every contender, as
+  a percentile plot: the x axis counts "nines" (90 %, 99 %, 99.9 %...), the latency axis is
+  logarithmic, so the tail is as readable as the median.
+- ``pingpong_msgs.png``: msg/s of every contender by message size and connection count (log
+  scale: the ratio between two bars reads the same at every height).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (the backend is chosen before pyplot is imported)
+
+from measure import THROUGHPUT  # noqa: E402
+
+NINES = 4
+
+
+def _colours(report: dict) -> dict[str, str]:
+    """One colour per contender, the same in every chart of the report."""
+    return {name: f"C{index}" for index, name in enumerate(report["meta"]["contenders"])}
+
+
+def _nines(fraction: float) -> float:
+    return -math.log10(max(1 - fraction, 10 ** -NINES))
+
+
+def crowd_latency(report: dict, path: str) -> str:
+    crowd = report["crowd"]
+    colours = _colours(report)
+    sizes = crowd["sizes"]
+    figure, axes = plt.subplots(1, len(sizes), figsize=(5 * len(sizes), 4.2), sharey=True, squeeze=False)
+    for axis, size in zip(axes[0], sizes):
+        for name, figures in crowd["results"].items():
+            result = figures[str(size)]
+            if result["value"] is None:
+                continue
+            fractions, values = zip(*result["curve_ms"])
+            axis.plot([_nines(fraction) for fraction in fractions], values, color=colours[name],
+                      label=f"{name} ({result['lost']} lost)")
+        axis.set_title(f"{size:,} sessions, 1 msg/s each")
+        axis.set_yscale("log")
+        axis.set_xticks(range(NINES + 1), ["0 %"] + [f"{100 - 10 ** (2 - n):g} %" for n in range(1, NINES + 1)])
+        axis.set_xlabel("percentile")
+        axis.grid(True, which="both", alpha=0.3)
+        axis.legend(fontsize="small")
+    axes[0][0].set_ylabel("round trip (ms)")
+    figure.suptitle(f"Crowd: {crowd['message_size']} B messages, {crowd['seconds']:g} s "
+                    f"({report['meta']['started']}, {report['meta']['cpus']} cores)")
+    return _save(figure, path)
+
+
+def pingpong_msgs(report: dict, path: str) -> str:
+    colours = _colours(report)
+    results = report["results"]
+    metrics = [metric for metric in THROUGHPUT if metric.unit == "msg/s"]
+    sizes = sorted({metric.size for metric in metrics})
+    names = list(results)
+    width = 0.8 / len(names)
+    figure, axes = plt.subplots(1, len(sizes), figsize=(6 * len(sizes), 4.2), sharey=True, squeeze=False)
+    for axis, size in zip(axes[0], sizes):
+        group = [metric for metric in metrics if metric.size == size]
+        for index, name in enumerate(names):
+            values = [results[name][metric.key]["value"] or 0 for metric in group]
+            axis.bar([position + (index - (len(names) - 1) / 2) * width for position in range(len(group))],
+                     values, width, color=colours[name], label=name)
+        axis.set_xticks(range(len(group)), [f"{metric.connections} conn" for metric in group])
+        axis.set_title(f"{size:,} B messages, ping-pong")
+        axis.set_yscale("log")
+        axis.grid(True, axis="y", which="both", alpha=0.3)
+    axes[0][0].set_ylabel("messages / s (missing bar: not measured)")
+    axes[0][-1].legend(fontsize="small", loc="upper left", bbox_to_anchor=(1, 1))
+    figure.suptitle(f"Ping-pong msg/s ({report['meta']['started']}, {report['meta']['cpus']} cores)")
+    return _save(figure, path)
+
+
+def _save(figure, path: str) -> str:
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+def draw(report: dict, directory: str) -> list[str]:
+    """Every chart the report has figures for, as PNG files in ``directory``; their paths."""
+    os.makedirs(directory, exist_ok=True)
+    drawn = []
+    if "crowd" in report:
+        drawn.append(crowd_latency(report, os.path.join(directory, "crowd_latency.png")))
+    if "results" in report:
+        drawn.append(pingpong_msgs(report, os.path.join(directory, "pingpong_msgs.png")))
+    return drawn
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) < 2:
+        sys.exit(__doc__.split("\n\n")[1])
+    for report_path in argv[1:]:
+        with open(report_path) as source:
+            for path in draw(json.load(source), argv[0]):
+                print(f"chart: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
