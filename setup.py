@@ -31,6 +31,8 @@ setup(
         "redis": ["redis>=5"],
         # metrics_path: Prometheus metrics
         "metrics": ["prometheus_client>=0.17"],
+        # benchmarks/run.py: the peer it measures us against, the gunicorn contenders, --charts (PNG)
+        "bench": ["websockify==0.13.*", "matplotlib>=3.7", "gunicorn>=22", "packaging"],
         "test": [
             "pytest>=8",
             "websockets>=13",
@@ -43,6 +45,8 @@ setup(
             "prometheus_client>=0.17",
             # the peer the benchmark measures us against (its smoke test runs in the suite)
             "websockify==0.13.*",
+            # its charts (--charts), drawn in the suite too
+            "matplotlib>=3.7",
             # a PROXY protocol parser no one here wrote, to check our encoder against
             "proxy-protocol>=0.11",
             # the lint step of tox and .ci/run (ruff.toml, mypy.ini)

@@ -78,7 +78,7 @@ def pingpong_msgs(report: dict, path: str) -> str:
             axis.bar([position + (index - (len(names) - 1) / 2) * width for position in range(len(group))],
                      values, width, color=colours[name], label=name)
         axis.set_xticks(range(len(group)), [f"{metric.connections} conn" for metric in group])
-        axis.set_title(f"{size:,} B messages, ping-pong")
+        axis.set_title(f"{group[0].title.split(' msg/s')[0]} messages, ping-pong")
         axis.set_yscale("log")
         axis.grid(True, axis="y", which="both", alpha=0.3)
     axes[0][0].set_ylabel("messages / s (missing bar: not measured)")

@@ -70,7 +70,8 @@ def start(processes: list[subprocess.Popen]) -> None:
 
 
 def collect(processes: list[subprocess.Popen], timeout: float) -> list[dict]:
-    """Each client's JSON result, once it has finished."""
+    """Each client's JSON result; then the clients close their connections (all at once: a server's
+    process tree read before this call still has every session open) and exit."""
     results = []
     for process in processes:
         line = process.stdout.readline()
@@ -81,6 +82,8 @@ def collect(processes: list[subprocess.Popen], timeout: float) -> list[dict]:
         if "error" in result:
             raise ClientFailed(result["error"])
         results.append(result)
+    for process in processes:
+        process.stdin.close()
         process.wait(timeout=timeout)
     return results
 

@@ -12,8 +12,8 @@ drive every contender. So it does the least a client can do:
   while it is still being sent (the raw UNIX echo needs that, or both ends would block).
 
 Run by :mod:`clientpool` as a subprocess: ``python wsclient.py SPEC_JSON``. It connects (and
-handshakes) everything, prints ``ready``, waits for a line on stdin, runs, and prints one line of
-JSON with its counts.
+handshakes) everything, prints ``ready``, waits for a line on stdin, runs, prints one line of
+JSON with its counts, and keeps its connections open until its stdin closes.
 """
 from __future__ import annotations
 
@@ -327,7 +327,7 @@ def crowd(connections: list[Connection], frame: bytes, size: int, duration: floa
     view = memoryview(bytearray(RECV_SIZE))
     perf = time.perf_counter
     rng = random.Random()
-    cpu_at_start = sum(os.times()[:2])
+    cpu_at_start = time.process_time()
     start = perf()
     stop_sending = start + duration
     due = [(start + rng.uniform(0, interval), index) for index in range(len(connections))]
@@ -389,7 +389,7 @@ def crowd(connections: list[Connection], frame: bytes, size: int, duration: floa
     selector.close()
     return {"sent": sent, "answered": len(latencies), "lost": lost + waiting, "closed": closed,
             "late": sum(1 for value in latencies if value > late * 1e6), "latencies_us": latencies,
-            "cpu_seconds": sum(os.times()[:2]) - cpu_at_start, "seconds": perf() - start}
+            "cpu_seconds": time.process_time() - cpu_at_start, "seconds": perf() - start}
 
 
 def machine_cpu() -> tuple[float, float]:
@@ -449,6 +449,7 @@ def main(spec: dict) -> int:
     except BenchmarkError as error:
         result = {"error": str(error)}
     print(json.dumps(result), flush=True)
+    sys.stdin.readline()  # end of input: every client has reported (see clientpool.collect)
     for connection in connections:
         connection.sock.close()
     return 0

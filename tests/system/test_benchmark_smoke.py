@@ -25,11 +25,17 @@ IDLE = 20
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory) -> dict:
-    output = tmp_path_factory.mktemp("bench") / "bench.json"
+def output_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("bench")
+
+
+@pytest.fixture(scope="module")
+def report(output_dir) -> dict:
+    output = output_dir / "bench.json"
     completed = subprocess.run(
         [sys.executable, RUN, "--quick", "--duration", "0.05", "--idle", str(IDLE), "--only", ",".join(CONTENDERS),
-         "--metrics", "msgs_16B_*,msgs_1KiB_c1,mbps_64KiB_c1,lat_*", "--json", str(output)],
+         "--metrics", "msgs_16B_*,msgs_1KiB_c1,mbps_64KiB_c1,lat_*", "--json", str(output),
+         "--charts", str(output_dir)],
         capture_output=True, text=True, timeout=120, env={**os.environ, "BENCH_STALL_SECONDS": "5"})
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert "Ratio to websockify" in completed.stdout and "Machine CPU per message" in completed.stdout
@@ -72,3 +78,7 @@ def test_ratios_and_targets_are_reported(report):
     assert {"contender", "goal", "value", "bound", "met"} <= set(report["targets"][0])
     assert {goal["contender"] for goal in report["targets"]} == {"ouistiti-gw", "gw-2workers", "direct"}
     assert report["meta"]["rounds"] == 1 and report["meta"]["quick"] is True
+
+
+def test_the_msgs_chart_is_a_png(report, output_dir):
+    assert (output_dir / "pingpong_msgs.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
