@@ -122,6 +122,7 @@ CROWD_ROWS = [
     ("RTT p99 (ms)", lambda figure: _format(figure["p99_ms"])),
     ("RTT p99.9 (ms)", lambda figure: _format(figure["p999_ms"])),
     ("lost / late of sent", lambda figure: f"{figure['lost']:,} / {figure['late']:,} of {figure['sent']:,}"),
+    ("sessions the server closed", lambda figure: f"{figure['closed']:,}"),
     ("server CPU (cores)", lambda figure: _format(figure["server_cpu_cores"])),
     ("server RSS (MiB)", lambda figure: _format(figure["server_rss_mib"])),
     ("clients' CPU (cores; busiest)",
