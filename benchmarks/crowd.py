@@ -9,7 +9,8 @@ The load comes from a few client processes (:mod:`clientpool`, :func:`wsclient.c
 holding N / processes connections on one epoll loop; all connect and handshake first (in batches
 of 64), so the handshake storm is not measured. The server's CPU and RSS are read from ``/proc``
 over its process tree between the start signal and the end of the sending window; the clients
-report their own CPU, so a reader can tell they were not the bottleneck.
+report their own CPU, so a reader can tell they were not the bottleneck, and the share of the
+whole machine left idle says whether anything (other programs included) left the server short.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from clientpool import ClientFailed, client_processes, collect, start
 from contenders import Contender
 from measure import DESCRIPTOR_RESERVE, capacity, percentiles
 from procinfo import cpu_spent, tree_cpu_seconds, tree_memory
+from wsclient import machine_cpu
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +64,11 @@ def measure_crowd(contender: Contender, target: dict, sessions: int, settings: C
         with client_processes(target, sessions, settings.client_processes, mode="crowd", size=MESSAGE_SIZE,
                               duration=settings.seconds, late=LATE_SECONDS) as clients:
             connected = time.monotonic()
-            before = tree_cpu_seconds(pid) if pid else {}
+            before, machine_before = tree_cpu_seconds(pid) if pid else {}, machine_cpu()
             start(clients)
             time.sleep(settings.seconds)
             server_cpu = cpu_spent(before, tree_cpu_seconds(pid)) / settings.seconds if pid else None
+            busy, idle = (end - begin for begin, end in zip(machine_before, machine_cpu()))
             memory = tree_memory(pid) if pid else None
             results = collect(clients, timeout=LATE_SECONDS + 60.0)
     except ClientFailed as failure:
@@ -83,6 +86,7 @@ def measure_crowd(contender: Contender, target: dict, sessions: int, settings: C
         "server_cpu_cores": server_cpu, "server_rss_mib": memory and memory["rss_mib"],
         "server_processes": memory and memory["processes"],
         "clients_cpu_cores": sum(client_cpu), "busiest_client_cpu": max(client_cpu),
+        "machine_idle_share": idle / max(busy + idle, 1e-9),
     }
     log.info("%s crowd %d: p50 %s p99 %s p99.9 %s ms, %d lost, %d late, server %s cores", contender.name,
              sessions, p50, p99, p999, figure["lost"], figure["late"], server_cpu)

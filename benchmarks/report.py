@@ -127,6 +127,7 @@ CROWD_ROWS = [
     ("server RSS (MiB)", lambda figure: _format(figure["server_rss_mib"])),
     ("clients' CPU (cores; busiest)",
      lambda figure: f"{figure['clients_cpu_cores']:.2f}; {figure['busiest_client_cpu']:.2f}"),
+    ("machine left idle", lambda figure: f"{figure['machine_idle_share']:.0%}"),
 ]
 
 
