@@ -42,22 +42,28 @@ def crowd_latency(report: dict, path: str) -> str:
     crowd = report["crowd"]
     colours = _colours(report)
     sizes = crowd["sizes"]
-    figure, axes = plt.subplots(1, len(sizes), figsize=(5 * len(sizes), 4.2), sharey=True, squeeze=False)
-    for axis, size in zip(axes[0], sizes):
+    columns = min(2, len(sizes))
+    rows = math.ceil(len(sizes) / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(6 * columns, 4.2 * rows), sharey=True, squeeze=False)
+    for axis in axes.flat[len(sizes):]:
+        axis.set_visible(False)
+    for axis, size in zip(axes.flat, sizes):
         for name, figures in crowd["results"].items():
             result = figures[str(size)]
             if result["value"] is None:
                 continue
             fractions, values = zip(*result["curve_ms"])
+            closed = f", {result['closed']:,} closed" if result["closed"] else ""
             axis.plot([_nines(fraction) for fraction in fractions], values, color=colours[name],
-                      label=f"{name} ({result['lost']} lost)")
+                      label=f"{name} ({result['lost']:,} lost{closed})")
         axis.set_title(f"{size:,} sessions, 1 msg/s each")
         axis.set_yscale("log")
         axis.set_xticks(range(NINES + 1), ["0 %"] + [f"{100 - 10 ** (2 - n):g} %" for n in range(1, NINES + 1)])
         axis.set_xlabel("percentile")
         axis.grid(True, which="both", alpha=0.3)
         axis.legend(fontsize="small")
-    axes[0][0].set_ylabel("round trip (ms)")
+    for row in axes:
+        row[0].set_ylabel("round trip (ms)")
     figure.suptitle(f"Crowd: {crowd['message_size']} B messages, {crowd['seconds']:g} s "
                     f"({report['meta']['started']}, {report['meta']['cpus']} cores)")
     return _save(figure, path)
