@@ -9,8 +9,8 @@ backend draws without a display.
 - ``crowd_latency.png``: for each crowd size, the round-trip distribution of every contender, as
   a percentile plot: the x axis counts "nines" (90 %, 99 %, 99.9 %...), the latency axis is
   logarithmic, so the tail is as readable as the median.
-- ``pingpong_msgs.png``: msg/s of every contender by message size and connection count (log
-  scale: the ratio between two bars reads the same at every height).
+- ``pingpong_msgs.png``: msg/s of every contender by message size and connection count (bars
+  from zero, so their heights compare as the figures do).
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ import os
 import sys
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend is chosen before pyplot is imported)
@@ -85,8 +86,8 @@ def pingpong_msgs(report: dict, path: str) -> str:
                      values, width, color=colours[name], label=name)
         axis.set_xticks(range(len(group)), [f"{metric.connections} conn" for metric in group])
         axis.set_title(f"{group[0].title.split(' msg/s')[0]} messages, ping-pong")
-        axis.set_yscale("log")
-        axis.grid(True, axis="y", which="both", alpha=0.3)
+        axis.yaxis.set_major_formatter(matplotlib.ticker.StrMethodFormatter("{x:,.0f}"))
+        axis.grid(True, axis="y", alpha=0.3)
     axes[0][0].set_ylabel("messages / s (missing bar: not measured)")
     axes[0][-1].legend(fontsize="small", loc="upper left", bbox_to_anchor=(1, 1))
     figure.suptitle(f"Ping-pong msg/s ({report['meta']['started']}, {report['meta']['cpus']} cores)")
