@@ -336,6 +336,7 @@ def crowd(connections: list[Connection], frame: bytes, size: int, duration: floa
         selector.register(connection.sock, selectors.EVENT_READ, connection)
         if connection.leftover:
             connection.got += connection.counter.feed(memoryview(connection.leftover))
+            connection.leftover = b""
     latencies: list[int] = []
     sent = lost = closed = 0
     waiting = 0  # messages sent and not yet answered, on open connections
