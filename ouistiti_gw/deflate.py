@@ -70,10 +70,11 @@ class DeflateParameters:
 
     server_no_context_takeover: bool = False
     client_no_context_takeover: bool = True
-    #: The window our compressor uses (9-15: zlib cannot deflate with 8).
-    server_max_window_bits: int = 15
-    #: Announced in the answer only when the client offered the parameter (None: not sent).
-    client_max_window_bits: int | None = None
+    #: The window our compressor uses (9-15: zlib cannot deflate with 8); None: not offered,
+    #: 15 bits and not answered (an offered value is answered as it came, section 7.1.2.1).
+    #: The client's window is never constrained (``client_max_window_bits`` is not answered,
+    #: section 7.1.2.2 lets the server leave it out): we inflate with 15 bits, which reads any.
+    server_max_window_bits: int | None = None
 
     def header(self) -> str:
         """The ``Sec-WebSocket-Extensions`` value of the 101."""
@@ -82,10 +83,8 @@ class DeflateParameters:
             params.append(("server_no_context_takeover", None))
         if self.client_no_context_takeover:
             params.append(("client_no_context_takeover", None))
-        if self.server_max_window_bits != 15:
+        if self.server_max_window_bits is not None:
             params.append(("server_max_window_bits", str(self.server_max_window_bits)))
-        if self.client_max_window_bits is not None:
-            params.append(("client_max_window_bits", str(self.client_max_window_bits)))
         return build_extension([(EXTENSION_NAME, params)])  # type: ignore[list-item]
 
 
@@ -135,19 +134,13 @@ def accept_offer(params: Sequence[tuple[str, str | None]], *,
         if name == "client_max_window_bits" and value is not None and not _WINDOW_BITS.match(value):
             raise OfferDeclined(f"client_max_window_bits={value!r} is not 8 to 15")
         seen[name] = value
-    server_bits = int(seen.get("server_max_window_bits") or 15)
-    if server_bits == 8:
+    server_bits = seen.get("server_max_window_bits")
+    if server_bits == "8":
         raise OfferDeclined("server_max_window_bits=8: zlib does not deflate with a 256-byte window")
-    client_bits = None
-    if "client_max_window_bits" in seen:
-        # The client may use any window up to what it said; we inflate with 15 bits (any window
-        # fits), so we answer with its own value (or 15) and constrain nothing.
-        client_bits = int(seen["client_max_window_bits"] or 15)
     return DeflateParameters(
         server_no_context_takeover="server_no_context_takeover" in seen,
         client_no_context_takeover="client_no_context_takeover" in seen or not client_context_takeover,
-        server_max_window_bits=server_bits,
-        client_max_window_bits=client_bits,
+        server_max_window_bits=int(server_bits) if server_bits else None,
     )
 
 
@@ -245,7 +238,7 @@ class PerMessageDeflate:
         compressor = self._compressor
         if compressor is None:
             compressor = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED,
-                                          -self.parameters.server_max_window_bits, _MEM_LEVEL)
+                                          -(self.parameters.server_max_window_bits or 15), _MEM_LEVEL)
         out = compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)
         if out.endswith(_TAIL):
             out = out[:-4]
