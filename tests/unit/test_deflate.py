@@ -12,7 +12,6 @@ import zlib
 
 import pytest
 
-from support import deflate, deflate_bomb, inflate, inflated_size_of_bomb
 from ouistiti_gw.deflate import (
     COMPRESSOR_IDLE_SECONDS,
     INFLATE_STEP,
@@ -22,6 +21,7 @@ from ouistiti_gw.deflate import (
 )
 from ouistiti_gw.frames import CloseCode, Opcode, ProtocolViolation, apply_mask, encode_header, parse_header
 from ouistiti_gw.protocol import DataPiece, Ping, Protocol
+from support import deflate, deflate_bomb, inflate, inflated_size_of_bomb
 
 MASK = b"\x37\xfa\x21\x3d"
 TEXT, BINARY, CONTINUATION, PING = Opcode.TEXT, Opcode.BINARY, Opcode.CONTINUATION, Opcode.PING
@@ -205,7 +205,8 @@ def test_rsv2_and_rsv3_stay_1002_with_deflate():
     assert violation(compressing(), bytes(data)).code == CloseCode.PROTOCOL_ERROR
 
 
-@pytest.mark.parametrize("payload", [b"\xff\xff\xff\xff", b"\x07" + os.urandom(50), deflate(b"x" * 500)[:-2] + b"\x0f\xff"],
+@pytest.mark.parametrize("payload", [b"\xff\xff\xff\xff", b"\x07" + os.urandom(50),
+                                     deflate(b"x" * 500)[:-2] + b"\x0f\xff"],
                          ids=["reserved-block-type", "garbage", "bad-end"])
 def test_data_that_does_not_inflate_is_1007(payload):
     assert violation(compressing(), frame(BINARY, payload, rsv1=True)).code == CloseCode.INVALID_DATA
