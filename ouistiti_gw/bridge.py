@@ -35,6 +35,7 @@ from .frames import CloseCode
 from .greenlets import LightGreenlet
 from .policy import TokenBucket
 from .sockio import Receiver, send_all, yield_to_loop
+from .trim import trim_soon
 from .unix import largest_packet, recv_packet
 from .utf8 import Utf8Splitter, is_utf8
 from .websocket import WebSocket, WebSocketClosed
@@ -224,7 +225,9 @@ class Session:
         self._drop_timer.close()
         self._drop_timer = None
         left = self.websocket.protocol.drop_idle_compressor()
-        if left is not None and self._timers is not None:
+        if left is None:
+            trim_soon()  # else its memory stays resident, scattered in the heap (see trim.py)
+        elif self._timers is not None:
             self._drop_idle_compressor_in(left)
 
     def close(self, code: int, reason: str) -> None:
