@@ -271,7 +271,7 @@ def test_messages_sent_in_pieces_go_uncompressed():
 def test_the_client_window_stays_valid_through_skipped_messages_and_the_idle_drop():
     """A client keeps one inflater for everything we send (we do not announce
     server_no_context_takeover): a message sent uncompressed, and a fresh compressor after
-    the idle drop, must both leave what follows inflatable by it."""
+    the idle drop or a large message compressed alone, must all leave what follows inflatable by it."""
     now = [0.0]
     protocol = compressing(clock=lambda: now[0])
     client = zlib.decompressobj(-15)
@@ -287,6 +287,11 @@ def test_the_client_window_stays_valid_through_skipped_messages_and_the_idle_dro
     client.decompress(second + TAIL)
     noise = os.urandom(300)
     assert received(noise) == noise  # incompressible: uncompressed, and the context is dropped
+    assert received(chat[1]) == chat[1]
+    large = b"".join(chat) * 100  # over LARGE_MESSAGE: compressed alone, at the fastest level
+    first, payload = sent(protocol, large)
+    assert first & 0x40 and inflate(payload) == large and not protocol.deflate.compressing
+    assert client.decompress(payload + TAIL) == large
     assert received(chat[1]) == chat[1]
     assert protocol.drop_idle_compressor() == pytest.approx(COMPRESSOR_IDLE_SECONDS)
     now[0] += COMPRESSOR_IDLE_SECONDS
