@@ -15,9 +15,13 @@ from websockets.sync.client import connect
 from conformance.rawclient import BINARY, TEXT, RawClient, build_frame
 from ouistiti_gw.deflate import COMPRESSOR_IDLE_SECONDS
 from support import (
+    PROJECT_WORKER,
+    STOCK_WORKER,
     deflate,
     deflate_bomb,
+    free_port,
     gateway_cli,
+    gunicorn,
     handshake_status,
     inflated_size_of_bomb,
     proc_status,
@@ -96,6 +100,19 @@ def test_compression_off_and_a_client_without_it_go_uncompressed(seqpacket_echo)
     with gateway_cli(seqpacket_echo) as gateway:
         with connect(f"{gateway.url}/echo", compression=None) as ws:
             assert "Sec-WebSocket-Extensions" not in ws.response.headers
+            chat(ws, 3)
+
+
+@pytest.mark.gunicorn
+@pytest.mark.parametrize(("worker", "answer"), [(PROJECT_WORKER, "permessage-deflate; client_no_context_takeover"),
+                                                (STOCK_WORKER, None)], ids=["GatewayWorker", "stock-worker"])
+def test_under_gunicorn_only_the_projects_worker_negotiates(seqpacket_echo, worker, answer):
+    """gevent-websocket's stock worker answers the handshake before the gateway runs: no
+    extension, and the session works uncompressed."""
+    port = free_port()
+    with gunicorn(worker, port, {"OUISTITI_GW_DOCROOT": seqpacket_echo}):
+        with connect(f"ws://127.0.0.1:{port}/echo") as ws:
+            assert ws.response.headers.get("Sec-WebSocket-Extensions") == answer
             chat(ws, 3)
 
 
