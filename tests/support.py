@@ -37,6 +37,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as ws_connect
 
 from ouistiti_gw.cli import unix_accepts  # noqa: F401  (the probe the demo uses)
+from ouistiti_gw.frames import ProtocolViolation
 from ouistiti_gw.unix import recv_packet
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -364,6 +365,19 @@ def handshake_status(port: int, path: str, **kwargs) -> tuple[int, dict[str, str
                     break
                 rest += chunk
     return status, headers, rest
+
+
+# -- the protocol core -----------------------------------------------------------------------
+
+def violation_of(protocol: Any, data: bytes) -> ProtocolViolation:
+    """The :class:`~ouistiti_gw.frames.ProtocolViolation` a sans-I/O ``Protocol`` raises on
+    ``data`` (fed at once, every event taken); after it, nothing more is parsed."""
+    protocol.receive_data(data)
+    with pytest.raises(ProtocolViolation) as raised:
+        while protocol.next_event() is not None:
+            pass
+    assert not protocol.receiving
+    return raised.value
 
 
 # -- permessage-deflate ----------------------------------------------------------------------

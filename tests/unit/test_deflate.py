@@ -21,7 +21,7 @@ from ouistiti_gw.deflate import (
 )
 from ouistiti_gw.frames import CloseCode, Opcode, ProtocolViolation, apply_mask, encode_header, parse_header
 from ouistiti_gw.protocol import DataPiece, Ping, Protocol
-from support import deflate, deflate_bomb, inflate, inflated_size_of_bomb
+from support import deflate, deflate_bomb, inflate, inflated_size_of_bomb, violation_of
 
 MASK = b"\x37\xfa\x21\x3d"
 TEXT, BINARY, CONTINUATION, PING = Opcode.TEXT, Opcode.BINARY, Opcode.CONTINUATION, Opcode.PING
@@ -61,15 +61,6 @@ def messages(protocol: Protocol, data: bytes) -> list[tuple[bytes, bool]]:
                 found.append((b"".join(pieces), event.is_text))
                 pieces = []
     return found
-
-
-def violation(protocol: Protocol, data: bytes) -> ProtocolViolation:
-    protocol.receive_data(data)
-    with pytest.raises(ProtocolViolation) as raised:
-        while protocol.next_event() is not None:
-            pass
-    assert not protocol.receiving
-    return raised.value
 
 
 def sent(protocol: Protocol, data: bytes, *, text: bool = False) -> tuple[int, bytes]:
@@ -186,34 +177,34 @@ def test_with_client_context_takeover_a_message_may_refer_to_the_previous_one():
 
 @pytest.mark.parametrize("opcode", [Opcode.PING, Opcode.PONG, Opcode.CLOSE])
 def test_rsv1_on_a_control_frame_is_1002(opcode):
-    assert violation(compressing(), frame(opcode, b"", rsv1=True)).code == CloseCode.PROTOCOL_ERROR
+    assert violation_of(compressing(), frame(opcode, b"", rsv1=True)).code == CloseCode.PROTOCOL_ERROR
 
 
 def test_rsv1_on_a_continuation_is_1002():
     payload = deflate(b"x" * 200)
     data = frame(TEXT, payload[:3], fin=False, rsv1=True) + frame(CONTINUATION, payload[3:], rsv1=True)
-    assert violation(compressing(), data).code == CloseCode.PROTOCOL_ERROR
+    assert violation_of(compressing(), data).code == CloseCode.PROTOCOL_ERROR
 
 
 def test_rsv1_without_negotiation_is_still_1002():
-    assert violation(Protocol(), compressed(TEXT, b"x" * 200)).code == CloseCode.PROTOCOL_ERROR
+    assert violation_of(Protocol(), compressed(TEXT, b"x" * 200)).code == CloseCode.PROTOCOL_ERROR
 
 
 def test_rsv2_and_rsv3_stay_1002_with_deflate():
     data = bytearray(frame(TEXT, b"x"))
     data[0] |= 0x20
-    assert violation(compressing(), bytes(data)).code == CloseCode.PROTOCOL_ERROR
+    assert violation_of(compressing(), bytes(data)).code == CloseCode.PROTOCOL_ERROR
 
 
 @pytest.mark.parametrize("payload", [b"\xff\xff\xff\xff", b"\x07" + os.urandom(50),
                                      deflate(b"x" * 500)[:-2] + b"\x0f\xff"],
                          ids=["reserved-block-type", "garbage", "bad-end"])
 def test_data_that_does_not_inflate_is_1007(payload):
-    assert violation(compressing(), frame(BINARY, payload, rsv1=True)).code == CloseCode.INVALID_DATA
+    assert violation_of(compressing(), frame(BINARY, payload, rsv1=True)).code == CloseCode.INVALID_DATA
 
 
 def test_inflated_text_that_is_not_utf8_is_1007():
-    assert violation(compressing(), compressed(TEXT, b"ok " * 100 + b"\xff")).code == CloseCode.INVALID_DATA
+    assert violation_of(compressing(), compressed(TEXT, b"ok " * 100 + b"\xff")).code == CloseCode.INVALID_DATA
 
 
 def test_a_bomb_is_1009_after_at_most_the_limit_plus_a_step_was_inflated():
@@ -238,7 +229,7 @@ def test_the_test_bomb_is_what_it_says():
 
 def test_the_size_limit_counts_inflated_bytes_across_fragments():
     protocol = compressing(max_message_size=10_000)
-    assert violation(protocol, compressed(BINARY, bytes(20_000), fragment=3)).code == CloseCode.MESSAGE_TOO_BIG
+    assert violation_of(protocol, compressed(BINARY, bytes(20_000), fragment=3)).code == CloseCode.MESSAGE_TOO_BIG
 
 
 # -- sending ----------------------------------------------------------------------------------
