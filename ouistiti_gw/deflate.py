@@ -206,6 +206,7 @@ class PerMessageDeflate:
             elif self._ending:
                 return self._end_message(b"")
             else:
+                self._input = b""  # used up: the read buffer it is a slice of may go
                 return None
             try:
                 out = inflater.decompress(chunk, INFLATE_STEP)
