@@ -70,6 +70,73 @@ class _BackendWriteFailed(Exception):
         self.error = error
 
 
+class _ServerFeed:
+    """The client's messages on their way to the UNIX server, by the rules of the module's docstring.
+
+    On a stream, the whole messages one read of the client brought are gathered and written
+    once every frame of that read is delivered (:meth:`write_ready`, called before the next
+    read): one system call for them all, instead of one per message. A big piece goes out as
+    it came, never copied. On a ``SOCK_SEQPACKET`` socket a message is one packet.
+    """
+
+    __slots__ = ("backend", "forward", "_held", "_ready")
+
+    def __init__(self, backend: socket.socket, seqpacket: bool) -> None:
+        self.backend = backend
+        #: ``forward(piece, is_text, final)``: what :meth:`WebSocket.receive_streaming` delivers to.
+        self.forward = self._forward_as_packet if seqpacket else self._forward_to_stream
+        # A message's beginning, until it is whole (or big, on a stream): one growing buffer,
+        # so a message in a million 1-byte fragments costs a byte per byte, not an object each.
+        self._held = bytearray()
+        self._ready = bytearray()
+
+    def _write(self, data: bytes | bytearray, *, packet: bool = False) -> None:
+        try:
+            if packet:
+                self.backend.send(data)  # one message, one packet
+            else:
+                send_all(self.backend, data)
+        except OSError as error:
+            raise _BackendWriteFailed(error) from None
+
+    def write_ready(self) -> None:
+        """Write the whole messages gathered so far (stream)."""
+        if self._ready:
+            self._write(self._ready)
+            self._ready.clear()
+
+    def _forward_to_stream(self, piece: bytes, is_text: bool, final: bool) -> None:
+        held = self._held
+        data: bytes | bytearray = piece
+        if held or not (final or len(piece) >= STREAM_HOLD_SIZE):
+            held.extend(piece)
+            if not final and len(held) < STREAM_HOLD_SIZE:
+                return
+            data = held
+        if len(data) >= STREAM_HOLD_SIZE:
+            self.write_ready()
+            self._write(data)
+        else:
+            self._ready.extend(data)
+            if len(self._ready) >= STREAM_HOLD_SIZE:
+                self.write_ready()
+        held.clear()
+
+    def _forward_as_packet(self, piece: bytes, is_text: bool, final: bool) -> None:
+        held = self._held
+        data: bytes | bytearray = piece
+        if held or not final:
+            held.extend(piece)
+            if not final:
+                return
+            data = held
+        if data:
+            self._write(data, packet=True)
+        else:
+            log.debug("empty message not forwarded: a zero-length packet reads as EOF")
+        held.clear()
+
+
 class LiveSessions:
     """The sessions running in this process, so that a stopping server can close them properly
     (1001, and a moment for the client's answer) instead of cutting them.
@@ -244,40 +311,16 @@ class Session:
             # length says so, not after the gateway has held all of it.
             ws.limit_message_size(largest_packet(backend), "message too big for the server's socket")
         bucket = TokenBucket(self.max_message_rate) if self.max_message_rate else None
-        # A message's beginning, until it is whole (or big, on a stream): one growing buffer,
-        # so a message in a million 1-byte fragments costs a byte per byte, not an object each.
-        held = bytearray()
-
-        def forward(piece: bytes, is_text: bool, final: bool) -> None:
-            data: bytes | bytearray
-            if not held and (final or (not seqpacket and len(piece) >= STREAM_HOLD_SIZE)):
-                # a message in one piece (nearly all of them), or a big piece of a streamed one,
-                # goes out as it came: never copied
-                data = piece
-            else:
-                held.extend(piece)
-                if not final and (seqpacket or len(held) < STREAM_HOLD_SIZE):
-                    return
-                data = held
-            try:
-                if not seqpacket:
-                    if data:
-                        send_all(backend, data)
-                elif data:
-                    backend.send(data)  # one message, one packet
-                else:
-                    log.debug("empty message not forwarded: a zero-length packet reads as EOF")
-            except OSError as error:
-                raise _BackendWriteFailed(error) from None
-            held.clear()
-
+        feed = _ServerFeed(backend, seqpacket)
         try:
-            while ws.receive_streaming(forward):
+            while ws.receive_streaming(feed.forward, feed.write_ready):
                 if bucket is not None and not bucket.take():
+                    feed.write_ready()
                     log.warning("closing %s from %s: over %g messages/s", self.name, self.client,
                                 self.max_message_rate)
                     ws.close(CloseCode.POLICY_VIOLATION, "message rate limit exceeded")
                     return
+            feed.write_ready()  # what came before the client's close, or before it broke the protocol
         except _BackendWriteFailed as failed:
             if failed.error.errno in (errno.EMSGSIZE, errno.ENOBUFS):
                 ws.close(CloseCode.MESSAGE_TOO_BIG, "message too big for the server's socket")
