@@ -27,7 +27,9 @@ dependency (its C unmasking) and its parser follows RFC 6455 section 9.1's gramm
 A session may be moved (serialized) only at a message boundary in each direction: there, the
 inflater is gone (without client context takeover) and the compressor can be dropped
 (:meth:`PerMessageDeflate.drop`) without the client noticing; inside a message the zlib state
-cannot be carried.
+cannot be carried. With client context takeover allowed (``compression_client_context = on``)
+the inflater's window is state the client relies on, and zlib cannot export it: such a session
+cannot be moved at all.
 """
 from __future__ import annotations
 
