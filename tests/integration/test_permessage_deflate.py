@@ -116,6 +116,17 @@ def test_under_gunicorn_only_the_projects_worker_negotiates(seqpacket_echo, work
             chat(ws, 3)
 
 
+def test_a_declined_offer_is_one_log_line_and_the_session_goes_on(seqpacket_echo):
+    offer = "Sec-WebSocket-Extensions: permessage-deflate; server_max_window_bits=99\r\n"
+    with gateway_cli(seqpacket_echo) as gateway:
+        status, headers, _ = handshake_status(gateway.port, "/echo", extra=offer)
+        assert status == 101 and "sec-websocket-extensions" not in headers
+        log = gateway.log()
+    declined = [line for line in log.splitlines() if "no compression" in line]
+    assert len(declined) == 1 and "server_max_window_bits='99' is not 8 to 15" in declined[0], log
+    assert "Traceback" not in log
+
+
 def test_direct_mode_never_negotiates(docroot, unix_servers):
     """The UNIX server gets the raw socket in direct mode and knows nothing of compression."""
     unix_servers(f"{docroot}/echo", read_until_eof)
