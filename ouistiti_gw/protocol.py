@@ -65,6 +65,10 @@ DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
 DEFAULT_MAX_FRAME_RATE = 100_000
 #: Frames parsed per turn: then :meth:`Protocol.next_event` returns :data:`TURN_ENDED`.
 FRAMES_PER_TURN = 256
+#: What a piece inflated from a compressed message (up to :data:`~.deflate.INFLATE_STEP`, 64 KiB)
+#: costs, in frames: a turn inflates at most 4 MiB (a few milliseconds), however little the client
+#: sent (16 KiB of deflate can inflate to 16 MiB), and the frame budget pays for inflating too.
+FRAMES_PER_INFLATED_PIECE = 4
 
 
 class WebSocketClosed(GatewayError):
@@ -237,7 +241,7 @@ class Protocol:
                     available = len(buffer) - offset
                     if available < 2:
                         return None
-                    if not self._frames_left:
+                    if self._frames_left <= 0:
                         self._end_turn()
                         return TURN_ENDED
                     size = header_size(buffer, offset)
@@ -294,7 +298,7 @@ class Protocol:
         if self._message_size > self.max_message_size:
             raise ProtocolViolation(CloseCode.MESSAGE_TOO_BIG, self._too_big)
 
-    def _data_piece(self, frame: FrameHeader) -> DataPiece | None:
+    def _data_piece(self, frame: FrameHeader) -> DataPiece | TurnEnded | None:
         """What has arrived of ``frame``'s payload, unmasked and checked; None if nothing to
         hand out (no byte yet, an empty non-final frame, or data after our close)."""
         buffer, offset, received = self._buffer, self._offset, self._frame_received
@@ -324,7 +328,7 @@ class Protocol:
             return None  # section 7.1.1: after our close frame, the peer's data is discarded
         return DataPiece(piece, is_text, final) if piece or final else None
 
-    def _compressed_piece(self, piece: bytes, done: bool, final: bool) -> DataPiece | None:
+    def _compressed_piece(self, piece: bytes, done: bool, final: bool) -> DataPiece | TurnEnded | None:
         """Feed a compressed message's payload to the inflater; its first inflated piece, if any."""
         if done:
             self._frame = None
@@ -337,12 +341,18 @@ class Protocol:
         self._inflating = True
         return self._inflated_piece()
 
-    def _inflated_piece(self) -> DataPiece | None:
-        """The next inflated piece of a compressed message; None once what came is inflated."""
+    def _inflated_piece(self) -> DataPiece | TurnEnded | None:
+        """The next inflated piece of a compressed message; None once what came is inflated;
+        :data:`TURN_ENDED` when the turn's budget is spent (each piece pays
+        :data:`FRAMES_PER_INFLATED_PIECE` from it)."""
         assert self.deflate is not None
         if self.state is State.CLOSING_LOCAL:
             self._inflating = False
             return None
+        if self._frames_left <= 0:
+            self._end_turn()
+            return TURN_ENDED
+        self._frames_left -= FRAMES_PER_INFLATED_PIECE
         result = self.deflate.read(self.max_message_size, self._too_big)
         if result is None:
             self._inflating = False

@@ -20,7 +20,14 @@ from ouistiti_gw.deflate import (
     negotiate,
 )
 from ouistiti_gw.frames import CloseCode, Opcode, ProtocolViolation, apply_mask, encode_header, parse_header
-from ouistiti_gw.protocol import DataPiece, Ping, Protocol
+from ouistiti_gw.protocol import (
+    FRAMES_PER_INFLATED_PIECE,
+    FRAMES_PER_TURN,
+    TURN_ENDED,
+    DataPiece,
+    Ping,
+    Protocol,
+)
 from support import deflate, deflate_bomb, inflate, inflated_size_of_bomb, violation_of
 
 MASK = b"\x37\xfa\x21\x3d"
@@ -216,10 +223,29 @@ def test_a_bomb_is_1009_after_at_most_the_limit_plus_a_step_was_inflated():
     produced = 0
     with pytest.raises(ProtocolViolation) as raised:
         while (event := protocol.next_event()) is not None:
-            assert len(event.data) <= INFLATE_STEP
-            produced += len(event.data)
+            if isinstance(event, DataPiece):
+                assert len(event.data) <= INFLATE_STEP
+                produced += len(event.data)
     assert raised.value.code == CloseCode.MESSAGE_TOO_BIG
     assert limit - INFLATE_STEP <= produced <= limit
+
+
+def test_inflating_pays_from_the_turn_so_a_small_frame_cannot_keep_the_loop():
+    """16 KiB of deflate inflates to 16 MiB: the core hands it out in turns of at most
+    FRAMES_PER_TURN / FRAMES_PER_INFLATED_PIECE pieces, then TURN_ENDED (the shell yields)."""
+    protocol = compressing()
+    protocol.receive_data(compressed(BINARY, bytes(16 << 20)))
+    pieces_per_turn, pieces, inflated = [], 0, 0
+    while (event := protocol.next_event()) is not None:
+        if event is TURN_ENDED:
+            pieces_per_turn.append(pieces)
+            pieces = 0
+        else:
+            pieces += 1
+            inflated += len(event.data)
+    assert len(pieces_per_turn) >= 3
+    assert max(pieces_per_turn) <= FRAMES_PER_TURN // FRAMES_PER_INFLATED_PIECE
+    assert inflated == 16 << 20
 
 
 def test_the_test_bomb_is_what_it_says():
