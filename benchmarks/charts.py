@@ -25,7 +25,7 @@ import matplotlib.ticker
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend is chosen before pyplot is imported)
 
-from measure import THROUGHPUT  # noqa: E402
+from measure import THROUGHPUT, Metric  # noqa: E402
 
 NINES = 4
 
@@ -73,25 +73,30 @@ def crowd_latency(report: dict, path: str) -> str:
 def pingpong_msgs(report: dict, path: str) -> str:
     colours = _colours(report)
     results = report["results"]
-    metrics = [metric for metric in THROUGHPUT if metric.unit == "msg/s"]
-    sizes = sorted({metric.size for metric in metrics})
+    metrics = [metric for metric in THROUGHPUT if metric.unit == "msg/s" and metric.key in report["metrics"]]
+    kinds = list(dict.fromkeys(_kind(metric) for metric in metrics))  # "16 B", "1 KiB", "200 B JSON"...
     names = list(results)
     width = 0.8 / len(names)
-    figure, axes = plt.subplots(1, len(sizes), figsize=(6 * len(sizes), 4.2), sharey=True, squeeze=False)
-    for axis, size in zip(axes[0], sizes):
-        group = [metric for metric in metrics if metric.size == size]
+    figure, axes = plt.subplots(1, len(kinds), figsize=(5 * len(kinds), 4.2), sharey=True, squeeze=False)
+    for axis, kind in zip(axes[0], kinds):
+        group = [metric for metric in metrics if _kind(metric) == kind]
         for index, name in enumerate(names):
             values = [results[name][metric.key]["value"] or 0 for metric in group]
             axis.bar([position + (index - (len(names) - 1) / 2) * width for position in range(len(group))],
                      values, width, color=colours[name], label=name)
         axis.set_xticks(range(len(group)), [f"{metric.connections} conn" for metric in group])
-        axis.set_title(f"{group[0].title.split(' msg/s')[0]} messages, ping-pong")
+        axis.set_title(f"{kind} messages, ping-pong")
         axis.yaxis.set_major_formatter(matplotlib.ticker.StrMethodFormatter("{x:,.0f}"))
         axis.grid(True, axis="y", alpha=0.3)
     axes[0][0].set_ylabel("messages / s (missing bar: not measured)")
     axes[0][-1].legend(fontsize="small", loc="upper left", bbox_to_anchor=(1, 1))
     figure.suptitle(f"Ping-pong msg/s ({report['meta']['started']}, {report['meta']['cpus']} cores)")
     return _save(figure, path)
+
+
+def _kind(metric: Metric) -> str:
+    """What a msg/s figure sends, from its title: "16 B msg/s, 1 conn" is "16 B"."""
+    return metric.title.split(" msg/s")[0]
 
 
 def _save(figure, path: str) -> str:

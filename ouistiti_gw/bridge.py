@@ -25,15 +25,17 @@ import socket as stdlib_socket
 import time
 import weakref
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import gevent
 from gevent import socket
 
+from .deflate import COMPRESSOR_IDLE_SECONDS
 from .frames import CloseCode
 from .greenlets import LightGreenlet
 from .policy import TokenBucket
 from .sockio import Receiver, send_all, yield_to_loop
+from .trim import trim_soon
 from .unix import largest_packet, recv_packet
 from .utf8 import Utf8Splitter, is_utf8
 from .websocket import WebSocket, WebSocketClosed
@@ -66,6 +68,73 @@ class _BackendWriteFailed(Exception):
     def __init__(self, error: OSError) -> None:
         super().__init__(str(error))
         self.error = error
+
+
+class _ServerFeed:
+    """The client's messages on their way to the UNIX server, by the rules of the module's docstring.
+
+    On a stream, the whole messages one read of the client brought are gathered and written
+    once every frame of that read is delivered (:meth:`write_ready`, called before the next
+    read): one system call for them all, instead of one per message. A big piece goes out as
+    it came, never copied. On a ``SOCK_SEQPACKET`` socket a message is one packet.
+    """
+
+    __slots__ = ("backend", "forward", "_held", "_ready")
+
+    def __init__(self, backend: socket.socket, seqpacket: bool) -> None:
+        self.backend = backend
+        #: ``forward(piece, is_text, final)``: what :meth:`WebSocket.receive_streaming` delivers to.
+        self.forward = self._forward_as_packet if seqpacket else self._forward_to_stream
+        # A message's beginning, until it is whole (or big, on a stream): one growing buffer,
+        # so a message in a million 1-byte fragments costs a byte per byte, not an object each.
+        self._held = bytearray()
+        self._ready = bytearray()
+
+    def _write(self, data: bytes | bytearray, *, packet: bool = False) -> None:
+        try:
+            if packet:
+                self.backend.send(data)  # one message, one packet
+            else:
+                send_all(self.backend, data)
+        except OSError as error:
+            raise _BackendWriteFailed(error) from None
+
+    def write_ready(self) -> None:
+        """Write the whole messages gathered so far (stream)."""
+        if self._ready:
+            self._write(self._ready)
+            self._ready.clear()
+
+    def _forward_to_stream(self, piece: bytes, is_text: bool, final: bool) -> None:
+        held = self._held
+        data: bytes | bytearray = piece
+        if held or not (final or len(piece) >= STREAM_HOLD_SIZE):
+            held.extend(piece)
+            if not final and len(held) < STREAM_HOLD_SIZE:
+                return
+            data = held
+        if len(data) >= STREAM_HOLD_SIZE:
+            self.write_ready()
+            self._write(data)
+        else:
+            self._ready.extend(data)
+            if len(self._ready) >= STREAM_HOLD_SIZE:
+                self.write_ready()
+        held.clear()
+
+    def _forward_as_packet(self, piece: bytes, is_text: bool, final: bool) -> None:
+        held = self._held
+        data: bytes | bytearray = piece
+        if held or not final:
+            held.extend(piece)
+            if not final:
+                return
+            data = held
+        if data:
+            self._write(data, packet=True)
+        else:
+            log.debug("empty message not forwarded: a zero-length packet reads as EOF")
+        held.clear()
 
 
 class LiveSessions:
@@ -137,6 +206,7 @@ class Session:
                  "seqpacket" if self.seqpacket else "stream")
         self._owner = gevent.getcurrent()
         self._timers: list | None = self._keepalive_timers()
+        self._drop_timer: Any = None
         to_client = LightGreenlet.spawn(self._server_to_client)
         self.live.add(self)
         try:
@@ -160,6 +230,9 @@ class Session:
         for timer in self._timers or ():
             timer.close()
         self._timers = None
+        if self._drop_timer is not None:
+            self._drop_timer.close()
+            self._drop_timer = None
 
     def _interrupt_after(self, seconds: float) -> None:
         """Stop waiting for the client in ``seconds`` (0: at the next turn of the event loop)."""
@@ -193,6 +266,37 @@ class Session:
         elif self.ping_interval and quiet >= self.ping_interval:
             gevent.spawn(self.websocket.ping, b"ouistiti-gw")
 
+    def _sender(self) -> Callable[..., None]:
+        """``websocket.send``; with permessage-deflate, one that also watches the compressor:
+        a compressor kept after a message gets a timer that drops it once it has been idle for
+        :data:`~ouistiti_gw.deflate.COMPRESSOR_IDLE_SECONDS`, so an idle session holds no zlib
+        state. A timer only while a compressor lives, not a periodic one per session."""
+        ws = self.websocket
+        deflate = ws.protocol.deflate
+        if deflate is None:
+            return ws.send
+
+        def send(data: bytes, *, text: bool) -> None:
+            ws.send(data, text=text)
+            if self._drop_timer is None and deflate.compressing and self._timers is not None:
+                self._drop_idle_compressor_in(COMPRESSOR_IDLE_SECONDS)
+        return send
+
+    def _drop_idle_compressor_in(self, seconds: float) -> None:
+        timer = self._drop_timer = gevent.get_hub().loop.timer(seconds)
+        timer.start(self._drop_idle_compressor)
+
+    def _drop_idle_compressor(self) -> None:
+        # Runs in the event loop itself, between two of the pump's messages (a message is
+        # compressed without yielding): the drop happens at a message boundary.
+        self._drop_timer.close()
+        self._drop_timer = None
+        left = self.websocket.protocol.drop_idle_compressor()
+        if left is None:
+            trim_soon()  # else its memory stays resident, scattered in the heap (see trim.py)
+        elif self._timers is not None:
+            self._drop_idle_compressor_in(left)
+
     def close(self, code: int, reason: str) -> None:
         """End the session from outside (a server stopping): close frame now, the client has
         :attr:`close_timeout` to answer."""
@@ -207,40 +311,16 @@ class Session:
             # length says so, not after the gateway has held all of it.
             ws.limit_message_size(largest_packet(backend), "message too big for the server's socket")
         bucket = TokenBucket(self.max_message_rate) if self.max_message_rate else None
-        # A message's beginning, until it is whole (or big, on a stream): one growing buffer,
-        # so a message in a million 1-byte fragments costs a byte per byte, not an object each.
-        held = bytearray()
-
-        def forward(piece: bytes, is_text: bool, final: bool) -> None:
-            data: bytes | bytearray
-            if not held and (final or (not seqpacket and len(piece) >= STREAM_HOLD_SIZE)):
-                # a message in one piece (nearly all of them), or a big piece of a streamed one,
-                # goes out as it came: never copied
-                data = piece
-            else:
-                held.extend(piece)
-                if not final and (seqpacket or len(held) < STREAM_HOLD_SIZE):
-                    return
-                data = held
-            try:
-                if not seqpacket:
-                    if data:
-                        send_all(backend, data)
-                elif data:
-                    backend.send(data)  # one message, one packet
-                else:
-                    log.debug("empty message not forwarded: a zero-length packet reads as EOF")
-            except OSError as error:
-                raise _BackendWriteFailed(error) from None
-            held.clear()
-
+        feed = _ServerFeed(backend, seqpacket)
         try:
-            while ws.receive_streaming(forward):
+            while ws.receive_streaming(feed.forward, feed.write_ready):
                 if bucket is not None and not bucket.take():
+                    feed.write_ready()
                     log.warning("closing %s from %s: over %g messages/s", self.name, self.client,
                                 self.max_message_rate)
                     ws.close(CloseCode.POLICY_VIOLATION, "message rate limit exceeded")
                     return
+            feed.write_ready()  # what came before the client's close, or before it broke the protocol
         except _BackendWriteFailed as failed:
             if failed.error.errno in (errno.EMSGSIZE, errno.ENOBUFS):
                 ws.close(CloseCode.MESSAGE_TOO_BIG, "message too big for the server's socket")
@@ -266,9 +346,10 @@ class Session:
             self._interrupt_after(self.close_timeout)  # the client has that long to answer our close
 
     def _pump_stream(self) -> None:
-        backend, ws = self.backend, self.websocket
+        backend = self.backend
         splitter = Utf8Splitter()
         receiver = Receiver(backend)
+        send = self._sender()
         holding = False
         while True:
             if holding != bool(splitter.pending):  # only when it changes, not once per read
@@ -277,24 +358,25 @@ class Session:
             try:
                 data = receiver.recv(STREAM_READ_SIZE)
             except stdlib_socket.timeout:
-                ws.send(splitter.flush(), text=False)
+                send(splitter.flush(), text=False)
                 continue
             if not data:
                 if splitter.pending:
-                    ws.send(splitter.flush(), text=False)
+                    send(splitter.flush(), text=False)
                 return
             payload, is_text = splitter.feed(data)
             if payload:
-                ws.send(payload, text=is_text)
+                send(payload, text=is_text)
 
     def _pump_packets(self) -> None:
-        backend, ws = self.backend, self.websocket
+        backend = self.backend
+        send = self._sender()
         left = PACKETS_PER_TURN
         while True:
             data = recv_packet(backend)
             if not data:
                 return
-            ws.send(data, text=is_utf8(data))
+            send(data, text=is_utf8(data))
             left -= 1
             if not left:  # gevent reads a socket that has data without waiting: take turns
                 left = PACKETS_PER_TURN

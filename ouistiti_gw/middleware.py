@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 from .addresses import format_address
 from .bridge import Session
 from .config import ConfigurationError, GatewayConfig
+from .deflate import DeflateParameters, PerMessageDeflate, negotiate
 from .frames import CloseCode
 from .handover import hand_over
 from .identity import Networks, TrustedProxies, arrival_address, proxy_header
@@ -151,8 +152,9 @@ class WebSocketGateway:
             return self._refuse(environ, start_response, 503, f"{target.name}: connection lost", client, "refused")
         upgrade = environ[UPGRADE_KEY]
         hand_over_client = self.mode == "direct" and self._can_hand_over(environ, upgrade, client)
+        deflate = self._negotiate(environ, upgrade)
         try:
-            connection = upgrade.accept(target.protocol)
+            connection = upgrade.accept(target.protocol, deflate.header() if deflate else None)
         except BaseException:
             backend.close()
             raise
@@ -165,7 +167,7 @@ class WebSocketGateway:
         # server's budget). Frames up the stack still hold this dict, so it is emptied, as
         # PEP 3333 lets an app do; everything the session needs was copied out above.
         environ.clear()
-        websocket = self._websocket(connection)
+        websocket = self._websocket(connection, deflate)
         if self.metrics is not None:
             self.metrics.session_opened()
         Session(websocket, backend, target.name, client, max_message_rate=self.max_message_rate,
@@ -177,7 +179,17 @@ class WebSocketGateway:
     def _count_session(metrics, session: Session) -> None:
         ws = session.websocket
         metrics.session_ended(session.name, session.close_code, ws.bytes_received, ws.bytes_sent,
-                                   time.monotonic() - session.started)
+                              time.monotonic() - session.started,
+                              wire_in=ws.wire_bytes_received, wire_out=ws.wire_bytes_sent)
+
+    def _negotiate(self, environ: "WSGIEnvironment", upgrade: Upgrade) -> DeflateParameters | None:
+        """permessage-deflate's parameters if the client offers it and we may answer: never in
+        direct mode (the UNIX server gets the raw socket and knows nothing of it), never when the
+        101 already went (gevent-websocket's stock handler answers without extensions)."""
+        if self.config.compression == "off" or self.mode == "direct" or upgrade.already_accepted:
+            return None
+        return negotiate(environ.get("HTTP_SEC_WEBSOCKET_EXTENSIONS"),
+                         client_context_takeover=self.config.compression_client_context == "on")
 
     def _host_permitted(self, environ: "WSGIEnvironment") -> bool:
         return self.hosts.permits(environ.get("HTTP_HOST"), arrival_address(environ))
@@ -215,10 +227,12 @@ class WebSocketGateway:
             log.warning("PROXY header to %s failed: %s", target.name, error)
             return False
 
-    def _websocket(self, connection: ClientConnection) -> WebSocket:
-        """The WebSocket we trust, over the client connection."""
+    def _websocket(self, connection: ClientConnection, deflate: DeflateParameters | None = None) -> WebSocket:
+        """The WebSocket we trust, over the client connection (compressed as ``deflate`` says)."""
         return WebSocket(connection.sock, connection.take_buffered(), max_message_size=self.max_message_size,
-                         max_frame_rate=self.max_frame_rate)
+                         max_frame_rate=self.max_frame_rate,
+                         deflate=PerMessageDeflate(deflate, threshold=self.config.compression_threshold)
+                         if deflate else None)
 
     @staticmethod
     def _can_hand_over(environ: "WSGIEnvironment", upgrade: Upgrade, client: str) -> bool:

@@ -24,6 +24,7 @@ from typing import Callable
 import gevent
 from gevent.lock import Semaphore
 
+from .deflate import PerMessageDeflate
 from .frames import CloseCode, Opcode, ProtocolViolation
 from .protocol import (
     DEFAULT_MAX_FRAME_RATE,
@@ -57,6 +58,10 @@ class Message:
     is_text: bool
 
 
+def _nothing() -> None:
+    """``before_read`` when the caller has nothing to do there."""
+
+
 class WebSocket:
     """One server-side WebSocket connection after a successful handshake.
 
@@ -67,12 +72,15 @@ class WebSocket:
     :param max_message_size: a message whose payload would exceed it is refused with 1009.
     :param max_frame_rate: frames per second (every kind), in bursts of one second's worth;
         past it the connection is closed with 1008 (0: no limit).
+    :param deflate: permessage-deflate's state when the handshake negotiated it (the core
+        compresses and inflates; see :mod:`~ouistiti_gw.deflate`).
     """
 
     def __init__(self, sock, buffered: bytes = b"", *, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
-                 max_frame_rate: float = DEFAULT_MAX_FRAME_RATE) -> None:
+                 max_frame_rate: float = DEFAULT_MAX_FRAME_RATE, deflate: PerMessageDeflate | None = None) -> None:
         self.sock = sock
-        self.protocol = Protocol(max_message_size=max_message_size, max_frame_rate=max_frame_rate)
+        self.protocol = Protocol(max_message_size=max_message_size, max_frame_rate=max_frame_rate,
+                                 deflate=deflate)
         if buffered:
             self.protocol.receive_data(buffered)
         self._receiver = Receiver(sock)
@@ -86,6 +94,8 @@ class WebSocket:
     close_reason = property(lambda self: self.protocol.close_reason)
     bytes_received = property(lambda self: self.protocol.bytes_received)
     bytes_sent = property(lambda self: self.protocol.bytes_sent)
+    wire_bytes_received = property(lambda self: self.protocol.wire_bytes_received)
+    wire_bytes_sent = property(lambda self: self.protocol.wire_bytes_sent)
 
     @property
     def closing(self) -> bool:
@@ -117,10 +127,14 @@ class WebSocket:
             return None
         return Message(pieces[0] if len(pieces) == 1 else b"".join(pieces), kind[0])
 
-    def receive_streaming(self, deliver: Callable[[bytes, bool, bool], None]) -> bool:
+    def receive_streaming(self, deliver: Callable[[bytes, bool, bool], None],
+                          before_read: Callable[[], None] | None = None) -> bool:
         """Read the next data message and hand it to ``deliver(piece, is_text, final)`` as its
         bytes arrive, unmasked and (text) validated up to the piece's last byte; False instead
-        when the connection is over (see :meth:`receive`).
+        when the connection is over (see :meth:`receive`). ``before_read()``, if given, is
+        called whenever every frame already read has been delivered, before the socket is read
+        again (or the loop given its turn): a relay that gathers what ``deliver`` got writes it
+        there, one write for all the messages one read brought.
 
         A 16 MiB message is never held whole: a stream can forward it while it is still coming.
         The price is that a message failing part-way (bad UTF-8, connection lost) has had its
@@ -129,7 +143,7 @@ class WebSocket:
         taken for the client's transport ending, so wrap those.
         """
         try:
-            return self._read_message(deliver)
+            return self._read_message(deliver, before_read or _nothing)
         except ProtocolViolation as violation:
             # A client over a limit set for the operator is worth a warning; a broken client is not.
             log.log(logging.WARNING if violation.code == CloseCode.POLICY_VIOLATION else logging.INFO,
@@ -140,7 +154,7 @@ class WebSocket:
             self.protocol.connection_lost()
         return False
 
-    def _read_message(self, deliver: Callable[[bytes, bool, bool], None]) -> bool:
+    def _read_message(self, deliver: Callable[[bytes, bool, bool], None], before_read: Callable[[], None]) -> bool:
         protocol = self.protocol
         next_event, receive_data, recv = protocol.next_event, protocol.receive_data, self._receiver.recv
         while True:
@@ -152,6 +166,7 @@ class WebSocket:
             elif event is None:
                 if not protocol.receiving:
                     return False
+                before_read()
                 data = recv(_READ_CHUNK)
                 if not data:
                     raise EOFError("connection ended inside a frame")
@@ -161,6 +176,7 @@ class WebSocket:
                 # Frames come out of the buffer without a system call: without this, a client
                 # sending tiny frames faster than they are parsed would keep the loop (every
                 # session of the process, the gunicorn worker's heartbeat) to itself.
+                before_read()
                 yield_to_loop()
             elif type(event) is Ping:
                 self._write(protocol.send_pong(event.payload), quiet=True)
