@@ -89,21 +89,28 @@ def tree_memory(pid: int) -> dict[str, float]:
 
 
 def tree_cpu_seconds(pid: int) -> dict[int, float]:
-    """CPU time (``utime + stime`` of ``/proc/PID/stat``) of every process in the tree of ``pid``, by pid.
+    """CPU time of every process in the tree of ``pid``, by pid: the run time of all its threads
+    (``/proc/PID/task/*/schedstat``, in nanoseconds).
 
-    Two readings give what the tree spent between them: a process that was not there at the first
-    one spent all its time in between; one that exited takes its time with it (a forked child
-    reaped meanwhile), which a process per connection that lives as long as its session avoids.
+    Not ``utime + stime`` of ``/proc/PID/stat``: those count whole clock ticks (10 ms) per
+    process, and a process per connection (websockify) spends a few milliseconds a session, which
+    rounds to nothing. Two readings give what the tree spent between them: a process that was not
+    there at the first one spent all its time in between; one that exited takes its time with it.
     """
-    ticks = os.sysconf("SC_CLK_TCK")
     seconds = {}
     for current in process_tree(pid):
         try:
-            with open(f"/proc/{current}/stat", "rb") as stat:
-                fields = stat.read().rsplit(b")", 1)[1].split()
+            tasks = os.listdir(f"/proc/{current}/task")
         except OSError:
-            continue
-        seconds[current] = (int(fields[11]) + int(fields[12])) / ticks
+            continue  # exited meanwhile
+        total = 0
+        for task in tasks:
+            try:
+                with open(f"/proc/{current}/task/{task}/schedstat") as schedstat:
+                    total += int(schedstat.read().split()[0])
+            except (OSError, ValueError, IndexError):
+                continue
+        seconds[current] = total / 1e9
     return seconds
 
 
