@@ -57,6 +57,7 @@ SAMPLES = {
     "header_timeout": ("2.5", 2.5),
     "max_header_size": ("4096", 4096),
     "keepalive_timeout": ("7", 7.0),
+    "drain_timeout": ("12", 12.0),
 }
 GATEWAY = [item for item in options(GatewayConfig) if item.name != "metrics_path"]  # needs prometheus_client
 SERVER = list(options(ServerConfig))
