@@ -1,0 +1,322 @@
+"""Reload without dropping a session: ``ouistiti-gw serve`` gets SIGHUP while sessions talk.
+
+The gateway serves an ini file whose app is a module of the test's own (``reload_version``),
+imported afresh by each new worker: the test rewrites it before each reload, and the new worker's
+log line and HTTP answer must show the new version (fresh code, fresh configuration). Hundreds of
+sessions (text and binary, stream and SEQPACKET servers, every one behind a PROXY v2 header)
+exchange numbered messages through several reloads in a row; raw clients leave a message in the
+middle of its fragments and a frame cut in its header or inside a character across a reload; a
+server keeps a UTF-8 character split between its writes at every moment.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from websockets.asyncio.client import connect as async_connect
+
+from conformance.rawclient import CONTINUATION, TEXT, RawClient, build_frame
+from support import (
+    BIN,
+    ServerProcess,
+    UnixServer,
+    fd_count,
+    free_port,
+    http_get,
+    only_child,
+    remove_tree,
+    short_tempdir,
+    wait_until,
+)
+
+SESSIONS = 200
+#: Seconds between two messages of one session (200 sessions: ~2000 messages a second).
+PACE = 0.1
+RELOADS = 3
+
+VERSION_MODULE = '''
+import gc
+import logging
+
+import greenlet
+
+VERSION = {version!r}
+{crash}
+logging.getLogger("reload_version").info("app code version %s", VERSION)
+
+
+def app(environ, start_response):
+    if environ["PATH_INFO"] == "/greenlets":
+        gc.collect()
+        body = str(sum(1 for o in gc.get_objects() if isinstance(o, greenlet.greenlet) and not o.dead))
+    else:
+        body = VERSION
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body.encode()]
+
+
+def make(global_conf, **settings):
+    return app
+'''
+
+INI = '''
+[pipeline:main]
+pipeline = websocket version
+
+[filter:websocket]
+use = egg:ouistiti_gw#websocket
+docroot = {docroot}
+proxy_protocol = v2
+max_connections = {max_connections}
+
+[app:version]
+use = call:reload_version:make
+
+[server:main]
+use = egg:ouistiti_gw#gevent
+port = {port}
+drain_timeout = 2
+'''
+
+
+class Deployment:
+    """The gateway's ini file and app module, as an operator edits them before a reload."""
+
+    def __init__(self, directory: Path, docroot: str, port: int) -> None:
+        self.directory, self.docroot, self.port = directory, docroot, port
+        self.ini = directory / "gateway.ini"
+        self.write("v0")
+
+    def write(self, version: str, *, max_connections: str = "10000", crash: bool = False) -> None:
+        (self.directory / "reload_version.py").write_text(VERSION_MODULE.format(
+            version=version, crash="raise RuntimeError('broken new code')" if crash else ""))
+        self.ini.write_text(INI.format(docroot=self.docroot, port=self.port, max_connections=max_connections))
+
+    def start(self) -> ServerProcess:
+        env = {"PYTHONPATH": str(self.directory), "PYTHONDONTWRITEBYTECODE": "1"}
+        return ServerProcess([str(BIN / "ouistiti-gw"), "serve", str(self.ini)], self.port, env=env)
+
+
+def proxied_echo(conn: socket.socket, server: UnixServer) -> None:
+    """Read the PROXY header, then echo every read (stream) or packet (seqpacket)."""
+    from ouistiti_gw.unix import read_proxy_header
+
+    read_proxy_header(conn)
+    while data := conn.recv(65536):
+        conn.sendall(data)
+
+
+class SplitCharacter:
+    """A stream server that always leaves a UTF-8 character cut between two writes: ``C3``, then
+    ``A9 C3`` every 0.1 s (each ``é`` completes as the next begins), so the gateway holds a byte
+    back at nearly any moment a reload pauses the session."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.stop = threading.Event()
+
+    def __call__(self, conn: socket.socket, server: UnixServer) -> None:
+        from ouistiti_gw.unix import read_proxy_header
+
+        read_proxy_header(conn)
+        conn.sendall(b"\xc3")
+        while not self.stop.wait(0.1):
+            conn.sendall(b"\xa9\xc3")
+            self.sent += 1
+        conn.sendall(b"\xa9")
+        self.sent += 1
+        conn.recv(1)  # until the client leaves
+
+
+class Traffic:
+    """Sessions exchanging numbered messages from one event loop in a thread, until :meth:`stop`.
+
+    Each session sends ``INDEX:N`` (text, or binary: ``FF`` and those bytes) and waits for its echo
+    before the next: a message lost, duplicated or reordered shows as a wrong echo or a timeout.
+    Beside them, new connections come and go every 50 ms, and one session counts the ``é``
+    of :class:`SplitCharacter`.
+    """
+
+    def __init__(self, port: int, sessions: int) -> None:
+        self.port, self.sessions = port, sessions
+        self.counts = [0] * sessions
+        self.errors: list[str] = []
+        self.new_connections = 0
+        self.characters = 0
+        self.opened = 0
+        self._stopping = threading.Event()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_until_complete, args=(self._main(),), daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join(timeout=30)
+        assert not self._thread.is_alive(), f"the clients did not finish: {self.errors[:5]}, {self.characters}"
+
+    async def _main(self) -> None:
+        tasks = [self._session(index) for index in range(self.sessions)]
+        await asyncio.gather(*tasks, self._newcomers(), self._split_characters())
+
+    def _url(self, name: str) -> str:
+        return f"ws://127.0.0.1:{self.port}/{name}"
+
+    async def _session(self, index: int) -> None:
+        name = "stream" if index % 2 else "seqpacket"
+        binary = index % 4 >= 2
+        try:
+            async with async_connect(self._url(name), ping_interval=None, max_size=None, open_timeout=30) as ws:
+                self.opened += 1
+                while not self._stopping.is_set():
+                    text = f"{index}:{self.counts[index]}"
+                    message = b"\xff" + text.encode() if binary else text  # not UTF-8: comes back binary
+                    await ws.send(message)
+                    echo = await asyncio.wait_for(ws.recv(), 10)
+                    if echo != message:
+                        raise AssertionError(f"sent {message!r}, got back {echo!r}")
+                    self.counts[index] += 1
+                    await asyncio.sleep(PACE)
+        except Exception as error:  # noqa: BLE001  (any failure of any session is the test's failure)
+            self.errors.append(f"session {index} ({name}, {'binary' if binary else 'text'}): {error!r}")
+
+    async def _newcomers(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                async with async_connect(self._url("stream"), ping_interval=None, open_timeout=10) as ws:
+                    await ws.send("newcomer")
+                    if await asyncio.wait_for(ws.recv(), 10) != "newcomer":
+                        raise AssertionError("wrong echo")
+                self.new_connections += 1
+            except Exception as error:  # noqa: BLE001
+                self.errors.append(f"new connection: {error!r}")
+            await asyncio.sleep(0.05)
+
+    async def _split_characters(self) -> None:
+        try:
+            async with async_connect(self._url("utf8"), ping_interval=None, open_timeout=30) as ws:
+                while not self._stopping.is_set():
+                    try:
+                        message = await asyncio.wait_for(ws.recv(), 0.5)
+                    except TimeoutError:
+                        continue
+                    if not isinstance(message, str) or set(message) != {"é"}:
+                        raise AssertionError(f"a cut character came as {message!r}")
+                    self.characters += len(message)
+        except Exception as error:  # noqa: BLE001
+            self.errors.append(f"split character session: {error!r}")
+
+
+def worker_of(gateway: ServerProcess) -> int:
+    return only_child(gateway.pid)
+
+
+def reload(gateway: ServerProcess, deployment: Deployment, version: str) -> int:
+    """Rewrite the app as ``version``, SIGHUP the master; the new worker's pid, once the old one exited."""
+    old = worker_of(gateway)
+    deployment.write(version)
+    gateway.process.send_signal(signal.SIGHUP)
+    wait_until(lambda: f"app code version {version}" in gateway.log(), what=f"worker with {version}")
+    wait_until(lambda: not os.path.exists(f"/proc/{old}"), what=f"old worker {old} to exit")
+    return worker_of(gateway)
+
+
+@pytest.fixture
+def deployment(tmp_path):
+    docroot = short_tempdir()
+    servers = [UnixServer(f"{docroot}/stream", proxied_echo),
+               UnixServer(f"{docroot}/seqpacket", proxied_echo, socket.SOCK_SEQPACKET)]
+    split = SplitCharacter()
+    servers.append(UnixServer(f"{docroot}/utf8", split))
+    deployment = Deployment(tmp_path, docroot, free_port())
+    deployment.split = split  # type: ignore[attr-defined]
+    yield deployment
+    split.stop.set()
+    for server in servers:
+        server.close()
+    remove_tree(docroot)
+
+
+def fragments_cut(cut_in: str) -> tuple[bytes, bytes, str]:
+    """A text message in three fragments, as bytes cut in two, and the message."""
+    parts = ["fragment one, ", "a character cut: é, ", "the end"]
+    frames = build_frame(TEXT, parts[0].encode(), fin=False) + build_frame(
+        CONTINUATION, parts[1].encode(), fin=False) + build_frame(CONTINUATION, parts[2].encode())
+    second = len(build_frame(TEXT, parts[0].encode(), fin=False))
+    # in the second frame's header (after its first byte), or inside its "é" (2-byte header, 4-byte mask)
+    cut = second + 1 if cut_in == "header" else second + 6 + parts[1].encode().index("é".encode()) + 1
+    return frames[:cut], frames[cut:], "".join(parts)
+
+
+def test_sessions_live_through_reloads(deployment):
+    with deployment.start() as gateway:
+        first = worker_of(gateway)
+        wait_until(lambda: http_get(deployment.port, "/greenlets")[0] == 200, what="app")
+        idle_fds, idle_greenlets = fd_count(first), int(http_get(deployment.port, "/greenlets")[1])
+        traffic = Traffic(deployment.port, SESSIONS)
+        cut = {where: (RawClient(deployment.port, "/seqpacket"), *fragments_cut(where)) for where in ("header", "utf8")}
+        try:
+            wait_until(lambda: traffic.opened == SESSIONS and traffic.characters, what="sessions open",
+                       timeout=30)
+            for client, before, _, _ in cut.values():
+                client.send(before)
+            workers = [first]
+            for number in range(1, RELOADS + 1):
+                counts, newcomers = list(traffic.counts), traffic.new_connections
+                workers.append(reload(gateway, deployment, f"v{number}"))
+                assert http_get(deployment.port, "/")[1] == f"v{number}".encode()
+                # every session goes on talking in the new worker, and new ones are served
+                wait_until(lambda: all(now > then + 2 for now, then in zip(traffic.counts, counts)),
+                           what="every session to talk after the reload", timeout=20)
+                wait_until(lambda: traffic.new_connections > newcomers + 2, what="new connections")
+                if number == 1:
+                    for client, _, after, message in cut.values():
+                        client.send(after)
+                        client.expect_message(message.encode(), text=True)
+            assert len(set(workers)) == RELOADS + 1
+            deployment.split.stop.set()
+            time.sleep(0.3)  # its last byte written
+            wait_until(lambda: traffic.characters == deployment.split.sent, what="every split character")
+        finally:
+            traffic.stop()
+            for client, *_ in cut.values():
+                client.close()
+        assert not traffic.errors, traffic.errors[:5]
+        log = gateway.log()
+        assert log.count("session moved") >= RELOADS * SESSIONS
+        assert "close=1001" not in log and "Traceback" not in log
+        last = workers[-1]
+        wait_until(lambda: fd_count(last) <= idle_fds, what=f"fds back to {idle_fds}")
+        wait_until(lambda: int(http_get(deployment.port, "/greenlets")[1]) <= idle_greenlets,
+                   what=f"greenlets back to {idle_greenlets}")
+
+
+def test_a_failed_reload_keeps_every_session(deployment):
+    with deployment.start() as gateway:
+        worker = worker_of(gateway)
+        traffic = Traffic(deployment.port, 20)
+        try:
+            wait_until(lambda: traffic.opened == 20, what="sessions open")
+            for why, change in (("max_connections = 'lots' is not a valid int", {"max_connections": "lots"}),
+                                ("broken new code", {"crash": True})):
+                deployment.write("broken", **change)
+                failures = gateway.log().count("reload failed")
+                counts = list(traffic.counts)
+                gateway.process.send_signal(signal.SIGHUP)
+                wait_until(lambda: gateway.log().count("reload failed") > failures, what="the reload to fail")
+                line = [line for line in gateway.log().splitlines() if "reload failed" in line][-1]
+                assert why in line or "exited with status" in line, line
+                assert worker_of(gateway) == worker
+                wait_until(lambda: all(now > then + 2 for now, then in zip(traffic.counts, counts)),
+                           what="sessions to talk on", timeout=20)
+            assert "max_connections = 'lots' is not a valid int" in gateway.log()
+            reload(gateway, deployment, "v1")  # mended: the next reload works
+        finally:
+            traffic.stop()
+        assert not traffic.errors, traffic.errors[:5]
+        assert gateway.log().count("session moved") >= 20
