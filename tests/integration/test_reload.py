@@ -12,25 +12,36 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
+import shlex
 import signal
 import socket
+import ssl
+import subprocess
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 from websockets.asyncio.client import connect as async_connect
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
 from conformance.rawclient import CONTINUATION, TEXT, RawClient, build_frame
 from support import (
     BIN,
+    ROOT,
     ServerProcess,
     UnixServer,
+    echo_handler,
     fd_count,
     free_port,
+    gateway_cli,
     http_get,
     only_child,
     remove_tree,
+    self_signed_certificate,
     short_tempdir,
     wait_until,
 )
@@ -320,3 +331,76 @@ def test_a_failed_reload_keeps_every_session(deployment):
             traffic.stop()
         assert not traffic.errors, traffic.errors[:5]
         assert gateway.log().count("session moved") >= 20
+
+
+def reload_counts(url: str, context: ssl.SSLContext | None = None) -> dict[str, float]:
+    """``ouistiti_gw_reload_sessions_total`` by outcome, from a scrape (every worker's, summed)."""
+    with urllib.request.urlopen(f"{url}/metrics", timeout=10, context=context) as response:
+        text = response.read().decode()
+    return {outcome: float(value) for outcome, value in
+            re.findall(r'^ouistiti_gw_reload_sessions_total\{outcome="(\w+)"\} (\S+)$', text, re.M)}
+
+
+@pytest.fixture
+def echo_docroot():
+    docroot = short_tempdir()
+    echo = UnixServer(f"{docroot}/echo", echo_handler)
+    yield docroot
+    echo.close()
+    remove_tree(docroot)
+
+
+def test_the_metrics_count_moved_sessions(echo_docroot, tmp_path):
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}  # the old worker's counts outlive it
+    with gateway_cli(echo_docroot, "--metrics-path", "/metrics", env=env) as gateway:
+        sessions = [connect(f"{gateway.url}/echo") for _ in range(3)]
+        old = worker_of(gateway)
+        gateway.process.send_signal(signal.SIGHUP)
+        wait_until(lambda: not os.path.exists(f"/proc/{old}"), what="the old worker to exit")
+        for number, ws in enumerate(sessions):
+            ws.send(f"still here {number}")
+            assert ws.recv() == f"still here {number}"
+            ws.close()
+        assert reload_counts(f"http://127.0.0.1:{gateway.port}") == {"moved": 3.0}
+        assert "reload: 3 session(s) moved to the new worker, 0 left to drain" in gateway.log()
+
+
+def test_wss_sessions_drain_then_close_with_1001(echo_docroot, tmp_path):
+    """Python's ssl cannot hand a TLS session to another process: it stays with the old worker,
+    served as before, for drain_timeout; then 1001, and the old worker exits."""
+    cert, key = self_signed_certificate(str(tmp_path))
+    context = ssl.create_default_context(cafile=cert)
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    with gateway_cli(echo_docroot, "--certfile", cert, "--keyfile", key, "--drain-timeout", "1.5",
+                     "--metrics-path", "/metrics", env=env) as gateway:
+        with connect(f"wss://127.0.0.1:{gateway.port}/echo", ssl=context) as ws:
+            old = worker_of(gateway)
+            gateway.process.send_signal(signal.SIGHUP)
+            wait_until(lambda: "1 left to drain for up to 1.5 s" in gateway.log(), what="the drain to start")
+            ws.send("draining")  # still served by the old worker
+            assert ws.recv() == "draining"
+            with pytest.raises(ConnectionClosed) as closed:
+                ws.recv(timeout=10)
+            assert closed.value.rcvd.code == 1001
+        wait_until(lambda: not os.path.exists(f"/proc/{old}"), what="the old worker to exit")
+        with connect(f"wss://127.0.0.1:{gateway.port}/echo", ssl=context) as ws:  # the new worker serves wss
+            ws.send("new")
+            assert ws.recv() == "new"
+        assert "reload: drain time over: closing 1 session(s) with 1001" in gateway.log()
+        assert reload_counts(f"https://127.0.0.1:{gateway.port}", context) == {"drained": 1.0}
+
+
+def test_the_systemd_units_reload_moves_the_sessions(echo_docroot):
+    """contrib/systemd's ExecReload, run as systemd runs it (``$MAINPID``: the master)."""
+    unit = (ROOT / "contrib" / "systemd" / "ouistiti-gw.service").read_text()
+    directives = dict(line.split("=", 1) for line in unit.splitlines() if "=" in line and not line.startswith("#"))
+    assert shlex.split(directives["ExecStart"])[0].endswith("/ouistiti-gw")
+    assert shlex.split(directives["ExecStart"])[1] == "serve"
+    with gateway_cli(echo_docroot) as gateway, connect(f"{gateway.url}/echo") as ws:
+        old = worker_of(gateway)
+        reload_command = shlex.split(directives["ExecReload"].replace("$MAINPID", str(gateway.pid)))
+        subprocess.run(reload_command, check=True)
+        wait_until(lambda: not os.path.exists(f"/proc/{old}"), what="the old worker to exit")
+        assert worker_of(gateway) != old
+        ws.send("reloaded")
+        assert ws.recv() == "reloaded"
