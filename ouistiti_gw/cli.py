@@ -30,7 +30,7 @@ from .config import COMMAND_LINE, Config, GatewayConfig, Options, ServerConfig, 
 from .inifile import IniFile
 from .middleware import WebSocketGateway
 from .paste import build_gateway, demo_page_directory, make_static_app, not_found_app
-from .supervisor import supervise, worker_argv, worker_link
+from .supervisor import become_master, worker_argv, worker_link
 from .unix import BackendUnavailable, connect_unix
 from .wsgi_server import make_server, serve_until_stopped
 
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "demo":
             return run_demo(args)
         if worker_link() is None:
-            return supervise(worker_argv(arguments))
+            become_master(worker_argv(arguments))
         return run_serve(args)
     except ValueError as error:  # ConfigurationError, or options that do not go together
         return fail(str(error), EXIT_USAGE)

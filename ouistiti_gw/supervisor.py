@@ -29,8 +29,10 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from typing import NoReturn
 
-log = logging.getLogger(__name__)
+#: (Run as a script by :func:`become_master`, this module is ``__main__``: its log lines keep their name.)
+log = logging.getLogger("ouistiti_gw.supervisor" if __name__ == "__main__" else __name__)
 
 #: The worker's end of its control channel (a descriptor number); set only in workers.
 CONTROL_VARIABLE = "OUISTITI_RELOAD_CONTROL_FD"
@@ -199,6 +201,13 @@ def supervise(argv: list[str]) -> int:
     return Master(argv).run()
 
 
+def become_master(argv: list[str]) -> NoReturn:
+    """Replace this process (same PID) by a master running ``argv``: this module as a script, in
+    isolated mode, so the master holds the standard library's few modules and none of the
+    gateway's (the package, gevent: ~20 MiB a master does not need)."""
+    os.execv(sys.executable, [sys.executable, "-I", os.path.abspath(__file__), *argv])
+
+
 # -- the worker's side ---------------------------------------------------------------------------
 
 class WorkerLink:
@@ -267,3 +276,8 @@ def worker_link() -> WorkerLink | None:
 def worker_argv(arguments: list[str]) -> list[str]:
     """The command that runs ``ouistiti-gw ARGUMENTS`` afresh (new code) as a worker."""
     return [sys.executable, "-m", "ouistiti_gw", *arguments]
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    raise SystemExit(supervise(sys.argv[1:]))
