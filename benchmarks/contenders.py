@@ -101,6 +101,8 @@ class Contender:
     log_path: str = ""
     #: the server's working directory (None: the benchmark's)
     cwd: str | None = None
+    #: SIGHUP to ``pid`` moves the live sessions to a new worker (``measure_reload``)
+    reloads: bool = False
 
     def command(self, docroot: str, port: int) -> tuple[list[str], dict[str, str]]:
         raise NotImplementedError
@@ -235,7 +237,8 @@ def all_contenders(ouistiti_dir: str | None, baseline_dir: str | None = None) ->
     """Every contender in table order; ouistiti only when its build directory is given, the
     baseline only when its source tree is."""
     contenders: list[Contender] = [
-        OuistitiGw("ouistiti-gw", "this gateway, `ouistiti-gw serve` (gevent pywsgi + GatewayHandler)"),
+        OuistitiGw("ouistiti-gw", "this gateway, `ouistiti-gw serve` (gevent pywsgi + GatewayHandler)",
+                   reloads=True),
         Gunicorn("gunicorn", "this gateway under gunicorn, GeventWebSocketWorker, 1 worker"),
         GatewayWorkers("gw-2workers", "this gateway under gunicorn, the project's GatewayWorker, 2 workers "
                                       "(one per core)"),

@@ -20,7 +20,7 @@ import tempfile
 import time
 
 from contenders import ECHO_NAME, all_contenders, stop_tree
-from measure import Settings, measure_idle, measure_traffic
+from measure import Settings, measure_idle, measure_reload, measure_traffic, not_reloaded
 from procinfo import raise_nofile_limit
 from report import all_metrics, ratios, render, targets
 
@@ -41,6 +41,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, help="seconds per throughput round (default 1, 0.2 with --quick)")
     parser.add_argument("--idle", metavar="COUNTS",
                         help="idle connection counts (default 100,1000,10000; 100,1000 with --quick)")
+    parser.add_argument("--reload-idle", type=int, metavar="COUNT",
+                        help="idle sessions a reload moves (default 10000, 100 with --quick)")
     parser.add_argument("--metrics", metavar="GLOBS", default="*",
                         help="comma-separated globs of traffic metrics to take, e.g. 'msgs_*,lat_*' (default: all)")
     parser.add_argument("--client-processes", type=int, default=2, help="client processes for 16 connections")
@@ -55,6 +57,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
                     latency_messages=200 if args.quick else 2000,
                     idle_counts=sorted(int(count) for count in idle.split(",") if count.strip()),
                     client_processes=args.client_processes,
+                    reload_idle=args.reload_idle or (100 if args.quick else 10000),
                     selected=tuple(glob.strip() for glob in args.metrics.split(",") if glob.strip()))
 
 
@@ -95,11 +98,19 @@ def run(args: argparse.Namespace) -> dict:
                 results[contender.name].update(measure_idle(contender, target, settings))
             finally:
                 contender.stop()
+            if not contender.reloads:
+                results[contender.name].update(not_reloaded(settings, "no reload that keeps sessions"))
+                continue
+            try:
+                target = contender.start(docroot, docroot)
+                results[contender.name].update(measure_reload(contender, target, settings))
+            finally:
+                contender.stop()
     finally:
         stop_tree(echo)
         echo.stdout.close()
         shutil.rmtree(docroot, ignore_errors=True)
-    metrics = all_metrics(settings.idle_counts)
+    metrics = all_metrics(settings.idle_counts, settings.reload_idle)
     ratio_table = ratios(results, metrics)
     return {
         "meta": {
@@ -107,6 +118,7 @@ def run(args: argparse.Namespace) -> dict:
             "seconds": round(time.time() - started, 1),
             "quick": args.quick, "rounds": settings.rounds, "duration": settings.duration,
             "latency_messages": settings.latency_messages, "idle_counts": settings.idle_counts,
+            "reload_idle": settings.reload_idle,
             "client_processes": settings.client_processes, "metrics_selected": list(settings.selected),
             "python": platform.python_version(),
             "cpus": os.cpu_count(), "load_average_at_start": load_at_start,
@@ -127,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(message)s")
     report = run(args)
-    metrics = all_metrics(report["meta"]["idle_counts"])
+    metrics = all_metrics(report["meta"]["idle_counts"], report["meta"]["reload_idle"])
     print(render(report["results"], metrics, report["ratios"], report["targets"]))
     if args.json:
         with open(args.json, "w") as output:

@@ -27,6 +27,9 @@ from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from gevent import socket
+from gevent.lock import Semaphore
+from gevent.pool import Pool
+from gevent.queue import Queue
 from gevent.ssl import SSLSocket
 
 from .bridge import Session
@@ -41,6 +44,8 @@ _LENGTH = struct.Struct("!I")
 _FD_SIZE = array.array("i").itemsize
 #: Descriptors a record may carry: a session's two.
 _MAX_FDS = 2
+#: Sessions being paused or sent at once (each waits for at most this many moves before its own).
+SESSIONS_IN_FLIGHT = 64
 #: The gateways of this process that take moved sessions, by docroot.
 _resumers: dict[str, Resume] = {}
 
@@ -105,41 +110,76 @@ def why_stays(session: Session) -> str | None:
     return None
 
 
-def give_session(channel: socket.socket, session: Session) -> bool:
-    """Move ``session`` over ``channel``; True once the successor has taken it."""
-    state = session.pause()
-    if state is None:
-        return False
-    try:
-        send_record(channel, {"session": as_fields(state)},
-                    [session.websocket.sock.fileno(), session.backend.fileno()])
-        answer = receive_record(channel)
-    except (OSError, EOFError, ValueError) as error:
-        log.warning("reload: the new process is gone (%s): session %s stays here", error, session.name)
-        session.moved(False)
-        raise EOFError(str(error)) from None
-    taken = answer is not None and answer[0].get("taken") is True
-    if not taken:
-        log.warning("reload: the new process refused session %s from %s: %s", session.name, session.client,
-                    answer[0].get("why") if answer else "channel closed")
-    session.moved(taken)
-    return taken
-
-
 def give_sessions(channel: socket.socket, sessions: Iterable[Session], handover: Handover) -> None:
-    """Move every session of ``sessions`` that can move; count the others in ``handover``
-    (each is marked ``"drained"``: it ends here)."""
-    for session in sessions:
-        if session.reload_outcome is not None:
-            continue
-        why = why_stays(session)
-        if why is None and give_session(channel, session):
+    """Move every session of ``sessions`` that can move; count the others in ``handover`` (each
+    is marked ``"drained"``: it ends here). Raises EOFError when the successor is gone (the
+    sessions not moved yet stay here).
+
+    Up to :data:`SESSIONS_IN_FLIGHT` sessions are paused and sent at once, their answers read as
+    they come (in the order sent): a session waits for the move of a few others, not for every
+    round trip before its own.
+    """
+    sending = Semaphore()
+    sent: Queue = Queue()  # the sessions sent, in order, then None
+    answers = LightGreenlet.spawn(_read_answers, channel, sent, handover)
+    givers = Pool(SESSIONS_IN_FLIGHT, greenlet_class=LightGreenlet)
+    try:
+        for session in sessions:
+            if session.reload_outcome is not None:
+                continue
+            if answers.ready():
+                break  # the channel failed
+            givers.spawn(_give, channel, session, sending, sent, handover)
+        givers.join()
+    finally:
+        sent.put(None)
+        answers.join()
+    if not answers.successful() or answers.value is False:
+        raise EOFError("the new process is gone")
+
+
+def _give(channel: socket.socket, session: Session, sending: Semaphore, sent: Queue, handover: Handover) -> None:
+    why = why_stays(session)
+    state = session.pause() if why is None else None
+    if state is not None:
+        with sending:
+            try:
+                send_record(channel, {"session": as_fields(state)},
+                            [session.websocket.sock.fileno(), session.backend.fileno()])
+                sent.put(session)
+                return
+            except OSError as error:
+                log.warning("reload: the new process is gone (%s): session %s stays here", error, session.name)
+                session.moved(False)
+    elif why is not None:
+        log.info("reload: session %s from %s stays to drain: %s", session.name, session.client, why)
+    session.reload_outcome = "drained"
+    handover.staying += 1
+
+
+def _read_answers(channel: socket.socket, sent: Queue, handover: Handover) -> bool:
+    """The successor's answer to each session sent; False once the channel failed (the sessions
+    still waiting then resume here)."""
+    healthy = True
+    for session in iter(sent.get, None):
+        answer = None
+        if healthy:
+            try:
+                answer = receive_record(channel)
+            except (OSError, EOFError, ValueError) as error:
+                log.warning("reload: the new process is gone (%s): sessions not moved stay here", error)
+            healthy = answer is not None
+        taken = answer is not None and answer[0].get("taken") is True
+        if answer is not None and not taken:
+            log.warning("reload: the new process refused session %s from %s: %s", session.name, session.client,
+                        answer[0].get("why"))
+        session.moved(taken)
+        if taken:
             handover.moved += 1
-            continue
-        if why is not None:
-            log.info("reload: session %s from %s stays to drain: %s", session.name, session.client, why)
-        session.reload_outcome = "drained"
-        handover.staying += 1
+        else:
+            session.reload_outcome = "drained"
+            handover.staying += 1
+    return healthy
 
 
 # -- the successor -----------------------------------------------------------------------------
