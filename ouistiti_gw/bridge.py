@@ -231,6 +231,8 @@ class Session:
         """After :meth:`pause` returned a state: True, the successor took the session (it ends
         here, without a close frame); False, it resumes here."""
         assert self._decision is not None
+        if taken:
+            self.reload_outcome = "moved"  # at once: nothing here may write to it any more
         self._decision.set(taken)
 
     def _paused(self, to_client: LightGreenlet) -> LightGreenlet | None:
@@ -250,7 +252,6 @@ class Session:
             taken = False
         self._handover = self._decision = None
         if taken:
-            self.reload_outcome = "moved"
             return None
         self._timers = self._keepalive_timers()
         if not stopped:
@@ -319,7 +320,10 @@ class Session:
 
     def close(self, code: int, reason: str) -> None:
         """End the session from outside (a server stopping): close frame now, the client has
-        :attr:`close_timeout` to answer."""
+        :attr:`close_timeout` to answer. Not while it is paused or moved: it is another
+        process's then, or about to be."""
+        if self._handover is not None or self.reload_outcome == "moved":
+            return
         self.websocket.close(code, reason)
         self._interrupt_after(self.close_timeout)
 

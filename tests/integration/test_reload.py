@@ -29,8 +29,10 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from conformance.rawclient import CONTINUATION, TEXT, RawClient, build_frame
+from ouistiti_gw.rendezvous import FRESH_SECONDS
 from support import (
     BIN,
+    PROJECT_WORKER,
     ROOT,
     ServerProcess,
     UnixServer,
@@ -38,6 +40,7 @@ from support import (
     fd_count,
     free_port,
     gateway_cli,
+    gunicorn,
     http_get,
     only_child,
     remove_tree,
@@ -404,3 +407,34 @@ def test_the_systemd_units_reload_moves_the_sessions(echo_docroot):
         assert worker_of(gateway) != old
         ws.send("reloaded")
         assert ws.recv() == "reloaded"
+
+
+def children(pid: int) -> list[int]:
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+@pytest.mark.gunicorn
+def test_gunicorn_hup_hands_the_sessions_to_the_new_workers(deployment):
+    """gunicorn's HUP forks new workers and stops the old ones: each old GatewayWorker deals its
+    sessions out among the new ones (ouistiti_gw.rendezvous) instead of closing them."""
+    env = {"OUISTITI_GW_DOCROOT": deployment.docroot, "OUISTITI_GW_PROXY_PROTOCOL": "v2"}
+    with gunicorn(PROJECT_WORKER, deployment.port, env, "-w", "2", "--graceful-timeout", "10",
+                  "--log-level", "info") as master:
+        traffic = Traffic(deployment.port, 60)
+        try:
+            wait_until(lambda: traffic.opened == 60 and traffic.characters, what="sessions open", timeout=30)
+            for _ in range(2):
+                time.sleep(FRESH_SECONDS)  # the workers serving now are no reload's new ones any more
+                old, counts = children(master.pid), list(traffic.counts)
+                master.process.send_signal(signal.SIGHUP)
+                wait_until(lambda: not any(os.path.exists(f"/proc/{pid}") for pid in old),  # noqa: B023
+                           what="the old workers to exit", timeout=30)
+                assert len(children(master.pid)) == 2
+                wait_until(lambda: all(now > then + 2 for now, then in zip(traffic.counts, counts)),  # noqa: B023
+                           what="every session to talk in the new workers", timeout=20)
+        finally:
+            traffic.stop()
+        assert not traffic.errors, traffic.errors[:5]
+        log = master.log()
+        assert log.count("session moved") >= 2 * 61
+        assert "close=1001" not in log and "Traceback" not in log

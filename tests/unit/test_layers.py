@@ -34,7 +34,7 @@ LAYERS = {
     "middleware": MIDDLEWARE,
     # server glue: only wires
     "handler": GLUE, "worker": GLUE, "wsgi_server": GLUE, "lazy": GLUE, "paste": GLUE,
-    "inifile": GLUE, "supervisor": GLUE, "cli": GLUE, "__init__": GLUE, "__main__": GLUE,
+    "inifile": GLUE, "supervisor": GLUE, "rendezvous": GLUE, "cli": GLUE, "__init__": GLUE, "__main__": GLUE,
 }
 #: Third-party and standard modules that do I/O (or are the servers): none in a pure module.
 #: A pure module may still take constants from ``socket`` (``from socket import AF_INET``).
