@@ -51,6 +51,8 @@ class GatewayWorker(GeventWebSocketWorker):
     server_class = GunicornGatewayServer
     #: The app gunicorn loaded (set by ``load_wsgi``).
     wsgi: Any
+    #: The request limits and drain_timeout, from the environment (set by ``load_wsgi``).
+    server_config: ServerConfig
     #: Where sessions of older workers come in (None: no safe runtime directory).
     takeover: TakeoverPoint | None = None
     #: The greenlet that hands the sessions over and closes the others, once SIGTERM came.
@@ -67,7 +69,8 @@ class GatewayWorker(GeventWebSocketWorker):
         gateway now: a configuration error (:class:`~ouistiti_gw.config.ConfigurationError`, a
         gunicorn ``AppImportError``) then stops gunicorn at boot with its one-line message,
         instead of failing every request."""
-        self.wsgi_handler = handler_class(ServerConfig.from_environment(), GunicornGatewayHandler)
+        self.server_config = ServerConfig.from_environment()
+        self.wsgi_handler = handler_class(self.server_config, GunicornGatewayHandler)
         super().load_wsgi()
         if self.wsgi is make_app:
             self.wsgi = environment_gateway.get()
@@ -95,12 +98,17 @@ class GatewayWorker(GeventWebSocketWorker):
             self.leaving = gevent.spawn(self._leave)
 
     def _leave(self) -> None:
-        """Sessions to the new workers if a reload started some, 1001 for the others, and a
-        moment for their clients to answer."""
+        """Sessions to the new workers if a reload started some, and what could not move
+        (wss://) served on for ``drain_timeout`` (within ``--graceful-timeout``); then 1001 for
+        the others, and a moment for their clients to answer."""
         if self.takeover is not None:
             self.takeover.close()  # no session comes in any more: we stop too
-            hand_over(os.path.dirname(self.takeover.path), process_sessions,
-                      wait=max(1.0, self.cfg.graceful_timeout / 2))
+            handover = hand_over(os.path.dirname(self.takeover.path), process_sessions,
+                                 wait=max(1.0, self.cfg.graceful_timeout / 2))
+            if handover.moved or handover.staying:
+                with gevent.Timeout(min(self.server_config.drain_timeout, self.cfg.graceful_timeout / 2), False):
+                    while len(process_sessions):
+                        gevent.sleep(0.1)
         process_sessions.close_all()
         while len(process_sessions):
             gevent.sleep(0.1)
