@@ -107,10 +107,12 @@ class Deployment:
         self.ini = directory / "gateway.ini"
         self.write("v0")
 
-    def write(self, version: str, *, max_connections: str = "10000", crash: bool = False) -> None:
+    def write(self, version: str, *, max_connections: str = "10000", crash: bool = False,
+              docroot: str | None = None) -> None:
         (self.directory / "reload_version.py").write_text(VERSION_MODULE.format(
             version=version, crash="raise RuntimeError('broken new code')" if crash else ""))
-        self.ini.write_text(INI.format(docroot=self.docroot, port=self.port, max_connections=max_connections))
+        self.ini.write_text(INI.format(docroot=docroot or self.docroot, port=self.port,
+                                       max_connections=max_connections))
 
     def start(self) -> ServerProcess:
         env = {"PYTHONPATH": str(self.directory), "PYTHONDONTWRITEBYTECODE": "1"}
@@ -269,7 +271,7 @@ def fragments_cut(cut_in: str) -> tuple[bytes, bytes, str]:
 
 def test_sessions_live_through_reloads(deployment):
     with deployment.start() as gateway:
-        first = worker_of(gateway)
+        first, master_fds = worker_of(gateway), fd_count(gateway.pid)
         wait_until(lambda: http_get(deployment.port, "/greenlets")[0] == 200, what="app")
         idle_fds, idle_greenlets = fd_count(first), int(http_get(deployment.port, "/greenlets")[1])
         traffic = Traffic(deployment.port, SESSIONS)
@@ -305,6 +307,7 @@ def test_sessions_live_through_reloads(deployment):
         assert log.count("session moved") >= RELOADS * SESSIONS
         assert "close=1001" not in log and "Traceback" not in log
         last = workers[-1]
+        assert fd_count(gateway.pid) == master_fds
         wait_until(lambda: fd_count(last) <= idle_fds, what=f"fds back to {idle_fds}")
         wait_until(lambda: int(http_get(deployment.port, "/greenlets")[1]) <= idle_greenlets,
                    what=f"greenlets back to {idle_greenlets}")
@@ -438,3 +441,20 @@ def test_gunicorn_hup_hands_the_sessions_to_the_new_workers(deployment):
         log = master.log()
         assert log.count("session moved") >= 2 * 61
         assert "close=1001" not in log and "Traceback" not in log
+
+
+def test_a_session_the_new_worker_refuses_stays_with_the_old_one(deployment, tmp_path):
+    """The new configuration serves another docroot: no gateway there takes the session, which
+    the old worker serves on (as a wss:// one) for drain_timeout, then closes with 1001."""
+    with deployment.start() as gateway, connect(f"ws://127.0.0.1:{deployment.port}/stream") as ws:
+        old = worker_of(gateway)
+        deployment.write("v1", docroot=str(tmp_path))
+        gateway.process.send_signal(signal.SIGHUP)
+        wait_until(lambda: "1 left to drain" in gateway.log(), what="the session to stay")
+        assert f"no gateway serves docroot {deployment.docroot} here" in gateway.log()
+        ws.send("still served by the old worker")
+        assert ws.recv() == "still served by the old worker"
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=10)
+        assert closed.value.rcvd.code == 1001
+        wait_until(lambda: not os.path.exists(f"/proc/{old}"), what="the old worker to exit")
