@@ -17,9 +17,12 @@ Only a session whose closing handshake has not started moves (:func:`why_not_mov
 closing one ends where it is. A state of another :data:`VERSION` is refused
 (:class:`StateError`), so a successor that cannot read it leaves the session where it was.
 
-Compression (permessage-deflate), when it lands: its zlib streams cannot be serialized, so a
-compressed session may move only between messages; :func:`why_not_movable` is the place to say
-so (``protocol.at_message_boundary``).
+Compression (permessage-deflate), when it lands: zlib's streams cannot be serialized, so a
+compressed session can move only between messages both ways (no ``_message_opcode``, no
+``_sending_pieces``), and only when neither side keeps its window from one message to the next
+(``server_no_context_takeover`` and ``client_no_context_takeover``): a successor starts with
+empty windows. :func:`why_not_movable` is the hook: it must return a reason for any other
+compressed session, which then stays with the old process, as a wss:// one does.
 """
 from __future__ import annotations
 
@@ -86,7 +89,7 @@ def why_not_movable(protocol: Protocol) -> str | None:
     """None when ``protocol``'s state can be carried over; else why not."""
     if protocol.state is not State.OPEN:
         return "closing"
-    # permessage-deflate: return "compressed, inside a message" unless protocol.at_message_boundary
+    # permessage-deflate (see the module's docstring): "compressed" unless between messages
     return None
 
 
