@@ -78,6 +78,73 @@ class _BackendWriteFailed(Exception):
         self.error = error
 
 
+class _ServerFeed:
+    """The client's messages on their way to the UNIX server, by the rules of the module's docstring.
+
+    On a stream, the whole messages one read of the client brought are gathered and written
+    once every frame of that read is delivered (:meth:`write_ready`, called before the next
+    read): one system call for them all, instead of one per message. A big piece goes out as
+    it came, never copied. On a ``SOCK_SEQPACKET`` socket a message is one packet.
+    """
+
+    __slots__ = ("backend", "forward", "_held", "_ready")
+
+    def __init__(self, backend: socket.socket, seqpacket: bool) -> None:
+        self.backend = backend
+        #: ``forward(piece, is_text, final)``: what :meth:`WebSocket.receive_streaming` delivers to.
+        self.forward = self._forward_as_packet if seqpacket else self._forward_to_stream
+        # A message's beginning, until it is whole (or big, on a stream): one growing buffer,
+        # so a message in a million 1-byte fragments costs a byte per byte, not an object each.
+        self._held = bytearray()
+        self._ready = bytearray()
+
+    def _write(self, data: bytes | bytearray, *, packet: bool = False) -> None:
+        try:
+            if packet:
+                self.backend.send(data)  # one message, one packet
+            else:
+                send_all(self.backend, data)
+        except OSError as error:
+            raise _BackendWriteFailed(error) from None
+
+    def write_ready(self) -> None:
+        """Write the whole messages gathered so far (stream)."""
+        if self._ready:
+            self._write(self._ready)
+            self._ready.clear()
+
+    def _forward_to_stream(self, piece: bytes, is_text: bool, final: bool) -> None:
+        held = self._held
+        data: bytes | bytearray = piece
+        if held or not (final or len(piece) >= STREAM_HOLD_SIZE):
+            held.extend(piece)
+            if not final and len(held) < STREAM_HOLD_SIZE:
+                return
+            data = held
+        if len(data) >= STREAM_HOLD_SIZE:
+            self.write_ready()
+            self._write(data)
+        else:
+            self._ready.extend(data)
+            if len(self._ready) >= STREAM_HOLD_SIZE:
+                self.write_ready()
+        held.clear()
+
+    def _forward_as_packet(self, piece: bytes, is_text: bool, final: bool) -> None:
+        held = self._held
+        data: bytes | bytearray = piece
+        if held or not final:
+            held.extend(piece)
+            if not final:
+                return
+            data = held
+        if data:
+            self._write(data, packet=True)
+        else:
+            log.debug("empty message not forwarded: a zero-length packet reads as EOF")
+        held.clear()
+
+
 class LiveSessions:
     """The sessions running in this process, so that a stopping server can close them properly
     (1001, and a moment for the client's answer) instead of cutting them.
@@ -146,14 +213,12 @@ class Session:
     reload_outcome: str | None = None
     #: True when it came from another process (its log line says "resumed", not "open").
     resumed: bool = False
-    #: A client message's beginning, until it is whole (or big, on a stream): one growing buffer,
-    #: so a message in a million 1-byte fragments costs a byte per byte, not an object each.
-    held: bytearray = field(default_factory=bytearray, repr=False)
     #: The server's reads as text or binary, with a character cut by a read held back.
     splitter: Utf8Splitter = field(default_factory=Utf8Splitter, repr=False)
 
     def __post_init__(self) -> None:
         self.bucket = TokenBucket(self.max_message_rate) if self.max_message_rate else None
+        self.feed = _ServerFeed(self.backend, self.seqpacket)
         #: Set by :meth:`pause`: the pumps stop before their next read.
         self._pausing = False
         #: While paused: the state, once both pumps stopped; then whether it moved.
@@ -260,11 +325,13 @@ class Session:
         return LightGreenlet.spawn(self._server_to_client)
 
     def state(self) -> SessionState:
-        """All the session is, for a successor (both pumps must be stopped before a read)."""
+        """All the session is, for a successor (both pumps must be stopped before a read). The
+        feed's gathered whole messages went out before that read: only a message's beginning
+        is held."""
         ws, bucket = self.websocket, self.bucket
         return SessionState(
             docroot=self.docroot, name=self.name, client=self.client, started=self.started,
-            last_heard=ws.last_heard, held=bytes(self.held), server_pending=self.splitter.pending,
+            last_heard=ws.last_heard, held=bytes(self.feed._held), server_pending=self.splitter.pending,
             proxy_header_sent=self.proxy_header_sent,
             message_tokens=bucket.tokens if bucket is not None else None,
             message_bucket_updated=bucket.updated if bucket is not None else None,
@@ -273,7 +340,7 @@ class Session:
     def restore(self, state: SessionState) -> None:
         """Take over ``state``, a session paused in another process, before :meth:`run`."""
         self.started, self.websocket.last_heard = state.started, state.last_heard
-        self.held[:] = state.held
+        self.feed._held[:] = state.held
         self.splitter.pending = state.server_pending
         self.proxy_header_sent, self.resumed = state.proxy_header_sent, True
         if self.bucket is not None and state.message_tokens is not None and state.message_bucket_updated is not None:
@@ -334,38 +401,16 @@ class Session:
             # A message is one packet: one that cannot be sent is refused (1009) as soon as its
             # length says so, not after the gateway has held all of it.
             ws.limit_message_size(largest_packet(backend), "message too big for the server's socket")
-        bucket, held = self.bucket, self.held
-
-        def forward(piece: bytes, is_text: bool, final: bool) -> None:
-            data: bytes | bytearray
-            if not held and (final or (not seqpacket and len(piece) >= STREAM_HOLD_SIZE)):
-                # a message in one piece (nearly all of them), or a big piece of a streamed one,
-                # goes out as it came: never copied
-                data = piece
-            else:
-                held.extend(piece)
-                if not final and (seqpacket or len(held) < STREAM_HOLD_SIZE):
-                    return
-                data = held
-            try:
-                if not seqpacket:
-                    if data:
-                        send_all(backend, data)
-                elif data:
-                    backend.send(data)  # one message, one packet
-                else:
-                    log.debug("empty message not forwarded: a zero-length packet reads as EOF")
-            except OSError as error:
-                raise _BackendWriteFailed(error) from None
-            held.clear()
-
+        bucket, feed = self.bucket, self.feed
         try:
-            while ws.receive_streaming(forward):
+            while ws.receive_streaming(feed.forward, feed.write_ready):
                 if bucket is not None and not bucket.take():
+                    feed.write_ready()
                     log.warning("closing %s from %s: over %g messages/s", self.name, self.client,
                                 self.max_message_rate)
                     ws.close(CloseCode.POLICY_VIOLATION, "message rate limit exceeded")
                     return
+            feed.write_ready()  # what came before the client's close, or before it broke the protocol
         except _BackendWriteFailed as failed:
             if failed.error.errno in (errno.EMSGSIZE, errno.ENOBUFS):
                 ws.close(CloseCode.MESSAGE_TOO_BIG, "message too big for the server's socket")

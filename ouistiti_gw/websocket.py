@@ -57,6 +57,10 @@ class Message:
     is_text: bool
 
 
+def _nothing() -> None:
+    """``before_read`` when the caller has nothing to do there."""
+
+
 class WebSocket:
     """One server-side WebSocket connection after a successful handshake.
 
@@ -120,10 +124,14 @@ class WebSocket:
             return None
         return Message(pieces[0] if len(pieces) == 1 else b"".join(pieces), kind[0])
 
-    def receive_streaming(self, deliver: Callable[[bytes, bool, bool], None]) -> bool:
+    def receive_streaming(self, deliver: Callable[[bytes, bool, bool], None],
+                          before_read: Callable[[], None] | None = None) -> bool:
         """Read the next data message and hand it to ``deliver(piece, is_text, final)`` as its
         bytes arrive, unmasked and (text) validated up to the piece's last byte; False instead
-        when the connection is over (see :meth:`receive`).
+        when the connection is over (see :meth:`receive`). ``before_read()``, if given, is
+        called whenever every frame already read has been delivered, before the socket is read
+        again (or the loop given its turn): a relay that gathers what ``deliver`` got writes it
+        there, one write for all the messages one read brought.
 
         A 16 MiB message is never held whole: a stream can forward it while it is still coming.
         The price is that a message failing part-way (bad UTF-8, connection lost) has had its
@@ -132,7 +140,7 @@ class WebSocket:
         taken for the client's transport ending, so wrap those.
         """
         try:
-            return self._read_message(deliver)
+            return self._read_message(deliver, before_read or _nothing)
         except ProtocolViolation as violation:
             # A client over a limit set for the operator is worth a warning; a broken client is not.
             log.log(logging.WARNING if violation.code == CloseCode.POLICY_VIOLATION else logging.INFO,
@@ -143,7 +151,7 @@ class WebSocket:
             self.protocol.connection_lost()
         return False
 
-    def _read_message(self, deliver: Callable[[bytes, bool, bool], None]) -> bool:
+    def _read_message(self, deliver: Callable[[bytes, bool, bool], None], before_read: Callable[[], None]) -> bool:
         protocol = self.protocol
         next_event, receive_data, recv = protocol.next_event, protocol.receive_data, self._receiver.recv
         while True:
@@ -155,7 +163,8 @@ class WebSocket:
             elif event is None:
                 if not protocol.receiving:
                     return False
-                if self.pausing:
+                before_read()
+                if self.pausing:  # after before_read: what it gathered is written, nothing is held
                     raise ReadPaused()
                 data = recv(_READ_CHUNK)
                 if not data:
@@ -166,6 +175,7 @@ class WebSocket:
                 # Frames come out of the buffer without a system call: without this, a client
                 # sending tiny frames faster than they are parsed would keep the loop (every
                 # session of the process, the gunicorn worker's heartbeat) to itself.
+                before_read()
                 yield_to_loop()
             elif type(event) is Ping:
                 self._write(protocol.send_pong(event.payload), quiet=True)

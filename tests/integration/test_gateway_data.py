@@ -10,6 +10,7 @@ import websocket as websocket_client
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
+from conformance.rawclient import TEXT, RawClient, build_frame
 from ouistiti_gw.bridge import CLOSE_TIMEOUT_SECONDS
 from support import handshake_request, raw_request, read_until_eof, say_bye_and_leave, wait_until
 
@@ -106,6 +107,18 @@ def test_seqpacket_boundaries_are_kept_both_ways(gateway, docroot, unix_servers)
         replies = [ws.recv() for _ in messages]
     assert replies == messages
     assert server.received == [m.encode() if isinstance(m, str) else m for m in messages]
+
+
+def test_messages_one_read_brought_reach_a_stream_server_in_one_write(gateway, docroot, unix_servers):
+    """Whole messages are gathered until every frame of the client's read is delivered: one
+    write to the server for all of them, not one system call per message."""
+    server = unix_servers(f"{docroot}/echo")
+    client = RawClient(gateway.port, "/echo")
+    messages = [f"message {index};".encode() for index in range(20)]
+    client.send(*(build_frame(TEXT, message) for message in messages))  # one write, one read
+    client.expect_stream(b"".join(messages), text=True)
+    client.close_cleanly()
+    assert server.received == [b"".join(messages)]
 
 
 def test_seqpacket_message_too_big_closes_1009(gateway, docroot, unix_servers):
