@@ -171,11 +171,27 @@ def _unplain(value: Any) -> Any:
     return value
 
 
+#: What each annotation of the two dataclasses accepts (ints are floats too, as JSON has them).
+_KINDS: dict[str, tuple[type, ...]] = {"bytes": (bytes,), "int": (int,), "float": (int, float), "str": (str,),
+                                       "bool": (bool,), "None": (type(None),), "ProtocolState": (ProtocolState,),
+                                       "tuple[bool, int, int, bytes]": (tuple,)}
+
+
 def _typed(cls: type, fields: dict[str, Any]) -> Any:
-    """``cls(**fields)`` with bytes restored, refusing unknown or missing fields."""
+    """``cls(**fields)`` with bytes restored, refusing unknown or missing fields and values of
+    another type (a state is checked whole before a session is built from it)."""
     if not isinstance(fields, dict):
         raise StateError(f"malformed session state: {cls.__name__} is not an object")
-    names = {field.name for field in dataclasses.fields(cls)}
-    if set(fields) - names:
-        raise StateError(f"unknown fields in session state: {sorted(set(fields) - names)}")
-    return cls(**{key: _unplain(value) for key, value in fields.items()})
+    annotations = {field.name: str(field.type) for field in dataclasses.fields(cls)}
+    if set(fields) - set(annotations):
+        raise StateError(f"unknown fields in session state: {sorted(set(fields) - set(annotations))}")
+    values = {key: _unplain(value) for key, value in fields.items()}
+    for key, value in values.items():
+        kinds = tuple(kind for name in annotations[key].split(" | ") for kind in _KINDS[name])
+        if not isinstance(value, kinds) or (isinstance(value, tuple) and not _is_frame(value)):
+            raise StateError(f"malformed session state: {key} = {value!r:.40}")
+    return cls(**values)
+
+
+def _is_frame(value: tuple) -> bool:
+    return len(value) == 4 and [type(item) for item in value] == [bool, int, int, bytes]

@@ -115,6 +115,28 @@ def test_malformed_states_are_refused(fields):
         from_fields(fields)
 
 
+@pytest.mark.parametrize("path, value", [(("name",), 5), (("held",), "not base64 bytes"),
+                                         (("held",), {"b64": "%%%"}), (("protocol", "unparsed"), 7),
+                                         (("protocol", "frame"), [True, 1, 2]),
+                                         (("protocol", "frame"), [True, 1, "2", {"b64": ""}]),
+                                         (("protocol", "frames_left"), None)])
+def test_values_of_another_type_are_refused(path, value):
+    """Checked whole before a session is built from it: nothing fails half-way through."""
+    first = Protocol()
+    events(first, encode_frame(Opcode.TEXT, b"12345", fin=False, mask=MASK) + b"\x80")
+    fields = as_fields(SessionState("/d", "n", "c", 0.0, 0.0, b"", b"", False, None, None, capture_protocol(first)))
+    assert fields["protocol"]["frame"] is None and fields["protocol"]["unparsed"] == {"b64": "gA=="}
+    fields["protocol"]["frame"] = [True, 1, 5, {"b64": "ESIzRA=="}]
+    assert from_fields(fields).protocol.frame == (True, 1, 5, MASK)
+    *parents, last = path
+    target = fields
+    for parent in parents:
+        target = target[parent]
+    target[last] = value
+    with pytest.raises(StateError, match="malformed"):
+        from_fields(fields)
+
+
 def test_unknown_fields_are_refused():
     fields = as_fields(SessionState("/d", "n", "c", 0.0, 0.0, b"", b"", False, None, None,
                                     capture_protocol(Protocol())))
