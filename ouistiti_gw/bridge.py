@@ -58,6 +58,8 @@ UTF8_HOLD_SECONDS = 0.25
 PACKETS_PER_TURN = 64
 #: How long we wait for the client's close frame after sending ours (RFC 6455 section 7.1.1).
 CLOSE_TIMEOUT_SECONDS = 5.0
+#: How long :meth:`LiveSessions.close_all` waits for the close frames to go out.
+CLOSE_ALL_SECONDS = 1.0
 #: How long :meth:`Session.pause` waits for a pump to reach a read (one writing to a peer that
 #: does not read may wait long): past it the session stays where it is.
 PAUSE_TIMEOUT_SECONDS = 2.0
@@ -172,10 +174,13 @@ class LiveSessions:
         return len(self._sessions)
 
     def close_all(self, code: int = CloseCode.GOING_AWAY, reason: str = "server shutting down") -> int:
-        """Send every open session a close frame (1001 by default); return how many there were."""
+        """Send every open session a close frame (1001 by default); return how many there were.
+
+        Each close has its greenlet, and all of them :data:`CLOSE_ALL_SECONDS` at most: one
+        session writing to a client that does not read holds its own close, not the others'."""
         sessions = list(self._sessions)
-        for session in sessions:
-            session.close(code, reason)
+        gevent.joinall([LightGreenlet.spawn(session.close, code, reason) for session in sessions],
+                       timeout=CLOSE_ALL_SECONDS)
         return len(sessions)
 
 
@@ -287,6 +292,8 @@ class Session:
         try:
             state = self._handover.get(timeout=PAUSE_TIMEOUT_SECONDS)
         except gevent.Timeout:
+            log.info("reload: session %s from %s stays here: it did not stop for %g s (a peer that does not read)",
+                     self.name, self.client, PAUSE_TIMEOUT_SECONDS)
             state = None
         if state is None:
             self._decision.set(False)  # when it does stop, it goes on here
@@ -387,9 +394,9 @@ class Session:
 
     def close(self, code: int, reason: str) -> None:
         """End the session from outside (a server stopping): close frame now, the client has
-        :attr:`close_timeout` to answer. Not while it is paused or moved: it is another
-        process's then, or about to be."""
-        if self._handover is not None or self.reload_outcome == "moved":
+        :attr:`close_timeout` to answer. Not once it moved, nor while a move is being decided:
+        it is another process's then, or may be."""
+        if self.reload_outcome == "moved" or (self._decision is not None and not self._decision.ready()):
             return
         self.websocket.close(code, reason)
         self._interrupt_after(self.close_timeout)

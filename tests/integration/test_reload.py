@@ -128,6 +128,16 @@ def proxied_echo(conn: socket.socket, server: UnixServer) -> None:
         conn.sendall(data)
 
 
+def flood(conn: socket.socket, server: UnixServer) -> None:
+    """Read the PROXY header, then write as fast as the gateway takes it."""
+    from ouistiti_gw.unix import read_proxy_header
+
+    read_proxy_header(conn)
+    chunk = b"x" * 65536
+    while True:
+        conn.sendall(chunk)
+
+
 class SplitCharacter:
     """A stream server that always leaves a UTF-8 character cut between two writes: ``C3``, then
     ``A9 C3`` every 0.1 s (each ``é`` completes as the next begins), so the gateway holds a byte
@@ -249,6 +259,7 @@ def deployment(tmp_path):
                UnixServer(f"{docroot}/seqpacket", proxied_echo, socket.SOCK_SEQPACKET)]
     split = SplitCharacter()
     servers.append(UnixServer(f"{docroot}/utf8", split))
+    servers.append(UnixServer(f"{docroot}/flood", flood))
     deployment = Deployment(tmp_path, docroot, free_port())
     deployment.split = split  # type: ignore[attr-defined]
     yield deployment
@@ -458,3 +469,25 @@ def test_a_session_the_new_worker_refuses_stays_with_the_old_one(deployment, tmp
             ws.recv(timeout=10)
         assert closed.value.rcvd.code == 1001
         wait_until(lambda: not os.path.exists(f"/proc/{old}"), what="the old worker to exit")
+
+
+def test_a_client_that_does_not_read_holds_up_no_reload(deployment):
+    """Its session cannot stop between two writes (the gateway is blocked writing to it): after
+    PAUSE_TIMEOUT_SECONDS it stays with the old worker, which closes it after drain_timeout;
+    the others move meanwhile, and the old worker exits."""
+    with deployment.start() as gateway, connect(f"ws://127.0.0.1:{deployment.port}/stream") as ws:
+        stuck = RawClient(deployment.port, "/flood")  # never reads
+        try:
+            old = worker_of(gateway)
+            wait_until(lambda: fd_count(old) and stuck.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF),
+                       what="the flood")
+            time.sleep(0.5)  # the client's buffers are full: the gateway's write waits
+            gateway.process.send_signal(signal.SIGHUP)
+            wait_until(lambda: "1 session(s) moved to the new worker, 1 left to drain" in gateway.log(),
+                       what="the move", timeout=20)
+            assert "it did not stop for 2 s (a peer that does not read)" in gateway.log()
+            ws.send("moved")
+            assert ws.recv() == "moved"
+            wait_until(lambda: not os.path.exists(f"/proc/{old}"), what="the old worker to exit", timeout=20)
+        finally:
+            stuck.close()
