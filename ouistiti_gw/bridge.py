@@ -173,6 +173,12 @@ class LiveSessions:
     def __len__(self) -> int:
         return len(self._sessions)
 
+    def wait_until_empty(self, timeout: float) -> None:
+        """Return once every session ended (or moved), or after ``timeout`` seconds."""
+        with gevent.Timeout(timeout, False):
+            while self._sessions:
+                gevent.sleep(0.1)
+
     def close_all(self, code: int = CloseCode.GOING_AWAY, reason: str = "server shutting down") -> int:
         """Send every open session a close frame (1001 by default); return how many there were.
 

@@ -63,11 +63,13 @@ def receive_message(channel) -> tuple[bytes, int | None]:
 
 @dataclass(eq=False)
 class Worker:
+    """A worker process and the master's end of its control channel."""
+
     process: subprocess.Popen
     control: socket.socket
+    #: It said it serves.
     ready: bool = False
-    #: Set when it was told to hand over its sessions: its exit is expected.
-    retiring: bool = False
+    #: Why it cannot start, as it said before exiting (empty: it did not say).
     failure: str = ""
 
     @property
@@ -87,6 +89,7 @@ class Master:
     listener: int | None = None
     signals: list[int] = field(default_factory=list)
     exit_status: int = 0
+    selector: selectors.BaseSelector = field(default_factory=selectors.DefaultSelector)
 
     def run(self) -> int:
         wakeup_read, wakeup_write = socket.socketpair()
@@ -94,7 +97,6 @@ class Master:
         signal.set_wakeup_fd(wakeup_write.fileno(), warn_on_full_buffer=False)
         for caught in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
             signal.signal(caught, lambda number, _frame: self.signals.append(number))
-        self.selector = selectors.DefaultSelector()
         self.selector.register(wakeup_read, selectors.EVENT_READ)
         self.current = self._start()
         stopping = False
@@ -171,7 +173,6 @@ class Master:
         send_message(old.control, b"give", give.fileno())
         give.close()
         take.close()
-        old.retiring = True
         self.current, self.successor = successor, None
         log.info("reload: worker %d serves; worker %d hands its sessions over and exits", successor.pid, old.pid)
 

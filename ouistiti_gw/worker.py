@@ -106,12 +106,9 @@ class GatewayWorker(GeventWebSocketWorker):
             handover = hand_over(os.path.dirname(self.takeover.path), process_sessions,
                                  wait=max(1.0, self.cfg.graceful_timeout / 2))
             if handover.moved or handover.staying:
-                with gevent.Timeout(min(self.server_config.drain_timeout, self.cfg.graceful_timeout / 2), False):
-                    while len(process_sessions):
-                        gevent.sleep(0.1)
+                process_sessions.wait_until_empty(min(self.server_config.drain_timeout, self.cfg.graceful_timeout / 2))
         process_sessions.close_all()
-        while len(process_sessions):
-            gevent.sleep(0.1)
+        process_sessions.wait_until_empty(self.cfg.graceful_timeout)
 
 
 def _forget_live_gauges(pid: int) -> None:

@@ -141,11 +141,8 @@ def _hand_over(server: GatewayServer, channel) -> None:
             gevent.sleep(0.05)
     log.info("reload: %d session(s) moved to the new worker, %d left to drain for up to %g s",
              handover.moved, handover.staying, server.drain_timeout)
-    while len(process_sessions) and time.monotonic() < deadline:
-        gevent.sleep(0.1)
+    process_sessions.wait_until_empty(max(0.0, deadline - time.monotonic()))
     if len(process_sessions):
         log.info("reload: drain time over: closing %d session(s) with 1001",
                  process_sessions.close_all(CloseCode.GOING_AWAY, "server reloading"))
-        with gevent.Timeout(STOP_TIMEOUT_SECONDS, False):
-            while len(process_sessions):
-                gevent.sleep(0.1)
+        process_sessions.wait_until_empty(STOP_TIMEOUT_SECONDS)
