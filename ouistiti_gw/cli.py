@@ -89,6 +89,11 @@ def main(argv: list[str] | None = None) -> int:
         hint = " (another server listens there: stop it, or choose another port)" \
             if error.errno == errno.EADDRINUSE else ""
         return fail(f"{error}{hint}", EXIT_FAILURE)
+    except Exception as error:  # a bug, or broken new code: its traceback follows
+        link = worker_link()
+        if link is not None and link.successor:
+            link.failed(f"{type(error).__name__}: {error}")
+        raise
 
 
 def fail(reason: str, status: int) -> int:

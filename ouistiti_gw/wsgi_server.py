@@ -105,11 +105,13 @@ def serve_until_stopped(server: WSGIServer) -> None:
 def _follow_orders(link: WorkerLink, server: GatewayServer, stopping: Event) -> None:
     """A worker under a master: say it serves, then take sessions, or hand them over and stop."""
     link.serving(server.socket)
+    taking: list[LightGreenlet] = []
     while (order := link.next_order()) is not None:
         role, channel = order
         if role == "take":
-            LightGreenlet.spawn(_take, channel)
+            taking.append(LightGreenlet.spawn(_take, channel))
         else:
+            gevent.joinall(taking)  # a quick second reload: what we were taking moves on too
             _hand_over(server, channel)
             break
     stopping.set()  # handed over, or the master is gone
@@ -135,8 +137,9 @@ def _hand_over(server: GatewayServer, channel) -> None:
                 give_sessions(channel, process_sessions, handover)
             except EOFError:
                 break  # the successor is gone: what did not move stays and drains
-            staying = sum(1 for session in process_sessions if session.reload_outcome == "drained")
-            if server.connections <= staying or time.monotonic() > handshakes_deadline:
+            outcomes = [session.reload_outcome for session in process_sessions]
+            if (None not in outcomes and server.connections <= outcomes.count("drained")
+                    or time.monotonic() > handshakes_deadline):
                 break
             gevent.sleep(0.05)
     log.info("reload: %d session(s) moved to the new worker, %d left to drain for up to %g s",
