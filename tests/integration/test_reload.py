@@ -21,6 +21,7 @@ import subprocess
 import threading
 import time
 import urllib.request
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -282,7 +283,7 @@ def fragments_cut(cut_in: str) -> tuple[bytes, bytes, str]:
 
 def test_sessions_live_through_reloads(deployment):
     with deployment.start() as gateway:
-        first, master_fds = worker_of(gateway), fd_count(gateway.pid)
+        first = worker_of(gateway)
         wait_until(lambda: http_get(deployment.port, "/greenlets")[0] == 200, what="app")
         idle_fds, idle_greenlets = fd_count(first), int(http_get(deployment.port, "/greenlets")[1])
         traffic = Traffic(deployment.port, SESSIONS)
@@ -292,6 +293,7 @@ def test_sessions_live_through_reloads(deployment):
                        timeout=30)
             for client, before, _, _ in cut.values():
                 client.send(before)
+            master_fds = fd_count(gateway.pid)  # (it holds the listening socket since the worker served)
             workers = [first]
             for number in range(1, RELOADS + 1):
                 counts, newcomers = list(traffic.counts), traffic.new_connections
@@ -369,15 +371,14 @@ def echo_docroot():
 
 def test_the_metrics_count_moved_sessions(echo_docroot, tmp_path):
     env = {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}  # the old worker's counts outlive it
-    with gateway_cli(echo_docroot, "--metrics-path", "/metrics", env=env) as gateway:
-        sessions = [connect(f"{gateway.url}/echo") for _ in range(3)]
+    with gateway_cli(echo_docroot, "--metrics-path", "/metrics", env=env) as gateway, ExitStack() as stack:
+        sessions = [stack.enter_context(connect(f"{gateway.url}/echo")) for _ in range(3)]
         old = worker_of(gateway)
         gateway.process.send_signal(signal.SIGHUP)
         wait_until(lambda: not os.path.exists(f"/proc/{old}"), what="the old worker to exit")
         for number, ws in enumerate(sessions):
             ws.send(f"still here {number}")
             assert ws.recv() == f"still here {number}"
-            ws.close()
         assert reload_counts(f"http://127.0.0.1:{gateway.port}") == {"moved": 3.0}
         assert "reload: 3 session(s) moved to the new worker, 0 left to drain" in gateway.log()
 
@@ -491,3 +492,20 @@ def test_a_client_that_does_not_read_holds_up_no_reload(deployment):
             wait_until(lambda: not os.path.exists(f"/proc/{old}"), what="the old worker to exit", timeout=20)
         finally:
             stuck.close()
+
+
+@pytest.mark.gunicorn
+def test_gunicorn_shutdown_moves_nothing(echo_docroot):
+    """At a plain shutdown every worker is older than a reload's new ones would be: sessions
+    close with 1001 as before, none is handed from one stopping worker to another."""
+    with gunicorn(PROJECT_WORKER, free_port(), {"OUISTITI_GW_DOCROOT": echo_docroot}, "-w", "2",
+                  "--log-level", "info") as master, ExitStack() as stack:
+        sessions = [stack.enter_context(connect(f"{master.url}/echo")) for _ in range(6)]
+        time.sleep(FRESH_SECONDS)
+        master.process.send_signal(signal.SIGTERM)
+        for ws in sessions:
+            with pytest.raises(ConnectionClosed) as closed:
+                ws.recv(timeout=10)
+            assert closed.value.rcvd.code == 1001
+        master.process.wait(timeout=10)
+        assert "session moved" not in master.log() and master.log().count("close=1001") == 6
