@@ -128,7 +128,7 @@ def give_sessions(channel: socket.socket, sessions: Iterable[Session], handover:
             if session.reload_outcome is not None:
                 continue
             if answers.ready():
-                break  # the channel failed
+                break  # the reader failed: nothing more can move
             givers.spawn(_give, channel, session, sending, sent, handover)
         givers.join()
     finally:
@@ -169,10 +169,11 @@ def _read_answers(channel: socket.socket, sent: Queue, handover: Handover) -> bo
             except (OSError, EOFError, ValueError) as error:
                 log.warning("reload: the new process is gone (%s): sessions not moved stay here", error)
             healthy = answer is not None
-        taken = answer is not None and answer[0].get("taken") is True
+        fields = answer[0] if answer is not None and isinstance(answer[0], dict) else {}
+        taken = fields.get("taken") is True
         if answer is not None and not taken:
             log.warning("reload: the new process refused session %s from %s: %s", session.name, session.client,
-                        answer[0].get("why"))
+                        fields.get("why"))
         session.moved(taken)
         if taken:
             handover.moved += 1
