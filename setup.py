@@ -19,8 +19,9 @@ setup(
         "gevent-websocket==0.10.1",
         "webob>=1.8.9",  # from 1.8.9 it brings legacy-cgi on 3.13, which dropped the cgi module it imports
         "PasteDeploy>=3.0",
-        # only for websockets.speedups.apply_mask: a maintained C (SIMD) XOR for unmasking,
-        # ~20 GB/s where pure Python does ~130 MB/s (frames.apply_mask falls back without it)
+        # websockets.speedups.apply_mask: a maintained C (SIMD) XOR for unmasking, ~20 GB/s where
+        # pure Python does ~130 MB/s (frames.apply_mask falls back without it); and
+        # websockets.headers' parser of Sec-WebSocket-Extensions (deflate.py)
         "websockets>=13",
     ],
     extras_require={

@@ -6,6 +6,8 @@
   it forks one process per connection, as it does by default;
 - ``gw-2workers``: this gateway under gunicorn with the project's ``GatewayWorker``, 2 workers:
   one per core of this machine, as it would be deployed to use them;
+- ``gw-deflate``: ``ouistiti-gw serve`` with clients that offer permessage-deflate, as browsers
+  do (the other contenders' clients offer nothing: ``ouistiti-gw`` is compression off);
 - ``direct``: this gateway in direct mode, the sample echo speaking WebSocket itself;
 - ``ouistiti``: the C server itself (optional, ``--ouistiti DIR``), through the reference script;
 - ``raw``: no WebSocket at all, the client talks to the UNIX socket: the limit of this machine;
@@ -26,6 +28,8 @@ import sys
 import time
 from dataclasses import dataclass
 
+from ouistiti_gw.deflate import COMPRESSOR_IDLE_SECONDS
+from ouistiti_gw.trim import TRIM_DELAY
 from procinfo import process_tree, raise_nofile_limit
 
 log = logging.getLogger(__name__)
@@ -101,6 +105,10 @@ class Contender:
     log_path: str = ""
     #: the server's working directory (None: the benchmark's)
     cwd: str | None = None
+    #: the clients offer permessage-deflate
+    deflate: bool = False
+    #: seconds between the last idle connection and the memory reading
+    settle_seconds: float = 1.0
     #: SIGHUP to ``pid`` moves the live sessions to a new worker (``measure_reload``)
     reloads: bool = False
 
@@ -122,7 +130,8 @@ class Contender:
                 self.stop()
                 raise RuntimeError(f"{self.name} did not start; see {self.log_path}")
             time.sleep(0.05)
-        return {"kind": "ws", "host": "127.0.0.1", "port": port, "path": "/" + ECHO_NAME, "text": self.text_frames}
+        return {"kind": "ws", "host": "127.0.0.1", "port": port, "path": "/" + ECHO_NAME, "text": self.text_frames,
+                "deflate": self.deflate}
 
     def skip_reason(self, size: int, connections: int, idle: bool = False) -> str | None:
         """Why a figure with these messages and connections is not taken, or None."""
@@ -239,6 +248,8 @@ def all_contenders(ouistiti_dir: str | None, baseline_dir: str | None = None) ->
     contenders: list[Contender] = [
         OuistitiGw("ouistiti-gw", "this gateway, `ouistiti-gw serve` (gevent pywsgi + GatewayHandler)",
                    reloads=True),
+        OuistitiGw("gw-deflate", "`ouistiti-gw serve`, clients offering permessage-deflate (as browsers do)",
+                   deflate=True, settle_seconds=COMPRESSOR_IDLE_SECONDS + TRIM_DELAY + 1.0),
         Gunicorn("gunicorn", "this gateway under gunicorn, GeventWebSocketWorker, 1 worker"),
         GatewayWorkers("gw-2workers", "this gateway under gunicorn, the project's GatewayWorker, 2 workers "
                                       "(one per core)"),

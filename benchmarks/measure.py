@@ -36,6 +36,8 @@ class Metric:
     higher_is_better: bool
     size: int = 0
     connections: int = 1
+    #: what the messages hold (``wsclient.payload_of``): ``ascii``, or ``json`` (compresses as chat does)
+    payload: str = "ascii"
 
 
 THROUGHPUT = [
@@ -47,7 +49,20 @@ THROUGHPUT = [
     Metric("mbps_64KiB_c16", "64 KiB MB/s, 16 conns", "MB/s", True, 64 * KIB, 16),
     Metric("mbps_16MiB_c1", "16 MiB MB/s, 1 conn", "MB/s", True, 16 * MIB, 1),
     Metric("mbps_16MiB_c16", "16 MiB MB/s, 16 conns", "MB/s", True, 16 * MIB, 16),
+    # chat-like JSON: what permessage-deflate is for (the ``gw-deflate`` contender against the others)
+    Metric("msgs_json200B_c16", "200 B JSON msg/s, 16 conns", "msg/s", True, 200, 16, "json"),
+    Metric("mbps_json64KiB_c1", "64 KiB JSON MB/s, 1 conn", "MB/s", True, 64 * KIB, 1, "json"),
 ]
+
+
+def wire_metric(metric: Metric) -> Metric:
+    """Bytes on the wire per message (both ways, headers included), taken with a JSON figure."""
+    name = metric.key.split("_", 1)[1]
+    return Metric(f"wire_{name}", f"{metric.title.split(' msg/s')[0].split(' MB/s')[0]}: wire B/msg", "B",
+                  False, metric.size, metric.connections, metric.payload)
+
+
+WIRE = [wire_metric(metric) for metric in THROUGHPUT if metric.payload == "json"]
 LATENCY_SIZE = 100
 LATENCY = [
     Metric("lat_100B_p50_us", "100 B RTT p50, 1 conn", "us", False, LATENCY_SIZE, 1),
@@ -105,6 +120,8 @@ class Round:
     cpu_us_per_message: float
     #: share of the machine's CPU time left idle during the round
     idle_share: float
+    #: bytes that crossed the client's sockets per message, both ways
+    wire_per_message: float
 
 
 def throughput_round(target: dict, metric: Metric, settings: Settings) -> Round:
@@ -114,14 +131,15 @@ def throughput_round(target: dict, metric: Metric, settings: Settings) -> Round:
     start on one signal and run for the same duration, so its window stands for the round's.
     """
     results = run_clients(target, metric.connections, settings.client_processes, timeout=120.0,
-                          mode="pingpong", size=metric.size, duration=settings.duration)
+                          mode="pingpong", size=metric.size, duration=settings.duration, payload=metric.payload)
     if metric.unit == "msg/s":
         value = sum(result["messages"] / result["seconds"] for result in results)
     else:
         value = sum(result["bytes"] / result["seconds"] for result in results) / 1e6
     busy, idle = results[0]["machine_cpu"]
     messages = sum(result["messages"] for result in results)
-    return Round(value, busy * 1e6 / max(messages, 1), idle / max(busy + idle, 1e-9))
+    wire = sum(result["wire_bytes"] for result in results)
+    return Round(value, busy * 1e6 / max(messages, 1), idle / max(busy + idle, 1e-9), wire / max(messages, 1))
 
 
 def latency_round(target: dict, settings: Settings) -> tuple[float, float]:
@@ -154,6 +172,8 @@ def measure_traffic(contender: Contender, target: dict, settings: Settings) -> d
         figures[metric.key] = {**_figure([r.value for r in rounds]),
                                "cpu_us_per_message": statistics.median(r.cpu_us_per_message for r in rounds),
                                "idle_share": statistics.median(r.idle_share for r in rounds)}
+        if metric.payload == "json":
+            figures[wire_metric(metric).key] = _figure([r.wire_per_message for r in rounds])
         log.info("%s %s = %.1f %s", contender.name, metric.key, figures[metric.key]["value"], metric.unit)
     if not any(settings.wants(metric.key) for metric in LATENCY):
         for metric in LATENCY:
@@ -184,7 +204,8 @@ def measure_idle(contender: Contender, target: dict, settings: Settings) -> dict
     """Memory of a freshly started server holding ever more idle WebSockets (each echoed once).
 
     Connections are added in steps (100, then 900 more for 1 000, then 9 000 more) and held open
-    by client processes; the server's tree is read one second after the last one connected.
+    by client processes; the server's tree is read ``settle_seconds`` after the last one connected
+    (one second; for ``gw-deflate``, once its compressors' idle time is over).
     When the descriptor limit (a hard limit we may not raise) is below what a step needs, the
     step is measured at the most the limit allows and extrapolated linearly from the previous
     step; ``measured_connections`` and ``measured_rss_mib`` then say what was really seen.
@@ -217,7 +238,7 @@ def measure_idle(contender: Contender, target: dict, settings: Settings) -> dict
                 log.warning("%s %s: %s", contender.name, metric.key, failure)
                 figures[metric.key] = {"value": None, "failed": str(failure)}
                 break
-            time.sleep(1.0)
+            time.sleep(contender.settle_seconds)
             memory = tree_memory(pid)
             figure = {"value": memory["rss_mib"], **memory}
             if count < metric.connections:

@@ -9,7 +9,11 @@ drive every contender. So it does the least a client can do:
   walks the frame headers and counts payload bytes. A stream gateway may return one echo in
   several messages, text or binary: only the byte count matters;
 - sending and receiving run in the same non-blocking loop, so a 16 MiB message can be echoed
-  while it is still being sent (the raw UNIX echo needs that, or both ends would block).
+  while it is still being sent (the raw UNIX echo needs that, or both ends would block);
+- with ``deflate`` in the target it offers permessage-deflate, as browsers do: its message is
+  compressed once, before the clock (a fresh context each, as the gateway asks), and a
+  compressed echo (RSV1) is inflated to count its payload, as any client must. ``wire_bytes``
+  counts what crossed the socket both ways, headers included.
 
 Run by :mod:`clientpool` as a subprocess: ``python wsclient.py SPEC_JSON``. It connects (and
 handshakes) everything, prints ``ready``, waits for a line on stdin, runs, and prints one line of
@@ -20,11 +24,13 @@ from __future__ import annotations
 import base64
 import json
 import os
+import random
 import selectors
 import socket
 import struct
 import sys
 import time
+import zlib
 from dataclasses import dataclass, field
 
 from procinfo import raise_nofile_limit
@@ -52,9 +58,13 @@ def mask_bytes(payload: bytes, mask: bytes = MASK) -> bytes:
     return (int.from_bytes(payload, "big") ^ int.from_bytes(key, "big")).to_bytes(len(payload), "big")
 
 
-def client_frame(payload: bytes, *, text: bool = True) -> bytes:
-    """One masked, final client frame carrying ``payload``."""
+def client_frame(payload: bytes, *, text: bool = True, deflate: bool = False) -> bytes:
+    """One masked, final client frame carrying ``payload`` (compressed, RSV1, with ``deflate``)."""
     first = 0x81 if text else 0x82
+    if deflate:
+        compressor = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15)
+        payload = (compressor.compress(payload) + compressor.flush(zlib.Z_SYNC_FLUSH))[:-4]
+        first |= 0x40
     length = len(payload)
     if length < 126:
         header = struct.pack("!BB", first, 0x80 | length)
@@ -65,10 +75,31 @@ def client_frame(payload: bytes, *, text: bool = True) -> bytes:
     return header + MASK + mask_bytes(payload)
 
 
-def payload_of(size: int) -> bytes:
-    """ASCII payload: valid as text for every contender (ouistiti's C module only carries text)."""
+def payload_of(size: int, kind: str = "ascii") -> bytes:
+    """ASCII payload: valid as text for every contender (ouistiti's C module only carries text);
+    ``json``: chat-like JSON records (names, words, numbers from a seeded generator), which
+    compresses as real traffic does, not as a repeated pattern does."""
+    if kind == "json":
+        return json_payload(size)
     pattern = b"0123456789abcdefghijklmnopqrstuvwxyz"
     return (pattern * (size // len(pattern) + 1))[:size]
+
+
+def json_payload(size: int) -> bytes:
+    """``size`` bytes of JSON chat messages, one record per line, cut to size (a space pads)."""
+    rng = random.Random(size)
+    words = ("hello", "meeting", "tomorrow", "at", "the", "office", "lunch", "deploy", "ok", "thanks",
+             "review", "ticket", "build", "is", "green", "red", "again", "see", "you", "later")
+    lines, total = [], 0
+    while total < size:
+        record = {"type": "message", "room": f"team-{rng.randrange(8)}", "from": f"user{rng.randrange(500)}",
+                  "id": rng.randrange(10 ** 9), "sent": 1764547200 + rng.randrange(86400),
+                  "text": " ".join(rng.choice(words) for _ in range(rng.randrange(3, 14)))}
+        line = json.dumps(record).encode() + b"\n"
+        lines.append(line)
+        total += len(line)
+    data = b"".join(lines)[:size]
+    return data[:-1] + b"\n" if len(data) == size and size else data + b" " * (size - len(data))
 
 
 class FrameCounter:
@@ -77,13 +108,24 @@ class FrameCounter:
     A close frame sets :attr:`closed`; pings and pongs are skipped.
     """
 
-    __slots__ = ("skip", "counting", "partial", "closed")
+    __slots__ = ("skip", "counting", "partial", "closed", "inflater", "compressed", "held")
 
-    def __init__(self) -> None:
+    def __init__(self, deflate: bool = False) -> None:
         self.skip = 0
         self.counting = False
         self.partial = b""
         self.closed = False
+        #: permessage-deflate: the server keeps its context, so one inflater for the connection
+        self.inflater = zlib.decompressobj(-15) if deflate else None
+        self.compressed = False
+        self.held = bytearray()
+
+    def _inflated(self) -> int:
+        """The size of the compressed message just received (its payload is inflated)."""
+        assert self.inflater is not None, "a compressed frame without permessage-deflate"
+        size = len(self.inflater.decompress(bytes(self.held) + b"\x00\x00\xff\xff"))
+        self.held.clear()
+        return size
 
     def feed(self, data: memoryview) -> int:
         payload = 0
@@ -93,9 +135,13 @@ class FrameCounter:
             if self.skip:
                 take = min(self.skip, end - pos)
                 self.skip -= take
-                pos += take
-                if self.counting:
+                if self.compressed:
+                    self.held += data[pos:pos + take]
+                    if not self.skip:
+                        payload += self._inflated()
+                elif self.counting:
                     payload += take
+                pos += take
                 continue
             if self.partial:
                 head = self.partial + bytes(data[pos:pos + 14])
@@ -122,6 +168,7 @@ class FrameCounter:
             if opcode == 0x8:
                 self.closed = True
             self.counting = opcode < 0x8
+            self.compressed = self.counting and bool(first & 0x40)
             self.skip = length
         return payload
 
@@ -139,10 +186,11 @@ class RawCounter:
         return len(data)
 
 
-def _handshake_request(host: str, port: int, path: str) -> bytes:
+def _handshake_request(host: str, port: int, path: str, deflate: bool = False) -> bytes:
     key = base64.b64encode(os.urandom(16)).decode()
+    offer = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n" if deflate else ""
     return (f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode()
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{offer}\r\n").encode()
 
 
 def _read_response(sock: socket.socket) -> bytes:
@@ -188,8 +236,9 @@ def open_connections(target: dict, count: int) -> list[Connection]:
             if target["kind"] == "tcp":
                 batch.append(Connection(sock, RawCounter()))
                 continue
-            sock.sendall(_handshake_request(target["host"], target["port"], target["path"]))
-            batch.append(Connection(sock, FrameCounter()))
+            deflate = target.get("deflate", False)
+            sock.sendall(_handshake_request(target["host"], target["port"], target["path"], deflate))
+            batch.append(Connection(sock, FrameCounter(deflate)))
         if target["kind"] == "ws":
             for connection in batch:
                 connection.leftover = _read_response(connection.sock)
@@ -211,9 +260,11 @@ def ping_pong(connections: list[Connection], frame: bytes, size: int, duration: 
     view = memoryview(buffer)
     frame_view = memoryview(frame)
     perf = time.perf_counter
-    completed = 0
+    completed = sends = wire = 0
 
     def start_send(connection: Connection, now: float) -> None:
+        nonlocal sends
+        sends += 1
         connection.sent_at = now
         connection.out = frame_view
         flush(connection)
@@ -270,6 +321,7 @@ def ping_pong(connections: list[Connection], frame: bytes, size: int, duration: 
                 raise BenchmarkError(f"receive failed: {error}") from None
             if not received:
                 raise BenchmarkError("the server closed the connection")
+            wire += received
             connection.got += connection.counter.feed(view[:received])
             progress = perf()
             if connection.counter.closed:
@@ -289,6 +341,7 @@ def ping_pong(connections: list[Connection], frame: bytes, size: int, duration: 
     cpu_at_end = machine_cpu()
     selector.close()
     result = {"messages": completed, "bytes": completed * size, "seconds": last - start,
+              "wire_bytes": sends * len(frame) + wire,
               "machine_cpu": [end - begin for begin, end in zip(cpu_at_start, cpu_at_end)]}
     if latency:
         result["latencies"] = [value for connection in connections for value in connection.latencies]
@@ -332,8 +385,9 @@ def main(spec: dict) -> int:
     try:
         connections = open_connections(spec["target"], spec["connections"])
         raw = spec["target"]["kind"] in ("unix", "tcp")
-        payload = payload_of(spec["size"])
-        frame = payload if raw else client_frame(payload, text=spec["target"].get("text", False))
+        payload = payload_of(spec["size"], spec.get("payload", "ascii"))
+        frame = payload if raw else client_frame(payload, text=spec["target"].get("text", False),
+                                                 deflate=spec["target"].get("deflate", False))
         if spec["mode"] == "idle":
             hold_idle(connections, frame, spec["size"])
     except (OSError, BenchmarkError) as error:

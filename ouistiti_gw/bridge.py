@@ -30,17 +30,19 @@ import socket as stdlib_socket
 import time
 import weakref
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import gevent
 from gevent import socket
 from gevent.event import AsyncResult
 
+from .deflate import COMPRESSOR_IDLE_SECONDS
 from .frames import CloseCode
 from .greenlets import LightGreenlet
 from .policy import TokenBucket
 from .session_state import SessionState, capture_protocol, restore_protocol, why_not_movable
 from .sockio import ReadPaused, Receiver, interrupt_read, send_all, yield_to_loop
+from .trim import trim_soon
 from .unix import largest_packet, recv_packet
 from .utf8 import Utf8Splitter, is_utf8
 from .websocket import WebSocket, WebSocketClosed
@@ -251,6 +253,7 @@ class Session:
                  self.client, "seqpacket" if self.seqpacket else "stream")
         self._owner = gevent.getcurrent()
         self._timers: list | None = self._keepalive_timers()
+        self._drop_timer: Any = None
         to_client: LightGreenlet | None = LightGreenlet.spawn(self._server_to_client)
         self.live.add(self)
         try:
@@ -321,8 +324,11 @@ class Session:
         self.websocket.pausing = self._pausing = False
         handover, decision = self._handover, self._decision
         assert handover is not None and decision is not None
-        if stopped and not self.websocket.closing:
+        protocol = self.websocket.protocol
+        if stopped and why_not_movable(protocol) is None:  # (inside a compressed message, it is not)
             self.websocket.wait_for_writes()
+            if protocol.deflate is not None:
+                protocol.deflate.drop()  # between messages: the successor starts a fresh context
             handover.set(self.state())
             taken = decision.get()
         else:
@@ -365,6 +371,9 @@ class Session:
         for timer in self._timers or ():
             timer.close()
         self._timers = None
+        if self._drop_timer is not None:
+            self._drop_timer.close()
+            self._drop_timer = None
 
     def _interrupt_after(self, seconds: float) -> None:
         """Stop waiting for the client in ``seconds`` (0: at the next turn of the event loop)."""
@@ -397,6 +406,37 @@ class Session:
                 self._interrupt_after(0)
         elif self.ping_interval and quiet >= self.ping_interval:
             gevent.spawn(self.websocket.ping, b"ouistiti-gw")
+
+    def _sender(self) -> Callable[..., None]:
+        """``websocket.send``; with permessage-deflate, one that also watches the compressor:
+        a compressor kept after a message gets a timer that drops it once it has been idle for
+        :data:`~ouistiti_gw.deflate.COMPRESSOR_IDLE_SECONDS`, so an idle session holds no zlib
+        state. A timer only while a compressor lives, not a periodic one per session."""
+        ws = self.websocket
+        deflate = ws.protocol.deflate
+        if deflate is None:
+            return ws.send
+
+        def send(data: bytes, *, text: bool) -> None:
+            ws.send(data, text=text)
+            if self._drop_timer is None and deflate.compressing and self._timers is not None:
+                self._drop_idle_compressor_in(COMPRESSOR_IDLE_SECONDS)
+        return send
+
+    def _drop_idle_compressor_in(self, seconds: float) -> None:
+        timer = self._drop_timer = gevent.get_hub().loop.timer(seconds)
+        timer.start(self._drop_idle_compressor)
+
+    def _drop_idle_compressor(self) -> None:
+        # Runs in the event loop itself, between two of the pump's messages (a message is
+        # compressed without yielding): the drop happens at a message boundary.
+        self._drop_timer.close()
+        self._drop_timer = None
+        left = self.websocket.protocol.drop_idle_compressor()
+        if left is None:
+            trim_soon()  # else its memory stays resident, scattered in the heap (see trim.py)
+        elif self._timers is not None:
+            self._drop_idle_compressor_in(left)
 
     def close(self, code: int, reason: str) -> None:
         """End the session from outside (a server stopping): close frame now, the client has
@@ -452,8 +492,9 @@ class Session:
         return False
 
     def _pump_stream(self) -> None:
-        backend, ws, splitter = self.backend, self.websocket, self.splitter
+        backend, splitter = self.backend, self.splitter
         receiver = Receiver(backend)
+        send = self._sender()
         holding = False
         while True:
             if holding != bool(splitter.pending):  # only when it changes, not once per read
@@ -464,18 +505,19 @@ class Session:
             try:
                 data = receiver.recv(STREAM_READ_SIZE)
             except stdlib_socket.timeout:
-                ws.send(splitter.flush(), text=False)
+                send(splitter.flush(), text=False)
                 continue
             if not data:
                 if splitter.pending:
-                    ws.send(splitter.flush(), text=False)
+                    send(splitter.flush(), text=False)
                 return
             payload, is_text = splitter.feed(data)
             if payload:
-                ws.send(payload, text=is_text)
+                send(payload, text=is_text)
 
     def _pump_packets(self) -> None:
-        backend, ws = self.backend, self.websocket
+        backend = self.backend
+        send = self._sender()
         left = PACKETS_PER_TURN
         while True:
             if self._pausing:
@@ -483,7 +525,7 @@ class Session:
             data = recv_packet(backend)
             if not data:
                 return
-            ws.send(data, text=is_utf8(data))
+            send(data, text=is_utf8(data))
             left -= 1
             if not left:  # gevent reads a socket that has data without waiting: take turns
                 left = PACKETS_PER_TURN

@@ -19,6 +19,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, TypeVar
 
+from .deflate import DEFAULT_THRESHOLD
 from .errors import GatewayError
 from .names import parse_patterns
 from .protocol import DEFAULT_MAX_FRAME_RATE, DEFAULT_MAX_MESSAGE_SIZE
@@ -257,6 +258,15 @@ class GatewayConfig(Options):
     ping_interval: float = option(30.0, "seconds of client silence before a ping; 0: never", minimum=0)
     idle_timeout: float = option(90.0, "seconds without any frame from the client, pongs included, "
                                  "before the session is closed with 1001; 0: never", minimum=0)
+    compression: str = option("deflate", "deflate: permessage-deflate (RFC 7692) when the client offers it "
+                              "and the gateway answers the handshake (not in direct mode, not under "
+                              "gevent-websocket's stock worker); off: never", choices=("deflate", "off"))
+    compression_threshold: int = option(DEFAULT_THRESHOLD, "messages to clients shorter than this many bytes "
+                                        "are sent uncompressed", minimum=0)
+    compression_client_context: str = option("off", "on: clients may keep their deflate context between "
+                                             "messages (better ratios, more memory per session); off: the "
+                                             "gateway asks for client_no_context_takeover",
+                                             choices=("off", "on"))
 
 
 @dataclass(frozen=True)

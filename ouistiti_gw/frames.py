@@ -62,6 +62,8 @@ class ProtocolViolation(GatewayError):
 MAX_CONTROL_PAYLOAD = 125
 _FIN = 0x80
 _RSV = 0x70
+#: RSV1: "Per-Message Compressed" once permessage-deflate is negotiated (RFC 7692 section 6).
+RSV1 = 0x40
 _MASK = 0x80
 
 
@@ -73,6 +75,8 @@ class FrameHeader(NamedTuple):
     opcode: Opcode
     length: int
     mask: bytes
+    #: RSV1, only ever True when the parser was told an extension uses it.
+    rsv1: bool = False
 
 
 #: Opcode by value, without constructing the enum per frame.
@@ -92,15 +96,17 @@ def header_size(data: bytes, offset: int = 0) -> int:
     return size
 
 
-def parse_header(data: bytes, *, require_mask: bool, offset: int = 0) -> FrameHeader:
+def parse_header(data: bytes, *, require_mask: bool, offset: int = 0, rsv1: bool = False) -> FrameHeader:
     """Parse a complete header (``header_size(data, offset)`` bytes from ``offset``: a buffer of
     many frames is read in place, not sliced) and check what the header alone can tell.
 
     ``require_mask`` is True on the server side: section 5.1, "The server MUST close the
     connection upon receiving a frame that is not masked ... with a status code of 1002".
+    ``rsv1`` is True when an extension gives RSV1 a meaning (permessage-deflate): the bit is then
+    returned in the header, for the extension to check where it may appear.
     """
     first, second = data[offset], data[offset + 1]
-    if first & _RSV:
+    if first & (_RSV ^ RSV1 if rsv1 else _RSV):
         raise ProtocolViolation(CloseCode.PROTOCOL_ERROR, "reserved bits set without an extension")
     opcode = _OPCODES.get(first & 0x0F)
     if opcode is None:
@@ -125,7 +131,7 @@ def parse_header(data: bytes, *, require_mask: bool, offset: int = 0) -> FrameHe
         if length > MAX_CONTROL_PAYLOAD:
             raise ProtocolViolation(CloseCode.PROTOCOL_ERROR, "control frame payload over 125 bytes")
     mask = bytes(data[offset:offset + 4]) if masked else b""
-    return FrameHeader(fin, opcode, length, mask)
+    return FrameHeader(fin, opcode, length, mask, bool(first & RSV1))
 
 
 def apply_mask(payload: bytes | bytearray | memoryview, mask: bytes, offset: int = 0) -> bytes:
@@ -149,9 +155,10 @@ def apply_mask(payload: bytes | bytearray | memoryview, mask: bytes, offset: int
     return value.to_bytes(length, "big")
 
 
-def encode_header(opcode: int, length: int, *, fin: bool = True, mask: bytes = b"") -> bytes:
-    """Encode a frame header with the shortest length form (section 5.2)."""
-    first = (_FIN if fin else 0) | opcode
+def encode_header(opcode: int, length: int, *, fin: bool = True, mask: bytes = b"", rsv1: bool = False) -> bytes:
+    """Encode a frame header with the shortest length form (section 5.2); ``rsv1`` marks a
+    compressed message's first frame (RFC 7692 section 6)."""
+    first = (_FIN if fin else 0) | (RSV1 if rsv1 else 0) | opcode
     mask_bit = _MASK if mask else 0
     if length < 126:
         header = struct.pack("!BB", first, mask_bit | length)

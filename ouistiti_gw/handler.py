@@ -107,8 +107,8 @@ class _HandshakePending:
     def __init__(self, handler: "GatewayHandler") -> None:
         self._handler = handler
 
-    def accept(self, protocol: str | None = None) -> HandlerConnection:
-        return self._handler._accept_upgrade(protocol)
+    def accept(self, protocol: str | None = None, extensions: str | None = None) -> HandlerConnection:
+        return self._handler._accept_upgrade(protocol, extensions)
 
     def pending_input(self) -> bool:
         # for an upgrade request pywsgi's wsgi.input is the connection's reader itself
@@ -193,7 +193,7 @@ class GatewayHandler(WebSocketHandler):
                                                ("Content-Length", str(len(body))), ("Connection", "close")])
         self.write(body)
 
-    def _accept_upgrade(self, protocol: str | None) -> HandlerConnection:
+    def _accept_upgrade(self, protocol: str | None, extensions: str | None = None) -> HandlerConnection:
         """Send the 101 and hand the connection over.
 
         After this the HTTP layer must not write to the connection again, nor reuse it.
@@ -202,6 +202,8 @@ class GatewayHandler(WebSocketHandler):
                    ("Sec-WebSocket-Accept", accept_key(self.environ["HTTP_SEC_WEBSOCKET_KEY"].strip()))]
         if protocol:
             headers.append(("Sec-WebSocket-Protocol", protocol))
+        if extensions:
+            headers.append(("Sec-WebSocket-Extensions", extensions))
         self.start_response("101 Switching Protocols", headers)
         self.provided_date = True  # no Date header,
         self.provided_content_length = True  # no Content-Length or chunked body on a 101

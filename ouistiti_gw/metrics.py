@@ -51,6 +51,9 @@ class Metrics:
                                 ["name", "code"], registry=self.registry)
         self.bytes = Counter("ouistiti_gw_bytes", "Payload bytes carried, by direction (in: from clients)",
                              ["direction"], registry=self.registry)
+        self.wire_bytes = Counter("ouistiti_gw_wire_bytes", "Payload bytes of data frames as on the wire "
+                                  "(compressed with permessage-deflate), by direction (in: from clients)",
+                                  ["direction"], registry=self.registry)
         self.refusals = Counter("ouistiti_gw_refusals", "WebSocket handshakes refused, by reason",
                                 ["reason"], registry=self.registry)
         self.reloads = Counter("ouistiti_gw_reload_sessions", "Sessions a reload found: moved to the new "
@@ -62,11 +65,14 @@ class Metrics:
     def session_opened(self) -> None:
         self.sessions_open.inc()
 
-    def session_ended(self, name: str, code: int | str, bytes_in: int, bytes_out: int, duration: float) -> None:
+    def session_ended(self, name: str, code: int | str, bytes_in: int, bytes_out: int, duration: float, *,
+                      wire_in: int = 0, wire_out: int = 0) -> None:
         self.sessions_open.dec()
         self.sessions.labels(name, code_label(code)).inc()
         self.bytes.labels("in").inc(bytes_in)
         self.bytes.labels("out").inc(bytes_out)
+        self.wire_bytes.labels("in").inc(wire_in)
+        self.wire_bytes.labels("out").inc(wire_out)
         self.duration.observe(duration)
 
     def session_moved(self) -> None:

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 from .addresses import format_address
 from .bridge import Session
 from .config import ConfigurationError, GatewayConfig
+from .deflate import DeflateParameters, PerMessageDeflate, negotiate
 from .frames import CloseCode
 from .handover import hand_over
 from .identity import Networks, TrustedProxies, arrival_address, proxy_header
@@ -38,7 +39,7 @@ from .logsafe import loggable, wsgi_text
 from .names import NameRefused, NameRules, Target, find_target, parse_protocols, wsgi_path_to_name
 from .policy import HostPolicy, OriginPolicy, SessionCounter
 from .proxy_protocol import HeaderTooLong
-from .session_state import SessionState
+from .session_state import SessionState, deflate_parameters
 from .stock import adapt
 from .takeover import register
 from .unix import BackendUnavailable, connect_unix
@@ -154,8 +155,9 @@ class WebSocketGateway:
             return self._refuse(environ, start_response, 503, f"{target.name}: connection lost", client, "refused")
         upgrade = environ[UPGRADE_KEY]
         hand_over_client = self.mode == "direct" and self._can_hand_over(environ, upgrade, client)
+        deflate = self._negotiate(environ, upgrade)
         try:
-            connection = upgrade.accept(target.protocol)
+            connection = upgrade.accept(target.protocol, deflate.header() if deflate else None)
         except BaseException:
             backend.close()
             raise
@@ -168,7 +170,7 @@ class WebSocketGateway:
         # server's budget). Frames up the stack still hold this dict, so it is emptied, as
         # PEP 3333 lets an app do; everything the session needs was copied out above.
         environ.clear()
-        session = self._session(self._websocket(connection), backend, target.name, client)
+        session = self._session(self._websocket(connection, deflate), backend, target.name, client)
         session.proxy_header_sent = bool(header)
         session.run()
         if session.reload_outcome == "moved":
@@ -187,8 +189,7 @@ class WebSocketGateway:
         (:mod:`ouistiti_gw.takeover`): it counts against ``max_connections`` but is never refused."""
         self.sessions.active += 1
         try:
-            websocket = WebSocket(client_socket, max_message_size=self.max_message_size,
-                                  max_frame_rate=self.max_frame_rate)
+            websocket = self._wrap(client_socket, b"", deflate_parameters(state.protocol))
             session = self._session(websocket, backend, state.name, state.client)
             session.restore(state)
             session.run()
@@ -203,9 +204,19 @@ class WebSocketGateway:
             metrics.session_moved()
             return
         metrics.session_ended(session.name, session.close_code, ws.bytes_received, ws.bytes_sent,
-                              time.monotonic() - session.started)
+                              time.monotonic() - session.started,
+                              wire_in=ws.wire_bytes_received, wire_out=ws.wire_bytes_sent)
         if session.reload_outcome == "drained":
             metrics.session_drained()
+
+    def _negotiate(self, environ: "WSGIEnvironment", upgrade: Upgrade) -> DeflateParameters | None:
+        """permessage-deflate's parameters if the client offers it and we may answer: never in
+        direct mode (the UNIX server gets the raw socket and knows nothing of it), never when the
+        101 already went (gevent-websocket's stock handler answers without extensions)."""
+        if self.config.compression == "off" or self.mode == "direct" or upgrade.already_accepted:
+            return None
+        return negotiate(environ.get("HTTP_SEC_WEBSOCKET_EXTENSIONS"),
+                         client_context_takeover=self.config.compression_client_context == "on")
 
     def _host_permitted(self, environ: "WSGIEnvironment") -> bool:
         return self.hosts.permits(environ.get("HTTP_HOST"), arrival_address(environ))
@@ -243,10 +254,14 @@ class WebSocketGateway:
             log.warning("PROXY header to %s failed: %s", target.name, error)
             return False
 
-    def _websocket(self, connection: ClientConnection) -> WebSocket:
-        """The WebSocket we trust, over the client connection."""
-        return WebSocket(connection.sock, connection.take_buffered(), max_message_size=self.max_message_size,
-                         max_frame_rate=self.max_frame_rate)
+    def _websocket(self, connection: ClientConnection, deflate: DeflateParameters | None = None) -> WebSocket:
+        """The WebSocket we trust, over the client connection (compressed as ``deflate`` says)."""
+        return self._wrap(connection.sock, connection.take_buffered(), deflate)
+
+    def _wrap(self, sock, buffered: bytes, deflate: DeflateParameters | None) -> WebSocket:
+        return WebSocket(sock, buffered, max_message_size=self.max_message_size, max_frame_rate=self.max_frame_rate,
+                         deflate=PerMessageDeflate(deflate, threshold=self.config.compression_threshold)
+                         if deflate else None)
 
     @staticmethod
     def _can_hand_over(environ: "WSGIEnvironment", upgrade: Upgrade, client: str) -> bool:

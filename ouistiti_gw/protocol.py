@@ -18,7 +18,15 @@ to write. Its I/O shells (:class:`ouistiti_gw.websocket.WebSocket`, and through 
   :meth:`Protocol.next_event` returns :data:`TURN_ENDED` so that the shell lets its event loop
   serve the other connections (the yielding itself is the shell's: there is no loop here);
 - the closing handshake is the explicit :class:`State`; data after our close frame is discarded
-  (section 7.1.1); a peer's close code is echoed.
+  (section 7.1.1); a peer's close code is echoed;
+- with permessage-deflate negotiated (RFC 7692, :mod:`.deflate`), RSV1 marks a compressed
+  message on its first frame only (on a control frame or a continuation: 1002); its payload is
+  inflated in bounded steps, each handed out as a piece and counted against the size limit
+  (1009), data that does not inflate is 1007; what is sent is compressed when it pays.
+
+Compression adds one object to the state, :class:`~.deflate.PerMessageDeflate`. A session can
+be moved elsewhere (its state serialized) only at a message boundary in each direction: then no
+inflater is alive (without client context takeover) and the compressor may be dropped.
 
 A violation is raised from :meth:`Protocol.next_event` as :class:`~.frames.ProtocolViolation`
 (its ``code`` and ``reason`` are what the shell's close frame should carry); nothing is parsed
@@ -31,6 +39,7 @@ from codecs import utf_8_decode
 from enum import Enum
 from typing import Callable, NamedTuple, Union
 
+from .deflate import PerMessageDeflate
 from .errors import GatewayError
 from .frames import (
     CloseCode,
@@ -56,6 +65,10 @@ DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
 DEFAULT_MAX_FRAME_RATE = 100_000
 #: Frames parsed per turn: then :meth:`Protocol.next_event` returns :data:`TURN_ENDED`.
 FRAMES_PER_TURN = 256
+#: What a piece inflated from a compressed message (up to :data:`~.deflate.INFLATE_STEP`, 64 KiB)
+#: costs, in frames: a turn inflates at most 4 MiB (a few milliseconds), however little the client
+#: sent (16 KiB of deflate can inflate to 16 MiB), and the frame budget pays for inflating too.
+FRAMES_PER_INFLATED_PIECE = 4
 
 
 class WebSocketClosed(GatewayError):
@@ -130,20 +143,27 @@ class Protocol:
     :param max_message_size: a message whose payload would exceed it is refused with 1009.
     :param max_frame_rate: frames per second (every kind), in bursts of one second's worth;
         past it the connection is failed with 1008 (0: no limit).
-    :param clock: the frame budget's clock (seconds, monotonic), for tests.
+    :param deflate: the connection's permessage-deflate state, when it was negotiated.
+    :param clock: the frame budget's and the compressor's clock (seconds, monotonic), for tests.
     """
 
     def __init__(self, *, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
                  max_frame_rate: float = DEFAULT_MAX_FRAME_RATE,
+                 deflate: PerMessageDeflate | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.state = State.OPEN
         #: The code of our close frame, and of the peer's (1006: the transport ended without one).
         self.close_sent: int | None = None
         self.close_received: int | None = None
         self.close_reason = ""
-        #: Data payload bytes received (discarded ones included) and sent.
+        #: Data payload bytes received (discarded ones included) and sent, inflated; and as
+        #: they were on the wire (compressed: the data frames' payloads).
         self.bytes_received = 0
         self.bytes_sent = 0
+        self.wire_bytes_received = 0
+        self.wire_bytes_sent = 0
+        self.deflate = deflate
+        self._clock = clock
         self.max_message_size = max_message_size
         self._too_big = f"message over {max_message_size} bytes"
         self._frame_budget = TokenBucket(max_frame_rate, clock=clock) if max_frame_rate else None
@@ -165,6 +185,11 @@ class Protocol:
         self._message_opcode: Opcode | None = None
         self._message_size = 0
         self._validator: Utf8Validator | None = None
+        #: The message being received is compressed (RSV1); its inflated bytes are pending,
+        #: and its kind (the frames may all be parsed while inflated pieces are still to come).
+        self._compressed = False
+        self._inflating = False
+        self._inflated_text = False
         #: A message sent with :meth:`send_data` is open (its final piece has not gone out).
         self._sending_pieces = False
 
@@ -205,6 +230,10 @@ class Protocol:
         if not self._receiving:
             return None
         try:
+            if self._inflating:
+                inflated = self._inflated_piece()
+                if inflated is not None:
+                    return inflated
             while True:
                 frame = self._frame
                 if frame is None:
@@ -212,13 +241,13 @@ class Protocol:
                     available = len(buffer) - offset
                     if available < 2:
                         return None
-                    if not self._frames_left:
+                    if self._frames_left <= 0:
                         self._end_turn()
                         return TURN_ENDED
                     size = header_size(buffer, offset)
                     if available < size:
                         return None
-                    frame = parse_header(buffer, offset=offset, require_mask=True)
+                    frame = parse_header(buffer, offset=offset, require_mask=True, rsv1=self.deflate is not None)
                     self._offset = offset + size
                     self._frames_left -= 1
                     self._start_frame(frame)
@@ -245,6 +274,11 @@ class Protocol:
         """Check a data frame against the message it starts or continues (section 5.4)."""
         self._frame, self._frame_received = frame, 0
         opcode = frame.opcode
+        if frame.rsv1 and opcode in (Opcode.CONTINUATION, Opcode.PING, Opcode.PONG, Opcode.CLOSE):
+            # RFC 7692 section 6.1: RSV1 on "the first frame of a message" only; control frames
+            # are never compressed (section 6: "applies only to data messages").
+            what = "a continuation" if opcode == Opcode.CONTINUATION else "a control frame"
+            raise ProtocolViolation(CloseCode.PROTOCOL_ERROR, f"RSV1 (compressed) on {what}")
         if opcode >= Opcode.CLOSE:
             return
         if opcode == Opcode.CONTINUATION:
@@ -255,11 +289,16 @@ class Protocol:
         else:
             self._message_opcode = opcode
             self._message_size = 0
+            self._compressed = frame.rsv1
+            if frame.rsv1:
+                assert self.deflate is not None  # the parser lets RSV1 through only then
+                self.deflate.start_message()
+                self._inflated_text = opcode == Opcode.TEXT
         self._message_size += frame.length
         if self._message_size > self.max_message_size:
             raise ProtocolViolation(CloseCode.MESSAGE_TOO_BIG, self._too_big)
 
-    def _data_piece(self, frame: FrameHeader) -> DataPiece | None:
+    def _data_piece(self, frame: FrameHeader) -> DataPiece | TurnEnded | None:
         """What has arrived of ``frame``'s payload, unmasked and checked; None if nothing to
         hand out (no byte yet, an empty non-final frame, or data after our close)."""
         buffer, offset, received = self._buffer, self._offset, self._frame_received
@@ -274,6 +313,9 @@ class Protocol:
         self._frame_received = received
         done = received == frame.length
         final = done and frame.fin
+        self.wire_bytes_received += count
+        if self._compressed:
+            return self._compressed_piece(piece, done, final)
         is_text = self._message_opcode == Opcode.TEXT
         if is_text:
             self._check_text(piece, final, whole=final and count == self._message_size)
@@ -285,6 +327,43 @@ class Protocol:
         if self.state is State.CLOSING_LOCAL:
             return None  # section 7.1.1: after our close frame, the peer's data is discarded
         return DataPiece(piece, is_text, final) if piece or final else None
+
+    def _compressed_piece(self, piece: bytes, done: bool, final: bool) -> DataPiece | TurnEnded | None:
+        """Feed a compressed message's payload to the inflater; its first inflated piece, if any."""
+        if done:
+            self._frame = None
+            if final:
+                self._message_opcode, self._compressed = None, False
+        if self.state is State.CLOSING_LOCAL:
+            return None  # discarded (section 7.1.1), not inflated
+        assert self.deflate is not None
+        self.deflate.feed(piece, end=final)
+        self._inflating = True
+        return self._inflated_piece()
+
+    def _inflated_piece(self) -> DataPiece | TurnEnded | None:
+        """The next inflated piece of a compressed message; None once what came is inflated;
+        :data:`TURN_ENDED` when the turn's budget is spent (each piece pays
+        :data:`FRAMES_PER_INFLATED_PIECE` from it)."""
+        assert self.deflate is not None
+        if self.state is State.CLOSING_LOCAL:
+            self._inflating = False
+            return None
+        if self._frames_left <= 0:
+            self._end_turn()
+            return TURN_ENDED
+        self._frames_left -= FRAMES_PER_INFLATED_PIECE
+        result = self.deflate.read(self.max_message_size, self._too_big)
+        if result is None:
+            self._inflating = False
+            return None
+        data, final = result
+        if self._inflated_text:
+            self._check_text(data, final, whole=final and self.deflate.produced == len(data))
+        if final:
+            self._inflating, self._validator = False, None
+        self.bytes_received += len(data)
+        return DataPiece(data, self._inflated_text, final)
 
     def _check_text(self, piece: bytes, final: bool, *, whole: bool) -> None:
         """Raise 1007 at the first piece that cannot be valid UTF-8 (section 8.1)."""
@@ -329,13 +408,25 @@ class Protocol:
         """
         if self.state is not State.OPEN:
             raise WebSocketClosed("the closing handshake has started")
+        payload: bytes | memoryview = data
+        compressed = False
         if self._sending_pieces:
             opcode = Opcode.CONTINUATION
         else:
             opcode = Opcode.TEXT if text else Opcode.BINARY
+            if final and self.deflate is not None:  # a message in pieces goes uncompressed
+                deflated = self.deflate.compress(data, self._clock())
+                if deflated is not None:
+                    payload, compressed = deflated, True
         self._sending_pieces = not final
         self.bytes_sent += len(data)
-        return encode_header(opcode, len(data), fin=final), data
+        self.wire_bytes_sent += len(payload)
+        return encode_header(opcode, len(payload), fin=final, rsv1=compressed), payload
+
+    def drop_idle_compressor(self) -> float | None:
+        """Drop the compressor once it has been idle long enough (see :mod:`.deflate`); the
+        seconds until it would be, or None when there is none to drop."""
+        return self.deflate.drop_idle(self._clock()) if self.deflate is not None else None
 
     def send_ping(self, payload: bytes = b"") -> bytes:
         return encode_header(Opcode.PING, len(payload)) + payload

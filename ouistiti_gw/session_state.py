@@ -17,12 +17,13 @@ Only a session whose closing handshake has not started moves (:func:`why_not_mov
 closing one ends where it is. A state of another :data:`VERSION` is refused
 (:class:`StateError`), so a successor that cannot read it leaves the session where it was.
 
-Compression (permessage-deflate), when it lands: zlib's streams cannot be serialized, so a
-compressed session can move only between messages both ways (no ``_message_opcode``, no
-``_sending_pieces``), and only when neither side keeps its window from one message to the next
-(``server_no_context_takeover`` and ``client_no_context_takeover``): a successor starts with
-empty windows. :func:`why_not_movable` is the hook: it must return a reason for any other
-compressed session, which then stays with the old process, as a wss:// one does.
+Compression (permessage-deflate, :mod:`.deflate`): zlib's streams cannot be serialized, so a
+compressed session moves only between messages both ways, with the negotiated parameters and no
+zlib state: the compressor is dropped first (legal at a message boundary: the client's inflater
+keeps working), and without client context takeover no inflater lives between messages. A
+session that allowed the client's context takeover, or that is inside a compressed message when
+it pauses, does not move (:func:`why_not_movable`): it stays with the old process, as a wss://
+one does.
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from .deflate import DeflateParameters
 from .errors import GatewayError
 from .frames import FrameHeader, Opcode, Utf8Validator
 from .protocol import Protocol, State
@@ -63,6 +65,11 @@ class ProtocolState:
     too_big: str
     bytes_received: int
     bytes_sent: int
+    wire_bytes_received: int
+    wire_bytes_sent: int
+    #: permessage-deflate's negotiated parameters, as ``(server_no_context_takeover,
+    #: client_no_context_takeover, server_max_window_bits or 0)``; None: not negotiated.
+    deflate: tuple[bool, bool, int] | None
 
 
 @dataclass(frozen=True)
@@ -89,8 +96,22 @@ def why_not_movable(protocol: Protocol) -> str | None:
     """None when ``protocol``'s state can be carried over; else why not."""
     if protocol.state is not State.OPEN:
         return "closing"
-    # permessage-deflate (see the module's docstring): "compressed" unless between messages
+    deflate = protocol.deflate
+    if deflate is not None:
+        if not deflate.parameters.client_no_context_takeover:
+            return "compressed with the client's context takeover (zlib cannot export the inflater's window)"
+        if protocol._message_opcode is not None or protocol._inflating:
+            return "inside a compressed message"
     return None
+
+
+def deflate_parameters(state: ProtocolState) -> DeflateParameters | None:
+    """The permessage-deflate parameters the session negotiated (the successor builds its core
+    with them, whatever its own configuration says: the client relies on them)."""
+    if state.deflate is None:
+        return None
+    server_no_context, client_no_context, window = state.deflate
+    return DeflateParameters(server_no_context, client_no_context, window or None)
 
 
 def capture_protocol(protocol: Protocol) -> ProtocolState:
@@ -112,7 +133,15 @@ def capture_protocol(protocol: Protocol) -> ProtocolState:
         too_big=protocol._too_big,
         bytes_received=protocol.bytes_received,
         bytes_sent=protocol.bytes_sent,
+        wire_bytes_received=protocol.wire_bytes_received,
+        wire_bytes_sent=protocol.wire_bytes_sent,
+        deflate=_parameters(protocol.deflate.parameters) if protocol.deflate is not None else None,
     )
+
+
+def _parameters(parameters: DeflateParameters) -> tuple[bool, bool, int]:
+    return (parameters.server_no_context_takeover, parameters.client_no_context_takeover,
+            parameters.server_max_window_bits or 0)
 
 
 def restore_protocol(protocol: Protocol, state: ProtocolState) -> None:
@@ -133,6 +162,7 @@ def restore_protocol(protocol: Protocol, state: ProtocolState) -> None:
         budget.tokens, budget.updated = min(state.frame_tokens, budget.capacity), state.frame_budget_updated
     protocol.max_message_size, protocol._too_big = state.max_message_size, state.too_big
     protocol.bytes_received, protocol.bytes_sent = state.bytes_received, state.bytes_sent
+    protocol.wire_bytes_received, protocol.wire_bytes_sent = state.wire_bytes_received, state.wire_bytes_sent
 
 
 def as_fields(state: SessionState) -> dict[str, Any]:
@@ -174,7 +204,7 @@ def _unplain(value: Any) -> Any:
 #: What each annotation of the two dataclasses accepts (ints are floats too, as JSON has them).
 _KINDS: dict[str, tuple[type, ...]] = {"bytes": (bytes,), "int": (int,), "float": (int, float), "str": (str,),
                                        "bool": (bool,), "None": (type(None),), "ProtocolState": (ProtocolState,),
-                                       "tuple[bool, int, int, bytes]": (tuple,)}
+                                       "tuple[bool, int, int, bytes]": (tuple,), "tuple[bool, bool, int]": (tuple,)}
 
 
 def _typed(cls: type, fields: dict[str, Any]) -> Any:
@@ -188,10 +218,12 @@ def _typed(cls: type, fields: dict[str, Any]) -> Any:
     values = {key: _unplain(value) for key, value in fields.items()}
     for key, value in values.items():
         kinds = tuple(kind for name in annotations[key].split(" | ") for kind in _KINDS[name])
-        if not isinstance(value, kinds) or (isinstance(value, tuple) and not _is_frame(value)):
+        if not isinstance(value, kinds) or (isinstance(value, tuple) and not _items_are(value, annotations[key])):
             raise StateError(f"malformed session state: {key} = {value!r:.40}")
     return cls(**values)
 
 
-def _is_frame(value: tuple) -> bool:
-    return len(value) == 4 and [type(item) for item in value] == [bool, int, int, bytes]
+def _items_are(value: tuple, annotation: str) -> bool:
+    """A tuple's items have the types ``annotation`` (``tuple[bool, int, ...] | None``) lists."""
+    names = annotation.split(" | ")[0].removeprefix("tuple[").removesuffix("]").split(", ")
+    return [type(item).__name__ for item in value] == names

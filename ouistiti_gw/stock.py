@@ -32,9 +32,10 @@ class StockUpgrade:
         self._websocket = websocket
         self._handler = websocket.stream.handler
 
-    def accept(self, protocol: str | None = None) -> ClientConnection:
+    def accept(self, protocol: str | None = None, extensions: str | None = None) -> ClientConnection:
         """Take the connection from gevent-websocket's WebSocket and mute it for good (the 101,
-        and its subprotocol, went out already)."""
+        and its subprotocol, went out already: without ``Sec-WebSocket-Extensions``, so no
+        compression is ever used here)."""
         self._websocket.closed = True  # its close() (run after the app) would write a codeless close frame
         return HandlerConnection(self._handler)
 

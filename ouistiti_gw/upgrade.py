@@ -52,9 +52,10 @@ class Upgrade(Protocol):
     #: a refusal can then only be a close frame, and the subprotocol is already chosen.
     already_accepted: bool
 
-    def accept(self, protocol: str | None = None) -> ClientConnection:
-        """Complete the handshake (``protocol``: the ``Sec-WebSocket-Protocol`` to answer) and hand
-        the connection over; the HTTP layer does not write to it again."""
+    def accept(self, protocol: str | None = None, extensions: str | None = None) -> ClientConnection:
+        """Complete the handshake (``protocol``: the ``Sec-WebSocket-Protocol`` to answer;
+        ``extensions``: the ``Sec-WebSocket-Extensions``, never given when ``already_accepted``)
+        and hand the connection over; the HTTP layer does not write to it again."""
 
     def pending_input(self) -> bool:
         """True when the client has sent bytes behind its handshake (checked before the 101:

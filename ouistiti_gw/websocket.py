@@ -24,6 +24,7 @@ from typing import Callable
 import gevent
 from gevent.lock import Semaphore
 
+from .deflate import PerMessageDeflate
 from .frames import CloseCode, Opcode, ProtocolViolation
 from .protocol import (
     DEFAULT_MAX_FRAME_RATE,
@@ -71,12 +72,15 @@ class WebSocket:
     :param max_message_size: a message whose payload would exceed it is refused with 1009.
     :param max_frame_rate: frames per second (every kind), in bursts of one second's worth;
         past it the connection is closed with 1008 (0: no limit).
+    :param deflate: permessage-deflate's state when the handshake negotiated it (the core
+        compresses and inflates; see :mod:`~ouistiti_gw.deflate`).
     """
 
     def __init__(self, sock, buffered: bytes = b"", *, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
-                 max_frame_rate: float = DEFAULT_MAX_FRAME_RATE) -> None:
+                 max_frame_rate: float = DEFAULT_MAX_FRAME_RATE, deflate: PerMessageDeflate | None = None) -> None:
         self.sock = sock
-        self.protocol = Protocol(max_message_size=max_message_size, max_frame_rate=max_frame_rate)
+        self.protocol = Protocol(max_message_size=max_message_size, max_frame_rate=max_frame_rate,
+                                 deflate=deflate)
         if buffered:
             self.protocol.receive_data(buffered)
         self._receiver = Receiver(sock)
@@ -93,6 +97,8 @@ class WebSocket:
     close_reason = property(lambda self: self.protocol.close_reason)
     bytes_received = property(lambda self: self.protocol.bytes_received)
     bytes_sent = property(lambda self: self.protocol.bytes_sent)
+    wire_bytes_received = property(lambda self: self.protocol.wire_bytes_received)
+    wire_bytes_sent = property(lambda self: self.protocol.wire_bytes_sent)
 
     @property
     def closing(self) -> bool:

@@ -26,6 +26,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+import zlib
 from contextlib import closing
 from pathlib import Path
 from typing import Any, Callable
@@ -36,6 +37,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as ws_connect
 
 from ouistiti_gw.cli import unix_accepts  # noqa: F401  (the probe the demo uses)
+from ouistiti_gw.frames import ProtocolViolation
 from ouistiti_gw.unix import recv_packet
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -363,6 +365,54 @@ def handshake_status(port: int, path: str, **kwargs) -> tuple[int, dict[str, str
                     break
                 rest += chunk
     return status, headers, rest
+
+
+# -- the protocol core -----------------------------------------------------------------------
+
+def violation_of(protocol: Any, data: bytes) -> ProtocolViolation:
+    """The :class:`~ouistiti_gw.frames.ProtocolViolation` a sans-I/O ``Protocol`` raises on
+    ``data`` (fed at once, every event taken); after it, nothing more is parsed."""
+    protocol.receive_data(data)
+    with pytest.raises(ProtocolViolation) as raised:
+        while protocol.next_event() is not None:
+            pass
+    assert not protocol.receiving
+    return raised.value
+
+
+# -- permessage-deflate ----------------------------------------------------------------------
+
+def deflate(data: bytes, wbits: int = 15) -> bytes:
+    """``data`` as a permessage-deflate payload (RFC 7692 section 7.2.1): raw deflate, sync flush,
+    without the final ``00 00 ff ff``."""
+    compressor = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -wbits)
+    out = compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)
+    assert out.endswith(b"\x00\x00\xff\xff")
+    return out[:-4]
+
+
+def inflate(payload: bytes, wbits: int = 15) -> bytes:
+    """A permessage-deflate payload inflated with a fresh window of ``wbits``."""
+    return zlib.decompressobj(-wbits).decompress(payload + b"\x00\x00\xff\xff")
+
+
+#: Deflate's best ratio: a match of 258 bytes costs 2 bits, so each zero byte inside a block of
+#: such matches is 1032 bytes inflated.
+BOMB_RATIO = 1032
+
+
+def deflate_bomb(size: int) -> bytes:
+    """A permessage-deflate payload of about ``size`` bytes that inflates to about
+    ``size * 1032`` zero bytes (1 MiB -> 1 GiB), built without deflating that much: the zero
+    bytes in the middle of deflated zeros are matches of 258 zeros at distance 1, so more of
+    them inflate to more zeros (:func:`inflated_size_of_bomb` says exactly how many)."""
+    head = deflate(bytes(1 << 20))
+    start = head.index(bytes(16))  # where the run of 2-bit matches begins
+    return head[:start] + bytes(size) + head[start:]
+
+
+def inflated_size_of_bomb(size: int) -> int:
+    return (1 << 20) + BOMB_RATIO * size
 
 
 # -- clients ----------------------------------------------------------------------------------

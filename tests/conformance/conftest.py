@@ -52,6 +52,34 @@ def conformance_gateway(request: pytest.FixtureRequest, conformance_docroot: str
         yield process
 
 
+@pytest.fixture(scope="session")
+def deflate_gateway(conformance_docroot: str, echo_servers: dict[str, UnixServer]) -> Iterator[ServerProcess]:
+    """The gateway under its own handler only, for permessage-deflate: gevent-websocket's stock
+    handler answers the handshake before the gateway runs, without extensions (test_compression
+    checks that under both)."""
+    with gateway_test_app(conformance_docroot) as process:
+        yield process
+
+
+def _clients(gateway: ServerProcess, offer: str = "") -> Iterator[Callable[..., RawClient]]:
+    """Open raw clients through ``gateway`` (each handshake with ``offer`` as its
+    Sec-WebSocket-Extensions, if any); close them after the test, and check the gateway still runs."""
+    clients: list[RawClient] = []
+
+    def open_client(path: str = SEQPACKET_ECHO, *, offer: str = offer, extra_headers: str = "",
+                    **kwargs) -> RawClient:
+        if offer:
+            extra_headers += f"Sec-WebSocket-Extensions: {offer}\r\n"
+        client = RawClient(gateway.port, path, extra_headers=extra_headers, **kwargs)
+        clients.append(client)
+        return client
+
+    yield open_client
+    for client in clients:
+        client.close()
+    assert gateway.process.poll() is None, gateway.log()
+
+
 @pytest.fixture
 def connect(conformance_gateway: ServerProcess) -> Iterator[Callable[..., RawClient]]:
     """``connect(path=SEQPACKET_ECHO)`` opens a raw client through the shared gateway.
@@ -59,14 +87,11 @@ def connect(conformance_gateway: ServerProcess) -> Iterator[Callable[..., RawCli
     After the test the clients are closed and the gateway must still be running: no case may
     crash it.
     """
-    clients: list[RawClient] = []
+    yield from _clients(conformance_gateway)
 
-    def open_client(path: str = SEQPACKET_ECHO, **kwargs) -> RawClient:
-        client = RawClient(conformance_gateway.port, path, **kwargs)
-        clients.append(client)
-        return client
 
-    yield open_client
-    for client in clients:
-        client.close()
-    assert conformance_gateway.process.poll() is None, conformance_gateway.log()
+@pytest.fixture
+def connect_deflate(deflate_gateway: ServerProcess) -> Iterator[Callable[..., RawClient]]:
+    """``connect_deflate(path, offer="permessage-deflate")``: a raw client whose handshake offers
+    permessage-deflate (``offer``: the Sec-WebSocket-Extensions sent), through the gateway's handler."""
+    yield from _clients(deflate_gateway, "permessage-deflate")

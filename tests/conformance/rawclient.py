@@ -11,7 +11,11 @@ from RFC 6455 itself:
 - :meth:`RawClient.recv_frame` parses the server's frames and checks what RFC 6455 requires of a
   server (section 5.1: never masked; 5.2: no reserved bits, shortest length form);
 - :meth:`RawClient.expect_close` and :meth:`RawClient.expect_eof` check how the server ends
-  a connection: its close frame and code, then the TCP connection closed by the server.
+  a connection: its close frame and code, then the TCP connection closed by the server;
+- with permessage-deflate in the server's answer (RFC 7692), RSV1 is allowed on the first frame
+  of a data message only, and such a payload is inflated with zlib (a window of the agreed
+  ``server_max_window_bits``, kept between messages unless ``server_no_context_takeover``)
+  before it is checked: :attr:`Frame.rsv` still says it came compressed.
 
 Timeouts here only guard against hanging: no assertion depends on how fast the server is.
 """
@@ -24,7 +28,8 @@ import socket
 import struct
 import threading
 import time
-from dataclasses import dataclass
+import zlib
+from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Iterable
 
@@ -140,6 +145,9 @@ class RawClient:
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.timeout = timeout
         self._buffer = bytearray()
+        #: The server's Sec-WebSocket-Extensions (None: no extension), and its inflater.
+        self.extensions: str | None = None
+        self._inflater: zlib._Decompress | None = None
         self.eof = False
         #: True when the server ended the connection with a TCP reset rather than a FIN (seen by
         #: a read or a write, whichever the kernel reports it to first).
@@ -159,6 +167,25 @@ class RawClient:
         assert status_line.split()[1] == "101", head
         expected = base64.b64encode(hashlib.sha1((key + WS_GUID).encode()).digest()).decode()
         assert headers.get("sec-websocket-accept") == expected, head
+        self.extensions = headers.get("sec-websocket-extensions")
+
+    @property
+    def server_window_bits(self) -> int:
+        """RFC 7692 section 7.1.2.1: the window the server agreed to compress with."""
+        for param in (self.extensions or "").split(";"):
+            name, _, value = param.strip().partition("=")
+            if name == "server_max_window_bits":
+                return int(value.strip('"'))
+        return 15
+
+    def _inflate(self, payload: bytes) -> bytes:
+        """A compressed message's payload (section 7.2.2): the tail the sender removed is put back."""
+        if self._inflater is None:
+            self._inflater = zlib.decompressobj(-self.server_window_bits)
+        data = self._inflater.decompress(payload + b"\x00\x00\xff\xff")
+        if "server_no_context_takeover" in (self.extensions or ""):
+            self._inflater = None
+        return data
 
     # -- sending -----------------------------------------------------------------------
 
@@ -233,7 +260,12 @@ class RawClient:
         # Section 5.1: "A server MUST NOT mask any frames"; 5.2: RSV bits MUST be 0 and "the
         # minimal number of bytes MUST be used to encode the length".
         assert not frame.masked, f"server sent a masked frame: {frame}"
-        assert frame.rsv == 0, f"server set reserved bits: {frame}"
+        compressed = (frame.rsv == 4 and frame.opcode in (TEXT, BINARY)
+                      and (self.extensions or "").startswith("permessage-deflate"))
+        assert frame.rsv == 0 or compressed, f"server set reserved bits: {frame}"
+        if compressed:
+            assert frame.fin, f"a compressed message must be whole here (the gateway does not fragment): {frame}"
+            frame = replace(frame, payload=self._inflate(payload))
         assert frame.minimal_length, f"server used a non-minimal length form: {frame}"
         if frame.opcode >= 0x8:
             assert frame.fin and len(payload) <= 125, f"malformed control frame from the server: {frame}"

@@ -4,9 +4,10 @@ Each flood is a raw client writing 1-byte masked frames as fast as it can: unsol
 (legal, RFC 6455 section 5.5.3, but not unbounded), pings whose pongs it never reads, or
 continuation frames of one message that never ends, to a stream server (held 64 KiB at a time,
 then forwarded: the flood can go on) or to a SOCK_SEQPACKET server (held until the message
-would not fit the server's packet, then refused with 1009). Meanwhile an open session's round
-trip and a new session's handshake must stay quick: a stall is seconds, so the bound is one
-second.
+would not fit the server's packet, then refused with 1009); or, compressed, 16 KiB messages that
+each inflate to 16 MiB for a server that reads it all (inflating pays from the same turns).
+Meanwhile an open session's round trip and a new session's handshake must stay quick: a stall
+is seconds, so the bound is one second.
 
 The fairness tests run with no frame budget (``max_frame_rate`` 0), so that the loop's sharing
 is what they test; the budget tests run with the default one.
@@ -34,16 +35,18 @@ from conformance.rawclient import (
     RawClient,
     build_frame,
 )
-from support import UnixServer, echo_handler, free_port, gateway_cli, gunicorn, wait_until
+from support import UnixServer, deflate, echo_handler, free_port, gateway_cli, gunicorn, wait_until
 
 #: A round trip or a handshake slower than this, while another client floods, is a stall.
 BOUND_SECONDS = 1.0
 FLOOD_SECONDS = 4.0
-#: Frames written per ``sendall`` of a flood (one frame repeated, 7 bytes each: ~450 KiB).
-FRAMES_PER_WRITE = 64 * 1024
 POLICY_VIOLATION, MESSAGE_TOO_BIG = 1008, 1009
 OPEN_MESSAGE = build_frame(BINARY, b"f", fin=False)
 FRAGMENT = build_frame(CONTINUATION, b"f", fin=False)
+DISCARD = "/discard"
+#: A compressed message of 16 KiB that inflates to 16 MiB of zeros (the default size limit).
+INFLATING = build_frame(BINARY, deflate(bytes(16 * 1024 * 1024 - 1)), rsv=4)
+OFFER = "Sec-WebSocket-Extensions: permessage-deflate; client_no_context_takeover\r\n"
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,10 @@ class Flood:
     reads: bool = True
     #: How the gateway ends it whatever the frame budget (None: it does not).
     ends_with: int | None = None
+    #: Extra handshake headers (the compression offer).
+    headers: str = ""
+    #: Frames per write (each write is one frame repeated).
+    frames_per_write: int = 64 * 1024
 
 
 FLOODS = {
@@ -65,15 +72,18 @@ FLOODS = {
     "pings-unread": Flood(SEQPACKET_ECHO, b"", build_frame(PING, b"p"), reads=False),
     "fragments-stream": Flood(STREAM_ECHO, OPEN_MESSAGE, FRAGMENT),
     "fragments-seqpacket": Flood(SEQPACKET_ECHO, OPEN_MESSAGE, FRAGMENT, ends_with=MESSAGE_TOO_BIG),
+    # every 16 KiB the client sends costs the gateway 16 MiB of inflating, to a server that reads it all
+    "inflating": Flood(DISCARD, b"", INFLATING, headers=OFFER, frames_per_write=16),
 }
 #: The floods the frame budget ends (the last one ends sooner).
-BUDGET_FLOODS = [kind for kind, flood in FLOODS.items() if flood.ends_with is None]
+BUDGET_FLOODS = [kind for kind, flood in FLOODS.items() if flood.ends_with is None and not flood.headers]
 
 
 @pytest.fixture
 def echo_servers(docroot: str) -> Iterator[None]:
     servers = [UnixServer(docroot + SEQPACKET_ECHO, echo_handler, sock_type=socket.SOCK_SEQPACKET),
-               UnixServer(docroot + STREAM_ECHO, echo_handler)]
+               UnixServer(docroot + STREAM_ECHO, echo_handler),
+               UnixServer(docroot + DISCARD, lambda conn, server: read_and_discard(conn))]
     yield
     for server in servers:
         server.close()
@@ -85,9 +95,9 @@ class Flooder:
 
     def __init__(self, port: int, kind: str) -> None:
         self.flood = FLOODS[kind]
-        self.client = RawClient(port, self.flood.path)
+        self.client = RawClient(port, self.flood.path, extra_headers=self.flood.headers)
         self.client.sock.settimeout(None)  # writes block while the gateway reads nothing: that is the point
-        self.data = self.flood.frame * FRAMES_PER_WRITE
+        self.data = self.flood.frame * self.flood.frames_per_write
         self.stopped = threading.Event()
         self.close_code: int | None = None
         self.client.sock.sendall(self.flood.opening)

@@ -108,3 +108,24 @@ def test_only_metrics_allow_may_scrape(docroot):
         assert scrape_status(gateway.port, "127.0.0.1", {"X-Forwarded-For": "10.1.2.3"}) == 200
         assert scrape_status(gateway.port, "127.0.0.1") == 200
         assert "refused metrics scrape from 203.0.113.9" in gateway.log()
+
+
+def test_wire_and_payload_bytes_show_the_compression_ratio(docroot, unix_servers):
+    """permessage-deflate: ``ouistiti_gw_bytes`` counts the messages as the server sees them,
+    ``ouistiti_gw_wire_bytes`` their frames' payloads as they crossed the network."""
+    unix_servers(f"{docroot}/echo")
+    messages = [f'{{"type": "message", "from": "alice", "text": "hello number {i}, anyone here?"}}' * 3
+                for i in range(20)]
+    with gateway_test_app(docroot, "--set", "metrics_path=/metrics") as gateway:
+        with connect(f"{gateway.url}/echo") as ws:
+            assert ws.protocol.extensions, "permessage-deflate was not negotiated"
+            for message in messages:
+                ws.send(message)
+                assert ws.recv() == message
+        metrics = wait_until(lambda: (m := scrape(gateway.port))[("ouistiti_gw_sessions_open", ())] == 0 and m,
+                             what="session closed")
+    payload = sum(map(len, messages))
+    for direction in ("in", "out"):
+        assert metrics[("ouistiti_gw_bytes_total", (("direction", direction),))] == payload
+        wire = metrics[("ouistiti_gw_wire_bytes_total", (("direction", direction),))]
+        assert 0 < wire < payload / 2, (direction, wire, payload)

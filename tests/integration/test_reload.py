@@ -166,6 +166,8 @@ class Traffic:
 
     Each session sends ``INDEX:N`` (text, or binary: ``FF`` and those bytes) and waits for its echo
     before the next: a message lost, duplicated or reordered shows as a wrong echo or a timeout.
+    Every session offers permessage-deflate (the client library's default, the gateway's too);
+    every tenth one's messages are long enough to be compressed both ways.
     Beside them, new connections come and go every 50 ms, and one session counts the ``é``
     of :class:`SplitCharacter`.
     """
@@ -177,6 +179,7 @@ class Traffic:
         self.new_connections = 0
         self.characters = 0
         self.opened = 0
+        self.compressed = 0
         self._stopping = threading.Event()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_until_complete, args=(self._main(),), daemon=True)
@@ -197,11 +200,13 @@ class Traffic:
     async def _session(self, index: int) -> None:
         name = "stream" if index % 2 else "seqpacket"
         binary = index % 4 >= 2
+        padding = "é" * 300 if index % 10 == 0 else ""
         try:
             async with async_connect(self._url(name), ping_interval=None, max_size=None, open_timeout=30) as ws:
                 self.opened += 1
+                self.compressed += bool(padding and ws.protocol.extensions)
                 while not self._stopping.is_set():
-                    text = f"{index}:{self.counts[index]}"
+                    text = f"{index}:{self.counts[index]}:{padding}"
                     message = b"\xff" + text.encode() if binary else text  # not UTF-8: comes back binary
                     await ws.send(message)
                     echo = await asyncio.wait_for(ws.recv(), 10)
@@ -291,6 +296,7 @@ def test_sessions_live_through_reloads(deployment):
         try:
             wait_until(lambda: traffic.opened == SESSIONS and traffic.characters, what="sessions open",
                        timeout=30)
+            assert traffic.compressed == SESSIONS // 10
             for client, before, _, _ in cut.values():
                 client.send(before)
             master_fds = fd_count(gateway.pid)  # (it holds the listening socket since the worker served)

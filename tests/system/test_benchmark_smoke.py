@@ -18,7 +18,7 @@ from support import ROOT
 pytestmark = pytest.mark.gunicorn
 
 RUN = str(ROOT / "benchmarks" / "run.py")
-CONTENDERS = ["ouistiti-gw", "gunicorn", "gw-2workers", "direct", "websockify", "raw", "raw-tcp"]
+CONTENDERS = ["ouistiti-gw", "gw-deflate", "gunicorn", "gw-2workers", "direct", "websockify", "raw", "raw-tcp"]
 TRAFFIC_KEYS = ["msgs_16B_c1", "msgs_16B_c16", "msgs_1KiB_c1", "msgs_1KiB_c16", "mbps_64KiB_c1",
                 "mbps_64KiB_c16", "mbps_16MiB_c1", "mbps_16MiB_c16", "lat_100B_p50_us", "lat_100B_p99_us"]
 IDLE = 20
@@ -29,7 +29,7 @@ def report(tmp_path_factory) -> dict:
     output = tmp_path_factory.mktemp("bench") / "bench.json"
     completed = subprocess.run(
         [sys.executable, RUN, "--quick", "--duration", "0.05", "--idle", str(IDLE), "--only", ",".join(CONTENDERS),
-         "--metrics", "msgs_16B_*,msgs_1KiB_c1,mbps_64KiB_c1,lat_*", "--json", str(output)],
+         "--metrics", "msgs_16B_*,msgs_1KiB_c1,mbps_64KiB_c1,lat_*,*json*", "--json", str(output)],
         capture_output=True, text=True, timeout=120, env={**os.environ, "BENCH_STALL_SECONDS": "5"})
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert "Ratio to websockify" in completed.stdout and "Machine CPU per message" in completed.stdout
@@ -80,3 +80,15 @@ def test_ratios_and_targets_are_reported(report):
     assert {"contender", "goal", "value", "bound", "met"} <= set(report["targets"][0])
     assert {goal["contender"] for goal in report["targets"]} == {"ouistiti-gw", "gw-2workers", "direct"}
     assert report["meta"]["rounds"] == 1 and report["meta"]["quick"] is True
+
+
+def test_compression_figures_show_bytes_on_the_wire(report):
+    """The JSON figures of ``gw-deflate`` (clients offering permessage-deflate) against the
+    same gateway uncompressed: fewer bytes on the wire per message, and a CPU cost per message."""
+    plain, compressed = report["results"]["ouistiti-gw"], report["results"]["gw-deflate"]
+    for key in ("msgs_json200B_c16", "mbps_json64KiB_c1"):
+        assert plain[key]["value"] > 0 and compressed[key]["value"] > 0, key
+    assert compressed["msgs_json200B_c16"]["cpu_us_per_message"] > 0
+    for key in ("wire_json200B_c16", "wire_json64KiB_c1"):
+        assert 0 < compressed[key]["value"] < plain[key]["value"] / 2, (key, compressed[key], plain[key])
+    assert compressed[f"rss_idle_{IDLE}"]["value"] > 0

@@ -119,3 +119,24 @@ def test_auth_call_succeeds_and_fails(open_page):
     page.fill("#rpc-passwd", "wrong")
     page.click("#rpc-auth")
     expect(page.locator("#rpc-log")).to_contain_text("error 1: user or password not found")
+
+
+def test_the_pages_sockets_are_compressed_and_chat_works(open_page):
+    """Chromium offers permessage-deflate on every WebSocket; the gateway accepts it (asking for
+    client_no_context_takeover), and long chat lines, which it sends compressed, arrive intact."""
+    alice, bob = open_page(), open_page()
+    for page in (alice, bob):
+        assert page.evaluate("[echo.extensions, chat.extensions, rpc.extensions]") == \
+            ["permessage-deflate; client_no_context_takeover"] * 3
+    alice.fill("#chat-name", "alice")
+    alice.click("#chat-hello")
+    bob.fill("#chat-name", "bob")
+    bob.click("#chat-hello")
+    expect(bob.locator("#chat-log")).to_contain_text("joined as bob")
+    line = "a long line, compressed both ways, with accents: é à ü 😀 " * 6
+    alice.fill("#chat-input", line)
+    alice.click("#chat-send")
+    expect(bob.locator("#chat-log")).to_contain_text("alice: " + line.strip())
+    alice.fill("#echo-input", line)
+    alice.click("#echo-send")
+    expect(alice.locator("#echo-log")).to_contain_text("< " + line.strip())

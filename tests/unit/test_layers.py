@@ -21,11 +21,11 @@ LAYER_NAMES = ["pure", "I/O", "session", "request", "middleware", "server glue"]
 LAYERS = {
     # pure: decisions, codecs, the upgrade contract
     "errors": PURE, "logsafe": PURE, "addresses": PURE, "names": PURE, "policy": PURE,
-    "frames": PURE, "utf8": PURE, "protocol": PURE, "proxy_protocol": PURE, "upgrade": PURE,
+    "frames": PURE, "utf8": PURE, "deflate": PURE, "protocol": PURE, "proxy_protocol": PURE, "upgrade": PURE,
     "session_state": PURE,
     # I/O: sockets, the WebSocket shell, the handover, the log and metrics plumbing
     "greenlets": IO, "sockio": IO, "unix": IO, "connection": IO, "websocket": IO, "direct": IO,
-    "handover": IO, "logs": IO, "metrics": IO, "accepting": IO,
+    "handover": IO, "logs": IO, "metrics": IO, "accepting": IO, "trim": IO,
     # the session: sockets and the WebSocket, not WSGI
     "bridge": SESSION, "session": SESSION, "takeover": SESSION,
     # what a request's environ says, below the middleware that decides on it; the options'

@@ -22,6 +22,7 @@ from ouistiti_gw.protocol import (
     State,
     WebSocketClosed,
 )
+from support import violation_of
 
 MASK = b"\x37\xfa\x21\x3d"
 TEXT, BINARY, CONTINUATION = Opcode.TEXT, Opcode.BINARY, Opcode.CONTINUATION
@@ -48,13 +49,9 @@ def events(protocol: Protocol, data: bytes = b"") -> list:
 
 def violation(protocol: Protocol, data: bytes) -> ProtocolViolation:
     """The violation ``data`` raises; after it nothing more is parsed."""
-    protocol.receive_data(data)
-    with pytest.raises(ProtocolViolation) as raised:
-        while protocol.next_event() is not None:
-            pass
-    assert not protocol.receiving
+    raised = violation_of(protocol, data)
     assert events(protocol, frame(TEXT, b"after")) == []
-    return raised.value
+    return raised
 
 
 def test_a_text_and_a_binary_message_each_in_one_piece():

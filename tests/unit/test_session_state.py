@@ -9,6 +9,7 @@ import json
 
 import pytest
 
+from ouistiti_gw.deflate import DeflateParameters, PerMessageDeflate
 from ouistiti_gw.frames import CloseCode, Opcode, ProtocolViolation, encode_frame
 from ouistiti_gw.protocol import DataPiece, Protocol
 from ouistiti_gw.session_state import (
@@ -17,10 +18,12 @@ from ouistiti_gw.session_state import (
     StateError,
     as_fields,
     capture_protocol,
+    deflate_parameters,
     from_fields,
     restore_protocol,
     why_not_movable,
 )
+from support import deflate
 
 MASK = b"\x11\x22\x33\x44"
 STREAM = (encode_frame(Opcode.TEXT, "fragment one, ".encode(), fin=False, mask=MASK)
@@ -142,3 +145,35 @@ def test_unknown_fields_are_refused():
                                     capture_protocol(Protocol())))
     with pytest.raises(StateError, match="unknown fields"):
         from_fields({**fields, "surprise": 1})
+
+
+def compressed_frame(data: bytes, *, fin: bool = True) -> bytes:
+    """A masked client TEXT frame whose payload is ``data`` deflated (RSV1 set)."""
+    frame = bytearray(encode_frame(Opcode.TEXT, deflate(data), fin=fin, mask=MASK))
+    frame[0] |= 0x40
+    return bytes(frame)
+
+
+def compressed_core(*, client_context: bool = False) -> Protocol:
+    return Protocol(deflate=PerMessageDeflate(DeflateParameters(client_no_context_takeover=not client_context)))
+
+
+def test_a_compressed_core_moves_between_messages_with_its_parameters():
+    first = compressed_core()
+    assert joined(events(first, compressed_frame("é".encode() * 100))) == [("é".encode() * 100, True)]
+    assert why_not_movable(first) is None
+    state = capture_protocol(first)
+    assert deflate_parameters(state) == DeflateParameters(client_no_context_takeover=True)
+    second = Protocol(deflate=PerMessageDeflate(deflate_parameters(state)))
+    restore_protocol(second, state)
+    assert joined(events(second, compressed_frame(b"after the move" * 20))) == [(b"after the move" * 20, True)]
+    assert second.wire_bytes_received == first.wire_bytes_received + len(deflate(b"after the move" * 20))
+
+
+def test_a_compressed_core_does_not_move_inside_a_message_nor_with_the_clients_context():
+    inside = compressed_core()
+    events(inside, compressed_frame(b"first half", fin=False))
+    assert why_not_movable(inside) == "inside a compressed message"
+    kept = compressed_core(client_context=True)
+    events(kept, compressed_frame(b"a message"))
+    assert "client's context takeover" in why_not_movable(kept)
