@@ -109,6 +109,8 @@ class Contender:
     deflate: bool = False
     #: seconds between the last idle connection and the memory reading
     settle_seconds: float = 1.0
+    #: SIGHUP to ``pid`` moves the live sessions to a new worker (``measure_reload``)
+    reloads: bool = False
 
     def command(self, docroot: str, port: int) -> tuple[list[str], dict[str, str]]:
         raise NotImplementedError
@@ -244,7 +246,8 @@ def all_contenders(ouistiti_dir: str | None, baseline_dir: str | None = None) ->
     """Every contender in table order; ouistiti only when its build directory is given, the
     baseline only when its source tree is."""
     contenders: list[Contender] = [
-        OuistitiGw("ouistiti-gw", "this gateway, `ouistiti-gw serve` (gevent pywsgi + GatewayHandler)"),
+        OuistitiGw("ouistiti-gw", "this gateway, `ouistiti-gw serve` (gevent pywsgi + GatewayHandler)",
+                   reloads=True),
         OuistitiGw("gw-deflate", "`ouistiti-gw serve`, clients offering permessage-deflate (as browsers do)",
                    deflate=True, settle_seconds=COMPRESSOR_IDLE_SECONDS + TRIM_DELAY + 1.0),
         Gunicorn("gunicorn", "this gateway under gunicorn, GeventWebSocketWorker, 1 worker"),

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import fnmatch
 import logging
+import os
+import signal
 import statistics
+import threading
 import time
 from dataclasses import dataclass
 from typing import Iterable
 
 from clientpool import ClientFailed, client_processes, release, run_clients
 from contenders import Contender
-from procinfo import nofile_limit, tree_memory
+from procinfo import nofile_limit, process_tree, tree_memory
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +75,21 @@ def idle_metrics(counts: list[int]) -> list[Metric]:
     return [Metric(f"rss_idle_{count}", f"RSS, {count} idle conns", "MiB", False, 0, count) for count in counts]
 
 
+#: Sessions in ping-pong while the server reloads: the longest round trip of each is the pause it saw.
+RELOAD_CONNECTIONS = 16
+#: How long they talk; the SIGHUP comes after the first second.
+RELOAD_TRAFFIC_SECONDS = 3.0
+RELOAD_WAIT_SECONDS = 120.0
+
+
+def reload_metrics(idle: int) -> list[Metric]:
+    return [Metric("reload_pause_p50_ms", f"reload: pause seen, p50 of {RELOAD_CONNECTIONS}", "ms", False,
+                   LATENCY_SIZE, RELOAD_CONNECTIONS),
+            Metric("reload_pause_p99_ms", f"reload: pause seen, p99 of {RELOAD_CONNECTIONS}", "ms", False,
+                   LATENCY_SIZE, RELOAD_CONNECTIONS),
+            Metric("reload_idle_s", f"reload of {idle} idle conns", "s", False, 0, idle)]
+
+
 @dataclass
 class Settings:
     rounds: int
@@ -81,6 +99,8 @@ class Settings:
     client_processes: int
     #: globs of the throughput and latency metric keys to take (the others are recorded as skipped)
     selected: tuple[str, ...] = ("*",)
+    #: idle sessions a reload moves (``reload_idle_s``)
+    reload_idle: int = 10000
 
     def wants(self, key: str) -> bool:
         return any(fnmatch.fnmatchcase(key, pattern) for pattern in self.selected)
@@ -241,4 +261,76 @@ def measure_idle(contender: Contender, target: dict, settings: Settings) -> dict
             except ClientFailed:
                 pass
             holder.__exit__(None, None, None)
+    return figures
+
+
+def not_reloaded(settings: Settings, why: str) -> dict[str, dict]:
+    return {metric.key: {"value": None, "skipped": why} for metric in reload_metrics(settings.reload_idle)}
+
+
+def _only_worker(master: int, timeout: float = RELOAD_WAIT_SECONDS) -> int:
+    """The master's one worker, once a reload is over (the old worker gone)."""
+    deadline = time.monotonic() + timeout
+    while len(tree := process_tree(master)) != 2:
+        if time.monotonic() > deadline:
+            raise ClientFailed(f"the reload did not end in {timeout:g} s (processes: {tree})")
+        time.sleep(0.01)
+    return tree[1]
+
+
+def _reload_and_wait(master: int) -> float:
+    """SIGHUP the master; seconds until the old worker has handed everything over and exited."""
+    old = _only_worker(master)
+    started = time.monotonic()
+    os.kill(master, signal.SIGHUP)
+    while os.path.exists(f"/proc/{old}"):
+        if time.monotonic() - started > RELOAD_WAIT_SECONDS:
+            raise ClientFailed(f"the old worker still runs {RELOAD_WAIT_SECONDS:g} s after SIGHUP")
+        time.sleep(0.005)
+    seconds = time.monotonic() - started
+    _only_worker(master)
+    return seconds
+
+
+def measure_reload(contender: Contender, target: dict, settings: Settings) -> dict[str, dict]:
+    """What a reload (SIGHUP to the master) costs: the pause sessions in ping-pong see while they
+    move (each one's longest round trip, p50 and p99 over the sessions), then how long the reload
+    of ``settings.reload_idle`` idle sessions takes, from SIGHUP until the old worker exited
+    (every session moved; the new worker's start included). The idle clients check afterwards
+    that each of their sessions still echoes.
+
+    Both workers hold every session's two descriptors for a moment: when the descriptor limit
+    does not allow ``reload_idle`` twice over, the most that fits is measured and
+    ``measured_connections`` says how many (no extrapolation: the time is not linear in memory).
+    """
+    master = contender.pid
+    if master is None:
+        return not_reloaded(settings, "no server process")
+    figures: dict[str, dict] = {}
+    *pauses, moving = reload_metrics(settings.reload_idle)
+    _only_worker(master)
+    reloading = threading.Timer(1.0, _reload_and_wait, (master,))
+    try:
+        reloading.start()
+        results = run_clients(target, RELOAD_CONNECTIONS, settings.client_processes, timeout=120.0,
+                              mode="pingpong", size=LATENCY_SIZE, duration=RELOAD_TRAFFIC_SECONDS, latency=True)
+        reloading.join()
+        longest = [seconds * 1e3 for result in results for seconds in result["longest"]]
+        p50, p99 = percentiles(longest, (0.50, 0.99))
+        figures[pauses[0].key] = {"value": p50, "longest_ms": longest}
+        figures[pauses[1].key] = {"value": p99, "longest_ms": longest}
+    except ClientFailed as failure:
+        log.warning("%s reload pause: %s", contender.name, failure)
+        figures.update({metric.key: {"value": None, "failed": str(failure)} for metric in pauses})
+    count = min(settings.reload_idle, (nofile_limit(_only_worker(master)) - DESCRIPTOR_RESERVE) // 2)
+    try:
+        with client_processes(target, count, 1, mode="idle", size=16, duration=0) as holders:
+            seconds = _reload_and_wait(master)
+            release(holders, timeout=60.0)
+        figures[moving.key] = {"value": seconds, "measured_connections": count}
+        log.info("%s: reload pause p50 %s ms p99 %s ms; %d idle sessions moved in %.2f s", contender.name,
+                 figures[pauses[0].key]["value"], figures[pauses[1].key]["value"], count, seconds)
+    except ClientFailed as failure:
+        log.warning("%s reload of idle sessions: %s", contender.name, failure)
+        figures[moving.key] = {"value": None, "failed": str(failure)}
     return figures

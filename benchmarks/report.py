@@ -5,16 +5,16 @@ ratio below 1 is the better one, as the table's header line says.
 """
 from __future__ import annotations
 
-from measure import LATENCY, THROUGHPUT, WIRE, Metric, idle_metrics
+from measure import LATENCY, THROUGHPUT, WIRE, Metric, idle_metrics, reload_metrics
 
 REFERENCES = ("websockify", "raw", "raw-tcp")
 #: The project's own ways to run the gateway whose figures are held to the issue's targets.
 TARGETED = ("ouistiti-gw", "gw-2workers")
 
 
-def all_metrics(idle_counts: list[int]) -> list[Metric]:
+def all_metrics(idle_counts: list[int], reload_idle: int) -> list[Metric]:
     base = Metric("rss_idle_0", "RSS, started, no conn", "MiB", False, 0, 0)
-    return [*THROUGHPUT, *WIRE, *LATENCY, base, *idle_metrics(idle_counts)]
+    return [*THROUGHPUT, *WIRE, *LATENCY, base, *idle_metrics(idle_counts), *reload_metrics(reload_idle)]
 
 
 def _value(results: dict, contender: str, key: str) -> float | None:

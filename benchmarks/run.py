@@ -22,7 +22,7 @@ import time
 
 from contenders import ECHO_NAME, Contender, all_contenders, stop_tree
 from crowd import LATE_SECONDS, MESSAGE_SIZE, CrowdSettings, measure_crowd, parse_sizes
-from measure import Settings, measure_idle, measure_traffic
+from measure import Settings, measure_idle, measure_reload, measure_traffic, not_reloaded
 from procinfo import raise_nofile_limit
 from report import all_metrics, ratios, render, render_crowd, targets
 
@@ -43,6 +43,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, help="seconds per throughput round (default 1, 0.2 with --quick)")
     parser.add_argument("--idle", metavar="COUNTS",
                         help="idle connection counts (default 100,1000,10000; 100,1000 with --quick)")
+    parser.add_argument("--reload-idle", type=int, metavar="COUNT",
+                        help="idle sessions a reload moves (default 10000, 100 with --quick)")
     parser.add_argument("--metrics", metavar="GLOBS", default="*",
                         help="comma-separated globs of traffic metrics to take, e.g. 'msgs_*,lat_*' (default: all)")
     parser.add_argument("--client-processes", type=int, default=2, help="client processes for 16 connections")
@@ -64,6 +66,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
                     latency_messages=200 if args.quick else 2000,
                     idle_counts=sorted(int(count) for count in idle.split(",") if count.strip()),
                     client_processes=args.client_processes,
+                    reload_idle=args.reload_idle or (100 if args.quick else 10000),
                     selected=tuple(glob.strip() for glob in args.metrics.split(",") if glob.strip()))
 
 
@@ -88,7 +91,8 @@ def selected_contenders(args: argparse.Namespace) -> list[Contender]:
 
 
 def measure_pingpong(contenders: list[Contender], docroot: str, settings: Settings) -> dict[str, dict]:
-    """Each contender in turn: its traffic figures, then (restarted) its idle memory."""
+    """Each contender in turn: its traffic figures, then (restarted) its idle memory, then
+    (restarted) what a reload does to its sessions, where it has a reload that keeps them."""
     results: dict[str, dict] = {}
     for contender in contenders:
         log.info("== %s", contender.name)
@@ -100,6 +104,14 @@ def measure_pingpong(contenders: list[Contender], docroot: str, settings: Settin
         try:
             target = contender.start(docroot, docroot)
             results[contender.name].update(measure_idle(contender, target, settings))
+        finally:
+            contender.stop()
+        if not contender.reloads:
+            results[contender.name].update(not_reloaded(settings, "no reload that keeps sessions"))
+            continue
+        try:
+            target = contender.start(docroot, docroot)
+            results[contender.name].update(measure_reload(contender, target, settings))
         finally:
             contender.stop()
     return results
@@ -139,9 +151,10 @@ def run(args: argparse.Namespace) -> dict:
         else:
             settings = settings_from(args)
             results = measure_pingpong(contenders, docroot, settings)
-            metrics = all_metrics(settings.idle_counts)
+            metrics = all_metrics(settings.idle_counts, settings.reload_idle)
             meta.update({"quick": args.quick, "rounds": settings.rounds, "duration": settings.duration,
                          "latency_messages": settings.latency_messages, "idle_counts": settings.idle_counts,
+                         "reload_idle": settings.reload_idle,
                          "client_processes": settings.client_processes,
                          "metrics_selected": list(settings.selected),
                          "method": "ping-pong per connection; MB/s = payload bytes echoed / s / 1e6"})
@@ -165,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     if "crowd" in report:
         print(render_crowd(report["crowd"]))
     else:
-        metrics = all_metrics(report["meta"]["idle_counts"])
+        metrics = all_metrics(report["meta"]["idle_counts"], report["meta"]["reload_idle"])
         print(render(report["results"], metrics, report["ratios"], report["targets"]))
     if args.json:
         with open(args.json, "w") as output:

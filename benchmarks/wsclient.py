@@ -361,6 +361,8 @@ def ping_pong(connections: list[Connection], frame: bytes, size: int, duration: 
               "machine_cpu": [end - begin for begin, end in zip(cpu_at_start, cpu_at_end)]}
     if latency:
         result["latencies"] = [value for connection in connections for value in connection.latencies]
+        # each connection's longest round trip: the pause it saw (a reload's, see measure.py)
+        result["longest"] = [max(connection.latencies, default=0.0) for connection in connections]
     return result
 
 
@@ -492,6 +494,11 @@ def main(spec: dict) -> int:
     if not sys.stdin.readline():
         return 0
     if spec["mode"] == "idle":
+        try:
+            hold_idle(connections, frame, spec["size"])  # each one is still served (a reload moved them)
+        except (OSError, BenchmarkError) as error:
+            print(json.dumps({"error": f"idle connection lost: {error}"}), flush=True)
+            return 1
         print(json.dumps({"connections": len(connections)}), flush=True)
         return 0
     try:

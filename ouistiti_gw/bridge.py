@@ -16,6 +16,11 @@ Data rules (as ouistiti's module, plus what it gets wrong):
 - server -> client: each read becomes one message, text when it is valid UTF-8, binary otherwise.
   On a stream socket a character split across two reads is held back until its end arrives (or
   for :data:`UTF8_HOLD_SECONDS` at most, then sent as binary, so nothing waits forever).
+
+A reload moves a session to another process (:mod:`ouistiti_gw.takeover`): :meth:`Session.pause`
+stops both pumps before their next read, where no frame is half written and every byte read is
+in the protocol core or the session's buffers; :meth:`Session.state` is then all of it
+(:mod:`ouistiti_gw.session_state`), and :meth:`Session.restore` puts it into a new session there.
 """
 from __future__ import annotations
 
@@ -29,12 +34,14 @@ from typing import Any, Callable
 
 import gevent
 from gevent import socket
+from gevent.event import AsyncResult
 
 from .deflate import COMPRESSOR_IDLE_SECONDS
 from .frames import CloseCode
 from .greenlets import LightGreenlet
 from .policy import TokenBucket
-from .sockio import Receiver, send_all, yield_to_loop
+from .session_state import SessionState, capture_protocol, restore_protocol, why_not_movable
+from .sockio import ReadPaused, Receiver, interrupt_read, send_all, yield_to_loop
 from .trim import trim_soon
 from .unix import largest_packet, recv_packet
 from .utf8 import Utf8Splitter, is_utf8
@@ -53,6 +60,11 @@ UTF8_HOLD_SECONDS = 0.25
 PACKETS_PER_TURN = 64
 #: How long we wait for the client's close frame after sending ours (RFC 6455 section 7.1.1).
 CLOSE_TIMEOUT_SECONDS = 5.0
+#: How long :meth:`LiveSessions.close_all` waits for the close frames to go out.
+CLOSE_ALL_SECONDS = 1.0
+#: How long :meth:`Session.pause` waits for a pump to reach a read (one writing to a peer that
+#: does not read may wait long): past it the session stays where it is.
+PAUSE_TIMEOUT_SECONDS = 2.0
 
 
 class _Interrupted(BaseException):
@@ -157,11 +169,26 @@ class LiveSessions:
     def discard(self, session: Session) -> None:
         self._sessions.discard(session)
 
+    def __iter__(self):
+        return iter(list(self._sessions))
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def wait_until_empty(self, timeout: float) -> None:
+        """Return once every session ended (or moved), or after ``timeout`` seconds."""
+        with gevent.Timeout(timeout, False):
+            while self._sessions:
+                gevent.sleep(0.1)
+
     def close_all(self, code: int = CloseCode.GOING_AWAY, reason: str = "server shutting down") -> int:
-        """Send every open session a close frame (1001 by default); return how many there were."""
+        """Send every open session a close frame (1001 by default); return how many there were.
+
+        Each close has its greenlet, and all of them :data:`CLOSE_ALL_SECONDS` at most: one
+        session writing to a client that does not read holds its own close, not the others'."""
         sessions = list(self._sessions)
-        for session in sessions:
-            session.close(code, reason)
+        gevent.joinall([LightGreenlet.spawn(session.close, code, reason) for session in sessions],
+                       timeout=CLOSE_ALL_SECONDS)
         return len(sessions)
 
 
@@ -190,6 +217,26 @@ class Session:
     live: LiveSessions = process_sessions
     started: float = field(default_factory=time.monotonic)
     went_idle: bool = False
+    #: The gateway's docroot: which gateway of a successor process takes the session on a reload.
+    docroot: str = ""
+    #: A PROXY header went out first on the UNIX connection (carried on a move: never sent twice).
+    proxy_header_sent: bool = False
+    #: How the session left this process on a reload: ``"moved"`` (it goes on in the successor)
+    #: or ``"drained"`` (it could not move, and ended here); None otherwise.
+    reload_outcome: str | None = None
+    #: True when it came from another process (its log line says "resumed", not "open").
+    resumed: bool = False
+    #: The server's reads as text or binary, with a character cut by a read held back.
+    splitter: Utf8Splitter = field(default_factory=Utf8Splitter, repr=False)
+
+    def __post_init__(self) -> None:
+        self.bucket = TokenBucket(self.max_message_rate) if self.max_message_rate else None
+        self.feed = _ServerFeed(self.backend, self.seqpacket)
+        #: Set by :meth:`pause`: the pumps stop before their next read.
+        self._pausing = False
+        #: While paused: the state, once both pumps stopped; then whether it moved.
+        self._handover: AsyncResult | None = None
+        self._decision: AsyncResult | None = None
 
     @property
     def seqpacket(self) -> bool:
@@ -202,15 +249,20 @@ class Session:
         handler's, which would otherwise only wait); only the other one gets a greenlet. That
         is one greenlet and one stack fewer per idle session.
         """
-        log.info("session open name=%s client=%s type=%s", self.name, self.client,
-                 "seqpacket" if self.seqpacket else "stream")
+        log.info("session %s name=%s client=%s type=%s", "resumed" if self.resumed else "open", self.name,
+                 self.client, "seqpacket" if self.seqpacket else "stream")
         self._owner = gevent.getcurrent()
         self._timers: list | None = self._keepalive_timers()
         self._drop_timer: Any = None
-        to_client = LightGreenlet.spawn(self._server_to_client)
+        to_client: LightGreenlet | None = LightGreenlet.spawn(self._server_to_client)
         self.live.add(self)
         try:
-            self._client_to_server()
+            while to_client is not None:
+                try:
+                    self._client_to_server()
+                    break
+                except ReadPaused:
+                    to_client = self._paused(to_client)
         except _Interrupted:
             self._stop_timers()  # the wait is over: a second deadline must not cut the close below
             if self.went_idle:
@@ -221,10 +273,99 @@ class Session:
         finally:
             self._stop_timers()  # first: nothing may be thrown at us past this point
             self.live.discard(self)
-            to_client.kill()
-            self._close_backend()
-            self.websocket.linger()
+            if to_client is not None:
+                to_client.kill()
+            if self.reload_outcome == "moved":
+                self.backend.close()  # our copy only: no shutdown, the successor carries on with it
+            else:
+                self._close_backend()
+                self.websocket.linger()
             self._log_end()
+
+    # -- moving to another process ---------------------------------------------------------
+
+    def pause(self) -> SessionState | None:
+        """Stop both pumps before their next read and return the session's state; the session
+        then waits for :meth:`moved`. None (the session runs on) when it cannot move: its closing
+        handshake has started, it ended meanwhile, or a pump did not reach a read in
+        :data:`PAUSE_TIMEOUT_SECONDS`.
+
+        Called from another greenlet (the reload's), never from the session's own."""
+        if self._timers is None or self._handover is not None or why_not_movable(self.websocket.protocol):
+            return None
+        self._handover, self._decision = AsyncResult(), AsyncResult()
+        self._stop_timers()  # no ping may start while we move, no idle timeout may cut the wait
+        self.websocket.pausing = self._pausing = True
+        interrupt_read(self.websocket.sock)
+        interrupt_read(self.backend)
+        try:
+            state = self._handover.get(timeout=PAUSE_TIMEOUT_SECONDS)
+        except gevent.Timeout:
+            log.info("reload: session %s from %s stays here: it did not stop for %g s (a peer that does not read)",
+                     self.name, self.client, PAUSE_TIMEOUT_SECONDS)
+            state = None
+        if state is None:
+            self._decision.set(False)  # when it does stop, it goes on here
+        return state
+
+    def moved(self, taken: bool) -> None:
+        """After :meth:`pause` returned a state: True, the successor took the session (it ends
+        here, without a close frame); False, it resumes here."""
+        assert self._decision is not None
+        if taken:
+            self.reload_outcome = "moved"  # at once: nothing here may write to it any more
+        self._decision.set(taken)
+
+    def _paused(self, to_client: LightGreenlet) -> LightGreenlet | None:
+        """The client pump stopped before a read: wait for the other one, hand the state to
+        :meth:`pause`, and go on unless the session moved (then None). A server pump that ended
+        the session instead (the server closed) leaves it ending here."""
+        stopped = to_client.get()
+        self.websocket.pausing = self._pausing = False
+        handover, decision = self._handover, self._decision
+        assert handover is not None and decision is not None
+        protocol = self.websocket.protocol
+        if stopped and why_not_movable(protocol) is None:  # (inside a compressed message, it is not)
+            self.websocket.wait_for_writes()
+            if protocol.deflate is not None:
+                protocol.deflate.drop()  # between messages: the successor starts a fresh context
+            handover.set(self.state())
+            taken = decision.get()
+        else:
+            handover.set(None)
+            taken = False
+        self._handover = self._decision = None
+        if taken:
+            return None
+        self._timers = self._keepalive_timers()
+        if not stopped:
+            self._interrupt_after(self.close_timeout)  # the server pump ended it: as it would have
+            return to_client
+        return LightGreenlet.spawn(self._server_to_client)
+
+    def state(self) -> SessionState:
+        """All the session is, for a successor (both pumps must be stopped before a read). The
+        feed's gathered whole messages went out before that read: only a message's beginning
+        is held."""
+        ws, bucket = self.websocket, self.bucket
+        return SessionState(
+            docroot=self.docroot, name=self.name, client=self.client, started=self.started,
+            last_heard=ws.last_heard, held=bytes(self.feed._held), server_pending=self.splitter.pending,
+            proxy_header_sent=self.proxy_header_sent,
+            message_tokens=bucket.tokens if bucket is not None else None,
+            message_bucket_updated=bucket.updated if bucket is not None else None,
+            protocol=capture_protocol(ws.protocol))
+
+    def restore(self, state: SessionState) -> None:
+        """Take over ``state``, a session paused in another process, before :meth:`run`."""
+        self.started, self.websocket.last_heard = state.started, state.last_heard
+        self.feed._held[:] = state.held
+        self.splitter.pending = state.server_pending
+        self.proxy_header_sent, self.resumed = state.proxy_header_sent, True
+        if self.bucket is not None and state.message_tokens is not None and state.message_bucket_updated is not None:
+            self.bucket.tokens = min(state.message_tokens, self.bucket.capacity)
+            self.bucket.updated = state.message_bucket_updated
+        restore_protocol(self.websocket.protocol, state.protocol)
 
     def _stop_timers(self) -> None:
         for timer in self._timers or ():
@@ -299,7 +440,10 @@ class Session:
 
     def close(self, code: int, reason: str) -> None:
         """End the session from outside (a server stopping): close frame now, the client has
-        :attr:`close_timeout` to answer."""
+        :attr:`close_timeout` to answer. Not once it moved, nor while a move is being decided:
+        it is another process's then, or may be."""
+        if self.reload_outcome == "moved" or (self._decision is not None and not self._decision.ready()):
+            return
         self.websocket.close(code, reason)
         self._interrupt_after(self.close_timeout)
 
@@ -310,8 +454,7 @@ class Session:
             # A message is one packet: one that cannot be sent is refused (1009) as soon as its
             # length says so, not after the gateway has held all of it.
             ws.limit_message_size(largest_packet(backend), "message too big for the server's socket")
-        bucket = TokenBucket(self.max_message_rate) if self.max_message_rate else None
-        feed = _ServerFeed(backend, seqpacket)
+        bucket, feed = self.bucket, self.feed
         try:
             while ws.receive_streaming(feed.forward, feed.write_ready):
                 if bucket is not None and not bucket.take():
@@ -328,26 +471,28 @@ class Session:
                 ws.close(CloseCode.INTERNAL_ERROR, "server connection lost")
             log.warning("write to %s failed: %s", self.name, failed.error)
 
-    def _server_to_client(self) -> None:
+    def _server_to_client(self) -> bool:
+        """The server -> client pump; True when it stopped before a read (:meth:`pause`)."""
         ws = self.websocket
         try:
             if self.seqpacket:
                 self._pump_packets()
             else:
                 self._pump_stream()
+        except ReadPaused:
+            return True
         except WebSocketClosed:
-            return  # the client is gone; the other pump notices too
+            pass  # the client is gone; the other pump notices too
         except OSError as error:
             log.warning("read from %s failed: %s", self.name, error)
             ws.close(CloseCode.INTERNAL_ERROR, "server connection error")
         else:
             ws.close(CloseCode.NORMAL, "server closed the connection")
-        finally:
-            self._interrupt_after(self.close_timeout)  # the client has that long to answer our close
+        self._interrupt_after(self.close_timeout)  # the client has that long to answer our close
+        return False
 
     def _pump_stream(self) -> None:
-        backend = self.backend
-        splitter = Utf8Splitter()
+        backend, splitter = self.backend, self.splitter
         receiver = Receiver(backend)
         send = self._sender()
         holding = False
@@ -355,6 +500,8 @@ class Session:
             if holding != bool(splitter.pending):  # only when it changes, not once per read
                 holding = not holding
                 backend.settimeout(UTF8_HOLD_SECONDS if holding else None)
+            if self._pausing:
+                raise ReadPaused()
             try:
                 data = receiver.recv(STREAM_READ_SIZE)
             except stdlib_socket.timeout:
@@ -373,6 +520,8 @@ class Session:
         send = self._sender()
         left = PACKETS_PER_TURN
         while True:
+            if self._pausing:
+                raise ReadPaused()
             data = recv_packet(backend)
             if not data:
                 return
@@ -398,8 +547,12 @@ class Session:
 
     def _log_end(self) -> None:
         ws = self.websocket
-        log.info("session closed name=%s client=%s bytes_in=%d bytes_out=%d close=%s duration=%.3fs",
-                 self.name, self.client, ws.bytes_received, ws.bytes_sent, self.close_code,
-                 time.monotonic() - self.started)
+        if self.reload_outcome == "moved":
+            log.info("session moved name=%s client=%s bytes_in=%d bytes_out=%d", self.name, self.client,
+                     ws.bytes_received, ws.bytes_sent)
+        else:
+            log.info("session closed name=%s client=%s bytes_in=%d bytes_out=%d close=%s duration=%.3fs",
+                     self.name, self.client, ws.bytes_received, ws.bytes_sent, self.close_code,
+                     time.monotonic() - self.started)
         if self.on_end is not None:
             self.on_end(self)

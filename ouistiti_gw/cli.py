@@ -5,7 +5,9 @@
     ouistiti-gw demo
 
 Both listen on 127.0.0.1 unless told otherwise and print the URL to open. Ctrl-C (or SIGTERM)
-stops everything they started and removes what they created.
+stops everything they started and removes what they created. ``serve`` runs as a small master
+over a worker that serves: SIGHUP to the master reloads the code and configuration on disk
+without dropping a session (:mod:`ouistiti_gw.supervisor`).
 
 Exit status: 0 when stopped, 1 for a failure while running (the port is taken, a sample server
 did not start), 2 for a usage or configuration error (as argparse's): a missing or malformed ini
@@ -28,6 +30,7 @@ from .config import COMMAND_LINE, Config, GatewayConfig, Options, ServerConfig, 
 from .inifile import IniFile
 from .middleware import WebSocketGateway
 from .paste import build_gateway, demo_page_directory, make_static_app, not_found_app
+from .supervisor import become_master, worker_argv, worker_link
 from .unix import BackendUnavailable, connect_unix
 from .wsgi_server import make_server, serve_until_stopped
 
@@ -70,21 +73,38 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    arguments = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(arguments)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         if args.command == "demo":
             return run_demo(args)
+        if worker_link() is None:
+            become_master(worker_argv(arguments))
         return run_serve(args)
     except ValueError as error:  # ConfigurationError, or options that do not go together
-        print(f"ouistiti-gw: {error}", file=sys.stderr)
-        return EXIT_USAGE
+        return fail(str(error), EXIT_USAGE)
     except OSError as error:
         hint = " (another server listens there: stop it, or choose another port)" \
             if error.errno == errno.EADDRINUSE else ""
-        print(f"ouistiti-gw: {error}{hint}", file=sys.stderr)
-        return EXIT_FAILURE
+        return fail(f"{error}{hint}", EXIT_FAILURE)
+    except Exception as error:  # a bug, or broken new code: its traceback follows
+        link = worker_link()
+        if link is not None and link.successor:
+            link.failed(f"{type(error).__name__}: {error}")
+        raise
+
+
+def fail(reason: str, status: int) -> int:
+    """One line on stderr saying why; a reload's successor says it to its master instead, which
+    logs it as the reload's failure (the old worker keeps serving)."""
+    link = worker_link()
+    if link is not None and link.successor:
+        link.failed(reason)
+    else:
+        print(f"ouistiti-gw: {reason}", file=sys.stderr)
+    return status
 
 
 def run_serve(args: argparse.Namespace) -> int:

@@ -283,6 +283,8 @@ class ServerConfig(Options):
     max_header_size: int = option(DEFAULT_MAX_HEADER_SIZE, "bytes of request headers; more get 431", minimum=1)
     keepalive_timeout: float = option(60.0, "seconds a keep-alive connection may wait for its next "
                                       "request", minimum=0)
+    drain_timeout: float = option(30.0, "seconds a reload leaves the sessions that cannot move (wss://) "
+                                  "with the old worker before closing them with 1001", minimum=0)
 
     @classmethod
     def check_together(cls, values: Mapping[str, Any], source: Source) -> None:

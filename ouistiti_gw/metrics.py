@@ -56,6 +56,9 @@ class Metrics:
                                   ["direction"], registry=self.registry)
         self.refusals = Counter("ouistiti_gw_refusals", "WebSocket handshakes refused, by reason",
                                 ["reason"], registry=self.registry)
+        self.reloads = Counter("ouistiti_gw_reload_sessions", "Sessions a reload found: moved to the new "
+                               "process, or drained (they could not move: wss://)", ["outcome"],
+                               registry=self.registry)
         self.duration = Histogram("ouistiti_gw_session_duration_seconds", "How long sessions last",
                                   registry=self.registry, buckets=_DURATION_BUCKETS)
 
@@ -71,6 +74,15 @@ class Metrics:
         self.wire_bytes.labels("in").inc(wire_in)
         self.wire_bytes.labels("out").inc(wire_out)
         self.duration.observe(duration)
+
+    def session_moved(self) -> None:
+        """A reload moved the session to the new process (which counts it as open there)."""
+        self.sessions_open.dec()
+        self.reloads.labels("moved").inc()
+
+    def session_drained(self) -> None:
+        """A session that could not move ended in the old process (after :meth:`session_ended`)."""
+        self.reloads.labels("drained").inc()
 
     def refused(self, reason: str) -> None:
         self.refusals.labels(reason).inc()

@@ -39,7 +39,9 @@ from .logsafe import loggable, wsgi_text
 from .names import NameRefused, NameRules, Target, find_target, parse_protocols, wsgi_path_to_name
 from .policy import HostPolicy, OriginPolicy, SessionCounter
 from .proxy_protocol import HeaderTooLong
+from .session_state import SessionState, deflate_parameters
 from .stock import adapt
+from .takeover import register
 from .unix import BackendUnavailable, connect_unix
 from .upgrade import UPGRADE_KEY, ClientConnection, Upgrade, is_websocket_request
 from .websocket import WebSocket
@@ -100,6 +102,7 @@ class WebSocketGateway:
         self.metrics_allow = Networks(config.metrics_allow, "metrics_allow")
         if not os.path.isdir(self.docroot):
             log.warning("docroot %s does not exist (yet): every WebSocket name will be 404", self.docroot)
+        register(self.docroot, self._resume)  # sessions a reload moves here (ouistiti_gw.takeover)
 
     def __call__(self, environ: "WSGIEnvironment", start_response: "StartResponse") -> Iterable[bytes]:
         if not is_websocket_request(environ):
@@ -167,20 +170,44 @@ class WebSocketGateway:
         # server's budget). Frames up the stack still hold this dict, so it is emptied, as
         # PEP 3333 lets an app do; everything the session needs was copied out above.
         environ.clear()
-        websocket = self._websocket(connection, deflate)
+        session = self._session(self._websocket(connection, deflate), backend, target.name, client)
+        session.proxy_header_sent = bool(header)
+        session.run()
+        if session.reload_outcome == "moved":
+            connection.detach()  # the client's socket is the successor's now
+        return []
+
+    def _session(self, websocket: WebSocket, backend, name: str, client: str) -> Session:
         if self.metrics is not None:
             self.metrics.session_opened()
-        Session(websocket, backend, target.name, client, max_message_rate=self.max_message_rate,
-                ping_interval=self.ping_interval, idle_timeout=self.idle_timeout,
-                on_end=partial(self._count_session, self.metrics) if self.metrics is not None else None).run()
-        return []
+        return Session(websocket, backend, name, client, max_message_rate=self.max_message_rate,
+                       ping_interval=self.ping_interval, idle_timeout=self.idle_timeout, docroot=self.docroot,
+                       on_end=partial(self._count_session, self.metrics) if self.metrics is not None else None)
+
+    def _resume(self, state: SessionState, client_socket, backend) -> None:
+        """Run a session a reload moved here from the old process to its end
+        (:mod:`ouistiti_gw.takeover`): it counts against ``max_connections`` but is never refused."""
+        self.sessions.active += 1
+        try:
+            websocket = self._wrap(client_socket, b"", deflate_parameters(state.protocol))
+            session = self._session(websocket, backend, state.name, state.client)
+            session.restore(state)
+            session.run()
+        finally:
+            self.sessions.release()
+            client_socket.close()
 
     @staticmethod
     def _count_session(metrics, session: Session) -> None:
         ws = session.websocket
+        if session.reload_outcome == "moved":
+            metrics.session_moved()
+            return
         metrics.session_ended(session.name, session.close_code, ws.bytes_received, ws.bytes_sent,
                               time.monotonic() - session.started,
                               wire_in=ws.wire_bytes_received, wire_out=ws.wire_bytes_sent)
+        if session.reload_outcome == "drained":
+            metrics.session_drained()
 
     def _negotiate(self, environ: "WSGIEnvironment", upgrade: Upgrade) -> DeflateParameters | None:
         """permessage-deflate's parameters if the client offers it and we may answer: never in
@@ -229,8 +256,10 @@ class WebSocketGateway:
 
     def _websocket(self, connection: ClientConnection, deflate: DeflateParameters | None = None) -> WebSocket:
         """The WebSocket we trust, over the client connection (compressed as ``deflate`` says)."""
-        return WebSocket(connection.sock, connection.take_buffered(), max_message_size=self.max_message_size,
-                         max_frame_rate=self.max_frame_rate,
+        return self._wrap(connection.sock, connection.take_buffered(), deflate)
+
+    def _wrap(self, sock, buffered: bytes, deflate: DeflateParameters | None) -> WebSocket:
+        return WebSocket(sock, buffered, max_message_size=self.max_message_size, max_frame_rate=self.max_frame_rate,
                          deflate=PerMessageDeflate(deflate, threshold=self.config.compression_threshold)
                          if deflate else None)
 

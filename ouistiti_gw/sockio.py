@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from gevent import get_hub
 
+from .errors import GatewayError
+
 #: Reads in a row that did not wait before :meth:`Receiver.recv` lets the loop run (at 256 KiB
 #: per read, 4 MiB: a few milliseconds of work).
 READS_PER_TURN = 16
@@ -82,3 +84,21 @@ class Receiver:
         self._reads += 1
         self._drained = len(data) < size
         return data
+
+
+class ReadPaused(GatewayError):
+    """A pump stopped before a read so that its session can move to another process (a reload):
+    nothing was read, so nothing is lost. Thrown into a pump waiting to read
+    (:func:`interrupt_read`), or raised by one about to; the session catches it."""
+
+
+def interrupt_read(sock) -> None:
+    """Make a greenlet waiting to read ``sock`` raise :class:`ReadPaused` (none waiting: nothing).
+
+    The wait is cancelled in the event loop's next turn, as closing a socket cancels it; a
+    greenlet woken by data meanwhile is not interrupted, and reads on (it checks its pause flag
+    before its next read).
+    """
+    watcher = getattr(sock, "_read_event", None)
+    if watcher is not None and watcher.active:
+        get_hub().cancel_wait(watcher, ReadPaused())

@@ -36,7 +36,7 @@ from .protocol import (
     Protocol,
     WebSocketClosed,
 )
-from .sockio import Receiver, send_all, yield_to_loop
+from .sockio import ReadPaused, Receiver, send_all, yield_to_loop
 
 __all__ = ["Message", "WebSocket", "WebSocketClosed"]
 
@@ -87,6 +87,9 @@ class WebSocket:
         self._write_lock = Semaphore()
         #: When bytes last came from the client (data, ping, pong or close): liveness for pings.
         self.last_heard = time.monotonic()
+        #: Set to stop reading at the next read (:class:`~ouistiti_gw.sockio.ReadPaused`): the
+        #: session is about to move to another process, with what the core holds.
+        self.pausing = False
 
     # The session's counters and codes, read after it (see :class:`~ouistiti_gw.protocol.Protocol`).
     close_sent = property(lambda self: self.protocol.close_sent)
@@ -167,6 +170,8 @@ class WebSocket:
                 if not protocol.receiving:
                     return False
                 before_read()
+                if self.pausing:  # after before_read: what it gathered is written, nothing is held
+                    raise ReadPaused()
                 data = recv(_READ_CHUNK)
                 if not data:
                     raise EOFError("connection ended inside a frame")
@@ -206,6 +211,11 @@ class WebSocket:
         finally:
             self._write_lock.release()
         return True
+
+    def wait_for_writes(self) -> None:
+        """Return once no frame is being written (a frame is never cut by a move)."""
+        with self._write_lock:
+            pass
 
     def send(self, data: bytes | memoryview, *, text: bool) -> None:
         """Send one data message; ``data`` must already be valid UTF-8 when ``text`` is True.

@@ -14,6 +14,7 @@ refused WebSocket can only be closed (1008/1011), not answered with 403/404/503.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import gevent
@@ -26,6 +27,7 @@ from .config import ServerConfig
 from .handler import GatewayHandler
 from .logs import follow_gunicorn_error_log
 from .paste import environment_gateway, make_app
+from .rendezvous import TakeoverPoint, hand_over, runtime_directory
 from .wsgi_server import handler_class
 
 log = logging.getLogger(__name__)
@@ -41,12 +43,20 @@ class GunicornGatewayServer(QuietAccept, PyWSGIServer):
 
 class GatewayWorker(GeventWebSocketWorker):
     """gunicorn's gevent worker with :class:`GunicornGatewayHandler`; on SIGTERM it stops accepting
-    (as gunicorn does) and closes open sessions with 1001, within ``--graceful-timeout``."""
+    (as gunicorn does), hands its sessions to the new workers when a reload (``kill -HUP`` on the
+    master) started some (:mod:`ouistiti_gw.rendezvous`), and closes the others with 1001,
+    within ``--graceful-timeout``."""
 
     wsgi_handler = GunicornGatewayHandler
     server_class = GunicornGatewayServer
     #: The app gunicorn loaded (set by ``load_wsgi``).
     wsgi: Any
+    #: The request limits and drain_timeout, from the environment (set by ``load_wsgi``).
+    server_config: ServerConfig
+    #: Where sessions of older workers come in (None: no safe runtime directory).
+    takeover: TakeoverPoint | None = None
+    #: The greenlet that hands the sessions over and closes the others, once SIGTERM came.
+    leaving: gevent.Greenlet | None = None
 
     def init_process(self) -> None:
         # The gateway logs through ``logging``; where nothing is configured for it, its lines go
@@ -59,7 +69,8 @@ class GatewayWorker(GeventWebSocketWorker):
         gateway now: a configuration error (:class:`~ouistiti_gw.config.ConfigurationError`, a
         gunicorn ``AppImportError``) then stops gunicorn at boot with its one-line message,
         instead of failing every request."""
-        self.wsgi_handler = handler_class(ServerConfig.from_environment(), GunicornGatewayHandler)
+        self.server_config = ServerConfig.from_environment()
+        self.wsgi_handler = handler_class(self.server_config, GunicornGatewayHandler)
         super().load_wsgi()
         if self.wsgi is make_app:
             self.wsgi = environment_gateway.get()
@@ -68,14 +79,36 @@ class GatewayWorker(GeventWebSocketWorker):
         # gunicorn's "Booting worker" line comes before the app is loaded; this one says the
         # worker is about to accept.
         log.info("gateway worker %d serving", self.pid)
+        directory = runtime_directory()
+        self.takeover = TakeoverPoint(directory) if directory else None
         try:
             super().run()
+            # gunicorn waits for the requests it started; sessions an older worker handed us
+            # are no request of ours: they end (move on, or close) before we do
+            if self.leaving is not None:
+                self.leaving.join(timeout=self.cfg.graceful_timeout)
         finally:
+            if self.takeover is not None:
+                self.takeover.close()
             _forget_live_gauges(self.pid)
 
     def handle_exit(self, sig, frame) -> None:
         super().handle_exit(sig, frame)
-        gevent.spawn(process_sessions.close_all)
+        if self.leaving is None:
+            self.leaving = gevent.spawn(self._leave)
+
+    def _leave(self) -> None:
+        """Sessions to the new workers if a reload started some, and what could not move
+        (wss://) served on for ``drain_timeout`` (within ``--graceful-timeout``); then 1001 for
+        the others, and a moment for their clients to answer."""
+        if self.takeover is not None:
+            self.takeover.close()  # no session comes in any more: we stop too
+            handover = hand_over(os.path.dirname(self.takeover.path), process_sessions,
+                                 wait=max(1.0, self.cfg.graceful_timeout / 2))
+            if handover.moved or handover.staying:
+                process_sessions.wait_until_empty(min(self.server_config.drain_timeout, self.cfg.graceful_timeout / 2))
+        process_sessions.close_all()
+        process_sessions.wait_until_empty(self.cfg.graceful_timeout)
 
 
 def _forget_live_gauges(pid: int) -> None:

@@ -192,6 +192,14 @@ class ServerProcess(LoggedProcess):
     def url(self) -> str:
         return f"ws://127.0.0.1:{self.port}"
 
+    @property
+    def serving_pid(self) -> int:
+        """The process that carries the sessions, whose memory and descriptors a test measures:
+        the only child of a master (``ouistiti-gw serve``'s worker, gunicorn's single worker),
+        else this process itself."""
+        children = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()
+        return int(children[0]) if len(children) == 1 else self.pid
+
     def stop(self, sig: int = signal.SIGTERM) -> int:
         if self.process.poll() is None:
             self.process.send_signal(sig)

@@ -15,6 +15,7 @@ from support import (
     gateway_cli,
     gunicorn,
     handshake_request,
+    only_child,
     raw_request,
     unix_accepts,
     wait_until,
@@ -37,11 +38,12 @@ def test_echo_direct_and_nothing_kept(direct_gateway, sample):
         ws.send("warm")
         assert ws.recv() == "warm"
     wait_for_handovers(direct_gateway, 1)
-    baseline = fd_count(direct_gateway.pid)
+    worker = only_child(direct_gateway.pid)  # the CLI's worker, under its master
+    baseline = fd_count(worker)
     with connect(f"{direct_gateway.url}/echo", max_size=None) as ws:
         wait_for_handovers(direct_gateway, 2)
         # the session is served by the echo server alone: the gateway holds no fd for it
-        assert fd_count(direct_gateway.pid) <= baseline
+        assert fd_count(worker) <= baseline
         ws.send("héllo direct")
         assert ws.recv() == "héllo direct"
         ws.send(b"\xff" * 100000)

@@ -76,7 +76,7 @@ def _settled_fd_count(pid: int) -> int:
 def test_out_of_file_descriptors_upgrades_get_503(docroot, unix_servers, server):
     echo = unix_servers(f"{docroot}/echo")
     with gateway_served_by(server, docroot) as gateway:
-        pid = gateway.pid if server == "cli" else only_child(gateway.pid)
+        pid = only_child(gateway.pid)  # the worker, under the CLI's master as under gunicorn
         idle = _settled_fd_count(pid)
         # room for exactly two sessions (two descriptors each) and one more accepted client
         limit = next(n for n in range(1, 4096) if _free_slots(pid, n) == 5)

@@ -274,10 +274,10 @@ def test_tiny_fragments_of_an_unfinished_message_cost_a_byte_each(docroot, echo_
         client.send(build_frame(BINARY, os.urandom(1), fin=False))
         client.send(build_frame(PING, b"before"))
         client.expect_frame(PONG, b"before")
-        before = rss_kib(gateway.pid)
+        before = rss_kib(gateway.serving_pid)
         client.send(build_frame(CONTINUATION, b"f", fin=False) * fragments)
         client.send(build_frame(PING, b"after"))  # control frames may come between fragments
         client.expect_frame(PONG, b"after")  # answered once every fragment before it is read
-        growth = rss_kib(gateway.pid) - before
+        growth = rss_kib(gateway.serving_pid) - before
         assert growth < 2048, f"the gateway grew by {growth} KiB for {fragments} one-byte fragments"
         client.close_cleanly()

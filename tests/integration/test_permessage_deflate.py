@@ -151,13 +151,13 @@ def test_a_deflate_bomb_is_1009_and_costs_the_gateway_a_few_mib(docroot, unix_se
         warm_up = RawClient(gateway.port, "/sink", extra_headers=OFFER)
         warm_up.send(build_frame(BINARY, deflate(bytes(4 * MiB)), rsv=4))  # the same path, within the limit
         warm_up.close_cleanly()
-        with open(f"/proc/{gateway.pid}/clear_refs", "w") as clear_refs:
+        with open(f"/proc/{gateway.serving_pid}/clear_refs", "w") as clear_refs:
             clear_refs.write("5")  # VmHWM := VmRSS
-        before = memory_kib(gateway.pid)
+        before = memory_kib(gateway.serving_pid)
         client = RawClient(gateway.port, "/sink", extra_headers=OFFER)
         client.send_in_background(build_frame(BINARY, bomb, rsv=4))
         client.expect_close(MESSAGE_TOO_BIG)
-        peak = memory_kib(gateway.pid, "VmHWM")
+        peak = memory_kib(gateway.serving_pid, "VmHWM")
         log = gateway.log()
     assert peak - before < 4 * 1024, f"the gateway's RSS went from {before} KiB to {peak} KiB"
     assert 16 * MiB <= sum(map(len, sink.received)) - 4 * MiB <= 16 * MiB + 64 * 1024
@@ -172,16 +172,16 @@ def idle_session_cost_kib(docroot: str, count: int, offer: str) -> tuple[float, 
     with gateway_cli(docroot) as gateway:
         warm_up = RawClient(gateway.port, "/echo", extra_headers=offer)
         warm_up.close_cleanly()
-        before = memory_kib(gateway.pid)
+        before = memory_kib(gateway.serving_pid)
         clients = [RawClient(gateway.port, "/echo", extra_headers=offer) for _ in range(count)]
         for i, client in enumerate(clients):
             message = chat_message(i).encode()
             client.send(build_frame(TEXT, deflate(message), rsv=4) if offer else build_frame(TEXT, message))
             frame = client.expect_frame(TEXT, message)
             assert frame.rsv == (4 if offer else 0)
-        busy = memory_kib(gateway.pid)
+        busy = memory_kib(gateway.serving_pid)
         time.sleep(COMPRESSOR_IDLE_SECONDS + 2)
-        idle = memory_kib(gateway.pid)
+        idle = memory_kib(gateway.serving_pid)
         for client in clients:
             client.close()
     return (busy - before) / count, (idle - before) / count

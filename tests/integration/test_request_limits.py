@@ -221,10 +221,10 @@ def test_idle_sessions_keep_nothing_of_their_headers(docroot, unix_servers):
         sessions = open_idle_sessions(gateway.port, 5, big)  # warm up: the allocator's first pools
         try:
             time.sleep(0.5)
-            before = vm_rss_kib(gateway.pid)
+            before = vm_rss_kib(gateway.serving_pid)
             sessions += open_idle_sessions(gateway.port, count, big)
             time.sleep(0.5)
-            grown = vm_rss_kib(gateway.pid) - before
+            grown = vm_rss_kib(gateway.serving_pid) - before
         finally:
             for sock in sessions:
                 sock.close()

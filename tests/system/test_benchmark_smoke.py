@@ -71,6 +71,14 @@ def test_idle_memory_is_read_from_the_servers(report):
         assert report["results"][reference][f"rss_idle_{IDLE}"]["value"] is None
 
 
+def test_a_reload_is_measured_where_sessions_move(report):
+    figures = report["results"]["ouistiti-gw"]
+    for key in ("reload_pause_p50_ms", "reload_pause_p99_ms", "reload_idle_s"):
+        assert figures[key]["value"] > 0, (key, figures[key])
+    assert figures["reload_idle_s"]["measured_connections"] == 100
+    assert "skipped" in report["results"]["gunicorn"]["reload_idle_s"]
+
+
 def test_ratios_and_targets_are_reported(report):
     ratio = report["ratios"]["ouistiti-gw"]["msgs_16B_c1"]
     assert set(ratio) == {"vs_websockify", "vs_raw", "vs_raw-tcp"} and ratio["vs_websockify"] > 0

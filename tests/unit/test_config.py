@@ -60,6 +60,7 @@ SAMPLES = {
     "header_timeout": ("2.5", 2.5),
     "max_header_size": ("4096", 4096),
     "keepalive_timeout": ("7", 7.0),
+    "drain_timeout": ("12", 12.0),
 }
 GATEWAY = [item for item in options(GatewayConfig) if item.name != "metrics_path"]  # needs prometheus_client
 SERVER = list(options(ServerConfig))
@@ -120,12 +121,14 @@ def test_every_server_option_is_a_keyword_an_ini_key_and_a_flag_of_serve_and_dem
 
 
 def test_the_request_limits_are_environment_variables_and_reach_the_handler():
-    """gunicorn listens itself: host, port and TLS are its own; the request limits are ours."""
+    """gunicorn listens itself: host, port and TLS are its own; the request limits and the
+    reload's drain time are ours."""
     assert [item.name for item in SERVER if item.environment] == ["header_timeout", "max_header_size",
-                                                                  "keepalive_timeout"]
+                                                                  "keepalive_timeout", "drain_timeout"]
     environ = {item.environment_variable: SAMPLES[item.name][0] for item in SERVER if item.environment}
     config = ServerConfig.from_environment(environ)
     assert (config.header_timeout, config.max_header_size, config.keepalive_timeout) == (2.5, 4096, 7.0)
+    assert config.drain_timeout == 12.0
     assert (config.host, config.port) == (ServerConfig.host, ServerConfig.port)
     handler = handler_class(config)
     assert issubclass(handler, GatewayHandler)

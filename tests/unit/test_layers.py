@@ -22,18 +22,19 @@ LAYERS = {
     # pure: decisions, codecs, the upgrade contract
     "errors": PURE, "logsafe": PURE, "addresses": PURE, "names": PURE, "policy": PURE,
     "frames": PURE, "utf8": PURE, "deflate": PURE, "protocol": PURE, "proxy_protocol": PURE, "upgrade": PURE,
+    "session_state": PURE,
     # I/O: sockets, the WebSocket shell, the handover, the log and metrics plumbing
     "greenlets": IO, "sockio": IO, "unix": IO, "connection": IO, "websocket": IO, "direct": IO,
     "handover": IO, "logs": IO, "metrics": IO, "accepting": IO, "trim": IO,
     # the session: sockets and the WebSocket, not WSGI
-    "bridge": SESSION, "session": SESSION,
+    "bridge": SESSION, "session": SESSION, "takeover": SESSION,
     # what a request's environ says, below the middleware that decides on it; the options'
     # schema (its ConfigurationError is also gunicorn's AppImportError, when gunicorn is there)
     "identity": REQUEST, "stock": REQUEST, "config": REQUEST,
     "middleware": MIDDLEWARE,
     # server glue: only wires
     "handler": GLUE, "worker": GLUE, "wsgi_server": GLUE, "lazy": GLUE, "paste": GLUE,
-    "inifile": GLUE, "cli": GLUE, "__init__": GLUE, "__main__": GLUE,
+    "inifile": GLUE, "supervisor": GLUE, "rendezvous": GLUE, "cli": GLUE, "__init__": GLUE, "__main__": GLUE,
 }
 #: Third-party and standard modules that do I/O (or are the servers): none in a pure module.
 #: A pure module may still take constants from ``socket`` (``from socket import AF_INET``).

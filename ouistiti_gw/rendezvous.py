@@ -1,0 +1,188 @@
+"""Under gunicorn, where an old ``GatewayWorker`` finds the new workers to hand its sessions to.
+
+On ``kill -HUP`` gunicorn's master forks new workers, then sends the old ones SIGTERM at once; by
+default an old worker then closes its sessions (1001) within ``--graceful-timeout``. Here each
+``GatewayWorker``, once its app is loaded, listens on a takeover socket in a runtime directory:
+
+    $XDG_RUNTIME_DIR/ouistiti-gw/  (else /tmp/ouistiti-gw-UID/), mode 0700, owned by the worker's user
+        MASTERPID-WORKERPID.sock
+
+A worker told to stop looks there for its *successors*: workers of the same master that started
+after it, less than :data:`FRESH_SECONDS` before the SIGTERM. gunicorn forks a reload's new
+workers a moment before it stops the old ones; at a plain shutdown every sibling is older than
+that, so nothing moves and sessions close with 1001 as before. (So a second HUP, or a shutdown,
+within those seconds of a reload or of the start may find the previous generation's workers too:
+sessions then move to a worker that is stopping as well, and close there.)
+
+It waits for their sockets (a new worker is still loading its app), checks that the peer of
+each connection is that very worker (``SO_PEERCRED``: same user, that PID), and deals its
+sessions out among them over :mod:`ouistiti_gw.takeover`. What cannot move (wss://, a
+closing session, a refused one) is closed with 1001 as before. A worker unlinks its socket when
+it stops; a directory that is not ours or is open to others is not used (one log line).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket as stdlib_socket
+import stat
+import struct
+import time
+
+import gevent
+from gevent import socket
+
+from .bridge import LiveSessions
+from .greenlets import LightGreenlet
+from .takeover import Handover, give_sessions, take_sessions
+
+log = logging.getLogger(__name__)
+
+#: A sibling started less than this before our SIGTERM is a reload's new worker (gunicorn forks
+#: them all, then stops the old ones: milliseconds apart).
+FRESH_SECONDS = 2.0
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def runtime_directory() -> str | None:
+    """The rendezvous directory, made if missing; None (and a log line) if it is not safe."""
+    base = os.environ.get("XDG_RUNTIME_DIR")
+    path = os.path.join(base, "ouistiti-gw") if base else f"/tmp/ouistiti-gw-{os.getuid()}"
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        info = os.lstat(path)
+    except OSError as error:
+        log.warning("reload: no rendezvous directory %s (%s): sessions will not move", path, error)
+        return None
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+        log.warning("reload: %s is not a directory of this user closed to others: sessions will not move", path)
+        return None
+    return path
+
+
+def _started(pid: int) -> float | None:
+    """Seconds since boot at which ``pid`` started (None: it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as status:
+            return int(status.read().rsplit(b")", 1)[1].split()[19]) / _TICKS
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _uptime() -> float:
+    with open("/proc/uptime") as uptime:
+        return float(uptime.read().split()[0])
+
+
+def _siblings() -> list[int]:
+    master = os.getppid()
+    try:
+        with open(f"/proc/{master}/task/{master}/children") as children:
+            return [int(pid) for pid in children.read().split() if int(pid) != os.getpid()]
+    except OSError:
+        return []
+
+
+def successors() -> list[int]:
+    """The workers of our master that a reload started: younger than us, and fresh."""
+    mine, now = _started(os.getpid()), _uptime()
+    found = []
+    for pid in _siblings():
+        started = _started(pid)
+        if started is not None and mine is not None and started > mine and now - started < FRESH_SECONDS:
+            found.append(pid)
+    return found
+
+
+def socket_path(directory: str, pid: int) -> str:
+    return os.path.join(directory, f"{os.getppid()}-{pid}.sock")
+
+
+class TakeoverPoint:
+    """This worker's takeover socket: sessions of older workers come in there."""
+
+    def __init__(self, directory: str) -> None:
+        self.path = socket_path(directory, os.getpid())
+        if os.path.exists(self.path):
+            os.unlink(self.path)  # a dead worker's, with our PID
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(self.path)
+        self.listener.listen(16)
+        self._accepting = LightGreenlet.spawn(self._accept)
+
+    def _accept(self) -> None:
+        while True:
+            channel, _ = self.listener.accept()
+            if _peer(channel)[1] != os.getuid():
+                channel.close()
+                continue
+            LightGreenlet.spawn(self._take, channel)
+
+    @staticmethod
+    def _take(channel) -> None:
+        with channel:
+            log.info("reload: took %d session(s) from an old worker", take_sessions(channel))
+
+    def close(self) -> None:
+        """No more takeovers (we stop too): the socket goes."""
+        self._accepting.kill()
+        self.listener.close()
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+
+
+def _peer(channel) -> tuple[int, int]:
+    """``(pid, uid)`` of the process at the other end of a UNIX connection."""
+    credentials = channel.getsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid, uid, _ = struct.unpack("3i", credentials)
+    return pid, uid
+
+
+def _connect(directory: str, pid: int, deadline: float):
+    """A takeover channel to the worker ``pid``, once it listens (None past ``deadline``)."""
+    path = socket_path(directory, pid)
+    while time.monotonic() < deadline and _started(pid) is not None:
+        channel = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            channel.connect(path)
+        except OSError:
+            channel.close()
+            gevent.sleep(0.05)
+            continue
+        if _peer(channel) == (pid, os.getuid()):
+            return channel
+        channel.close()
+        log.warning("reload: %s is not worker %d's: not used", path, pid)
+        return None
+    return None
+
+
+def hand_over(directory: str, sessions: LiveSessions, wait: float) -> Handover:
+    """Deal ``sessions`` out among this worker's successors (waiting up to ``wait`` seconds for
+    them to listen); what did not move is left to the caller."""
+    handover = Handover()
+    pids = successors()
+    if not pids:
+        return handover
+    deadline = time.monotonic() + wait
+    channels = [channel for channel in (_connect(directory, pid, deadline) for pid in pids) if channel is not None]
+    if not channels:
+        log.warning("reload: no new worker listened within %g s: sessions are closed", wait)
+        return handover
+    everyone = list(sessions)
+    movers = [LightGreenlet.spawn(_give, channel, everyone[index::len(channels)], handover)
+              for index, channel in enumerate(channels)]
+    gevent.joinall(movers)
+    log.info("reload: %d session(s) moved to %d new worker(s), %d stay", handover.moved, len(channels),
+             handover.staying)
+    return handover
+
+
+def _give(channel, sessions: list, handover: Handover) -> None:
+    with channel:
+        try:
+            give_sessions(channel, sessions, handover)
+        except EOFError:
+            pass  # that worker is gone: its share stays here

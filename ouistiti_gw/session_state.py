@@ -1,0 +1,229 @@
+"""A paused session as data: what an old process hands its successor on a reload.
+
+A reload moves each live piped session to a process running the new code: the two sockets go
+over SCM_RIGHTS (:mod:`ouistiti_gw.takeover`), everything the old process knew of the session
+goes here, as JSON's types with a ``version`` (bytes in base64). The successor picks up where the old
+process paused, byte for byte:
+
+- the protocol core (:class:`~ouistiti_gw.protocol.Protocol`): bytes read but not parsed yet,
+  the frame whose payload is half read, the message in the middle of its fragments and its UTF-8
+  validator's pending bytes, the frame budget and the counters;
+- the session (:class:`~ouistiti_gw.bridge.Session`): its name, client and start, the beginning
+  of a client message not yet written to the server, the server's bytes held back because they
+  end inside a UTF-8 character (:class:`~ouistiti_gw.utf8.Utf8Splitter`), the message-rate
+  bucket, whether a PROXY header went out (it is never sent twice).
+
+Only a session whose closing handshake has not started moves (:func:`why_not_movable`); a
+closing one ends where it is. A state of another :data:`VERSION` is refused
+(:class:`StateError`), so a successor that cannot read it leaves the session where it was.
+
+Compression (permessage-deflate, :mod:`.deflate`): zlib's streams cannot be serialized, so a
+compressed session moves only between messages both ways, with the negotiated parameters and no
+zlib state: the compressor is dropped first (legal at a message boundary: the client's inflater
+keeps working), and without client context takeover no inflater lives between messages. A
+session that allowed the client's context takeover, or that is inside a compressed message when
+it pauses, does not move (:func:`why_not_movable`): it stays with the old process, as a wss://
+one does.
+"""
+from __future__ import annotations
+
+import base64
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from .deflate import DeflateParameters
+from .errors import GatewayError
+from .frames import FrameHeader, Opcode, Utf8Validator
+from .protocol import Protocol, State
+
+#: The format's version: a successor refuses any other (the session stays with the old process).
+VERSION = 1
+
+
+class StateError(GatewayError, ValueError):
+    """A session state this code cannot take: another version, or malformed."""
+
+
+@dataclass(frozen=True)
+class ProtocolState:
+    """What :class:`~ouistiti_gw.protocol.Protocol` holds between two reads."""
+
+    unparsed: bytes
+    #: The frame whose payload is being read: ``(fin, opcode, length, mask)``, and how much has come.
+    frame: tuple[bool, int, int, bytes] | None
+    frame_received: int
+    #: The data message being received (None between messages), its size so far, and the
+    #: bytes of a character its validator holds (None: no validator yet).
+    message_opcode: int | None
+    message_size: int
+    utf8_pending: bytes | None
+    frames_left: int
+    frame_tokens: float | None
+    frame_budget_updated: float | None
+    max_message_size: int
+    too_big: str
+    bytes_received: int
+    bytes_sent: int
+    wire_bytes_received: int
+    wire_bytes_sent: int
+    #: permessage-deflate's negotiated parameters, as ``(server_no_context_takeover,
+    #: client_no_context_takeover, server_max_window_bits or 0)``; None: not negotiated.
+    deflate: tuple[bool, bool, int] | None
+
+
+@dataclass(frozen=True)
+class SessionState:
+    """One session, as the successor needs it (monotonic times: Linux's clock is one per machine)."""
+
+    docroot: str
+    name: str
+    client: str
+    started: float
+    last_heard: float
+    #: A client message's beginning not yet written to the server.
+    held: bytes
+    #: The server's bytes held back: the start of a UTF-8 character cut by a read.
+    server_pending: bytes
+    proxy_header_sent: bool
+    message_tokens: float | None
+    message_bucket_updated: float | None
+    protocol: ProtocolState
+    version: int = VERSION
+
+
+def why_not_movable(protocol: Protocol) -> str | None:
+    """None when ``protocol``'s state can be carried over; else why not."""
+    if protocol.state is not State.OPEN:
+        return "closing"
+    deflate = protocol.deflate
+    if deflate is not None:
+        if not deflate.parameters.client_no_context_takeover:
+            return "compressed with the client's context takeover (zlib cannot export the inflater's window)"
+        if protocol._message_opcode is not None or protocol._inflating:
+            return "inside a compressed message"
+    return None
+
+
+def deflate_parameters(state: ProtocolState) -> DeflateParameters | None:
+    """The permessage-deflate parameters the session negotiated (the successor builds its core
+    with them, whatever its own configuration says: the client relies on them)."""
+    if state.deflate is None:
+        return None
+    server_no_context, client_no_context, window = state.deflate
+    return DeflateParameters(server_no_context, client_no_context, window or None)
+
+
+def capture_protocol(protocol: Protocol) -> ProtocolState:
+    """The core's state, as :class:`ProtocolState` (the protocol must be paused between reads)."""
+    frame = protocol._frame
+    validator = protocol._validator
+    budget = protocol._frame_budget
+    return ProtocolState(
+        unparsed=bytes(protocol._buffer[protocol._offset:]),
+        frame=(frame.fin, int(frame.opcode), frame.length, frame.mask) if frame is not None else None,
+        frame_received=protocol._frame_received,
+        message_opcode=int(protocol._message_opcode) if protocol._message_opcode is not None else None,
+        message_size=protocol._message_size,
+        utf8_pending=validator._decoder.getstate()[0] if validator is not None else None,
+        frames_left=protocol._frames_left,
+        frame_tokens=budget.tokens if budget is not None else None,
+        frame_budget_updated=budget.updated if budget is not None else None,
+        max_message_size=protocol.max_message_size,
+        too_big=protocol._too_big,
+        bytes_received=protocol.bytes_received,
+        bytes_sent=protocol.bytes_sent,
+        wire_bytes_received=protocol.wire_bytes_received,
+        wire_bytes_sent=protocol.wire_bytes_sent,
+        deflate=_parameters(protocol.deflate.parameters) if protocol.deflate is not None else None,
+    )
+
+
+def _parameters(parameters: DeflateParameters) -> tuple[bool, bool, int]:
+    return (parameters.server_no_context_takeover, parameters.client_no_context_takeover,
+            parameters.server_max_window_bits or 0)
+
+
+def restore_protocol(protocol: Protocol, state: ProtocolState) -> None:
+    """Put ``state`` into a fresh ``protocol`` built with the successor's limits."""
+    protocol._buffer, protocol._offset = state.unparsed, 0
+    if state.frame is not None:
+        fin, opcode, length, mask = state.frame
+        protocol._frame = FrameHeader(fin, Opcode(opcode), length, mask)
+    protocol._frame_received = state.frame_received
+    protocol._message_opcode = Opcode(state.message_opcode) if state.message_opcode is not None else None
+    protocol._message_size = state.message_size
+    if state.utf8_pending is not None:
+        protocol._validator = Utf8Validator()
+        protocol._validator._decoder.setstate((state.utf8_pending, 0))
+    protocol._frames_left = min(state.frames_left, protocol._turn)
+    budget = protocol._frame_budget
+    if budget is not None and state.frame_tokens is not None and state.frame_budget_updated is not None:
+        budget.tokens, budget.updated = min(state.frame_tokens, budget.capacity), state.frame_budget_updated
+    protocol.max_message_size, protocol._too_big = state.max_message_size, state.too_big
+    protocol.bytes_received, protocol.bytes_sent = state.bytes_received, state.bytes_sent
+    protocol.wire_bytes_received, protocol.wire_bytes_sent = state.wire_bytes_received, state.wire_bytes_sent
+
+
+def as_fields(state: SessionState) -> dict[str, Any]:
+    """``state`` in JSON's types (bytes as ``{"b64": ...}``), ``version`` included."""
+    return _plain(dataclasses.asdict(state))
+
+
+def from_fields(fields: Any) -> SessionState:
+    """The :class:`SessionState` of :func:`as_fields`' output; :class:`StateError` for anything else."""
+    if not isinstance(fields, dict) or fields.get("version") != VERSION:
+        version = fields.get("version") if isinstance(fields, dict) else None
+        raise StateError(f"session state version {version} (this code reads version {VERSION})")
+    try:
+        protocol = _typed(ProtocolState, fields["protocol"])
+        return _typed(SessionState, {**fields, "protocol": protocol})
+    except (ValueError, TypeError, KeyError, AttributeError) as error:
+        raise StateError(f"malformed session state: {error}") from None
+
+
+def _plain(value: Any) -> Any:
+    """JSON's types: bytes become ``{"b64": ...}`` wherever they are."""
+    if isinstance(value, (bytes, bytearray)):
+        return {"b64": base64.b64encode(value).decode("ascii")}
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value
+
+
+def _unplain(value: Any) -> Any:
+    if isinstance(value, dict) and set(value) == {"b64"}:
+        return base64.b64decode(value["b64"], validate=True)
+    if isinstance(value, list):
+        return tuple(_unplain(item) for item in value)
+    return value
+
+
+#: What each annotation of the two dataclasses accepts (ints are floats too, as JSON has them).
+_KINDS: dict[str, tuple[type, ...]] = {"bytes": (bytes,), "int": (int,), "float": (int, float), "str": (str,),
+                                       "bool": (bool,), "None": (type(None),), "ProtocolState": (ProtocolState,),
+                                       "tuple[bool, int, int, bytes]": (tuple,), "tuple[bool, bool, int]": (tuple,)}
+
+
+def _typed(cls: type, fields: dict[str, Any]) -> Any:
+    """``cls(**fields)`` with bytes restored, refusing unknown or missing fields and values of
+    another type (a state is checked whole before a session is built from it)."""
+    if not isinstance(fields, dict):
+        raise StateError(f"malformed session state: {cls.__name__} is not an object")
+    annotations = {field.name: str(field.type) for field in dataclasses.fields(cls)}
+    if set(fields) - set(annotations):
+        raise StateError(f"unknown fields in session state: {sorted(set(fields) - set(annotations))}")
+    values = {key: _unplain(value) for key, value in fields.items()}
+    for key, value in values.items():
+        kinds = tuple(kind for name in annotations[key].split(" | ") for kind in _KINDS[name])
+        if not isinstance(value, kinds) or (isinstance(value, tuple) and not _items_are(value, annotations[key])):
+            raise StateError(f"malformed session state: {key} = {value!r:.40}")
+    return cls(**values)
+
+
+def _items_are(value: tuple, annotation: str) -> bool:
+    """A tuple's items have the types ``annotation`` (``tuple[bool, int, ...] | None``) lists."""
+    names = annotation.split(" | ")[0].removeprefix("tuple[").removesuffix("]").split(", ")
+    return [type(item).__name__ for item in value] == names

@@ -1,0 +1,225 @@
+"""Moving live sessions from one process to its successor, over a UNIX socket (a reload).
+
+The old process pauses each session (:meth:`~ouistiti_gw.bridge.Session.pause`), sends one
+record holding its state (:mod:`ouistiti_gw.session_state`) with the client's and the UNIX
+server's sockets as ancillary data (``SCM_RIGHTS``), and waits for the successor's answer:
+taken (the session ends in the old process without a word to either peer) or refused (it
+resumes there). The successor runs each session it takes with the gateway that serves the same
+docroot (:func:`register`); a state it cannot read (another version) or a docroot it does not
+serve is refused, and that session stays with the old process until it ends.
+
+A record on the channel (a ``SOCK_STREAM`` socketpair, so a state of any size fits): a 4-byte
+big-endian length, then that many bytes of JSON; a session's two descriptors ride on its first
+byte. Old to new: ``{"session": STATE}`` + [client, server]; new to old: ``{"taken": bool,
+"why": str}``. The old process shuts its side down when it has nothing more to send.
+
+What never moves: a wss:// session (Python's ``ssl`` cannot hand its TLS state to another
+process) and a session whose closing handshake has started; they end in the old process.
+"""
+from __future__ import annotations
+
+import array
+import json
+import logging
+import os
+import struct
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+from gevent import socket
+from gevent.lock import Semaphore
+from gevent.pool import Pool
+from gevent.queue import Queue
+from gevent.ssl import SSLSocket
+
+from .bridge import Session
+from .greenlets import LightGreenlet
+from .session_state import SessionState, StateError, as_fields, from_fields
+
+log = logging.getLogger(__name__)
+
+#: Runs a moved session to its end in the successor: ``resume(state, client, server)``.
+Resume = Callable[[SessionState, socket.socket, socket.socket], None]
+_LENGTH = struct.Struct("!I")
+_FD_SIZE = array.array("i").itemsize
+#: Descriptors a record may carry: a session's two.
+_MAX_FDS = 2
+#: Sessions being paused or sent at once (each waits for at most this many moves before its own).
+SESSIONS_IN_FLIGHT = 64
+#: The gateways of this process that take moved sessions, by docroot.
+_resumers: dict[str, Resume] = {}
+
+
+def register(docroot: str, resume: Resume) -> None:
+    """Sessions moved here for ``docroot`` run with ``resume`` (the gateway serving it)."""
+    _resumers[docroot] = resume
+
+
+@dataclass
+class Handover:
+    """What a reload did with the old process's sessions."""
+
+    moved: int = 0
+    #: Sessions that stay with the old process: wss://, closing, or refused by the successor.
+    staying: int = 0
+
+
+# -- records ---------------------------------------------------------------------------------
+
+def send_record(channel: socket.socket, fields: dict, fds: Iterable[int] = ()) -> None:
+    """One record, ``fds`` riding on its first byte."""
+    body = json.dumps(fields, separators=(",", ":")).encode("utf-8")
+    data = _LENGTH.pack(len(body)) + body
+    ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", list(fds)))] if fds else []
+    sent = channel.sendmsg([data], ancillary)
+    if sent < len(data):
+        channel.sendall(data[sent:])
+
+
+def receive_record(channel: socket.socket) -> tuple[dict, list[int]] | None:
+    """The next record and the descriptors it carried; None at the end of the channel."""
+    head, ancillary, _, _ = channel.recvmsg(_LENGTH.size, socket.CMSG_SPACE(_MAX_FDS * _FD_SIZE))
+    fds = array.array("i")
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(data[:len(data) - len(data) % _FD_SIZE])
+    if not head:
+        return None
+    head += _receive_exactly(channel, _LENGTH.size - len(head))
+    (length,) = _LENGTH.unpack(head)
+    return json.loads(_receive_exactly(channel, length)), list(fds)
+
+
+def _receive_exactly(channel: socket.socket, count: int) -> bytes:
+    chunks = []
+    while count:
+        chunk = channel.recv(count)
+        if not chunk:
+            raise EOFError("the takeover channel ended inside a record")
+        chunks.append(chunk)
+        count -= len(chunk)
+    return b"".join(chunks)
+
+
+# -- the old process ---------------------------------------------------------------------------
+
+def why_stays(session: Session) -> str | None:
+    """Why ``session`` cannot move at all (None: it can, once paused)."""
+    if isinstance(session.websocket.sock, SSLSocket):
+        return "wss:// (the TLS state cannot leave this process)"
+    return None
+
+
+def give_sessions(channel: socket.socket, sessions: Iterable[Session], handover: Handover) -> None:
+    """Move every session of ``sessions`` that can move; count the others in ``handover`` (each
+    is marked ``"drained"``: it ends here). Raises EOFError when the successor is gone (the
+    sessions not moved yet stay here).
+
+    Up to :data:`SESSIONS_IN_FLIGHT` sessions are paused and sent at once, their answers read as
+    they come (in the order sent): a session waits for the move of a few others, not for every
+    round trip before its own.
+    """
+    sending = Semaphore()
+    sent: Queue = Queue()  # the sessions sent, in order, then None
+    answers = LightGreenlet.spawn(_read_answers, channel, sent, handover)
+    givers = Pool(SESSIONS_IN_FLIGHT, greenlet_class=LightGreenlet)
+    try:
+        for session in sessions:
+            if session.reload_outcome is not None:
+                continue
+            if answers.ready():
+                break  # the reader failed: nothing more can move
+            givers.spawn(_give, channel, session, sending, sent, handover)
+        givers.join()
+    finally:
+        sent.put(None)
+        answers.join()
+    if not answers.successful() or answers.value is False:
+        raise EOFError("the new process is gone")
+
+
+def _give(channel: socket.socket, session: Session, sending: Semaphore, sent: Queue, handover: Handover) -> None:
+    why = why_stays(session)
+    state = session.pause() if why is None else None
+    if state is not None:
+        with sending:
+            try:
+                send_record(channel, {"session": as_fields(state)},
+                            [session.websocket.sock.fileno(), session.backend.fileno()])
+                sent.put(session)
+                return
+            except OSError as error:
+                log.warning("reload: the new process is gone (%s): session %s stays here", error, session.name)
+                session.moved(False)
+    elif why is not None:
+        log.info("reload: session %s from %s stays to drain: %s", session.name, session.client, why)
+    session.reload_outcome = "drained"
+    handover.staying += 1
+
+
+def _read_answers(channel: socket.socket, sent: Queue, handover: Handover) -> bool:
+    """The successor's answer to each session sent; False once the channel failed (the sessions
+    still waiting then resume here)."""
+    healthy = True
+    for session in iter(sent.get, None):
+        answer = None
+        if healthy:
+            try:
+                answer = receive_record(channel)
+            except (OSError, EOFError, ValueError) as error:
+                log.warning("reload: the new process is gone (%s): sessions not moved stay here", error)
+            healthy = answer is not None
+        fields = answer[0] if answer is not None and isinstance(answer[0], dict) else {}
+        taken = fields.get("taken") is True
+        if answer is not None and not taken:
+            log.warning("reload: the new process refused session %s from %s: %s", session.name, session.client,
+                        fields.get("why"))
+        session.moved(taken)
+        if taken:
+            handover.moved += 1
+        else:
+            session.reload_outcome = "drained"
+            handover.staying += 1
+    return healthy
+
+
+# -- the successor -----------------------------------------------------------------------------
+
+def take_sessions(channel: socket.socket) -> int:
+    """Take the sessions the old process sends until it is done; return how many were taken."""
+    taken = 0
+    while True:
+        try:
+            record = receive_record(channel)
+        except (OSError, EOFError, ValueError) as error:
+            log.warning("reload: takeover channel failed: %s", error)
+            return taken
+        if record is None:
+            return taken
+        fields, fds = record
+        why = _take(fields, fds)
+        taken += why is None
+        try:
+            send_record(channel, {"taken": why is None, "why": why or ""})
+        except OSError as error:
+            log.warning("reload: takeover channel failed: %s", error)
+            return taken
+
+
+def _take(fields: dict, fds: list[int]) -> str | None:
+    """Start the session a record carries; None once it runs, else why not (its descriptors,
+    our copies, are closed: the old process keeps it)."""
+    try:
+        if len(fds) != _MAX_FDS:
+            raise StateError(f"a session comes with {_MAX_FDS} descriptors, not {len(fds)}")
+        state = from_fields(fields.get("session"))
+        resume = _resumers.get(state.docroot)
+        if resume is None:
+            raise StateError(f"no gateway serves docroot {state.docroot} here")
+    except StateError as error:
+        for fd in fds:
+            os.close(fd)
+        return str(error)
+    client, backend = (socket.socket(fileno=fd) for fd in fds)
+    LightGreenlet.spawn(resume, state, client, backend)
+    return None

@@ -1,0 +1,179 @@
+"""A paused protocol core as data (ouistiti_gw.session_state): what a reload carries over.
+
+The core is fed a client's bytes cut at every position, its state captured, sent through JSON,
+restored into a new core, and fed the rest: the events must be those of one core fed it all.
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ouistiti_gw.deflate import DeflateParameters, PerMessageDeflate
+from ouistiti_gw.frames import CloseCode, Opcode, ProtocolViolation, encode_frame
+from ouistiti_gw.protocol import DataPiece, Protocol
+from ouistiti_gw.session_state import (
+    VERSION,
+    SessionState,
+    StateError,
+    as_fields,
+    capture_protocol,
+    deflate_parameters,
+    from_fields,
+    restore_protocol,
+    why_not_movable,
+)
+from support import deflate
+
+MASK = b"\x11\x22\x33\x44"
+STREAM = (encode_frame(Opcode.TEXT, "fragment one, ".encode(), fin=False, mask=MASK)
+          + encode_frame(Opcode.CONTINUATION, "a cut character: é€𝄞, ".encode(), fin=False, mask=MASK)
+          + encode_frame(Opcode.PING, b"ping", mask=MASK)
+          + encode_frame(Opcode.CONTINUATION, b"the end", mask=MASK)
+          + encode_frame(Opcode.BINARY, b"\xff\x00 binary", mask=MASK))
+
+
+def events(protocol: Protocol, data: bytes) -> list:
+    protocol.receive_data(data)
+    found = []
+    while (event := protocol.next_event()) is not None:
+        found.append(event)
+    return found
+
+
+def joined(found: list) -> list:
+    """Data pieces joined per message (a cut splits a piece in two; the message is the same)."""
+    messages, current = [], b""
+    for event in found:
+        if isinstance(event, DataPiece):
+            current += event.data
+            if event.final:
+                messages.append((current, event.is_text))
+                current = b""
+        else:
+            messages.append(event)
+    return messages
+
+
+def moved(protocol: Protocol) -> Protocol:
+    state = SessionState(docroot="/run/ws", name="echo", client="127.0.0.1:5000", started=1.0, last_heard=2.0,
+                         held=b"fragment one, ", server_pending=b"\xc3", proxy_header_sent=True,
+                         message_tokens=3.5, message_bucket_updated=4.0, protocol=capture_protocol(protocol))
+    carried = from_fields(json.loads(json.dumps(as_fields(state))))
+    assert carried == state
+    successor = Protocol(max_message_size=protocol.max_message_size)
+    restore_protocol(successor, carried.protocol)
+    return successor
+
+
+@pytest.mark.parametrize("cut", range(1, len(STREAM)))
+def test_a_core_paused_anywhere_goes_on_in_another(cut):
+    whole = joined(events(Protocol(), STREAM))
+    first = Protocol()
+    before = events(first, STREAM[:cut])
+    second = moved(first)
+    assert joined(before + events(second, STREAM[cut:])) == whole
+    text, binary = "fragment one, a cut character: é€𝄞, the end".encode(), b"\xff\x00 binary"
+    assert second.bytes_received == len(text) + len(binary)
+
+
+def test_a_character_that_cannot_end_well_still_fails_after_the_move():
+    first = Protocol()
+    events(first, encode_frame(Opcode.TEXT, b"\xed", fin=False, mask=MASK))
+    second = moved(first)
+    with pytest.raises(ProtocolViolation) as failed:
+        events(second, encode_frame(Opcode.CONTINUATION, b"\xa0\x80", mask=MASK))
+    assert failed.value.code == CloseCode.INVALID_DATA
+
+
+def test_the_limits_move_too():
+    first = Protocol(max_message_size=100)
+    first.limit_message_size(10, "too big for the server's socket")
+    events(first, encode_frame(Opcode.TEXT, b"12345", fin=False, mask=MASK))
+    second = moved(first)
+    assert second.max_message_size == 10
+    with pytest.raises(ProtocolViolation) as failed:
+        events(second, encode_frame(Opcode.CONTINUATION, b"678901", mask=MASK))
+    assert failed.value.code == CloseCode.MESSAGE_TOO_BIG and "server's socket" in failed.value.reason
+
+
+def test_a_closing_core_does_not_move():
+    protocol = Protocol()
+    assert why_not_movable(protocol) is None
+    protocol.send_close(CloseCode.GOING_AWAY)
+    assert why_not_movable(protocol) == "closing"
+
+
+def test_another_version_is_refused_by_name():
+    fields = as_fields(SessionState("/d", "n", "c", 0.0, 0.0, b"", b"", False, None, None,
+                                    capture_protocol(Protocol())))
+    with pytest.raises(StateError, match=f"version 2 .this code reads version {VERSION}"):
+        from_fields({**fields, "version": 2})
+
+
+@pytest.mark.parametrize("fields", [None, [], {"version": VERSION}, {"version": VERSION, "protocol": {}},
+                                    {"version": VERSION, "protocol": 1}])
+def test_malformed_states_are_refused(fields):
+    with pytest.raises(StateError):
+        from_fields(fields)
+
+
+@pytest.mark.parametrize("path, value", [(("name",), 5), (("held",), "not base64 bytes"),
+                                         (("held",), {"b64": "%%%"}), (("protocol", "unparsed"), 7),
+                                         (("protocol", "frame"), [True, 1, 2]),
+                                         (("protocol", "frame"), [True, 1, "2", {"b64": ""}]),
+                                         (("protocol", "frames_left"), None)])
+def test_values_of_another_type_are_refused(path, value):
+    """Checked whole before a session is built from it: nothing fails half-way through."""
+    first = Protocol()
+    events(first, encode_frame(Opcode.TEXT, b"12345", fin=False, mask=MASK) + b"\x80")
+    fields = as_fields(SessionState("/d", "n", "c", 0.0, 0.0, b"", b"", False, None, None, capture_protocol(first)))
+    assert fields["protocol"]["frame"] is None and fields["protocol"]["unparsed"] == {"b64": "gA=="}
+    fields["protocol"]["frame"] = [True, 1, 5, {"b64": "ESIzRA=="}]
+    assert from_fields(fields).protocol.frame == (True, 1, 5, MASK)
+    *parents, last = path
+    target = fields
+    for parent in parents:
+        target = target[parent]
+    target[last] = value
+    with pytest.raises(StateError, match="malformed"):
+        from_fields(fields)
+
+
+def test_unknown_fields_are_refused():
+    fields = as_fields(SessionState("/d", "n", "c", 0.0, 0.0, b"", b"", False, None, None,
+                                    capture_protocol(Protocol())))
+    with pytest.raises(StateError, match="unknown fields"):
+        from_fields({**fields, "surprise": 1})
+
+
+def compressed_frame(data: bytes, *, fin: bool = True) -> bytes:
+    """A masked client TEXT frame whose payload is ``data`` deflated (RSV1 set)."""
+    frame = bytearray(encode_frame(Opcode.TEXT, deflate(data), fin=fin, mask=MASK))
+    frame[0] |= 0x40
+    return bytes(frame)
+
+
+def compressed_core(*, client_context: bool = False) -> Protocol:
+    return Protocol(deflate=PerMessageDeflate(DeflateParameters(client_no_context_takeover=not client_context)))
+
+
+def test_a_compressed_core_moves_between_messages_with_its_parameters():
+    first = compressed_core()
+    assert joined(events(first, compressed_frame("é".encode() * 100))) == [("é".encode() * 100, True)]
+    assert why_not_movable(first) is None
+    state = capture_protocol(first)
+    assert deflate_parameters(state) == DeflateParameters(client_no_context_takeover=True)
+    second = Protocol(deflate=PerMessageDeflate(deflate_parameters(state)))
+    restore_protocol(second, state)
+    assert joined(events(second, compressed_frame(b"after the move" * 20))) == [(b"after the move" * 20, True)]
+    assert second.wire_bytes_received == first.wire_bytes_received + len(deflate(b"after the move" * 20))
+
+
+def test_a_compressed_core_does_not_move_inside_a_message_nor_with_the_clients_context():
+    inside = compressed_core()
+    events(inside, compressed_frame(b"first half", fin=False))
+    assert why_not_movable(inside) == "inside a compressed message"
+    kept = compressed_core(client_context=True)
+    events(kept, compressed_frame(b"a message"))
+    assert "client's context takeover" in why_not_movable(kept)
