@@ -48,7 +48,7 @@ def test_the_server_is_read_from_its_processes(crowd):
     report, _, _ = crowd
     results = report["crowd"]["results"]
     gateway = results["ouistiti-gw"][str(LARGE)]
-    assert gateway["server_cpu_cores"] > 0 and gateway["server_rss_mib"] > 0 and gateway["server_processes"] == 1
+    assert gateway["server_cpu_cores"] > 0 and gateway["server_rss_mib"] > 0
     # websockify forks a process per connection: all of them are counted
     assert results["websockify"][str(SMALL)]["server_processes"] > SMALL
     assert results["raw"][str(LARGE)]["server_cpu_cores"] is None  # no server process between client and echo
