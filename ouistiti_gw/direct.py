@@ -19,8 +19,8 @@ import errno
 import logging
 from typing import Callable, Iterator
 
-import gevent.select
 from gevent import socket
+from gevent.socket import wait_read
 
 from .addresses import Address
 from .frames import CloseCode
@@ -102,6 +102,17 @@ class PipedConnection(socket.socket):
     proxy_header: ProxyHeader | None = None
 
 
+def _readable_within(conn: socket.socket, seconds: float) -> bool:
+    """Whether ``conn`` has something to read within ``seconds``, waiting on gevent's loop
+    (epoll): ``select(2)`` cannot watch a descriptor above 1023, which a server with a thousand
+    clients has (its adopt() then failed, and the session with it)."""
+    try:
+        wait_read(conn.fileno(), timeout=seconds)
+    except socket.timeout:
+        return False
+    return True
+
+
 def adopt(conn: socket.socket, wait: float = HANDOVER_WAIT_SECONDS, *,
           proxy_header: bool = False) -> socket.socket | DirectClient:
     """Turn a freshly accepted UNIX connection into what the gateway means it to be.
@@ -120,7 +131,7 @@ def adopt(conn: socket.socket, wait: float = HANDOVER_WAIT_SECONDS, *,
     - piping otherwise (data without a descriptor, or nothing within ``wait`` seconds): ``conn``
       is returned untouched, nothing read from it.
     """
-    if gevent.select.select([conn], [], [], wait)[0]:
+    if _readable_within(conn, wait):
         handed = take_handover(conn)
         if handed is not None:
             client, address = handed

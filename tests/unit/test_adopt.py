@@ -5,6 +5,9 @@ itself, so both ends of the wire format meet.
 """
 from __future__ import annotations
 
+import os
+import resource
+
 import gevent
 import pytest
 from gevent import socket
@@ -60,3 +63,38 @@ def test_a_handed_over_client_becomes_a_direct_client_with_its_address():
         assert isinstance(direct, DirectClient) and server.fileno() == -1
         assert client_address(direct) == browser.getsockname() and proxy_header_of(direct) is None
         direct.close()
+
+
+@pytest.fixture
+def descriptors_past_1023():
+    """Hold descriptors up to 1100, so the next sockets get numbers ``select(2)`` cannot watch."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 2048:
+        pytest.skip(f"the descriptor limit ({hard}) is too low for descriptors past 1023")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 2048), hard))
+    held = []
+    while not held or held[-1] < 1100:
+        held.append(os.dup(0))
+    yield
+    for fd in held:
+        os.close(fd)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_a_server_with_a_thousand_clients_still_adopts(descriptors_past_1023):
+    """A sample server with 1000 sessions has descriptors past 1023: the handover and the plain
+    connection are told apart there too (select(2) raised "filedescriptor out of range")."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    browser = socket.create_connection(listener.getsockname())
+    client, _ = listener.accept()
+    server, gateway = socket.socketpair()
+    quiet_server, quiet_gateway = socket.socketpair()
+    with listener, browser, client, gateway, quiet_server, quiet_gateway:
+        assert min(server.fileno(), quiet_server.fileno()) > 1023
+        taken = gevent.spawn(hand_over, gateway, client)
+        direct = adopt(server, wait=1)
+        assert taken.get(timeout=3) is True and isinstance(direct, DirectClient)
+        direct.close()
+        assert adopt(quiet_server, wait=0.1) is quiet_server
