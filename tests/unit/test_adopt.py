@@ -49,14 +49,22 @@ def test_a_header_asked_for_and_missing_is_refused():
             adopt(server, wait=0.1, proxy_header=True)
 
 
-def test_a_handed_over_client_becomes_a_direct_client_with_its_address():
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen()
-    browser = socket.create_connection(listener.getsockname())
-    client, _ = listener.accept()
+@pytest.fixture
+def tcp_pair():
+    """A browser's TCP connection and the gateway's end of it (the client socket handed over)."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        browser = socket.create_connection(listener.getsockname())
+        client, _ = listener.accept()
+    with browser, client:
+        yield browser, client
+
+
+def test_a_handed_over_client_becomes_a_direct_client_with_its_address(tcp_pair):
+    browser, client = tcp_pair
     server, gateway = socket.socketpair()
-    with listener, browser, client, gateway:
+    with gateway:
         taken = gevent.spawn(hand_over, gateway, client)
         direct = adopt(server, wait=1)
         assert taken.get(timeout=3) is True
@@ -81,17 +89,13 @@ def descriptors_past_1023():
     resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
-def test_a_server_with_a_thousand_clients_still_adopts(descriptors_past_1023):
+def test_a_server_with_a_thousand_clients_still_adopts(descriptors_past_1023, tcp_pair):
     """A sample server with 1000 sessions has descriptors past 1023: the handover and the plain
     connection are told apart there too (select(2) raised "filedescriptor out of range")."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen()
-    browser = socket.create_connection(listener.getsockname())
-    client, _ = listener.accept()
+    client = tcp_pair[1]
     server, gateway = socket.socketpair()
     quiet_server, quiet_gateway = socket.socketpair()
-    with listener, browser, client, gateway, quiet_server, quiet_gateway:
+    with gateway, quiet_server, quiet_gateway:
         assert min(server.fileno(), quiet_server.fileno()) > 1023
         taken = gevent.spawn(hand_over, gateway, client)
         direct = adopt(server, wait=1)
