@@ -3,7 +3,7 @@
     python benchmarks/gateway_cpu.py OLD_TREE [--messages N] [--rounds R]
 
 Throughput figures swing with whatever else the machine runs; the CPU time the gateway process
-itself spends per message (``utime + stime`` from ``/proc``) does much less. Each round starts
+itself spends per message (its process tree's run time, from ``/proc``) does much less. Each round starts
 the gateway from ``OLD_TREE`` (a checkout whose ``ouistiti_gw`` is put first on ``PYTHONPATH``)
 and from this tree, alternately, in front of ``echo_server.py``, and sends ``N`` masked text
 messages of 16 B and of 1 KiB over one connection, ``--window`` in flight (32 by default; 1 is
@@ -12,7 +12,6 @@ a ping-pong), reading every echo.
 from __future__ import annotations
 
 import argparse
-import base64
 import os
 import socket
 import statistics
@@ -21,23 +20,16 @@ import sys
 import tempfile
 import time
 
+from contenders import free_port
+from procinfo import cpu_spent, tree_cpu_seconds
+from wsclient import handshake_request, read_response
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 NEW_TREE = os.path.dirname(HERE)
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def connect(port: int) -> socket.socket:
+    """A blocking WebSocket connection to ``/echo`` (the handshake is the load client's)."""
     deadline = time.monotonic() + 10
     while True:
         try:
@@ -47,13 +39,8 @@ def connect(port: int) -> socket.socket:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall(f"GET /echo HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                 f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
-    head = b""
-    while b"\r\n\r\n" not in head:
-        head += sock.recv(4096)
-    assert head.startswith(b"HTTP/1.1 101"), head
+    sock.sendall(handshake_request("127.0.0.1", port, "/echo"))
+    read_response(sock)
     return sock
 
 
@@ -88,10 +75,11 @@ def one_round(tree: str, docroot: str, size: int, count: int, window: int) -> tu
     try:
         with connect(port) as sock:
             ping_pong(sock, size, window * 10, window)  # warm-up
-            before, start = cpu_seconds(gateway.pid), time.perf_counter()
+            before, start = tree_cpu_seconds(gateway.pid), time.perf_counter()
             ping_pong(sock, size, count, window)
             wall = time.perf_counter() - start
-            return (cpu_seconds(gateway.pid) - before) / count * 1e6, wall / count * 1e6
+            spent = cpu_spent(before, tree_cpu_seconds(gateway.pid))  # serve: a master and its worker
+            return spent / count * 1e6, wall / count * 1e6
     finally:
         gateway.terminate()
         gateway.wait()

@@ -188,14 +188,14 @@ class RawCounter:
         return len(data)
 
 
-def _handshake_request(host: str, port: int, path: str, deflate: bool = False) -> bytes:
+def handshake_request(host: str, port: int, path: str, deflate: bool = False) -> bytes:
     key = base64.b64encode(os.urandom(16)).decode()
     offer = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n" if deflate else ""
     return (f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{offer}\r\n").encode()
 
 
-def _read_response(sock: socket.socket) -> bytes:
+def read_response(sock: socket.socket) -> bytes:
     """Read up to the end of the 101's headers; return bytes that came after them."""
     data = b""
     while b"\r\n\r\n" not in data:
@@ -241,11 +241,11 @@ def open_connections(target: dict, count: int) -> list[Connection]:
                 batch.append(Connection(sock, RawCounter()))
                 continue
             deflate = target.get("deflate", False)
-            sock.sendall(_handshake_request(target["host"], target["port"], target["path"], deflate))
+            sock.sendall(handshake_request(target["host"], target["port"], target["path"], deflate))
             batch.append(Connection(sock, FrameCounter(deflate)))
         if target["kind"] == "ws":
             for connection in batch:
-                connection.leftover = _read_response(connection.sock)
+                connection.leftover = read_response(connection.sock)
         for connection in batch:
             connection.sock.setblocking(False)
         connections.extend(batch)
