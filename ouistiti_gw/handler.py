@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import email.parser
 import logging
+import re
 from typing import BinaryIO
 
 import gevent
@@ -34,6 +35,8 @@ log = logging.getLogger(__name__)
 MAX_HEADER_LINE = 8 * 1024
 #: Header fields of one request: ``http.client``'s and HAProxy's bound.
 MAX_HEADER_FIELDS = 100
+#: Characters of a request line (and of an environ value) an access line quotes: a whole line.
+MAX_LOGGED_REQUEST_LINE = MAX_HEADER_LINE
 
 
 class RequestRefused(GatewayError, ValueError):
@@ -72,6 +75,36 @@ def _field_line_error(line: bytes) -> str | None:
     return None
 
 
+#: A Content-Length value (RFC 9112 section 8.6: ``1*DIGIT``; not Python's ``int()``, which takes
+#: ``+5``, `` 5`` and ``1_0``).
+_DECIMAL = re.compile(r"[0-9]+")
+
+
+def framing_error(headers: OldMessage) -> str | None:
+    """Why the length of a request's body is ambiguous (RFC 9112 section 6.3), or None.
+
+    Two parsers in a chain that read different lengths from one request are how requests are
+    smuggled past a front proxy. gevent takes the first ``Content-Length`` and lets a
+    ``Transfer-Encoding`` that is not ``chunked`` stand beside one; the RFC says a server "MUST
+    respond with a 400 (Bad Request) status code and then close the connection" for an invalid
+    Content-Length or a final transfer coding other than chunked, and calls both headers
+    together an error a server ought to treat as one.
+    """
+    lengths = headers.get_all("Content-Length") or []
+    encodings = headers.get_all("Transfer-Encoding") or []
+    if lengths and encodings:
+        return "both Content-Length and Transfer-Encoding (RFC 9112 section 6.3)"
+    values = {value.strip() for value in lengths}  # a list (``5, 5``) is no decimal number either
+    if not all(_DECIMAL.fullmatch(value) for value in values):
+        return "a Content-Length that is not a decimal number (RFC 9112 section 8.6)"
+    if len(values) > 1:
+        return "conflicting Content-Length values (RFC 9112 section 6.3)"
+    codings = [coding.strip().lower() for field in encodings for coding in field.split(",")]
+    if codings and codings[-1] != "chunked":
+        return "a Transfer-Encoding whose last coding is not chunked (RFC 9112 section 6.3)"
+    return None
+
+
 def read_header_section(rfile: BinaryIO, budget: int) -> bytes:
     """The request's header lines up to the blank one, read line by line within ``budget`` bytes.
 
@@ -97,6 +130,16 @@ def read_header_section(rfile: BinaryIO, budget: int) -> bytes:
         lines.append(line)
         if len(lines) > MAX_HEADER_FIELDS:
             raise RequestRefused("431 Request Header Fields Too Large", f"more than {MAX_HEADER_FIELDS} header fields")
+
+
+class _LoggedHeaders:
+    """Request headers as an access log reads them (``items()``), their values escaped."""
+
+    def __init__(self, items: list[tuple[str, str]]) -> None:
+        self._items = [(name, wsgi_text(value)) for name, value in items]
+
+    def items(self) -> list[tuple[str, str]]:
+        return self._items
 
 
 class _HandshakePending:
@@ -126,6 +169,10 @@ class GatewayHandler(WebSocketHandler):
     (slowloris), a header section over :attr:`max_header_size` bytes gets a 431 (see
     :func:`read_header_section`), a request line over 8 KiB a 414 (gevent's).
     """
+
+    #: gevent's: the request line, and the request's headers (escaped once logged: :meth:`log_request`).
+    requestline: str | None
+    headers: "OldMessage | _LoggedHeaders"
 
     # The server options' defaults; :func:`ouistiti_gw.wsgi_server.handler_class` sets others.
     #: Seconds a connection may wait before its request line (keep-alive idle time included).
@@ -161,9 +208,14 @@ class GatewayHandler(WebSocketHandler):
             timeout.close()
 
     def MessageClass(self, rfile: BinaryIO, *args) -> OldMessage:
-        """The request's headers, parsed as gevent's own factory does, read within the budget."""
+        """The request's headers, parsed as gevent's own factory does, read within the budget, and
+        refused (400, then the connection closes) when they make the body's length ambiguous."""
         section = read_header_section(rfile, self.max_header_size)
-        return email.parser.Parser(_class=OldMessage).parsestr(section.decode("iso-8859-1"))
+        headers = email.parser.Parser(_class=OldMessage).parsestr(section.decode("iso-8859-1"))
+        ambiguous = framing_error(headers)
+        if ambiguous is not None:
+            raise RequestRefused("400 Bad Request", ambiguous)
+        return headers
 
     def _handle_client_error(self, ex: Exception):
         """gevent's hook for a request it cannot parse: ours get their own status, and a warning."""
@@ -212,8 +264,18 @@ class GatewayHandler(WebSocketHandler):
         return HandlerConnection(self)
 
     def log_request(self) -> None:
-        # The 101 is logged by the session itself (open/close lines with byte counts). A request
-        # refused before it had an environ (400, 414, 431 on its head) was logged with why; an
-        # access line would need the environ (gunicorn's access log reads it).
-        if self.code != 101 and self.environ is not None:
-            super(WebSocketHandler, self).log_request()
+        """The access line, every client-controlled value in it escaped.
+
+        The 101 is logged by the session itself (open/close lines with byte counts). A request
+        refused before it had an environ (400, 414, 431 on its head) was logged with why; an
+        access line would need the environ (gunicorn's access log reads it).
+        """
+        if self.code == 101 or self.environ is None:
+            return
+        # The request is answered: from here on its request line, environ and headers are only
+        # logged: gevent's access line reads the first, gunicorn's format any of the three.
+        self.requestline = wsgi_text(self.requestline or "", MAX_LOGGED_REQUEST_LINE)
+        self.environ = {key: wsgi_text(value, MAX_LOGGED_REQUEST_LINE) if isinstance(value, str) else value
+                        for key, value in self.environ.items()}
+        self.headers = _LoggedHeaders(self.headers.items())
+        super(WebSocketHandler, self).log_request()

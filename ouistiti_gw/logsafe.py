@@ -44,11 +44,11 @@ def loggable(value: object, limit: int = MAX_LOGGED_CHARS) -> str:
     return "".join(kept) + _ELLIPSIS
 
 
-def wsgi_text(value: str) -> str:
+def wsgi_text(value: str, limit: int = MAX_LOGGED_CHARS) -> str:
     """:func:`loggable` for a WSGI environ string (latin-1 decoded bytes, PEP 3333): shown as the
     UTF-8 text the client meant (``/café``, not ``/cafÃ©``), bytes that are not UTF-8 as U+FFFD."""
     try:
         value = value.encode("latin-1").decode("utf-8", "replace")
     except UnicodeEncodeError:
         pass  # not a WSGI string after all: escape it as it is
-    return loggable(value)
+    return loggable(value, limit)

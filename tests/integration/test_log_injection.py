@@ -8,7 +8,18 @@ than a log line should hold.
 """
 import re
 
-from support import gateway_cli, handshake_request, handshake_status, raw_request, wait_until
+import pytest
+
+from support import (
+    PROJECT_WORKER,
+    free_port,
+    gateway_cli,
+    gunicorn,
+    handshake_request,
+    handshake_status,
+    raw_request,
+    wait_until,
+)
 
 FORGED = "2099-01-01 00:00:00,000 CRITICAL forged"
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ERROR|CRITICAL) ")
@@ -50,3 +61,36 @@ def test_no_client_value_reaches_the_log_unescaped(docroot, unix_servers):
     assert f"/missing\\u2028{FORGED}" in log
     long_origin = next(line for line in log.splitlines() if "ooooo" in line)
     assert "o" * 200 not in long_origin and "o…" in long_origin  # capped, and says so
+
+
+#: A request line and headers as the audit sent them: raw ESC sequences (clear the screen, paint
+#: it red) and a UTF-8 line separator, none of them percent-encoded.
+FORGED_TARGET = "/echo\x1b[2J\x1b[31mFORGED\u2028" + FORGED.replace(" ", "_")
+FORGED_REQUEST = (f"GET {FORGED_TARGET} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                  f"User-Agent: agent\x1b]0;title\x07\r\nReferer: http://r\x1b[2J\r\n\r\n").encode("utf-8")
+ESCAPED_TARGET = "/echo\\x1b[2J\\x1b[31mFORGED\\u2028" + FORGED.replace(" ", "_")
+
+
+def test_the_access_log_escapes_the_request_line(docroot):
+    """The access line quotes the request line as the client sent it: escaped like every other
+    client value (it was written raw: a client could clear the reader's terminal)."""
+    with gateway_cli(docroot) as gateway:
+        assert raw_request(gateway.port, FORGED_REQUEST)[0] == 404  # a plain request: the app's answer
+        wait_until(lambda: "FORGED" in gateway.log(), what="the access line")
+        log = gateway.log()
+    access = next(line for line in log.splitlines() if "FORGED" in line)
+    assert "ouistiti_gw.access" in access and ESCAPED_TARGET in access
+    assert not set(log) & {"\x1b", "\x07", "\u2028"}
+
+
+@pytest.mark.gunicorn
+def test_gunicorns_access_log_escapes_what_it_quotes(docroot):
+    """gunicorn's access format quotes the request line, the User-Agent and the Referer."""
+    port = free_port()
+    with gunicorn(PROJECT_WORKER, port, {"OUISTITI_GW_DOCROOT": docroot}, "--access-logfile", "-") as gateway:
+        assert raw_request(port, FORGED_REQUEST)[0] == 404
+        wait_until(lambda: "FORGED" in gateway.log(), what="the access line")
+        log = gateway.log()
+    access = next(line for line in log.splitlines() if "FORGED" in line)
+    assert ESCAPED_TARGET in access and "agent\\x1b]0;title\\x07" in access and "http://r\\x1b[2J" in access
+    assert not set(log) & {"\x1b", "\x07", "\u2028"}

@@ -181,6 +181,47 @@ def test_a_handshake_with_a_body_gets_400(echo_gateway, body_headers, body):
     assert "Traceback" not in log and "ValueError" not in log and "body" in log
 
 
+@pytest.mark.parametrize("framing", [
+    "Content-Length: 0\r\nContent-Length: 45\r\n",  # two values: gevent took the first
+    "Content-Length: 0, 45\r\n",
+    "Content-Length: 0\r\nTransfer-Encoding: chunked\r\n",
+    "Transfer-Encoding: gzip\r\nContent-Length: 0\r\n",
+    "Transfer-Encoding: gzip\r\n",  # the last coding is not chunked: no length at all
+    "Content-Length: +0\r\n",  # int() reads these three; RFC 9112 does not
+    "Content-Length: 0_0\r\n",
+    "Content-Length: \u00b2\r\n",  # a superscript two: str.isdigit() says yes
+], ids=["two-lengths", "length-list", "length-and-chunked", "gzip-and-length", "gzip", "plus", "underscore",
+        "superscript"])
+def test_ambiguous_framing_gets_400_and_the_connection_closes(echo_gateway, framing):
+    """RFC 9112 section 6.3: a request whose body length two parsers could read differently is a
+    smuggling attempt: 400, then close. Here a pipelined handshake hides in what the first
+    Content-Length calls a body; it used to get its 101 after the plain request's answer."""
+    gateway, echo = echo_gateway
+    hidden = handshake_request("/echo", port=gateway.port)
+    request = f"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n{framing}\r\n".encode("latin-1") + hidden
+    status, headers, sock, rest = raw_request(gateway.port, request, timeout=5)
+    with sock:
+        assert status == 400
+        while len(rest) < int(headers["content-length"]):
+            rest += sock.recv(1000)
+        received = rest[int(headers["content-length"]):]
+        while chunk := sock.recv(1000):  # until the gateway's FIN: no 101 after the 400
+            received += chunk
+    assert b"101" not in received
+    assert echo.accepted == 0
+    wait_until(lambda: any("RFC 9112" in line for line in warnings(gateway)), what="the refusal's log line")
+    assert "Traceback" not in gateway.log()
+
+
+def test_a_repeated_identical_content_length_is_one_length(echo_gateway):
+    """The RFC lets a recipient read ``Content-Length: 0`` sent twice as one length."""
+    gateway, _ = echo_gateway
+    request = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n"
+    status, _, sock, _ = raw_request(gateway.port, request)
+    sock.close()
+    assert status == 404  # the wrapped app's answer
+
+
 def test_a_refused_handshake_does_not_wait_for_its_body(echo_gateway):
     """The connection closes after the 400: a client announcing a body it never sends holds nothing."""
     gateway, _ = echo_gateway
