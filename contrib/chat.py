@@ -20,7 +20,7 @@ With ``-w`` a message may be a command, as in ouistiti's chat.c (a trailing
   appended (``bob001``, ``bob002``...).  Answer ``WSWelcome NAME`` (the name
   now held) to the sender only.  A name must follow the rules of
   :mod:`.chatname` (1-32 letters, digits, ``_ - .``, not ending with 3
-  digits); any other is answered ``WSError WSHello REASON`` and the client
+  digits, letters of one script); any other is answered ``WSError WSHello REASON`` and the client
   keeps the name it had.
 * ``WSPrivate NAME TEXT``: send TEXT only to the client(s) called NAME.
 * ``WSWhois NAME``: answer ``WSIs NAME ADDRESS``, ``WSIs NAME network error``

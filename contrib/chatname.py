@@ -13,7 +13,16 @@ UTF-8 and normalized to NFC (so ``e`` + combining acute and ``é`` are one name)
   and marks that are Default_Ignorable_Code_Point (:data:`INVISIBLE`);
 * not ending with :data:`NUMBER_DIGITS` digits: that is the form of the names
   the server gives to duplicates (``bob001``), so a numbered name always is
-  one the server gave, never one a client claimed.
+  one the server gave, never one a client claimed;
+* no look-alikes of another script's name (Unicode TS #39): the name is in
+  its plain form, NFKC (no fullwidth ``ｂｏｂ``, mathematical ``𝐛𝐨𝐛`` or
+  ligatures), and its letters are of one script, or of one of the mixtures
+  TS #39 calls "highly restrictive" (:data:`MIXTURES`: Latin with Han and
+  kana, with Han and Bopomofo, or with Han and Hangul). ``bоb`` with a
+  Cyrillic ``о`` is refused, however ``bob`` is held. A name wholly in
+  another script that looks like a Latin one (a Cyrillic ``осе``) is a name
+  of its own: telling those apart needs TS #39's confusables table, which
+  this sample does not carry.
 
 A refused name is answered ``WSError WSHello REASON`` (:class:`NameRefused`
 holds the reason), never echoed back: it may be any bytes.
@@ -38,6 +47,17 @@ NOT_UTF8 = "name is not UTF-8"
 LENGTH = f"name must be 1 to {MAX_LENGTH} characters"
 CHARACTERS = "name may hold only letters, digits, '_', '-' and '.'"
 NUMBERED = f"name may not end with {NUMBER_DIGITS} digits, the form of the names the server numbers"
+NOT_PLAIN = "name must be in plain form (NFKC): no fullwidth, styled or ligature letters"
+MIXED_SCRIPTS = "name may not mix scripts, as Latin and Cyrillic: it would look like another"
+
+#: The scripts one name may mix (TS #39 section 5.2, "Highly Restrictive"): how Japanese,
+#: Chinese with Bopomofo and Korean are written, each with Latin letters too.
+MIXTURES = (frozenset({"LATIN", "HAN", "HIRAGANA", "KATAKANA"}),
+            frozenset({"LATIN", "HAN", "BOPOMOFO"}),
+            frozenset({"LATIN", "HAN", "HANGUL"}))
+#: The scripts of the letters whose Unicode name does not start with their script's name.
+_SCRIPTS_OF_NAME_WORD = {"CJK": frozenset({"HAN"}), "IDEOGRAPHIC": frozenset({"HAN"}),
+                         "KATAKANA-HIRAGANA": frozenset({"HIRAGANA", "KATAKANA"})}
 
 
 class NameRefused(ValueError):
@@ -59,7 +79,28 @@ def check_name(raw: bytes) -> bytes:
         raise NameRefused(CHARACTERS)
     if len(name) >= NUMBER_DIGITS and all(char in DIGITS for char in name[-NUMBER_DIGITS:]):
         raise NameRefused(NUMBERED)
+    if unicodedata.normalize("NFKC", name) != name:
+        raise NameRefused(NOT_PLAIN)
+    letters = scripts(name)
+    if len(letters) > 1 and not any(letters <= mixture for mixture in MIXTURES):
+        raise NameRefused(MIXED_SCRIPTS)
     return name.encode("utf-8")
+
+
+def scripts(name: str) -> frozenset[str]:
+    """The scripts of *name*'s letters; digits, ``_ - .`` and combining marks have none.
+
+    Python's :mod:`unicodedata` has no Script property, but a letter's Unicode name starts with
+    its script's (``CYRILLIC SMALL LETTER O``; names never change once given), but for the few
+    in :data:`_SCRIPTS_OF_NAME_WORD`. Where that first word is not a script's name (``MODIFIER
+    LETTER APOSTROPHE``), it counts as a script of its own: such a letter mixes with nothing.
+    """
+    found: set[str] = set()
+    for char in name:
+        if unicodedata.category(char)[0] == "L":
+            word = unicodedata.name(char, "").split(" ", 1)[0]
+            found |= _SCRIPTS_OF_NAME_WORD.get(word, {word})
+    return frozenset(found)
 
 
 def as_compared(raw: bytes) -> bytes:

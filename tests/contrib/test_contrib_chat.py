@@ -11,7 +11,7 @@ import threading
 
 import pytest
 
-from ouistiti_gw_contrib.chatname import CHARACTERS, LENGTH, NOT_UTF8, NUMBERED
+from ouistiti_gw_contrib.chatname import CHARACTERS, LENGTH, MIXED_SCRIPTS, NOT_PLAIN, NOT_UTF8, NUMBERED
 from support import TIMEOUT, join, next_after, recv_packet, wait_until
 
 CLIENTS, MESSAGES = 50, 20
@@ -114,6 +114,10 @@ def test_hello_gives_unique_names(chat):
     ("bidi\u202eevil".encode(), CHARACTERS), ("\u3164".encode(), CHARACTERS), ("\u0301accent".encode(), CHARACTERS),
     (b"semi;colon", CHARACTERS), (b"\xff\xfe", NOT_UTF8), (b"bad\xc3", NOT_UTF8), (b"x" * 33, LENGTH),
     (b"x" * 100_000, LENGTH), (b"", LENGTH), (b"bob001", NUMBERED), (b"agent007", NUMBERED), (b"1234", NUMBERED),
+    ("b\u043eb".encode(), MIXED_SCRIPTS), ("\u0430lice".encode(), MIXED_SCRIPTS),  # Cyrillic o, a
+    ("p\u03b1ypal".encode(), MIXED_SCRIPTS), ("\u5c71\ud55c\u3055".encode(), MIXED_SCRIPTS),  # Greek; Han+Hangul+kana
+    ("\uff42\uff4f\uff42".encode(), NOT_PLAIN), ("\U0001d41b\U0001d428\U0001d41b".encode(), NOT_PLAIN),  # wide, bold
+    ("\u0133sselmeer".encode(), NOT_PLAIN),  # the ligature ij
 ])
 def test_hello_refuses_names_outside_the_rules(chat, name, reason):
     sock = join(chat, b"rules")
@@ -126,12 +130,28 @@ def test_hello_refuses_names_outside_the_rules(chat, name, reason):
 
 
 @pytest.mark.parametrize("name", [b"x" * 32, b"r2d2", b"bob12", b"a.b-c_d", "Zo\u00eb".encode(),
-                                  "\u65e5\u672c\u8a9e".encode(), "\u0928\u092e\u0938\u094d\u0924\u0947".encode()])
+                                  "\u65e5\u672c\u8a9e".encode(), "\u0928\u092e\u0938\u094d\u0924\u0947".encode(),
+                                  "\u0431\u043e\u0431".encode(),  # all Cyrillic: a name of its own
+                                  "\u5c71\u7530\u3055\u3093_\u30ab\u30fc".encode(),  # Han, hiragana, katakana
+                                  "Tanaka\u7530\u4e2d".encode(), "\ud55c\uae00\u5b57".encode(),  # Latin+Han, Hangul+Han
+                                  "Stra\u00dfe".encode()])
 def test_hello_accepts_names_within_the_rules(chat, name):
     sock = chat.connect()
     sock.send(b"WSHello " + name)
     assert recv_packet(sock) == b"WSWelcome " + name
     sock.close()
+
+
+def test_a_look_alike_of_a_held_name_is_refused(chat):
+    """The audit's case: ``bоb`` with a Cyrillic о showed exactly as ``bob``, held by another."""
+    bob = join(chat, b"bob")
+    impostor = chat.connect()
+    impostor.send("WSHello b\u043eb".encode())
+    assert recv_packet(impostor) == b"WSError WSHello " + MIXED_SCRIPTS.encode()
+    impostor.send(b"WSHello bob")  # the real name is numbered, as any duplicate
+    assert recv_packet(impostor) == b"WSWelcome bob001"
+    bob.close()
+    impostor.close()
 
 
 def test_names_are_compared_in_nfc(chat):
