@@ -26,6 +26,7 @@ import tempfile
 import time
 from contextlib import ExitStack
 
+from . import __version__
 from .config import COMMAND_LINE, Config, GatewayConfig, Options, ServerConfig, options
 from .inifile import IniFile
 from .middleware import WebSocketGateway
@@ -60,6 +61,7 @@ def given(args: argparse.Namespace, schema: type[Config]) -> Config:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ouistiti-gw", description=__doc__.split("\n")[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="serve an ini file's pipeline, or the gateway alone")

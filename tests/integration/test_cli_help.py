@@ -4,6 +4,7 @@ import subprocess
 import pytest
 from websockets.sync.client import connect
 
+import ouistiti_gw
 from support import BIN, gateway_cli
 
 
@@ -19,6 +20,11 @@ def test_help_is_plain_text(command):
     text = help_text(*command)
     assert "usage: ouistiti-gw" in text
     assert "`" not in text  # no reStructuredText markup leaking from docstrings
+
+
+def test_version_is_the_package_version():
+    completed = subprocess.run([str(BIN / "ouistiti-gw"), "--version"], capture_output=True, text=True, timeout=30)
+    assert (completed.returncode, completed.stdout) == (0, f"ouistiti-gw {ouistiti_gw.__version__}\n")
 
 
 def test_serve_help_names_the_default_mode():

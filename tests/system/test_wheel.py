@@ -1,0 +1,55 @@
+"""The wheel as a user installs it: built from this tree, installed (not editable) in a fresh
+virtualenv, and run from there: a sample server, the gateway, one WebSocket round trip."""
+import socket
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+from websockets.sync.client import connect
+
+from support import ServerProcess, free_port, listens, wait_until
+
+PROJECT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(PROJECT)],
+                   check=True, timeout=300)
+    return next(out.glob("ouistiti_gw-*.whl"))
+
+
+@pytest.fixture(scope="module")
+def installed(wheel, tmp_path_factory) -> Path:
+    """The ``bin`` directory of a fresh virtualenv holding the wheel and its dependencies."""
+    venv = tmp_path_factory.mktemp("venv")
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    subprocess.run([str(venv / "bin" / "pip"), "install", "-q", str(wheel)], check=True, timeout=600)
+    return venv / "bin"
+
+
+def test_the_wheel_carries_its_license_and_types(wheel):
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "ouistiti_gw/py.typed" in names
+    assert any(name.endswith(".dist-info/licenses/LICENSE") for name in names)
+    assert not any(name.startswith(("tests/", "contrib/")) for name in names)  # contrib is ouistiti_gw_contrib
+
+
+def test_the_installed_wheel_serves_a_round_trip(installed, docroot):
+    echo = subprocess.Popen([str(installed / "websocket_echo"), "-R", docroot, "-n", "echo"])
+    try:
+        wait_until(lambda: listens(f"{docroot}/echo", socket.SOCK_STREAM), what="the echo server")
+        port = free_port()
+        argv = [str(installed / "ouistiti-gw"), "serve", "--docroot", docroot, "--port", str(port)]
+        with ServerProcess(argv, port, cwd="/"), connect(f"ws://127.0.0.1:{port}/echo") as ws:
+            ws.send("from the wheel")
+            assert ws.recv(timeout=10) == "from the wheel"
+    finally:
+        echo.terminate()
+        echo.wait(timeout=10)
+    version = subprocess.run([str(installed / "ouistiti-gw"), "--version"], capture_output=True, text=True,
+                             check=True, cwd="/")
+    assert version.stdout.startswith("ouistiti-gw ")
