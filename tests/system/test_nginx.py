@@ -1,10 +1,13 @@
 """Behind nginx: the shipped contrib/nginx/ouistiti-gw.conf, run by Debian's real nginx.
 
 nginx ends TLS (a self-signed certificate made here by the openssl CLI) and spreads sessions over
-two gateway processes started with ``--proxy-protocol v2 --trusted-proxies 127.0.0.1``. The client
-connects from 127.0.0.2, so the UNIX server's PROXY header must name 127.0.0.2 (and its port),
-read from nginx's Forwarded header, not nginx's own 127.0.0.1.
+two gateway processes started with the commands the file's header gives. The client connects from
+127.0.0.2 to the site's name (``Host: ws.example.com``, as a browser on the real site sends it),
+so the UNIX server's PROXY header must name 127.0.0.2 (and its port), read from nginx's Forwarded
+header, not nginx's own 127.0.0.1.
 """
+import re
+import shlex
 import shutil
 import ssl
 import subprocess
@@ -14,9 +17,10 @@ from websockets.sync.client import connect
 
 from ouistiti_gw import proxy_protocol as proxy
 from support import (
+    BIN,
     ROOT,
+    ServerProcess,
     free_port,
-    gateway_cli,
     listens_on,
     proxied_echo_handler,
     self_signed_certificate,
@@ -28,6 +32,20 @@ pytestmark = pytest.mark.nginx
 
 SHIPPED = ROOT / "contrib" / "nginx" / "ouistiti-gw.conf"
 CLIENT_HOST = "127.0.0.2"
+#: The site's name in the shipped file: a Host no loopback default would answer.
+SITE = "ws.example.com"
+
+
+def shipped_gateway_commands(docroot: str, ports: list[int]) -> list[list[str]]:
+    """The gateway commands of the shipped file's header, with this test's docroot and ports."""
+    commands = re.findall(r"^#\s+(ouistiti-gw serve .*)$", SHIPPED.read_text(), re.MULTILINE)
+    assert len(commands) == 2, "the shipped config no longer names two gateway commands"
+    argvs = []
+    for command, port in zip(commands, ports):
+        argv = shlex.split(command.replace("/var/run/websocket", docroot))
+        argv[argv.index("--port") + 1] = str(port)
+        argvs.append([str(BIN / argv[0]), *argv[1:]])
+    return argvs
 
 WRAPPER = """
 worker_processes 1;
@@ -81,16 +99,18 @@ def nginx(tmp_path):
 
 def test_wss_through_nginx_to_two_gateways(docroot, unix_servers, nginx):
     server = unix_servers(f"{docroot}/echo", proxied_echo_handler)
-    options = ("--proxy-protocol", "v2", "--trusted-proxies", "127.0.0.1")
-    with gateway_cli(docroot, *options) as first, gateway_cli(docroot, *options) as second:
+    ports = [free_port(), free_port()]
+    first_argv, second_argv = shipped_gateway_commands(docroot, ports)
+    with ServerProcess(first_argv, ports[0]) as first, ServerProcess(second_argv, ports[1]) as second:
         port, cafile = nginx([first.port, second.port])
         context = ssl.create_default_context(cafile=cafile)
         client_ports = []
         for i in range(6):
             sock = socket_from(CLIENT_HOST, port)
             client_ports.append(sock.getsockname()[1])
-            with connect(f"wss://127.0.0.1:{port}/echo", sock=sock, ssl=context, server_hostname="127.0.0.1",
-                         origin=f"https://127.0.0.1:{port}") as ws:
+            # the site's name in the URL (Host and Origin); the certificate is for 127.0.0.1
+            with connect(f"wss://{SITE}:{port}/echo", sock=sock, ssl=context, server_hostname="127.0.0.1",
+                         origin=f"https://{SITE}:{port}") as ws:
                 ws.send(f"message {i}")
                 assert ws.recv() == f"message {i}"
         assert [h.source for h in server.headers] == [(CLIENT_HOST, p) for p in client_ports]
