@@ -25,8 +25,8 @@ import sys
 import tempfile
 import time
 from contextlib import ExitStack
+from importlib import metadata
 
-from . import __version__
 from .config import COMMAND_LINE, Config, GatewayConfig, Options, ServerConfig, options
 from .inifile import IniFile
 from .middleware import WebSocketGateway
@@ -61,7 +61,7 @@ def given(args: argparse.Namespace, schema: type[Config]) -> Config:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ouistiti-gw", description=__doc__.split("\n")[0])
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {metadata.version('ouistiti_gw')}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="serve an ini file's pipeline, or the gateway alone")
