@@ -51,3 +51,13 @@ def format_address(address: Address | None) -> str:
         return "-"
     host, port = address
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def networks_error(items: tuple[str, ...]) -> str | None:
+    """Why one of ``items`` is not an IP address or CIDR network (``10.0.0.0/8``), or None."""
+    for item in items:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError as error:
+            return f"{item!r} is not an IP address or network ({error})"
+    return None

@@ -19,9 +19,11 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, TypeVar
 
+from .addresses import networks_error
 from .deflate import DEFAULT_THRESHOLD
 from .errors import GatewayError
 from .names import parse_patterns
+from .policy import host_pattern_error
 from .protocol import DEFAULT_MAX_FRAME_RATE, DEFAULT_MAX_MESSAGE_SIZE
 
 try:  # gunicorn is optional; under it, a wrong setting is an app that failed to load
@@ -98,6 +100,11 @@ class ConfigurationError(GatewayError, ValueError, _AppLoadError):
         return ConfigurationError(self.reason, self.key, (self.source or INI).at(where))
 
 
+def _not_a_directory(path: str) -> str | None:
+    """A docroot that exists but is no directory (a missing one is a warning: it may come later)."""
+    return f"{path!r} is not a directory" if os.path.exists(path) and not os.path.isdir(path) else None
+
+
 def option(default: Any, help: str, **details: Any) -> Any:
     """A field of a schema: its default, its help (one line, no default in it) and the
     :class:`Option` details (``choices``, ``minimum``, ``required``, ``environment``)."""
@@ -120,6 +127,8 @@ class Option:
     required: bool = False
     #: It can be set by ``OUISTITI_GW_<NAME>``.
     environment: bool = True
+    #: What else is wrong with a value of the right type (None: nothing), said at start.
+    check: Callable[[Any], str | None] | None = None
 
     @property
     def environment_variable(self) -> str:
@@ -168,6 +177,9 @@ class Option:
         if self.required and not value:
             raise ConfigurationError(f"no {self.name}: set {source.spell(self.name)} to the {self.help}",
                                      self.name, source)
+        wrong = self.check(value) if self.check else None
+        if wrong:
+            raise self.error(wrong, source)
 
     def error(self, reason: str, source: Source) -> ConfigurationError:
         """``NAME = VALUE ...``, the option spelled as ``source`` spells it."""
@@ -228,7 +240,7 @@ class Options:
 class GatewayConfig(Options):
     """The options of :class:`~ouistiti_gw.middleware.WebSocketGateway`."""
 
-    docroot: str = option("", "directory of the UNIX sockets", required=True)
+    docroot: str = option("", "directory of the UNIX sockets", required=True, check=_not_a_directory)
     allow: Patterns = option(("*",), "comma-separated globs of the names served (* matches / too)")
     deny: Patterns = option((), "comma-separated globs of names never served")
     mode: str = option("pipe", "pipe: the gateway relays messages; direct: after the handshake the "
@@ -237,7 +249,8 @@ class GatewayConfig(Options):
     origins: Patterns = option((), "browser Origins allowed: empty, only this same host; '*', any; "
                                "or a comma-separated list with globs")
     allowed_hosts: Patterns = option((), "Host names WebSocket handshakes may carry, globs allowed, no port: "
-                                     "empty, only loopback names when reached on a loopback address; '*', any")
+                                     "empty, only loopback names when reached on a loopback address; '*', any",
+                                     check=host_pattern_error)
     # Each session costs two file descriptors.
     max_connections: int = option(10000, "sessions at once in this process before 503; 0: no limit", minimum=0)
     max_message_size: int = option(DEFAULT_MAX_MESSAGE_SIZE, "largest client message in bytes; "
@@ -250,10 +263,10 @@ class GatewayConfig(Options):
     proxy_protocol: str = option("", "v1 or v2: each UNIX connection starts with a PROXY header saying "
                                  "who the client is", choices=("v1", "v2"))
     trusted_proxies: Patterns = option((), "comma-separated IPs/CIDRs of front proxies whose "
-                                       "Forwarded/X-Forwarded-For headers name the client")
+                                       "Forwarded/X-Forwarded-For headers name the client", check=networks_error)
     metrics_path: str = option("", "a path (/metrics) where Prometheus metrics are served")
     metrics_allow: Patterns = option(("127.0.0.0/8", "::1"), "comma-separated IPs/CIDRs that may scrape "
-                                     "the metrics")
+                                     "the metrics", check=networks_error)
     # A live client answers pings, so only a vanished one (no FIN, no RST) reaches idle_timeout.
     ping_interval: float = option(30.0, "seconds of client silence before a ping; 0: never", minimum=0)
     idle_timeout: float = option(90.0, "seconds without any frame from the client, pongs included, "

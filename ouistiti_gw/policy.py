@@ -96,6 +96,24 @@ def is_loopback(address: str) -> bool:
         return False
 
 
+def host_pattern_error(patterns: tuple[str, ...]) -> str | None:
+    """Why one of ``patterns`` cannot be an ``allowed_hosts`` item, or None.
+
+    A pattern with a port (``localhost:8080``) would never match: the ``Host``'s port is not
+    compared (:func:`host_name` drops it), so every handshake would be refused. Said at start.
+    """
+    for pattern in patterns:
+        try:
+            ipaddress.ip_address(pattern.strip("[]"))
+            continue  # an IPv6 literal: its colons are no port
+        except ValueError:
+            pass
+        name, colon, _ = pattern.rpartition(":")
+        if colon and name:
+            return f"{pattern!r} has a port: list host names only (a Host's port is not compared)"
+    return None
+
+
 class HostPolicy:
     """Decide whether a WebSocket handshake's ``Host`` is a name this gateway answers to.
 

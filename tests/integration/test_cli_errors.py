@@ -20,6 +20,10 @@ BAD_INI_FILES = {
     "port.ini": (GATEWAY_APP + "[server:main]\nuse = egg:ouistiti_gw#gevent\nport = eighty\n",
                  " [server:main]: port = 'eighty' is not a valid int"),
     "value.ini": (GATEWAY_APP + "max_connections = lots\n", " [app:main]: max_connections = 'lots' is not a valid int"),
+    "hostport.ini": (GATEWAY_APP + "allowed_hosts = ws.example.com:443\n",
+                     " [app:main]: allowed_hosts = 'ws.example.com:443' has a port"),
+    "proxies.ini": (GATEWAY_APP + "trusted_proxies = nginx\n",
+                    " [app:main]: trusted_proxies = 'nginx' is not an IP address or network"),
     "unknown.ini": (GATEWAY_APP + "max_conections = 5\n",
                     " [app:main]: unknown setting max_conections (known: docroot,"),
     "serverkey.ini": (GATEWAY_APP + "[server:main]\nuse = egg:ouistiti_gw#gevent\nhots = 0.0.0.0\n",
@@ -74,11 +78,29 @@ def test_serve_without_docroot_names_the_flag():
     ("--port", "eighty", "'eighty' is not a valid int"),
     ("--ping-interval", "-1", "-1.0 is less than 0"),
     ("--keepalive-timeout", "soon", "'soon' is not a valid float"),
+    # refused at start: every handshake would have been refused (a Host's port is not compared)
+    ("--allowed-hosts", "localhost:40136", "'localhost:40136' has a port: list host names only "
+                                           "(a Host's port is not compared)"),
+    ("--allowed-hosts", "gw.example, [::1]:8080", "'[::1]:8080' has a port: list host names only "
+                                                  "(a Host's port is not compared)"),
+    # named as written on the command line, not as trusted_proxies
+    ("--trusted-proxies", "notanip", "'notanip' is not an IP address or network "
+                                     "('notanip' does not appear to be an IPv4 or IPv6 network)"),
+    ("--metrics-allow", "10.0.0.0/33", "'10.0.0.0/33' is not an IP address or network "
+                                       "('10.0.0.0/33' does not appear to be an IPv4 or IPv6 network)"),
 ])
 def test_serve_with_a_bad_value_is_one_line_naming_the_flag(flag, value, expected):
     result = run_cli("serve", "--docroot", "/tmp", flag, value)
     assert result.returncode == 2
     assert assert_one_line(result.stderr) == f"ouistiti-gw: {flag} = {expected}"
+
+
+def test_a_docroot_that_is_a_file_is_refused_at_start(tmp_path):
+    """A missing docroot is a warning (its servers may create it later); a file never becomes one."""
+    (tmp_path / "file").write_text("not a directory")
+    result = run_cli("serve", "--docroot", str(tmp_path / "file"))
+    assert result.returncode == 2
+    assert assert_one_line(result.stderr) == f"ouistiti-gw: --docroot = '{tmp_path / 'file'}' is not a directory"
 
 
 @pytest.fixture

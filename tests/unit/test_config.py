@@ -298,3 +298,9 @@ def test_the_readme_options_tables_are_the_schema():
         assert [name for name, _ in rows] == names(schema)
         for (name, default), item in zip(rows, options(schema)):
             assert re.match(rf"{re.escape(item.default_text)}($|[ :])", default), (name, default, item.default_text)
+
+
+@pytest.mark.parametrize("hosts", ["::1", "[::1]", "gw.example, *.example.org", "127.0.0.1", "*"])
+def test_allowed_hosts_without_ports_are_accepted(hosts):
+    assert GatewayConfig(docroot="/d", allowed_hosts=hosts).allowed_hosts == tuple(
+        item.strip() for item in hosts.split(","))
