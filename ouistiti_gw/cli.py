@@ -26,8 +26,9 @@ import tempfile
 import time
 from contextlib import ExitStack
 from importlib import metadata
+from typing import NoReturn
 
-from .config import COMMAND_LINE, Config, GatewayConfig, Options, ServerConfig, options
+from .config import COMMAND_LINE, Config, GatewayConfig, Options, ServerConfig, closest, options
 from .inifile import IniFile
 from .middleware import WebSocketGateway
 from .paste import build_gateway, demo_page_directory, make_static_app, not_found_app
@@ -41,6 +42,30 @@ log = logging.getLogger(__name__)
 DEMO_USER, DEMO_PASSWORD = "demo", "demo"
 SERVER_START_TIMEOUT_SECONDS = 10.0
 EXIT_FAILURE, EXIT_USAGE = 1, 2
+
+
+class CommandLine(argparse.ArgumentParser):
+    """argparse, its errors in one line (why, and where to read more: no usage dump), with the
+    flag a misspelt one most likely means."""
+
+    def error(self, message: str) -> NoReturn:
+        guess = None
+        if message.startswith("unrecognized arguments: "):
+            words = message.split(": ", 1)[1].split()
+            guess = next(filter(None, (closest(word.split("=", 1)[0], self.flags())
+                                       for word in words if word.startswith("--"))), None)
+        hint = f" (did you mean {guess}?)" if guess else ""
+        self.exit(EXIT_USAGE, f"{self.prog}: {message}{hint}; see {self.prog} --help\n")
+
+    def flags(self) -> list[str]:
+        """Every long flag of this parser and of its commands."""
+        found = []
+        for action in self._actions:
+            found += [flag for flag in action.option_strings if flag.startswith("--")]
+            if isinstance(action, argparse._SubParsersAction):
+                for command in action.choices.values():
+                    found += command.flags()
+        return found
 
 
 def add_options(parser: argparse.ArgumentParser, schema: type[Options]) -> None:
@@ -60,7 +85,7 @@ def given(args: argparse.Namespace, schema: type[Config]) -> Config:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ouistiti-gw", description=__doc__.split("\n")[0])
+    parser = CommandLine(prog="ouistiti-gw", description=__doc__.split("\n")[0])
     parser.add_argument("--version", action="version", version=f"%(prog)s {metadata.version('ouistiti_gw')}")
     commands = parser.add_subparsers(dest="command", required=True)
 

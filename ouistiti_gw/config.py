@@ -13,6 +13,7 @@ wrong raises :class:`ConfigurationError`, which names the option as its source s
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import os
 import typing
@@ -193,13 +194,23 @@ def options(schema: type) -> tuple[Option, ...]:
                  for item in dataclasses.fields(schema))
 
 
+def closest(word: str, candidates: Iterable[str]) -> str | None:
+    """The one of ``candidates`` that ``word`` most likely misspells, or None if none is close."""
+    matches = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.75)
+    return matches[0] if matches else None
+
+
 def refuse_unknown(settings: Iterable[str], known: Iterable[str], source: Source = INI) -> None:
-    """A :class:`ConfigurationError` for the first of ``settings`` that is not ``known`` (a typo)."""
+    """A :class:`ConfigurationError` for the first of ``settings`` that is not ``known`` (a typo),
+    with the known setting it most likely misspells."""
     known = list(known)
     unknown = sorted(set(settings) - set(known))
     if unknown:
-        spelled = ", ".join(source.spell(name) for name in known)
-        raise ConfigurationError(f"unknown setting {source.spell(unknown[0])} (known: {spelled})", unknown[0], source)
+        spelled = [source.spell(name) for name in known]
+        guess = closest(unknown[0], known)  # not the spelled names: OUISTITI_GW_ would make all close
+        hint = f": did you mean {source.spell(guess)}?" if guess else ""
+        raise ConfigurationError(f"unknown setting {source.spell(unknown[0])}{hint} (known: {', '.join(spelled)})",
+                                 unknown[0], source)
 
 
 class Options:

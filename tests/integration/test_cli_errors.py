@@ -25,13 +25,13 @@ BAD_INI_FILES = {
     "proxies.ini": (GATEWAY_APP + "trusted_proxies = nginx\n",
                     " [app:main]: trusted_proxies = 'nginx' is not an IP address or network"),
     "unknown.ini": (GATEWAY_APP + "max_conections = 5\n",
-                    " [app:main]: unknown setting max_conections (known: docroot,"),
+                    " [app:main]: unknown setting max_conections: did you mean max_connections? (known: docroot,"),
     "serverkey.ini": (GATEWAY_APP + "[server:main]\nuse = egg:ouistiti_gw#gevent\nhots = 0.0.0.0\n",
-                      " [server:main]: unknown setting hots "
+                      " [server:main]: unknown setting hots: did you mean host? "
                       "(known: host, port, certfile, keyfile, header_timeout, max_header_size, keepalive_timeout, "
                       "drain_timeout)"),
     "statickey.ini": ("[app:main]\nuse = egg:ouistiti_gw#static\ndocument_roo = /srv\n",
-                      " [app:main]: unknown setting document_roo (known: document_root)"),
+                      " [app:main]: unknown setting document_roo: did you mean document_root? (known: document_root)"),
     "nodocroot.ini": ("[pipeline:main]\npipeline = websocket static\n[app:static]\nuse = egg:ouistiti_gw#static\n"
                       "[filter:websocket]\nuse = egg:ouistiti_gw#websocket\n",
                       " [filter:websocket]: no docroot: set docroot to the directory of the UNIX sockets"),
@@ -93,6 +93,23 @@ def test_serve_with_a_bad_value_is_one_line_naming_the_flag(flag, value, expecte
     result = run_cli("serve", "--docroot", "/tmp", flag, value)
     assert result.returncode == 2
     assert assert_one_line(result.stderr) == f"ouistiti-gw: {flag} = {expected}"
+
+
+@pytest.mark.parametrize("arguments, expected", [
+    (["serve", "--docroot", "/tmp", "--max-conections", "5"],
+     "ouistiti-gw: unrecognized arguments: --max-conections (did you mean --max-connections?); "
+     "see ouistiti-gw --help"),
+    (["serve", "--docroot", "/tmp", "--alowed-hosts=gw.example"],
+     "ouistiti-gw: unrecognized arguments: --alowed-hosts=gw.example (did you mean --allowed-hosts?); "
+     "see ouistiti-gw --help"),
+    (["serve", "--docroot", "/tmp", "--mode", "bogus"],
+     "ouistiti-gw serve: argument --mode: invalid choice: 'bogus' (choose from "),
+])
+def test_a_usage_error_is_one_line_with_a_guess(arguments, expected):
+    """No 25-line usage before the reason; a misspelt flag gets the flag it most likely means."""
+    result = run_cli(*arguments)
+    assert result.returncode == 2
+    assert assert_one_line(result.stderr).startswith(expected)
 
 
 def test_a_docroot_that_is_a_file_is_refused_at_start(tmp_path):

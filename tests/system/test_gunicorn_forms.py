@@ -101,7 +101,7 @@ def test_bad_value_stops_gunicorn_at_boot_naming_the_variable(docroot, variable,
     result = subprocess.run(gunicorn_argv(PROJECT_WORKER, free_port(), BARE), env=env,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 4
-    expected = f"unknown setting {variable} " if reason == "unknown setting" else f"{variable} = {value!r} {reason}"
+    expected = f"unknown setting {variable}" if reason == "unknown setting" else f"{variable} = {value!r} {reason}"
     assert expected in result.stderr
     assert "Traceback" not in result.stderr
 

@@ -226,12 +226,13 @@ def test_a_missing_docroot_names_it_as_its_source_spells_it(source, message):
 
 
 def test_unknown_options_are_refused_by_every_source():
-    with pytest.raises(ConfigurationError, match="^unknown setting max_conections ") as refused:
+    with pytest.raises(ConfigurationError, match="^unknown setting max_conections: did you mean ") as refused:
         WebSocketGateway(not_found_app, "/run/ws", max_conections=5)
     assert refused.value.key == "max_conections"
-    with pytest.raises(ConfigurationError, match=r"^unknown setting max_conections \(known: docroot, allow,"):
+    with pytest.raises(ConfigurationError,
+                       match=r"^unknown setting max_conections: did you mean max_connections\? \(known: docroot,"):
         make_app({}, docroot="/run/ws", max_conections="5")
-    with pytest.raises(ConfigurationError, match=r"^unknown setting hots \(known: host, port,"):
+    with pytest.raises(ConfigurationError, match=r"^unknown setting hots: did you mean host\? \(known: host, port,"):
         ServerConfig.load({"hots": "0.0.0.0"}, INI)
     with pytest.raises(SystemExit):
         build_parser().parse_args(["serve", "--max-conections", "5"])
@@ -242,11 +243,11 @@ def test_an_unknown_variable_is_refused_even_if_it_is_another_schemas():
     assert GatewayConfig.from_environment(environ).docroot == "/run/ws"  # a server option is not a typo
     assert ServerConfig.from_environment(environ).max_header_size == 4096
     for schema in (GatewayConfig, ServerConfig):
-        with pytest.raises(ConfigurationError, match=r"^unknown setting OUISTITI_GW_MAX_CONECTIONS "
-                           r"\(known: OUISTITI_GW_DOCROOT, ") as refused:
+        with pytest.raises(ConfigurationError, match=r"^unknown setting OUISTITI_GW_MAX_CONECTIONS: did you mean "
+                           r"OUISTITI_GW_MAX_CONNECTIONS\? \(known: OUISTITI_GW_DOCROOT, ") as refused:
             schema.from_environment({**environ, "OUISTITI_GW_MAX_CONECTIONS": "5"})
         assert refused.value.key == "max_conections"
-    with pytest.raises(ConfigurationError, match="^unknown setting OUISTITI_GW_PORT "):
+    with pytest.raises(ConfigurationError, match=r"^unknown setting OUISTITI_GW_PORT \(known: "):
         ServerConfig.from_environment({"OUISTITI_GW_PORT": "80"})  # gunicorn's -b says where it listens
 
 
@@ -262,7 +263,7 @@ def test_config_and_keywords_together():
     gateway = WebSocketGateway(not_found_app, config=config, max_connections=3)
     assert (gateway.config.deny, gateway.config.max_connections) == (("internal/*",), 3)
     assert WebSocketGateway(not_found_app, "/other", config=config).docroot == "/other"
-    with pytest.raises(ConfigurationError, match="^unknown setting max_conections "):
+    with pytest.raises(ConfigurationError, match="^unknown setting max_conections: did you mean max_connections"):
         WebSocketGateway(not_found_app, config=config, max_conections=3)
 
 
@@ -304,3 +305,8 @@ def test_the_readme_options_tables_are_the_schema():
 def test_allowed_hosts_without_ports_are_accepted(hosts):
     assert GatewayConfig(docroot="/d", allowed_hosts=hosts).allowed_hosts == tuple(
         item.strip() for item in hosts.split(","))
+
+
+def test_a_setting_far_from_every_known_one_gets_no_guess():
+    with pytest.raises(ConfigurationError, match=r"^unknown setting colour \(known: docroot,"):
+        GatewayConfig.load({"docroot": "/d", "colour": "blue"}, INI)
