@@ -277,6 +277,10 @@ class ServerConfig(Options):
 
     host: str = option("127.0.0.1", "address to listen on", environment=False)
     port: int = option(8080, "port to listen on (0 picks one)", minimum=0, maximum=65535, environment=False)
+    # gunicorn's own default; the kernel keeps the SYNs past it waiting for a retry (1 s, then 3 s...).
+    backlog: int = option(2048, "connections the kernel queues until the gateway accepts them, at most "
+                          "net.core.somaxconn (the kernel silently caps it); under gunicorn, its own --backlog",
+                          minimum=1, maximum=65535, environment=False)
     certfile: str = option("", "TLS certificate (PEM): serve https:// and wss://", environment=False)
     keyfile: str = option("", "TLS private key (PEM), if not inside the certfile", environment=False)
     header_timeout: float = option(10.0, "seconds a client may take to send its request headers (400 past "

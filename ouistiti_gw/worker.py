@@ -5,8 +5,8 @@
 It builds the gateway as the worker boots, so a wrong configuration stops gunicorn with one line
 ("App failed to load" and why) instead of failing every request. Its handler's request limits
 come from the environment (``OUISTITI_GW_HEADER_TIMEOUT``, ``OUISTITI_GW_MAX_HEADER_SIZE``,
-``OUISTITI_GW_KEEPALIVE_TIMEOUT``: :class:`~ouistiti_gw.config.ServerConfig`); gunicorn's own ``-b``
-and ``--certfile`` say where it listens.
+``OUISTITI_GW_KEEPALIVE_TIMEOUT``: :class:`~ouistiti_gw.config.ServerConfig`); gunicorn's own ``-b``,
+``--backlog`` and ``--certfile`` say where and how it listens.
 
 The stock ``geventwebsocket.gunicorn.workers.GeventWebSocketWorker`` works too, but there a
 refused WebSocket can only be closed (1008/1011), not answered with 403/404/503.

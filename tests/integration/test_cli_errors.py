@@ -24,7 +24,7 @@ BAD_INI_FILES = {
                     " [app:main]: unknown setting max_conections (known: docroot,"),
     "serverkey.ini": (GATEWAY_APP + "[server:main]\nuse = egg:ouistiti_gw#gevent\nhots = 0.0.0.0\n",
                       " [server:main]: unknown setting hots "
-                      "(known: host, port, certfile, keyfile, header_timeout, max_header_size, "
+                      "(known: host, port, backlog, certfile, keyfile, header_timeout, max_header_size, "
                       "keepalive_timeout, drain_timeout)"),
     "statickey.ini": ("[app:main]\nuse = egg:ouistiti_gw#static\ndocument_roo = /srv\n",
                       " [app:main]: unknown setting document_roo (known: document_root)"),
