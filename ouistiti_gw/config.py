@@ -296,14 +296,19 @@ class GatewayConfig(Options):
 @dataclass(frozen=True)
 class ServerConfig(Options):
     """The options of the gateway's own server (the CLI, ``[server:main]``); under gunicorn,
-    which listens itself, only the request limits, from the environment."""
+    which listens itself, only the request limits, from the environment. ``header_timeout``
+    bounds a TLS handshake too (:mod:`ouistiti_gw.tls`)."""
 
     host: str = option("127.0.0.1", "address to listen on", environment=False)
     port: int = option(8080, "port to listen on (0 picks one)", minimum=0, maximum=65535, environment=False)
+    # gunicorn's own default; the kernel keeps the SYNs past it waiting for a retry (1 s, then 3 s...).
+    backlog: int = option(2048, "connections the kernel queues until the gateway accepts them, at most "
+                          "net.core.somaxconn (the kernel silently caps it); under gunicorn, its own --backlog",
+                          minimum=1, maximum=65535, environment=False)
     certfile: str = option("", "TLS certificate (PEM): serve https:// and wss://", environment=False)
     keyfile: str = option("", "TLS private key (PEM), if not inside the certfile", environment=False)
-    header_timeout: float = option(10.0, "seconds a client may take to send its request headers; "
-                                   "slower ones get 400", minimum=0)
+    header_timeout: float = option(10.0, "seconds a client may take to send its request headers (400 past "
+                                   "it), and to finish its TLS handshake (closed past it)", minimum=0)
     max_header_size: int = option(DEFAULT_MAX_HEADER_SIZE, "bytes of request headers; more get 431", minimum=1)
     keepalive_timeout: float = option(60.0, "seconds a keep-alive connection may wait for its next "
                                       "request", minimum=0)

@@ -8,6 +8,10 @@ Label values stay few whatever clients do: close codes 3000-3999 and 4000-4999 a
 application's and chosen by the client, so each range is one value (``3xxx``, ``4xxx``); the
 names are sockets that exist, since only sessions that opened are counted.
 
+A TLS handshake that did not finish is counted by the server (:mod:`ouistiti_gw.tls`), which
+knows no gateway: that count is the process's, :data:`TLS_HANDSHAKE_FAILURES`, shown by every
+gateway's registry.
+
 Under gunicorn with several workers, set ``PROMETHEUS_MULTIPROC_DIR`` to an empty directory
 (prometheus_client's multiprocess mode): every worker writes its figures there and a scrape,
 whichever worker answers it, sums them all.
@@ -28,6 +32,10 @@ from prometheus_client import (
 
 #: Why a handshake was refused: the ``reason`` label of ``ouistiti_gw_refusals_total``.
 REFUSAL_REASONS = ("denied", "missing", "refused", "origin", "host", "limit", "too_large")
+#: TLS handshakes the server gave up, by ``reason`` (:data:`ouistiti_gw.tls.FAILURE_REASONS`).
+TLS_HANDSHAKE_FAILURES = Counter("ouistiti_gw_tls_handshake_failures", "TLS handshakes that did not finish "
+                                 "(timeout: not within header_timeout; closed: by the client; protocol: no TLS)",
+                                 ["reason"], registry=None)
 _DURATION_BUCKETS = (0.1, 1, 10, 60, 300, 1800, 3600, 6 * 3600, 24 * 3600)
 
 
@@ -61,6 +69,7 @@ class Metrics:
                                registry=self.registry)
         self.duration = Histogram("ouistiti_gw_session_duration_seconds", "How long sessions last",
                                   registry=self.registry, buckets=_DURATION_BUCKETS)
+        self.registry.register(TLS_HANDSHAKE_FAILURES)
 
     def session_opened(self) -> None:
         self.sessions_open.inc()
@@ -94,6 +103,10 @@ class Metrics:
             multiprocess.MultiProcessCollector(registry)
             return generate_latest(registry)
         return generate_latest(self.registry)
+
+
+def tls_handshake_failed(reason: str) -> None:
+    TLS_HANDSHAKE_FAILURES.labels(reason).inc()
 
 
 def process_exited(pid: int) -> None:

@@ -5,8 +5,8 @@
 It builds the gateway as the worker boots, so a wrong configuration stops gunicorn with one line
 ("App failed to load" and why) instead of failing every request. Its handler's request limits
 come from the environment (``OUISTITI_GW_HEADER_TIMEOUT``, ``OUISTITI_GW_MAX_HEADER_SIZE``,
-``OUISTITI_GW_KEEPALIVE_TIMEOUT``: :class:`~ouistiti_gw.config.ServerConfig`); gunicorn's own ``-b``
-and ``--certfile`` say where it listens.
+``OUISTITI_GW_KEEPALIVE_TIMEOUT``: :class:`~ouistiti_gw.config.ServerConfig`); gunicorn's own ``-b``,
+``--backlog`` and ``--certfile`` say where and how it listens.
 
 The stock ``geventwebsocket.gunicorn.workers.GeventWebSocketWorker`` works too, but there a
 refused WebSocket can only be closed (1008/1011), not answered with 403/404/503.
@@ -28,6 +28,7 @@ from .handler import GatewayHandler
 from .logs import follow_gunicorn_error_log
 from .paste import environment_gateway, make_app
 from .rendezvous import TakeoverPoint, hand_over, runtime_directory
+from .tls import TimedHandshake
 from .wsgi_server import handler_class
 
 log = logging.getLogger(__name__)
@@ -37,8 +38,10 @@ class GunicornGatewayHandler(GatewayHandler, PyWSGIHandler):
     """The gateway's handler, with gunicorn's access log and environ keys."""
 
 
-class GunicornGatewayServer(QuietAccept, PyWSGIServer):
-    """gunicorn's gevent server, quiet when out of file descriptors (:mod:`ouistiti_gw.accepting`)."""
+class GunicornGatewayServer(QuietAccept, TimedHandshake, PyWSGIServer):
+    """gunicorn's gevent server, quiet when out of file descriptors (:mod:`ouistiti_gw.accepting`),
+    with gunicorn's ``--certfile`` handshake bounded by ``OUISTITI_GW_HEADER_TIMEOUT``
+    (:mod:`ouistiti_gw.tls`)."""
 
 
 class GatewayWorker(GeventWebSocketWorker):

@@ -24,6 +24,7 @@ from .greenlets import LightGreenlet
 from .handler import GatewayHandler
 from .supervisor import WorkerLink, worker_link
 from .takeover import Handover, give_sessions, take_sessions
+from .tls import TimedHandshake, server_context
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
@@ -31,9 +32,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("ouistiti_gw.access")
 
-class GatewayServer(QuietAccept, WSGIServer):
+class GatewayServer(QuietAccept, TimedHandshake, WSGIServer):
     """gevent's WSGI server, quiet when out of file descriptors (:mod:`ouistiti_gw.accepting`),
-    counting the connections it serves (a worker handing over waits for those in progress)."""
+    with a TLS handshake bounded in time (:mod:`ouistiti_gw.tls`), counting the connections it
+    serves (a worker handing over waits for those in progress)."""
 
     connections = 0
     drain_timeout = 0.0
@@ -60,15 +62,19 @@ def handler_class(config: ServerConfig, base: type[GatewayHandler] = GatewayHand
 
 
 def make_server(app: "WSGIApplication", config: ServerConfig = ServerConfig()) -> WSGIServer:
-    """A ``WSGIServer`` with the gateway's handler, listening where ``config`` says, with TLS
-    (wss://) when it has a ``certfile``."""
-    tls = {"certfile": config.certfile, "keyfile": config.keyfile or config.certfile} if config.certfile else {}
+    """A ``WSGIServer`` with the gateway's handler, listening where ``config`` says with its
+    ``backlog``, with TLS (wss://) when it has a ``certfile``: loaded now, once (a missing or bad
+    one is a :class:`~ouistiti_gw.config.ConfigurationError`)."""
+    tls = {"ssl_context": server_context(config.certfile, config.keyfile)} if config.certfile else {}
     link = worker_link()
     listener = link.inherited_listener() if link is not None else None
-    if listener is not None and config.port and listener.getsockname()[:2] != (config.host, config.port):
-        host, port = listener.getsockname()[:2]
-        log.warning("still listening on %s:%d: another host or port takes a restart, not a reload", host, port)
+    if listener is not None:
+        if config.port and listener.getsockname()[:2] != (config.host, config.port):
+            host, port = listener.getsockname()[:2]
+            log.warning("still listening on %s:%d: another host or port takes a restart, not a reload", host, port)
+        listener.listen(config.backlog)  # a reload's backlog applies to the socket it inherited
     server = GatewayServer(listener or (config.host, config.port), app, handler_class=handler_class(config),
+                           backlog=None if listener else config.backlog,
                            log=access_log, error_log=log, spawn=LightGreenlet.spawn, **tls)
     server.drain_timeout = config.drain_timeout
     return server

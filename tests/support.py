@@ -143,6 +143,15 @@ def fd_count(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+def settled_fd_count(pid: int) -> int:
+    """The descriptors of an idle gateway, once the start-up probe's connection is closed too."""
+    previous = -1
+    while (count := fd_count(pid)) != previous:
+        previous = count
+        time.sleep(0.5)
+    return count
+
+
 class LoggedProcess:
     """A subprocess whose stdout and stderr go to a temporary file, read back with :meth:`log`.
 

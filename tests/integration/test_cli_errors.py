@@ -28,8 +28,8 @@ BAD_INI_FILES = {
                     " [app:main]: unknown setting max_conections: did you mean max_connections? (known: docroot,"),
     "serverkey.ini": (GATEWAY_APP + "[server:main]\nuse = egg:ouistiti_gw#gevent\nhots = 0.0.0.0\n",
                       " [server:main]: unknown setting hots: did you mean host? "
-                      "(known: host, port, certfile, keyfile, header_timeout, max_header_size, keepalive_timeout, "
-                      "drain_timeout)"),
+                      "(known: host, port, backlog, certfile, keyfile, header_timeout, max_header_size, "
+                      "keepalive_timeout, drain_timeout)"),
     "statickey.ini": ("[app:main]\nuse = egg:ouistiti_gw#static\ndocument_roo = /srv\n",
                       " [app:main]: unknown setting document_roo: did you mean document_root? (known: document_root)"),
     "nodocroot.ini": ("[pipeline:main]\npipeline = websocket static\n[app:static]\nuse = egg:ouistiti_gw#static\n"
@@ -148,3 +148,30 @@ def test_serve_ini_on_a_taken_port_says_so(tmp_path, taken_port):
 def test_demo_on_a_taken_port_starts_no_sample_server(taken_port):
     """The demo binds its port first: its one line is the refusal, no "started ..." line before it."""
     assert_port_taken(run_cli("demo", "--port", str(taken_port)), taken_port)
+
+
+#: A certificate file's contents (None: no such file), and why it cannot be loaded.
+BAD_CERTIFICATES = {
+    "missing": (None, "No such file or directory"),
+    "garbage": ("garbage\n", "not a PEM certificate with its private key ([SSL] PEM lib)"),
+}
+
+
+@pytest.mark.parametrize("how", ["flags", "ini"])
+@pytest.mark.parametrize("name", sorted(BAD_CERTIFICATES))
+def test_a_certificate_that_cannot_be_loaded_stops_serve_at_start(tmp_path, name, how):
+    """It used to be read per connection: the gateway started, and every wss client got a traceback."""
+    contents, why = BAD_CERTIFICATES[name]
+    cert = tmp_path / "cert.pem"
+    if contents is not None:
+        cert.write_text(contents)
+    if how == "flags":
+        result = run_cli("serve", "--docroot", "/tmp", "--port", "0", "--certfile", str(cert), timeout=20)
+        place = ""
+    else:
+        ini = tmp_path / "tls.ini"
+        ini.write_text(GATEWAY_APP + f"[server:main]\nuse = egg:ouistiti_gw#gevent\nport = 0\ncertfile = {cert}\n")
+        result = run_cli("serve", str(ini), timeout=20)
+        place = f"{ini} [server:main]: "
+    assert result.returncode == 2
+    assert assert_one_line(result.stderr) == f"ouistiti-gw: {place}cannot load the TLS certificate {cert}: {why}"

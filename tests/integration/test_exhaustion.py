@@ -8,7 +8,6 @@
 import os
 import resource
 import struct
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -22,6 +21,7 @@ from support import (
     only_child,
     proxied_echo_handler,
     raw_request,
+    settled_fd_count,
     wait_until,
 )
 
@@ -63,21 +63,12 @@ def _upgrade_status(port: int) -> int:
     return status
 
 
-def _settled_fd_count(pid: int) -> int:
-    """The descriptors of an idle gateway, once the start-up probe's connection is closed too."""
-    previous = -1
-    while (count := fd_count(pid)) != previous:
-        previous = count
-        time.sleep(0.5)
-    return count
-
-
 @pytest.mark.parametrize("server", ["cli", pytest.param("gunicorn", marks=pytest.mark.gunicorn)])
 def test_out_of_file_descriptors_upgrades_get_503(docroot, unix_servers, server):
     echo = unix_servers(f"{docroot}/echo")
     with gateway_served_by(server, docroot) as gateway:
         pid = only_child(gateway.pid)  # the worker, under the CLI's master as under gunicorn
-        idle = _settled_fd_count(pid)
+        idle = settled_fd_count(pid)
         # room for exactly two sessions (two descriptors each) and one more accepted client
         limit = next(n for n in range(1, 4096) if _free_slots(pid, n) == 5)
         _, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)

@@ -55,6 +55,7 @@ SAMPLES = {
     "compression_client_context": ("on", "on"),
     "host": ("::1", "::1"),
     "port": ("9000", 9000),
+    "backlog": ("300", 300),
     "certfile": ("cert.pem", "cert.pem"),
     "keyfile": ("key.pem", "key.pem"),
     "header_timeout": ("2.5", 2.5),

@@ -33,7 +33,7 @@ LAYERS = {
     "identity": REQUEST, "stock": REQUEST, "config": REQUEST,
     "middleware": MIDDLEWARE,
     # server glue: only wires
-    "handler": GLUE, "worker": GLUE, "wsgi_server": GLUE, "lazy": GLUE, "paste": GLUE,
+    "handler": GLUE, "tls": GLUE, "worker": GLUE, "wsgi_server": GLUE, "lazy": GLUE, "paste": GLUE,
     "inifile": GLUE, "supervisor": GLUE, "rendezvous": GLUE, "cli": GLUE, "__init__": GLUE, "__main__": GLUE,
 }
 #: Third-party and standard modules that do I/O (or are the servers): none in a pure module.
