@@ -3,19 +3,29 @@
 ``ouistiti-gw demo`` runs as the README says (temporary docroot, echo, chat -w, jsonrpc with
 authrpc), and the page's JavaScript -- the seed manual's connection code with its two bugs
 mended -- talks to the sample servers through the gateway. Every page must load without a console
-error or a failed request (the favicon included).
+error or a failed request (the favicon included). The same page under ``example.ini``, which
+starts only the echo server, tells which command starts each missing server.
 """
+import os
+import re
+import shlex
+import subprocess
+import sys
 import urllib.request
+from dataclasses import dataclass
 
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from support import BIN, ServerProcess, free_port
+from support import BIN, ROOT, ServerProcess, free_port, remove_tree, short_tempdir, unix_accepts, wait_until
 
 pytestmark = pytest.mark.chromium
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+PANELS = ("echo", "chat", "rpc")
+#: The demo's account (ouistiti_gw.cli.DEMO_USER, DEMO_PASSWORD), which the page names.
+DEMO_PASSWORD = "demo"
 
 
 @pytest.fixture(scope="module")
@@ -35,28 +45,56 @@ def browser():
 
 
 @pytest.fixture
-def open_page(browser, demo):
-    """Open the demo in a fresh browser context, its three WebSockets open; after the test, no page
-    may have logged a console error or got an HTTP error."""
+def watched_page(browser):
+    """``watched_page(url)``: the page loaded in a fresh browser context, and the list, growing, of
+    what went wrong on it (console errors, HTTP errors)."""
     contexts = []
-    problems = []
 
-    def open_one():
+    def open_one(url):
         context = browser.new_context()
         contexts.append(context)
         page = context.new_page()
+        problems = []
         page.on("console", lambda message: message.type == "error" and problems.append(message.text))
         page.on("response", lambda response: response.status >= 400
                 and problems.append(f"{response.status} {response.url}"))
-        page.goto(demo)
-        for panel in ("echo", "chat", "rpc"):
-            expect(page.locator(f"#{panel}-state")).to_have_text("open")
-        return page
+        page.goto(url)
+        return page, problems
 
     yield open_one
     for context in contexts:
         context.close()
-    assert problems == []
+
+
+@pytest.fixture
+def open_page(watched_page, demo):
+    """Open the demo in a fresh browser context, its three WebSockets open; after the test, no page
+    may have logged a console error or got an HTTP error."""
+    problems = []
+
+    def open_one():
+        page, page_problems = watched_page(demo)
+        problems.append(page_problems)
+        for panel in PANELS:
+            expect(page.locator(f"#{panel}-state")).to_have_text("open")
+        return page
+
+    yield open_one
+    assert [problem for page_problems in problems for problem in page_problems] == []
+
+
+def join(page, name: str, welcomed_as: str | None = None) -> None:
+    """Join the chat as *name* with the Join button; the server welcomes it (numbered if taken)."""
+    page.fill("#chat-name", name)
+    page.click("#chat-hello")
+    expect(page.locator("#chat-log")).to_contain_text(f"joined as {welcomed_as or name}")
+
+
+def log_in(page, password: str = DEMO_PASSWORD) -> None:
+    """Log in as the demo's user with the Log in button."""
+    page.fill("#rpc-user", "demo")
+    page.fill("#rpc-passwd", password)
+    page.click("#rpc-auth")
 
 
 def test_favicon_is_served(demo, open_page):
@@ -95,12 +133,8 @@ def test_every_panel_says_what_it_does(open_page):
 
 def test_two_pages_chat_with_names(open_page):
     alice, bob = open_page(), open_page()
-    alice.fill("#chat-name", "alice")
-    alice.click("#chat-hello")
-    expect(alice.locator("#chat-log")).to_contain_text("joined as alice")
-    bob.fill("#chat-name", "alice")  # taken: the server numbers the second one
-    bob.click("#chat-hello")
-    expect(bob.locator("#chat-log")).to_contain_text("joined as alice001")
+    join(alice, "alice")
+    join(bob, "alice", welcomed_as="alice001")  # taken: the server numbers the second one
     alice.fill("#chat-input", "hello bob")
     alice.click("#chat-send")
     expect(alice.locator("#chat-log")).to_contain_text("alice: hello bob")
@@ -112,12 +146,9 @@ def test_two_pages_chat_with_names(open_page):
 
 def test_auth_call_succeeds_and_fails(open_page):
     page = open_page()
-    page.fill("#rpc-user", "demo")
-    page.fill("#rpc-passwd", "demo")
-    page.click("#rpc-auth")
+    log_in(page)
     expect(page.locator("#rpc-log")).to_contain_text("welcome demo (group users)")
-    page.fill("#rpc-passwd", "wrong")
-    page.click("#rpc-auth")
+    log_in(page, "wrong")
     expect(page.locator("#rpc-log")).to_contain_text("error 1: user or password not found")
 
 
@@ -128,11 +159,8 @@ def test_the_pages_sockets_are_compressed_and_chat_works(open_page):
     for page in (alice, bob):
         assert page.evaluate("[echo.extensions, chat.extensions, rpc.extensions]") == \
             ["permessage-deflate; client_no_context_takeover"] * 3
-    alice.fill("#chat-name", "alice")
-    alice.click("#chat-hello")
-    bob.fill("#chat-name", "bob")
-    bob.click("#chat-hello")
-    expect(bob.locator("#chat-log")).to_contain_text("joined as bob")
+    join(alice, "alice")
+    join(bob, "bob")
     line = "a long line, compressed both ways, with accents: é à ü 😀 " * 6
     alice.fill("#chat-input", line)
     alice.click("#chat-send")
@@ -140,3 +168,135 @@ def test_the_pages_sockets_are_compressed_and_chat_works(open_page):
     alice.fill("#echo-input", line)
     alice.click("#echo-send")
     expect(alice.locator("#echo-log")).to_contain_text("< " + line.strip())
+
+
+def test_enter_sends_in_every_field(open_page):
+    """Enter in a field does what its row's button does: Send, Join, Log in (from either field)."""
+    page = open_page()
+    page.fill("#echo-input", "sent with Enter")
+    page.press("#echo-input", "Enter")
+    expect(page.locator("#echo-log")).to_contain_text("< sent with Enter")
+    page.fill("#chat-name", "dave")
+    page.press("#chat-name", "Enter")
+    expect(page.locator("#chat-log")).to_have_text("joined as dave")
+    page.fill("#chat-input", "hi, with Enter")
+    page.press("#chat-input", "Enter")
+    expect(page.locator("#chat-log")).to_contain_text("dave: hi, with Enter")
+    for field in ("#rpc-passwd", "#rpc-user"):
+        page.fill("#rpc-user", "demo")
+        page.fill("#rpc-passwd", DEMO_PASSWORD)
+        page.press(field, "Enter")
+    expect(page.locator("#rpc-log > div")).to_have_text(["welcome demo (group users)"] * 2)
+
+
+def test_send_empties_the_message_inputs(open_page):
+    """After Send (or Log in) the message (the password) is gone from its input, ready for the next."""
+    page = open_page()
+    page.fill("#echo-input", "once")
+    page.click("#echo-send")
+    expect(page.locator("#echo-log")).to_contain_text("< once")
+    expect(page.locator("#echo-input")).to_have_value("")
+    join(page, "erin")
+    page.fill("#chat-input", "only once")
+    page.click("#chat-send")
+    expect(page.locator("#chat-log")).to_contain_text("erin: only once")
+    expect(page.locator("#chat-input")).to_have_value("")
+    expect(page.locator("#chat-name")).to_have_value("erin")
+    log_in(page)
+    expect(page.locator("#rpc-log")).to_contain_text("welcome demo")
+    expect(page.locator("#rpc-passwd")).to_have_value("")
+    expect(page.locator("#rpc-user")).to_have_value("demo")
+
+
+def test_an_empty_login_shows_what_the_server_says_is_wrong(open_page):
+    """authrpc answers -32602 with its reason in the error's data: the page shows both."""
+    page = open_page()
+    page.click("#rpc-auth")
+    expect(page.locator("#rpc-log")).to_have_text(
+        "error -32602: Invalid params (user must be a non-empty string)")
+    page.fill("#rpc-user", "demo")
+    page.click("#rpc-auth")
+    expect(page.locator("#rpc-log > div").last).to_have_text(
+        "error -32602: Invalid params (passwd must be a non-empty string)")
+
+
+@dataclass
+class Example:
+    """``ouistiti-gw serve example.ini`` and what runs beside it."""
+
+    url: str
+    docroot: str
+    directory: str
+    servers: list
+
+
+@pytest.fixture
+def example():
+    """example.ini as its header says to run it: ``ouistiti-gw serve example.ini`` and
+    ``websocket_echo -R /tmp/ouistiti-gw -n echo``, with a free port and a docroot of its own."""
+    directory = short_tempdir()
+    docroot = os.path.join(directory, "run")
+    port = free_port()
+    ini = (ROOT / "example.ini").read_text()
+    for setting, value in (("docroot = /tmp/ouistiti-gw", f"docroot = {docroot}"), ("port = 8080", f"port = {port}")):
+        assert ini.count(f"\n{setting}\n") == 1, setting
+        ini = ini.replace(f"\n{setting}\n", f"\n{value}\n")
+    path = os.path.join(directory, "example.ini")
+    with open(path, "w") as file:
+        file.write(ini)
+    running = Example(f"http://127.0.0.1:{port}/", docroot, directory, [])
+    try:
+        start_server(running, [str(BIN / "websocket_echo"), "-R", docroot, "-n", "echo"], "echo")
+        with ServerProcess([str(BIN / "ouistiti-gw"), "serve", path], port) as gateway:
+            yield running
+            assert "Traceback" not in gateway.log()
+    finally:
+        for server in running.servers:
+            server.terminate()
+            assert server.wait(10) == 0
+        remove_tree(directory)
+
+
+def start_server(example: Example, argv: list[str], name: str) -> None:
+    """Start a sample server in the example's directory and wait until ``docroot/name`` accepts."""
+    example.servers.append(subprocess.Popen(argv, cwd=example.directory))
+    wait_until(lambda: unix_accepts(os.path.join(example.docroot, name)), what=name)
+
+
+def run_hint(example: Example, command: str) -> None:
+    """Run a command the page shows, as a user would in the example's directory: DOCROOT is
+    example.ini's docroot, ``python`` this Python, the sample servers the installed commands;
+    a command that asks for a password gets the demo's."""
+    argv = [example.docroot if word == "DOCROOT" else word for word in shlex.split(command)]
+    if argv[0] == "python":
+        subprocess.run([sys.executable, *argv[1:]], input=DEMO_PASSWORD + "\n", text=True, check=True,
+                       cwd=example.directory, timeout=30)
+    else:
+        start_server(example, [str(BIN / argv[0]), *argv[1:]], argv[argv.index("-n") + 1])
+
+
+def test_a_panel_without_its_server_says_which_command_starts_it(example, watched_page):
+    """Under example.ini only echo runs: the gateway answers /chat and /jsonrpc with 404, which
+    the browser reports as 1006, and each of those panels shows the commands that start its
+    server. Run as shown, they make the panels work once the page is reloaded."""
+    page, problems = watched_page(example.url)
+    expect(page.locator("#echo-state")).to_have_text("open")
+    for panel in ("chat", "rpc"):
+        expect(page.locator(f"#{panel}-state")).to_have_text("closed (1006)")
+        expect(page.locator(f"#{panel}-hint")).to_be_visible()
+    expect(page.locator("#echo-hint")).to_be_hidden()
+    expect(page.locator("#chat-hint")).to_contain_text("websocket_chat -R DOCROOT -n chat -w")
+    handshake_404 = re.compile(r"WebSocket connection to 'ws://[^/]+/(chat|jsonrpc)' failed: .*404")
+    assert len(problems) == 2 and all(handshake_404.search(problem) for problem in problems), problems
+
+    for command in page.locator("#chat-hint .command, #rpc-hint .command").all_inner_texts():
+        run_hint(example, command)
+    problems.clear()
+    page.reload()
+    for panel in PANELS:
+        expect(page.locator(f"#{panel}-state")).to_have_text("open")
+        expect(page.locator(f"#{panel}-hint")).to_be_hidden()
+    join(page, "frank")
+    log_in(page)
+    expect(page.locator("#rpc-log")).to_have_text("welcome demo (group users)")
+    assert problems == []
