@@ -39,13 +39,18 @@ class IniFile:
         self.parser = configparser.ConfigParser(interpolation=None)
         try:
             with open(path, encoding="utf-8") as file:
-                self.parser.read_file(file)
+                text = file.read()
         except FileNotFoundError:
             raise ConfigurationError("no such file", source=INI.at(path)) from None
         except (OSError, UnicodeDecodeError) as error:
             raise ConfigurationError(f"cannot read it: {error}", source=INI.at(path)) from None
+        try:
+            self.parser.read_string(text, path)
         except configparser.Error as error:
             raise ConfigurationError(syntax_error(error), source=INI.at(path)) from None
+        unclosed = unclosed_header(text)
+        if unclosed is not None:
+            raise ConfigurationError(unclosed, source=INI.at(path))
         for section in self.parser.sections():
             self._check_use(section)
 
@@ -102,6 +107,19 @@ class IniFile:
             raise error.at(where) from None
         except configparser.Error as error:  # PasteDeploy's interpolation of %(name)s
             raise ConfigurationError(error.message.splitlines()[0], source=INI.at(self.path)) from None
+
+
+def unclosed_header(text: str) -> str | None:
+    """A section header without its ``]``, with its line number, or None.
+
+    configparser reads ``[filter:websocket`` (a colon in it) as a setting ``[filter`` of the
+    section above, and PasteDeploy then says that section "has extra settings", naming no line.
+    """
+    for number, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip()
+        if stripped.startswith("[") and not stripped.endswith("]"):
+            return f"line {number}: {stripped!r} opens a [section] it does not close"
+    return None
 
 
 def syntax_error(error: configparser.Error) -> str:

@@ -25,6 +25,7 @@ from .accepting import QuietAccept
 from .bridge import process_sessions
 from .config import ServerConfig
 from .handler import GatewayHandler
+from .inifile import IniFile
 from .logs import follow_gunicorn_error_log
 from .paste import environment_gateway, make_app
 from .rendezvous import TakeoverPoint, hand_over, runtime_directory
@@ -73,6 +74,8 @@ class GatewayWorker(GeventWebSocketWorker):
         gunicorn ``AppImportError``) then stops gunicorn at boot with its one-line message,
         instead of failing every request."""
         self.server_config = ServerConfig.from_environment()
+        if self.cfg.paste:  # a malformed file: one line, not PasteDeploy's traceback (exit 3)
+            IniFile(os.path.abspath(self.cfg.paste.split("#", 1)[0]))
         self.wsgi_handler = handler_class(self.server_config, GunicornGatewayHandler)
         super().load_wsgi()
         if self.wsgi is make_app:

@@ -14,6 +14,9 @@ BAD_INI_FILES = {
     # name: (file contents, what stderr must say after the file's path)
     "syntax.ini": ("[app:main\nuse = egg:ouistiti_gw#main\n", ": line 1: '[app:main' before any [section]"),
     "app.py": ("import os\napplication = None\n", ": line 1: 'import os' before any [section] (is this an ini file?)"),
+    "unclosed.ini": ("[pipeline:main]\npipeline = websocket static\n"
+                     "[filter:websocket\nuse = egg:ouistiti_gw#websocket\n[app:static]\nuse = egg:ouistiti_gw#static\n",
+                     ": line 3: '[filter:websocket' opens a [section] it does not close"),
     "garbage.ini": ("[app:main]\nuse = egg:ouistiti_gw#main\n[oops\n", ": line 3: cannot parse '[oops\\n'"),
     "entry.ini": ("[app:main]\nuse = egg:ouistiti_gw#nope\n",
                   " [app:main]: use = egg:ouistiti_gw#nope: no such entry point (ouistiti_gw has main, static here)"),

@@ -154,3 +154,16 @@ def test_gunicorn_paste_ini_with_a_bad_setting_stops_in_one_line(tmp_path, docro
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 4
     assert "max_connections = 'lots' is not a valid int" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_gunicorn_paste_ini_with_an_unclosed_section_stops_in_one_line(tmp_path, docroot):
+    """Left to PasteDeploy: "pipeline section has extra settings", a traceback and exit 3."""
+    ini = tmp_path / "example.ini"
+    ini.write_text(Path(paste_ini(tmp_path, docroot)).read_text().replace("[filter:websocket]", "[filter:websocket"))
+    result = subprocess.run(gunicorn_argv(PROJECT_WORKER, free_port(), "--paste", str(ini)),
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 4
+    assert "Traceback" not in result.stderr
+    number = ini.read_text().splitlines().index("[filter:websocket") + 1
+    line = next(line for line in result.stderr.splitlines() if "opens a [section]" in line)
+    assert line == f"{ini}: line {number}: '[filter:websocket' opens a [section] it does not close"
