@@ -18,8 +18,16 @@ import os
 from typing import Any
 
 import gevent
-from geventwebsocket.gunicorn.workers import GeventWebSocketWorker
-from gunicorn.workers.ggevent import PyWSGIHandler, PyWSGIServer
+
+try:
+    from geventwebsocket.gunicorn.workers import GeventWebSocketWorker
+    from gunicorn.workers.ggevent import PyWSGIHandler, PyWSGIServer
+except ImportError as missing:
+    # gunicorn turns any error importing a worker class into a 20-line traceback; a SystemExit
+    # is the one thing it lets through, as one line. gunicorn's gevent worker needs `packaging`
+    # without declaring it (gunicorn[gevent] does), hence the extra.
+    raise SystemExit(f"ouistiti_gw.worker needs gunicorn's gevent worker: pip install 'ouistiti_gw[gunicorn]' "
+                     f"({missing})") from None
 
 from .accepting import QuietAccept
 from .bridge import process_sessions

@@ -53,3 +53,19 @@ def test_the_installed_wheel_serves_a_round_trip(installed, docroot):
     version = subprocess.run([str(installed / "ouistiti-gw"), "--version"], capture_output=True, text=True,
                              check=True, cwd="/")
     assert version.stdout.startswith("ouistiti-gw ")
+
+
+def test_gunicorn_without_packaging_says_which_extra_to_install(installed, docroot):
+    """``pip install gunicorn`` alone, then ``-k ouistiti_gw.worker.GatewayWorker``: gunicorn's
+    gevent worker imports ``packaging``, which only ``ouistiti_gw[gunicorn]`` brings."""
+    subprocess.run([str(installed / "pip"), "install", "-q", "gunicorn"], check=True, timeout=600)
+    subprocess.run([str(installed / "pip"), "uninstall", "-q", "-y", "packaging"], timeout=120)
+    assert subprocess.run([str(installed / "python"), "-c", "import packaging"], capture_output=True).returncode
+    result = subprocess.run([str(installed / "gunicorn"), "-k", "ouistiti_gw.worker.GatewayWorker", "-b",
+                             f"127.0.0.1:{free_port()}", "ouistiti_gw:make_app()"], capture_output=True, text=True,
+                            timeout=60, cwd="/", env={"OUISTITI_GW_DOCROOT": docroot, "PATH": str(installed)})
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1:] == [
+        "ouistiti_gw.worker needs gunicorn's gevent worker: pip install 'ouistiti_gw[gunicorn]' "
+        "(No module named 'packaging')"]
+    assert "Traceback" not in result.stderr
