@@ -16,6 +16,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import socket
 import ssl
@@ -47,6 +48,7 @@ from support import (
     free_port,
     gateway_cli,
     gunicorn,
+    gunicorn_argv,
     http_get,
     only_child,
     remove_tree,
@@ -573,6 +575,51 @@ def test_gunicorn_shutdown_moves_nothing(echo_docroot):
             assert closed.value.rcvd.code == 1001
         master.process.wait(timeout=10)
         assert "session moved" not in master.log() and master.log().count("close=1001") == 6
+
+
+def hup_moves_a_session(master: ServerProcess) -> None:
+    """A session opened before ``kill -HUP`` on gunicorn's master talks on in its new worker."""
+    with connect(f"{master.url}/echo") as ws:
+        time.sleep(FRESH_SECONDS)  # the worker serving now is no reload's new one any more
+        old = only_child(master.pid)
+        master.process.send_signal(signal.SIGHUP)
+        wait_until(lambda: not os.path.exists(f"/proc/{old}"), what="the old worker to exit", timeout=20)
+        ws.send("moved")
+        assert ws.recv(timeout=10) == "moved"
+    assert "session moved" in master.log() and "close=1001" not in master.log()
+
+
+@pytest.mark.gunicorn
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"),
+                    reason="squats the directories in a private mount namespace: needs root and unshare")
+def test_gunicorn_reload_survives_a_squatted_directory(echo_docroot):
+    """Another user made /tmp/ouistiti-gw-UID first (and, as the workers are root's here,
+    /run/ouistiti-gw: only root could, but it stands for any directory not the user's own):
+    gunicorn's master makes a private temporary one instead, the HUP still moves the session,
+    and the directory goes when the master exits. The squats are bind mounts in a mount
+    namespace of gunicorn's own, so nothing else on the machine sees them."""
+    squat, tmpdir = short_tempdir("squat-"), short_tempdir("tmpdir-")
+    os.chown(squat, 65534, 65534)  # nobody's
+    os.chmod(squat, 0o755)
+    shared = f"/tmp/ouistiti-gw-{os.getuid()}"  # the directory of the code before, a mount point here
+    os.makedirs(shared, 0o700, exist_ok=True)
+    script = (f"mount --bind {squat} {shared} && mount -t tmpfs -o mode=755 tmpfs /run && "
+              f"mkdir /run/ouistiti-gw && chown 65534 /run/ouistiti-gw && exec \"$@\"")
+    port = free_port()
+    argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh",
+            *gunicorn_argv(PROJECT_WORKER, port, "--graceful-timeout", "10", "--log-level", "info",
+                           "ouistiti_gw:make_app()")]
+    env = {"OUISTITI_GW_DOCROOT": echo_docroot, "TMPDIR": tmpdir, "XDG_RUNTIME_DIR": ""}
+    try:
+        with ServerProcess(argv, port, env=env) as master:
+            hup_moves_a_session(master)
+            assert "/run/ouistiti-gw is not a directory of uid 0 closed to others" in master.log()
+            made = os.listdir(tmpdir)
+            assert [name for name in made if name.startswith("ouistiti-gw-")], made
+        assert not [name for name in os.listdir(tmpdir) if name.startswith("ouistiti-gw-")]
+    finally:
+        remove_tree(squat)
+        remove_tree(tmpdir)
 
 
 def takeover_record(fields: object) -> bytes:
