@@ -37,10 +37,10 @@ from gevent import socket
 from gevent.event import AsyncResult
 
 from .deflate import COMPRESSOR_IDLE_SECONDS
-from .frames import CloseCode
+from .frames import CloseCode, ProtocolViolation
 from .greenlets import LightGreenlet
 from .policy import TokenBucket
-from .session_state import SessionState, capture_protocol, restore_protocol, why_not_movable
+from .session_state import Admission, SessionState, capture_protocol, restore_protocol, why_not_movable
 from .sockio import ReadPaused, Receiver, interrupt_read, send_all, yield_to_loop
 from .trim import trim_soon
 from .unix import largest_packet, recv_packet
@@ -228,6 +228,8 @@ class Session:
     resumed: bool = False
     #: The server's reads as text or binary, with a character cut by a read held back.
     splitter: Utf8Splitter = field(default_factory=Utf8Splitter, repr=False)
+    #: What the session was admitted with: a reload's successor judges it again.
+    admission: Admission = field(kw_only=True, repr=False)
 
     def __post_init__(self) -> None:
         self.bucket = TokenBucket(self.max_message_rate) if self.max_message_rate else None
@@ -242,12 +244,16 @@ class Session:
     def seqpacket(self) -> bool:
         return self.backend.type == socket.SOCK_SEQPACKET
 
-    def run(self) -> None:
+    def run(self, refusal: ProtocolViolation | None = None) -> None:
         """Run both pumps; return when the session is over and everything is released.
 
         The client -> server pump runs right here, in the greenlet that called us (the HTTP
         handler's, which would otherwise only wait); only the other one gets a greenlet. That
         is one greenlet and one stack fewer per idle session.
+
+        With a ``refusal`` (a session a reload moved here that this configuration would not
+        let in), the session starts with its close: its code and reason, and the client has
+        :attr:`close_timeout` to answer, as for any close of ours.
         """
         log.info("session %s name=%s client=%s type=%s", "resumed" if self.resumed else "open", self.name,
                  self.client, "seqpacket" if self.seqpacket else "stream")
@@ -256,6 +262,9 @@ class Session:
         self._drop_timer: Any = None
         to_client: LightGreenlet | None = LightGreenlet.spawn(self._server_to_client)
         self.live.add(self)
+        if refusal is not None:
+            log.warning("closing %s from %s: %s", self.name, self.client, refusal.reason)
+            self.close(refusal.code, refusal.reason)
         try:
             while to_client is not None:
                 try:
@@ -354,7 +363,7 @@ class Session:
             proxy_header_sent=self.proxy_header_sent,
             message_tokens=bucket.tokens if bucket is not None else None,
             message_bucket_updated=bucket.updated if bucket is not None else None,
-            protocol=capture_protocol(ws.protocol))
+            protocol=capture_protocol(ws.protocol), admission=self.admission)
 
     def restore(self, state: SessionState) -> None:
         """Take over ``state``, a session paused in another process, before :meth:`run`."""

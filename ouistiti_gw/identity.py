@@ -16,7 +16,7 @@ import ipaddress
 import logging
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from . import proxy_protocol
 from .addresses import Address, unmap
@@ -170,12 +170,16 @@ def arrival_address(environ: "WSGIEnvironment") -> str:
     own address; where the server gives no socket (the stock worker's plain HTTP requests), the
     peer's, as a connection from a loopback address has reached a loopback address."""
     sock = client_socket(environ)
-    if sock is not None:
-        try:
-            return unmap(sock.getsockname()[0])
-        except OSError:
-            pass
-    return unmap(environ.get("REMOTE_ADDR") or "")
+    arrival = socket_arrival(sock) if sock is not None else None
+    return arrival if arrival is not None else unmap(environ.get("REMOTE_ADDR") or "")
+
+
+def socket_arrival(sock: Any) -> str | None:
+    """The address the connection of ``sock`` arrived at, its own (None: the socket cannot say)."""
+    try:
+        return unmap(sock.getsockname()[0])
+    except OSError:
+        return None
 
 
 def _tls_version(environ: "WSGIEnvironment") -> str | None:

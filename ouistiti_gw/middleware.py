@@ -25,21 +25,21 @@ import logging
 import os
 import time
 from functools import partial
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from .addresses import format_address
 from .bridge import Session
 from .config import ConfigurationError, GatewayConfig
 from .deflate import DeflateParameters, PerMessageDeflate, negotiate
-from .frames import CloseCode
+from .frames import CloseCode, ProtocolViolation
 from .handover import hand_over
-from .identity import Networks, TrustedProxies, arrival_address, proxy_header
+from .identity import Networks, TrustedProxies, arrival_address, proxy_header, socket_arrival
 from .logs import follow_gunicorn_error_log
 from .logsafe import loggable, wsgi_text
-from .names import NameRefused, NameRules, Target, find_target, parse_protocols, wsgi_path_to_name
+from .names import NameRefused, NameRules, Target, find_target, name_below, parse_protocols, wsgi_path_to_name
 from .policy import HostPolicy, OriginPolicy, SessionCounter
 from .proxy_protocol import HeaderTooLong
-from .session_state import SessionState, deflate_parameters
+from .session_state import Admission, SessionState, bounded, deflate_parameters, over_limit
 from .stock import adapt
 from .takeover import register
 from .unix import BackendUnavailable, connect_unix
@@ -124,22 +124,33 @@ class WebSocketGateway:
             return self._refuse(environ, start_response, 403, str(refusal), client, "denied")
         if target is None:
             return self._pass_on(environ, start_response, upgrade)
+        origin, host = environ.get("HTTP_ORIGIN"), environ.get("HTTP_HOST")
+        scheme = environ.get("wsgi.url_scheme", "http")
+        refused = self._judge(host, origin, scheme, arrival_address(environ))
+        if refused is not None:
+            category, reason = refused
+            return self._refuse(environ, start_response, 403, reason, client, category)
+        admission = Admission(name, target.name, target.path, bounded(origin), bounded(host), scheme)
         target = dataclasses.replace(target, name=loggable(target.name))  # for logs and metrics from here on
-        if not self._host_permitted(environ):
-            return self._refuse(environ, start_response, 403, _host_refusal(environ), client, "host")
-        origin = environ.get("HTTP_ORIGIN")
-        if not self.origins.permits(origin, environ.get("HTTP_HOST"), environ.get("wsgi.url_scheme", "http")):
-            return self._refuse(environ, start_response, 403, f"origin {loggable(origin)} not allowed",
-                                client, "origin")
         if not self.sessions.try_acquire():
             return self._refuse(environ, start_response, 503,
                                 f"{self.sessions.maximum} sessions already open", client, "limit")
         try:
-            return self._bridge(environ, start_response, target, client)
+            return self._bridge(environ, start_response, target, client, admission)
         finally:
             self.sessions.release()
 
-    def _bridge(self, environ, start_response, target: Target, client: str) -> Iterable[bytes]:
+    def _judge(self, host: str | None, origin: str | None, scheme: str, arrival: str) -> tuple[str, str] | None:
+        """The metrics' category and the reason when a request's ``Host`` or ``Origin`` is not
+        accepted (DNS rebinding, cross-site hijacking); None when both are. ``arrival``: the
+        address its connection arrived at."""
+        if not self.hosts.permits(host, arrival):
+            return "host", _host_refusal(host)
+        if not self.origins.permits(origin, host, scheme):
+            return "origin", f"origin {loggable(origin)} not allowed"
+        return None
+
+    def _bridge(self, environ, start_response, target: Target, client: str, admission: Admission) -> Iterable[bytes]:
         """Connect to the server, then accept the handshake and run the session to its end."""
         try:
             header = self._proxy_header(environ, target)
@@ -170,32 +181,58 @@ class WebSocketGateway:
         # server's budget). Frames up the stack still hold this dict, so it is emptied, as
         # PEP 3333 lets an app do; everything the session needs was copied out above.
         environ.clear()
-        session = self._session(self._websocket(connection, deflate), backend, target.name, client)
+        session = self._session(self._websocket(connection, deflate), backend, target.name, client, admission)
         session.proxy_header_sent = bool(header)
-        session.run()
+        self._run(session)
         if session.reload_outcome == "moved":
             connection.detach()  # the client's socket is the successor's now
         return []
 
-    def _session(self, websocket: WebSocket, backend, name: str, client: str) -> Session:
-        if self.metrics is not None:
-            self.metrics.session_opened()
+    def _session(self, websocket: WebSocket, backend, name: str, client: str, admission: Admission) -> Session:
+        """A session with this gateway's limits."""
         return Session(websocket, backend, name, client, max_message_rate=self.max_message_rate,
                        ping_interval=self.ping_interval, idle_timeout=self.idle_timeout, docroot=self.docroot,
-                       on_end=partial(self._count_session, self.metrics) if self.metrics is not None else None)
+                       on_end=partial(self._count_session, self.metrics) if self.metrics is not None else None,
+                       admission=admission)
 
-    def _resume(self, state: SessionState, client_socket, backend) -> None:
-        """Run a session a reload moved here from the old process to its end
-        (:mod:`ouistiti_gw.takeover`): it counts against ``max_connections`` but is never refused."""
+    def _run(self, session: Session, refusal: ProtocolViolation | None = None) -> None:
+        if self.metrics is not None:
+            self.metrics.session_opened()
+        session.run(refusal)
+
+    def _resume(self, state: SessionState, client_socket, backend) -> Callable[[], None]:
+        """Build a session a reload moved here from the old process (:mod:`ouistiti_gw.takeover`)
+        with this gateway's limits, and return what runs it to its end (ValueError: the state
+        cannot be restored). It counts against ``max_connections`` but is never refused. A
+        session this configuration would not let in (allow/deny, ``allowed_hosts``,
+        ``origins``) starts with its close, 1008; one inside a message already over
+        ``max_message_size``, 1009."""
+        websocket = self._wrap(client_socket, b"", deflate_parameters(state.protocol))
+        session = self._session(websocket, backend, state.name, state.client, state.admission)
+        session.restore(state)
+        refusal = self._judge_again(state.admission, client_socket) or over_limit(websocket.protocol)
+        return partial(self._run_resumed, session, refusal)
+
+    def _judge_again(self, admission: Admission, client_socket) -> ProtocolViolation | None:
+        """Why this configuration would not let a moved session in, as the close that ends it."""
+        names = (admission.requested, admission.target, name_below(self.docroot, admission.path))
+        if not all(self.rules.permits(name) for name in names):
+            why = "name not served (allow/deny)"
+        else:
+            refused = self._judge(admission.host, admission.origin, admission.scheme,
+                                  socket_arrival(client_socket) or "")
+            if refused is None:
+                return None
+            why = refused[1]
+        return ProtocolViolation(CloseCode.POLICY_VIOLATION, f"after a reload: {why}")
+
+    def _run_resumed(self, session: Session, refusal: ProtocolViolation | None) -> None:
         self.sessions.active += 1
         try:
-            websocket = self._wrap(client_socket, b"", deflate_parameters(state.protocol))
-            session = self._session(websocket, backend, state.name, state.client)
-            session.restore(state)
-            session.run()
+            self._run(session, refusal)
         finally:
             self.sessions.release()
-            client_socket.close()
+            session.websocket.sock.close()
 
     @staticmethod
     def _count_session(metrics, session: Session) -> None:
@@ -229,8 +266,9 @@ class WebSocketGateway:
             log.warning("refused metrics scrape from %s: not in metrics_allow", loggable(client))
             return _plain_response(start_response, 403, "metrics are not served to this address")
         if not self._host_permitted(environ):
-            log.warning("refused metrics scrape from %s: %s", loggable(client), _host_refusal(environ))
-            return _plain_response(start_response, 403, _host_refusal(environ))
+            refusal = _host_refusal(environ.get("HTTP_HOST"))
+            log.warning("refused metrics scrape from %s: %s", loggable(client), refusal)
+            return _plain_response(start_response, 403, refusal)
         body = metrics.exposition()
         start_response("200 OK", [("Content-Type", metrics.content_type), ("Content-Length", str(len(body)))])
         return [body]
@@ -327,8 +365,8 @@ class WebSocketGateway:
         return _then_close(result, close_if_left_open)
 
 
-def _host_refusal(environ: "WSGIEnvironment") -> str:
-    return f"Host {loggable(environ.get('HTTP_HOST'))} is not one of this gateway's names (allowed_hosts)"
+def _host_refusal(host: str | None) -> str:
+    return f"Host {loggable(host)} is not one of this gateway's names (allowed_hosts)"
 
 
 def _plain_response(start_response: "StartResponse", status: int, reason: str) -> Iterable[bytes]:

@@ -142,9 +142,14 @@ def check_destination(docroot: str, rules: NameRules, name: str, path: str) -> N
     socket whose own name ``deny`` covers, or ``allow`` does not: the request was aimed at the
     gateway and is refused (403), not passed on. The reason does not say where the link leads.
     """
-    connected = os.path.relpath(path, os.path.realpath(docroot))
+    connected = name_below(docroot, path)
     if connected != name and not rules.permits(connected):
         raise NameRefused("name leads to a socket that is not served")
+
+
+def name_below(docroot: str, path: str) -> str:
+    """The name allow/deny judge for ``path`` (from :func:`resolve_inside`): below the resolved docroot."""
+    return os.path.relpath(path, os.path.realpath(docroot))
 
 
 def is_directory(path: str) -> bool:

@@ -2,10 +2,19 @@
 
 On ``kill -HUP`` gunicorn's master forks new workers, then sends the old ones SIGTERM at once; by
 default an old worker then closes its sessions (1001) within ``--graceful-timeout``. Here each
-``GatewayWorker``, once its app is loaded, listens on a takeover socket in a runtime directory:
+``GatewayWorker``, once its app is loaded, listens on a takeover socket in a directory that only
+the workers' user can enter, which gunicorn's master picks once (:func:`rendezvous_directory`,
+called as it builds each worker object, before the fork) and keeps across HUPs:
 
-    $XDG_RUNTIME_DIR/ouistiti-gw/  (else /tmp/ouistiti-gw-UID/), mode 0700, owned by the worker's user
+    $XDG_RUNTIME_DIR/ouistiti-gw/   when that is set and is the workers' user's own, mode 0700
+    /run/ouistiti-gw/                else when the workers run as root
+    $TMPDIR/ouistiti-gw-XXXXXXXX/    else a new one (``mkdtemp``), removed when the master exits
         MASTERPID-WORKERPID.sock
+
+Nobody else can make the first two (their parents are the user's, or root's, alone) nor guess
+the third before it exists, so another local user cannot turn handover off by making the
+directory first (the old ``/tmp/ouistiti-gw-UID`` could be); one of the first two that exists
+but is not the user's own with mode 0700 is passed over (one log line).
 
 A worker told to stop looks there for its *successors*: workers of the same master that started
 after it, less than :data:`FRESH_SECONDS` before the SIGTERM. gunicorn forks a reload's new
@@ -18,15 +27,18 @@ It waits for their sockets (a new worker is still loading its app), checks that 
 each connection is that very worker (``SO_PEERCRED``: same user, that PID), and deals its
 sessions out among them over :mod:`ouistiti_gw.takeover`. What cannot move (wss://, a
 closing session, a refused one) is closed with 1001 as before. A worker unlinks its socket when
-it stops; a directory that is not ours or is open to others is not used (one log line).
+it stops.
 """
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import shutil
 import socket as stdlib_socket
 import stat
 import struct
+import tempfile
 import time
 
 import gevent
@@ -44,20 +56,79 @@ FRESH_SECONDS = 2.0
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def runtime_directory() -> str | None:
-    """The rendezvous directory, made if missing; None (and a log line) if it is not safe."""
+#: Where workers running as root meet.
+ROOT_DIRECTORY = "/run/ouistiti-gw"
+#: The directory picked for each (uid, gid) of workers, once per master.
+_picked: dict[tuple[int, int], str | None] = {}
+
+
+def rendezvous_directory(uid: int, gid: int) -> str | None:
+    """The directory where this master's workers, running as ``uid``:``gid``, meet (see the
+    module's docstring); None (and a log line) when none can be made. Called in gunicorn's
+    master: the same one for every worker it starts, a HUP's included, unless it is gone (a
+    cleaner of old temporary files may remove it): then another."""
+    picked = _picked.get((uid, gid))
+    if picked is None or not is_private(picked, uid):
+        picked = _picked[uid, gid] = _pick(uid, gid)
+    return picked
+
+
+def _pick(uid: int, gid: int) -> str | None:
     base = os.environ.get("XDG_RUNTIME_DIR")
-    path = os.path.join(base, "ouistiti-gw") if base else f"/tmp/ouistiti-gw-{os.getuid()}"
+    if base and is_private(base, uid):
+        path = _made(os.path.join(base, "ouistiti-gw"), uid, gid)
+        if path is not None:
+            return path
+    if uid == 0:
+        path = _made(ROOT_DIRECTORY, uid, gid)
+        if path is not None:
+            return path
     try:
-        os.makedirs(path, mode=0o700, exist_ok=True)
-        info = os.lstat(path)
+        path = tempfile.mkdtemp(prefix="ouistiti-gw-")
+        _give_to(path, uid, gid)
     except OSError as error:
-        log.warning("reload: no rendezvous directory %s (%s): sessions will not move", path, error)
+        log.warning("reload: no directory for the takeover sockets (%s): sessions will not move", error)
         return None
-    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
-        log.warning("reload: %s is not a directory of this user closed to others: sessions will not move", path)
-        return None
+    atexit.register(_remove, path, os.getpid())
     return path
+
+
+def _made(path: str, uid: int, gid: int) -> str | None:
+    """``path``, made for ``uid`` alone if missing; None (one log line) if it cannot be, or is not
+    ``uid``'s own directory closed to others."""
+    try:
+        os.mkdir(path, 0o700)
+        _give_to(path, uid, gid)
+    except FileExistsError:
+        pass
+    except OSError as error:
+        log.warning("reload: cannot make %s (%s): a temporary directory instead", path, error)
+        return None
+    if is_private(path, uid):
+        return path
+    log.warning("reload: %s is not a directory of uid %d closed to others: a temporary directory instead", path, uid)
+    return None
+
+
+def _give_to(path: str, uid: int, gid: int) -> None:
+    """A root master's directory for workers that run as another user (gunicorn's ``--user``)."""
+    if os.geteuid() != uid:
+        os.chown(path, uid, gid)
+
+
+def _remove(path: str, creator: int) -> None:
+    """At the master's exit (its forked workers exit through the same handlers)."""
+    if os.getpid() == creator:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def is_private(path: str, uid: int) -> bool:
+    """``path`` is a directory (not a link to one) of ``uid``'s, closed to others."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISDIR(info.st_mode) and info.st_uid == uid and not info.st_mode & 0o077
 
 
 def _started(pid: int) -> float | None:

@@ -11,7 +11,13 @@ process paused, byte for byte:
 - the session (:class:`~ouistiti_gw.bridge.Session`): its name, client and start, the beginning
   of a client message not yet written to the server, the server's bytes held back because they
   end inside a UTF-8 character (:class:`~ouistiti_gw.utf8.Utf8Splitter`), the message-rate
-  bucket, whether a PROXY header went out (it is never sent twice).
+  bucket, whether a PROXY header went out (it is never sent twice);
+- what the session was admitted with (:class:`Admission`: the names, ``Origin`` and ``Host``),
+  which the successor judges again by its own configuration.
+
+Limits are not carried: the successor builds the session with its own (``max_message_size``,
+the rates, ``ping_interval``, ``idle_timeout``...), which is how a reload applies a new
+configuration to the sessions it moves.
 
 Only a session whose closing handshake has not started moves (:func:`why_not_movable`); a
 closing one ends where it is. A state of another :data:`VERSION` is refused
@@ -34,15 +40,46 @@ from typing import Any
 
 from .deflate import DeflateParameters
 from .errors import GatewayError
-from .frames import FrameHeader, Opcode, Utf8Validator
+from .frames import CloseCode, FrameHeader, Opcode, ProtocolViolation, Utf8Validator
 from .protocol import Protocol, State
 
 #: The format's version: a successor refuses any other (the session stays with the old process).
-VERSION = 1
+VERSION = 2
+#: The longest ``Origin`` or ``Host`` an :class:`Admission` keeps, in characters: a DNS name has
+#: at most 253, so no real one is longer; a longer value is kept as ``""`` (malformed).
+MAX_ADMISSION_HEADER = 512
+_OPCODES = frozenset(int(opcode) for opcode in Opcode)
+#: The opcodes a data message may start with (a message in progress is one of them).
+_MESSAGE_OPCODES = frozenset((int(Opcode.TEXT), int(Opcode.BINARY)))
 
 
 class StateError(GatewayError, ValueError):
     """A session state this code cannot take: another version, or malformed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """What a session was let in with, for a successor to judge again by its configuration (a
+    reload applies the new ``allow``/``deny``, ``origins`` and ``allowed_hosts`` to the sessions
+    it moves). The values are the client's, as they came (never logged unescaped)."""
+
+    #: The name asked for, the name of the socket found (another after the subprotocol
+    #: fallback), and that socket's resolved path (links followed: allow/deny judge it too,
+    #: as a name below the resolved docroot).
+    requested: str
+    target: str
+    path: str
+    #: The request's ``Origin`` (None: it had none) and ``Host``, at most
+    #: :data:`MAX_ADMISSION_HEADER` characters (:func:`bounded`), and its URL scheme.
+    origin: str | None
+    host: str | None
+    scheme: str
+
+
+def bounded(value: str | None) -> str | None:
+    """A header for an :class:`Admission`: ``""`` (malformed, refused by any check but ``*``)
+    when longer than :data:`MAX_ADMISSION_HEADER`, so a session never keeps more."""
+    return "" if value is not None and len(value) > MAX_ADMISSION_HEADER else value
 
 
 @dataclass(frozen=True)
@@ -61,8 +98,6 @@ class ProtocolState:
     frames_left: int
     frame_tokens: float | None
     frame_budget_updated: float | None
-    max_message_size: int
-    too_big: str
     bytes_received: int
     bytes_sent: int
     wire_bytes_received: int
@@ -89,6 +124,7 @@ class SessionState:
     message_tokens: float | None
     message_bucket_updated: float | None
     protocol: ProtocolState
+    admission: Admission
     version: int = VERSION
 
 
@@ -129,8 +165,6 @@ def capture_protocol(protocol: Protocol) -> ProtocolState:
         frames_left=protocol._frames_left,
         frame_tokens=budget.tokens if budget is not None else None,
         frame_budget_updated=budget.updated if budget is not None else None,
-        max_message_size=protocol.max_message_size,
-        too_big=protocol._too_big,
         bytes_received=protocol.bytes_received,
         bytes_sent=protocol.bytes_sent,
         wire_bytes_received=protocol.wire_bytes_received,
@@ -145,7 +179,7 @@ def _parameters(parameters: DeflateParameters) -> tuple[bool, bool, int]:
 
 
 def restore_protocol(protocol: Protocol, state: ProtocolState) -> None:
-    """Put ``state`` into a fresh ``protocol`` built with the successor's limits."""
+    """Put ``state`` into a fresh ``protocol`` built with the successor's limits (they stay)."""
     protocol._buffer, protocol._offset = state.unparsed, 0
     if state.frame is not None:
         fin, opcode, length, mask = state.frame
@@ -160,9 +194,16 @@ def restore_protocol(protocol: Protocol, state: ProtocolState) -> None:
     budget = protocol._frame_budget
     if budget is not None and state.frame_tokens is not None and state.frame_budget_updated is not None:
         budget.tokens, budget.updated = min(state.frame_tokens, budget.capacity), state.frame_budget_updated
-    protocol.max_message_size, protocol._too_big = state.max_message_size, state.too_big
     protocol.bytes_received, protocol.bytes_sent = state.bytes_received, state.bytes_sent
     protocol.wire_bytes_received, protocol.wire_bytes_sent = state.wire_bytes_received, state.wire_bytes_sent
+
+
+def over_limit(protocol: Protocol) -> ProtocolViolation | None:
+    """1009 when the message a restored ``protocol`` is receiving is already over its
+    ``max_message_size`` (its frames were announced under the old process's larger limit)."""
+    if protocol._message_size > protocol.max_message_size:
+        return ProtocolViolation(CloseCode.MESSAGE_TOO_BIG, protocol._too_big)
+    return None
 
 
 def as_fields(state: SessionState) -> dict[str, Any]:
@@ -177,9 +218,22 @@ def from_fields(fields: Any) -> SessionState:
         raise StateError(f"session state version {version} (this code reads version {VERSION})")
     try:
         protocol = _typed(ProtocolState, fields["protocol"])
-        return _typed(SessionState, {**fields, "protocol": protocol})
+        admission = _typed(Admission, fields["admission"])
+        state = _typed(SessionState, {**fields, "protocol": protocol, "admission": admission})
     except (ValueError, TypeError, KeyError, AttributeError) as error:
         raise StateError(f"malformed session state: {error}") from None
+    _check_values(state.protocol)
+    return state
+
+
+def _check_values(state: ProtocolState) -> None:
+    """Values a core can hold (a crafted state must not fail once its session is built)."""
+    if state.frame is not None:
+        _, opcode, length, mask = state.frame
+        if opcode not in _OPCODES or length < 0 or len(mask) != 4:
+            raise StateError(f"malformed session state: frame = {state.frame!r:.60}")
+    if state.message_opcode is not None and state.message_opcode not in _MESSAGE_OPCODES:
+        raise StateError(f"malformed session state: message_opcode = {state.message_opcode}")
 
 
 def _plain(value: Any) -> Any:
@@ -204,6 +258,7 @@ def _unplain(value: Any) -> Any:
 #: What each annotation of the two dataclasses accepts (ints are floats too, as JSON has them).
 _KINDS: dict[str, tuple[type, ...]] = {"bytes": (bytes,), "int": (int,), "float": (int, float), "str": (str,),
                                        "bool": (bool,), "None": (type(None),), "ProtocolState": (ProtocolState,),
+                                       "Admission": (Admission,),
                                        "tuple[bool, int, int, bytes]": (tuple,), "tuple[bool, bool, int]": (tuple,)}
 
 

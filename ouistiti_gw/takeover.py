@@ -4,9 +4,17 @@ The old process pauses each session (:meth:`~ouistiti_gw.bridge.Session.pause`),
 record holding its state (:mod:`ouistiti_gw.session_state`) with the client's and the UNIX
 server's sockets as ancillary data (``SCM_RIGHTS``), and waits for the successor's answer:
 taken (the session ends in the old process without a word to either peer) or refused (it
-resumes there). The successor runs each session it takes with the gateway that serves the same
-docroot (:func:`register`); a state it cannot read (another version) or a docroot it does not
-serve is refused, and that session stays with the old process until it ends.
+resumes there). The successor builds each session it takes with the gateway that serves the
+same docroot (:func:`register`) before it answers; a state it cannot read or restore (another
+version, a malformed one), descriptors that are not a client's and a UNIX server's sockets, or a
+docroot it does not serve are refused, and that session stays with the old process until it
+ends.
+
+The channel's peer is the old process of the same service (the CLI's master pairs them; under
+gunicorn the peer's credentials are checked), yet nothing it sends is trusted further than it
+must be: every descriptor a record brings is closed on every path but the one where a session
+takes it, a record is at most :data:`MAX_RECORD_BYTES`, and a malformed one (more descriptors
+than a session's two, a length or JSON that does not hold, not an object) ends the channel.
 
 A record on the channel (a ``SOCK_STREAM`` socketpair, so a state of any size fits): a 4-byte
 big-endian length, then that many bytes of JSON; a session's two descriptors ride on its first
@@ -33,17 +41,23 @@ from gevent.queue import Queue
 from gevent.ssl import SSLSocket
 
 from .bridge import Session
+from .errors import GatewayError
 from .greenlets import LightGreenlet
+from .logsafe import loggable
 from .session_state import SessionState, StateError, as_fields, from_fields
 
 log = logging.getLogger(__name__)
 
-#: Runs a moved session to its end in the successor: ``resume(state, client, server)``.
-Resume = Callable[[SessionState, socket.socket, socket.socket], None]
+#: Builds a moved session in the successor, ``resume(state, client, server)``, and returns what
+#: runs it to its end; ValueError (:class:`StateError` among them) when the state cannot be restored.
+Resume = Callable[[SessionState, socket.socket, socket.socket], Callable[[], None]]
 _LENGTH = struct.Struct("!I")
 _FD_SIZE = array.array("i").itemsize
 #: Descriptors a record may carry: a session's two.
 _MAX_FDS = 2
+#: The longest record: a state holds at most a read's unparsed bytes and a message's beginning
+#: (a SOCK_SEQPACKET server's largest packet), in base64.
+MAX_RECORD_BYTES = 64 * 1024 * 1024
 #: Sessions being paused or sent at once (each waits for at most this many moves before its own).
 SESSIONS_IN_FLIGHT = 64
 #: The gateways of this process that take moved sessions, by docroot.
@@ -76,18 +90,40 @@ def send_record(channel: socket.socket, fields: dict, fds: Iterable[int] = ()) -
         channel.sendall(data[sent:])
 
 
+class RecordError(GatewayError, ValueError):
+    """A record that does not hold: the channel cannot go on."""
+
+
 def receive_record(channel: socket.socket) -> tuple[dict, list[int]] | None:
-    """The next record and the descriptors it carried; None at the end of the channel."""
-    head, ancillary, _, _ = channel.recvmsg(_LENGTH.size, socket.CMSG_SPACE(_MAX_FDS * _FD_SIZE))
+    """The next record and the descriptors it carried (the caller's to close); None at the end of
+    the channel. OSError, EOFError or ValueError (:class:`RecordError`) when it does not hold,
+    its descriptors closed then."""
+    head, ancillary, flags, _ = channel.recvmsg(_LENGTH.size, socket.CMSG_SPACE(_MAX_FDS * _FD_SIZE))
     fds = array.array("i")
     for level, kind, data in ancillary:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
             fds.frombytes(data[:len(data) - len(data) % _FD_SIZE])
-    if not head:
-        return None
-    head += _receive_exactly(channel, _LENGTH.size - len(head))
-    (length,) = _LENGTH.unpack(head)
-    return json.loads(_receive_exactly(channel, length)), list(fds)
+    try:
+        if flags & socket.MSG_CTRUNC:  # the kernel closed those that did not fit
+            raise RecordError(f"a record came with more than {_MAX_FDS} descriptors")
+        if not head:
+            return None
+        head += _receive_exactly(channel, _LENGTH.size - len(head))
+        (length,) = _LENGTH.unpack(head)
+        if length > MAX_RECORD_BYTES:
+            raise RecordError(f"a record of {length} bytes (at most {MAX_RECORD_BYTES})")
+        fields = json.loads(_receive_exactly(channel, length))
+        if not isinstance(fields, dict):
+            raise RecordError("a record that is not a JSON object")
+    except BaseException:
+        close_descriptors(fds)
+        raise
+    return fields, list(fds)
+
+
+def close_descriptors(fds: Iterable[int]) -> None:
+    for fd in fds:
+        os.close(fd)
 
 
 def _receive_exactly(channel: socket.socket, count: int) -> bytes:
@@ -169,11 +205,13 @@ def _read_answers(channel: socket.socket, sent: Queue, handover: Handover) -> bo
             except (OSError, EOFError, ValueError) as error:
                 log.warning("reload: the new process is gone (%s): sessions not moved stay here", error)
             healthy = answer is not None
-        fields = answer[0] if answer is not None and isinstance(answer[0], dict) else {}
+        fields = answer[0] if answer is not None else {}
+        if answer is not None:
+            close_descriptors(answer[1])  # an answer carries none
         taken = fields.get("taken") is True
         if answer is not None and not taken:
             log.warning("reload: the new process refused session %s from %s: %s", session.name, session.client,
-                        fields.get("why"))
+                        loggable(fields.get("why")))
         session.moved(taken)
         if taken:
             handover.moved += 1
@@ -192,12 +230,14 @@ def take_sessions(channel: socket.socket) -> int:
         try:
             record = receive_record(channel)
         except (OSError, EOFError, ValueError) as error:
-            log.warning("reload: takeover channel failed: %s", error)
+            log.warning("reload: takeover channel failed: %s", loggable(error))
             return taken
         if record is None:
             return taken
         fields, fds = record
         why = _take(fields, fds)
+        if why is not None:
+            log.info("reload: refused a session: %s", loggable(why))
         taken += why is None
         try:
             send_record(channel, {"taken": why is None, "why": why or ""})
@@ -207,8 +247,9 @@ def take_sessions(channel: socket.socket) -> int:
 
 
 def _take(fields: dict, fds: list[int]) -> str | None:
-    """Start the session a record carries; None once it runs, else why not (its descriptors,
-    our copies, are closed: the old process keeps it)."""
+    """Build and start the session a record carries; None once it runs, else why not (its
+    descriptors, our copies, are closed: the old process keeps it)."""
+    sockets: list[socket.socket] = []
     try:
         if len(fds) != _MAX_FDS:
             raise StateError(f"a session comes with {_MAX_FDS} descriptors, not {len(fds)}")
@@ -216,10 +257,31 @@ def _take(fields: dict, fds: list[int]) -> str | None:
         resume = _resumers.get(state.docroot)
         if resume is None:
             raise StateError(f"no gateway serves docroot {state.docroot} here")
-    except StateError as error:
         for fd in fds:
-            os.close(fd)
+            sockets.append(_adopt(fd))
+        client, backend = sockets
+        _check_kinds(client, backend)
+        run = resume(state, client, backend)
+    except ValueError as error:
+        for sock in sockets:
+            sock.close()
+        close_descriptors(fds[len(sockets):])
         return str(error)
-    client, backend = (socket.socket(fileno=fd) for fd in fds)
-    LightGreenlet.spawn(resume, state, client, backend)
+    LightGreenlet.spawn(run)
     return None
+
+
+def _adopt(fd: int) -> socket.socket:
+    """The socket of descriptor ``fd``, which it then owns; StateError (``fd`` still ours) if not a socket."""
+    try:
+        return socket.socket(fileno=fd)
+    except OSError as error:
+        raise StateError(f"descriptor {fd} is not a socket ({error.strerror})") from None
+
+
+def _check_kinds(client: socket.socket, backend: socket.socket) -> None:
+    """A client's connection is a stream (TCP, or UNIX behind a proxy); a server's, a UNIX stream or seqpacket."""
+    if client.type != socket.SOCK_STREAM:
+        raise StateError("the client's descriptor is not a stream socket")
+    if backend.family != socket.AF_UNIX or backend.type not in (socket.SOCK_STREAM, socket.SOCK_SEQPACKET):
+        raise StateError("the server's descriptor is not a UNIX stream or seqpacket socket")

@@ -36,7 +36,7 @@ from .handler import GatewayHandler
 from .inifile import IniFile
 from .logs import follow_gunicorn_error_log
 from .paste import environment_gateway, make_app
-from .rendezvous import TakeoverPoint, hand_over, runtime_directory
+from .rendezvous import TakeoverPoint, hand_over, is_private, rendezvous_directory
 from .tls import TimedHandshake
 from .wsgi_server import handler_class
 
@@ -65,10 +65,18 @@ class GatewayWorker(GeventWebSocketWorker):
     wsgi: Any
     #: The request limits and drain_timeout, from the environment (set by ``load_wsgi``).
     server_config: ServerConfig
-    #: Where sessions of older workers come in (None: no safe runtime directory).
+    #: The directory of the takeover sockets, picked by the master (None: it could make none).
+    rendezvous: str | None = None
+    #: Where sessions of older workers come in (None: no safe directory).
     takeover: TakeoverPoint | None = None
     #: The greenlet that hands the sessions over and closes the others, once SIGTERM came.
     leaving: gevent.Greenlet | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # gunicorn builds each worker object in its master, before the fork: the one place
+        # where the master can make a directory all its workers, a HUP's new ones too, share.
+        super().__init__(*args, **kwargs)
+        self.rendezvous = rendezvous_directory(self.cfg.uid, self.cfg.gid)
 
     def init_process(self) -> None:
         # The gateway logs through ``logging``; where nothing is configured for it, its lines go
@@ -93,7 +101,11 @@ class GatewayWorker(GeventWebSocketWorker):
         # gunicorn's "Booting worker" line comes before the app is loaded; this one says the
         # worker is about to accept.
         log.info("gateway worker %d serving", self.pid)
-        directory = runtime_directory()
+        directory = self.rendezvous
+        if directory is not None and not is_private(directory, os.getuid()):
+            log.warning("reload: %s is not this user's own directory closed to others: sessions will not move",
+                        directory)
+            directory = None
         self.takeover = TakeoverPoint(directory) if directory else None
         try:
             super().run()

@@ -10,13 +10,17 @@ server keeps a UTF-8 character split between its writes at every moment.
 """
 from __future__ import annotations
 
+import array
 import asyncio
+import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import socket
 import ssl
+import struct
 import subprocess
 import threading
 import time
@@ -30,7 +34,9 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from conformance.rawclient import CONTINUATION, TEXT, RawClient, build_frame
+from ouistiti_gw.protocol import Protocol
 from ouistiti_gw.rendezvous import FRESH_SECONDS
+from ouistiti_gw.session_state import Admission, SessionState, as_fields, capture_protocol
 from support import (
     BIN,
     PROJECT_WORKER,
@@ -42,6 +48,7 @@ from support import (
     free_port,
     gateway_cli,
     gunicorn,
+    gunicorn_argv,
     http_get,
     only_child,
     remove_tree,
@@ -89,6 +96,7 @@ use = egg:ouistiti_gw#websocket
 docroot = {docroot}
 proxy_protocol = v2
 max_connections = {max_connections}
+{settings}
 
 [app:version]
 use = call:reload_version:make
@@ -109,11 +117,12 @@ class Deployment:
         self.write("v0")
 
     def write(self, version: str, *, max_connections: str = "10000", crash: bool = False,
-              docroot: str | None = None) -> None:
+              docroot: str | None = None, settings: str = "") -> None:
+        """The app as ``version``, and the ini file (``settings``: more lines for the gateway's section)."""
         (self.directory / "reload_version.py").write_text(VERSION_MODULE.format(
             version=version, crash="raise RuntimeError('broken new code')" if crash else ""))
         self.ini.write_text(INI.format(docroot=docroot or self.docroot, port=self.port,
-                                       max_connections=max_connections))
+                                       max_connections=max_connections, settings=settings))
 
     def start(self) -> ServerProcess:
         env = {"PYTHONPATH": str(self.directory), "PYTHONDONTWRITEBYTECODE": "1"}
@@ -248,10 +257,11 @@ def worker_of(gateway: ServerProcess) -> int:
     return only_child(gateway.pid)
 
 
-def reload(gateway: ServerProcess, deployment: Deployment, version: str) -> int:
-    """Rewrite the app as ``version``, SIGHUP the master; the new worker's pid, once the old one exited."""
+def reload(gateway: ServerProcess, deployment: Deployment, version: str, settings: str = "") -> int:
+    """Rewrite the app as ``version`` (and the gateway's ``settings``), SIGHUP the master; the new
+    worker's pid, once the old one exited."""
     old = worker_of(gateway)
-    deployment.write(version)
+    deployment.write(version, settings=settings)
     gateway.process.send_signal(signal.SIGHUP)
     wait_until(lambda: f"app code version {version}" in gateway.log(), what=f"worker with {version}")
     wait_until(lambda: not os.path.exists(f"/proc/{old}"), what=f"old worker {old} to exit")
@@ -330,6 +340,56 @@ def test_sessions_live_through_reloads(deployment):
         wait_until(lambda: fd_count(last) <= idle_fds, what=f"fds back to {idle_fds}")
         wait_until(lambda: int(http_get(deployment.port, "/greenlets")[1]) <= idle_greenlets,
                    what=f"greenlets back to {idle_greenlets}")
+
+
+def echoed(ws, size: int) -> int:
+    """How many bytes the stream echo sent back, read until ``size`` came (one message per read)."""
+    total = 0
+    while total < size:
+        total += len(ws.recv(timeout=10))
+    return total
+
+
+def closing_of(ws) -> tuple[int, str]:
+    """The close code and reason that end ``ws``, whatever messages come before."""
+    with pytest.raises(ConnectionClosed) as closed:
+        while True:
+            ws.recv(timeout=10)
+    return closed.value.rcvd.code, closed.value.rcvd.reason
+
+
+def test_a_reload_applies_the_new_configuration_to_the_moved_sessions(deployment):
+    """README, Reload: the configuration now on disk runs on the same sessions. max_message_size
+    drops to 1 MiB, ``seqpacket`` is denied, and origins and allowed_hosts name others: after
+    SIGHUP, a moved session gets 1009 for the 2 MiB message it sent before; the sessions on the
+    denied name, with an Origin or a Host no longer accepted, are closed with 1008 and a reason
+    (one log line each); a session still admitted talks on."""
+    port, big = deployment.port, 2 * 1024 * 1024
+    url = f"ws://127.0.0.1:{port}"
+    with deployment.start() as gateway, ExitStack() as stack:
+        large = stack.enter_context(connect(f"{url}/stream", max_size=None))
+        denied = stack.enter_context(connect(f"{url}/seqpacket"))
+        with_origin = stack.enter_context(connect(f"{url}/stream", origin=f"http://127.0.0.1:{port}"))
+        # Host: localhost, a loopback name the default allowed_hosts accepts on 127.0.0.1
+        named = stack.enter_context(connect(f"ws://localhost:{port}/stream",
+                                            sock=socket.create_connection(("127.0.0.1", port))))
+        calm = stack.enter_context(connect(f"{url}/stream"))
+        large.send(b"x" * big)
+        assert echoed(large, big) == big
+        reload(gateway, deployment, "v1", "max_message_size = 1048576\ndeny = seqpacket\n"
+                                          "origins = https://app.example\nallowed_hosts = 127.0.0.1")
+        assert closing_of(denied) == (1008, "after a reload: name not served (allow/deny)")
+        code, reason = closing_of(with_origin)
+        assert (code, reason) == (1008, f"after a reload: origin http://127.0.0.1:{port} not allowed")
+        code, reason = closing_of(named)
+        assert code == 1008 and reason.startswith(f"after a reload: Host localhost:{port} is not one of"), reason
+        calm.send("still admitted")
+        assert calm.recv(timeout=10) == "still admitted"
+        large.send(b"x" * big)  # (its first 1 MiB has reached the server: a big message goes on as it comes)
+        assert closing_of(large) == (1009, "message over 1048576 bytes")
+        log = gateway.log()
+        assert log.count("closing seqpacket from 127.0.0.1:") == 1
+        assert log.count(": after a reload: ") == 3 and "Traceback" not in log
 
 
 def test_a_failed_reload_keeps_every_session(deployment):
@@ -515,3 +575,149 @@ def test_gunicorn_shutdown_moves_nothing(echo_docroot):
             assert closed.value.rcvd.code == 1001
         master.process.wait(timeout=10)
         assert "session moved" not in master.log() and master.log().count("close=1001") == 6
+
+
+def hup_moves_a_session(master: ServerProcess) -> None:
+    """A session opened before ``kill -HUP`` on gunicorn's master talks on in its new worker."""
+    with connect(f"{master.url}/echo") as ws:
+        time.sleep(FRESH_SECONDS)  # the worker serving now is no reload's new one any more
+        old = only_child(master.pid)
+        master.process.send_signal(signal.SIGHUP)
+        wait_until(lambda: not os.path.exists(f"/proc/{old}"), what="the old worker to exit", timeout=20)
+        ws.send("moved")
+        assert ws.recv(timeout=10) == "moved"
+    assert "session moved" in master.log() and "close=1001" not in master.log()
+
+
+@pytest.mark.gunicorn
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"),
+                    reason="squats the directories in a private mount namespace: needs root and unshare")
+def test_gunicorn_reload_survives_a_squatted_directory(echo_docroot):
+    """Another user made /tmp/ouistiti-gw-UID first (and, as the workers are root's here,
+    /run/ouistiti-gw: only root could, but it stands for any directory not the user's own):
+    gunicorn's master makes a private temporary one instead, the HUP still moves the session,
+    and the directory goes when the master exits. The squats are bind mounts in a mount
+    namespace of gunicorn's own, so nothing else on the machine sees them."""
+    squat, tmpdir = short_tempdir("squat-"), short_tempdir("tmpdir-")
+    os.chown(squat, 65534, 65534)  # nobody's
+    os.chmod(squat, 0o755)
+    shared = f"/tmp/ouistiti-gw-{os.getuid()}"  # the directory of the code before, a mount point here
+    os.makedirs(shared, 0o700, exist_ok=True)
+    script = (f"mount --bind {squat} {shared} && mount -t tmpfs -o mode=755 tmpfs /run && "
+              f"mkdir /run/ouistiti-gw && chown 65534 /run/ouistiti-gw && exec \"$@\"")
+    port = free_port()
+    argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh",
+            *gunicorn_argv(PROJECT_WORKER, port, "--graceful-timeout", "10", "--log-level", "info",
+                           "ouistiti_gw:make_app()")]
+    env = {"OUISTITI_GW_DOCROOT": echo_docroot, "TMPDIR": tmpdir, "XDG_RUNTIME_DIR": ""}
+    try:
+        with ServerProcess(argv, port, env=env) as master:
+            hup_moves_a_session(master)
+            assert "/run/ouistiti-gw is not a directory of uid 0 closed to others" in master.log()
+            made = os.listdir(tmpdir)
+            assert [name for name in made if name.startswith("ouistiti-gw-")], made
+        assert not [name for name in os.listdir(tmpdir) if name.startswith("ouistiti-gw-")]
+    finally:
+        remove_tree(squat)
+        remove_tree(tmpdir)
+
+
+def takeover_record(fields: object) -> bytes:
+    """A record of the takeover channel: 4-byte length, then JSON (ouistiti_gw.takeover)."""
+    body = json.dumps(fields).encode()
+    return struct.pack("!I", len(body)) + body
+
+
+def send_with_fds(channel: socket.socket, data: bytes, fds: list[int]) -> None:
+    channel.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else [])
+
+
+def takeover_answer(channel: socket.socket) -> dict | None:
+    """The successor's answer to a record; None when it ended the channel instead (a reset when
+    it left the rest of the record unread)."""
+    channel.settimeout(10)
+    try:
+        head = channel.recv(4, socket.MSG_WAITALL)
+    except ConnectionResetError:
+        return None
+    if not head:
+        return None
+    (length,) = struct.unpack("!I", head)
+    return json.loads(channel.recv(length, socket.MSG_WAITALL))
+
+
+def session_fields(docroot: str, name: str, **protocol: object) -> dict:
+    """A session's state as an old worker sends it, for ``name`` (``protocol``: fields changed)."""
+    state = SessionState(docroot=docroot, name=name, client="127.0.0.1:5000", started=time.monotonic(),
+                         last_heard=time.monotonic(), held=b"", server_pending=b"", proxy_header_sent=False,
+                         message_tokens=None, message_bucket_updated=None, protocol=capture_protocol(Protocol()),
+                         admission=Admission(name, name, f"{docroot}/{name}", None, None, "http"))
+    fields = as_fields(state)
+    fields["protocol"].update(protocol)
+    return fields
+
+
+@pytest.mark.gunicorn
+def test_crafted_takeover_records_leak_no_descriptor(echo_docroot):
+    """Whoever connects to a worker's takeover socket as its user: non-socket descriptors, a bad
+    opcode, one descriptor, an array, truncated or broken JSON, too many descriptors. Each is
+    refused, or ends the channel, with one log line and no traceback, and the worker holds as
+    many descriptors as before. A well-formed session on a name the worker's ``deny`` covers is
+    taken and closed at once with 1008 and a reason."""
+    runtime = short_tempdir("xdg-")  # ours, 0700: the workers meet in runtime/ouistiti-gw
+    env = {"OUISTITI_GW_DOCROOT": echo_docroot, "OUISTITI_GW_DENY": "secret", "XDG_RUNTIME_DIR": runtime}
+    dev_null = [os.open(os.devnull, os.O_RDONLY) for _ in range(5)]
+    try:
+        with gunicorn(PROJECT_WORKER, free_port(), env, "-w", "1", "--log-level", "info") as master:
+            worker = only_child(master.pid)
+            path = f"{runtime}/ouistiti-gw/{master.pid}-{worker}.sock"
+            wait_until(lambda: os.path.exists(path), what="the takeover socket")
+            baseline = fd_count(worker)
+            pair = socket.socketpair()
+            good = session_fields(echo_docroot, "echo")
+            refused = [(good, dev_null[:2], "is not a socket"),
+                       (session_fields(echo_docroot, "echo", frame=[True, 99, 5, {"b64": "ESIzRA=="}]),
+                        [pair[0].fileno(), pair[1].fileno()], "malformed session state: frame"),
+                       (good, dev_null[:1], "with 2 descriptors, not 1")]
+            ending = [(takeover_record([1, 2]), dev_null[:2]),
+                      (takeover_record(good)[:40], dev_null[:2]),  # then nothing: the channel ends inside it
+                      (struct.pack("!I", 9) + b"{not json", dev_null[:2]),
+                      (takeover_record(good), dev_null[:5])]
+            for fields, fds, why in refused:
+                with socket.socket(socket.AF_UNIX) as channel:
+                    channel.connect(path)
+                    send_with_fds(channel, takeover_record({"session": fields}), fds)
+                    answer = takeover_answer(channel)
+                    assert answer is not None and answer["taken"] is False and why in answer["why"], answer
+                wait_until(lambda: fd_count(worker) == baseline, what=f"descriptors back to {baseline} ({why})")
+            for data, fds in ending:
+                with socket.socket(socket.AF_UNIX) as channel:
+                    channel.connect(path)
+                    send_with_fds(channel, data, fds)
+                    channel.shutdown(socket.SHUT_WR)
+                    assert takeover_answer(channel) is None
+                wait_until(lambda: fd_count(worker) == baseline, what=f"descriptors back to {baseline} ({data[:20]!r})")
+            pair[0].close()
+            pair[1].close()
+            client, client_end = socket.socketpair()
+            server, server_end = socket.socketpair()
+            with socket.socket(socket.AF_UNIX) as channel, client, server:
+                channel.connect(path)
+                send_with_fds(channel, takeover_record({"session": session_fields(echo_docroot, "secret")}),
+                              [client_end.fileno(), server_end.fileno()])
+                client_end.close()
+                server_end.close()
+                assert takeover_answer(channel) == {"taken": True, "why": ""}
+                client.settimeout(10)
+                reason = b"after a reload: name not served (allow/deny)"
+                assert client.recv(100) == bytes([0x88, 2 + len(reason)]) + struct.pack("!H", 1008) + reason
+            wait_until(lambda: fd_count(worker) == baseline, what=f"descriptors back to {baseline} (a denied session)")
+            log = master.log()
+            assert "closing secret from 127.0.0.1:5000: after a reload: name not served" in log
+            assert log.count("reload: refused a session: ") == len(refused)
+            assert log.count("reload: takeover channel failed: ") == len(ending)
+            assert "Traceback" not in log
+    finally:
+        for fd in dev_null:
+            os.close(fd)
+        remove_tree(runtime)

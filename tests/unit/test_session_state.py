@@ -13,13 +13,17 @@ from ouistiti_gw.deflate import DeflateParameters, PerMessageDeflate
 from ouistiti_gw.frames import CloseCode, Opcode, ProtocolViolation, encode_frame
 from ouistiti_gw.protocol import DataPiece, Protocol
 from ouistiti_gw.session_state import (
+    MAX_ADMISSION_HEADER,
     VERSION,
+    Admission,
     SessionState,
     StateError,
     as_fields,
+    bounded,
     capture_protocol,
     deflate_parameters,
     from_fields,
+    over_limit,
     restore_protocol,
     why_not_movable,
 )
@@ -55,15 +59,25 @@ def joined(found: list) -> list:
     return messages
 
 
-def moved(protocol: Protocol) -> Protocol:
+ADMISSION = Admission(requested="any", target="echo", path="/run/ws/echo", origin="http://localhost:8080",
+                      host="localhost:8080", scheme="http")
+
+
+def moved(protocol: Protocol, successor: Protocol | None = None) -> Protocol:
+    """``protocol``'s state, through JSON, restored into ``successor`` (one with the same limits)."""
     state = SessionState(docroot="/run/ws", name="echo", client="127.0.0.1:5000", started=1.0, last_heard=2.0,
                          held=b"fragment one, ", server_pending=b"\xc3", proxy_header_sent=True,
-                         message_tokens=3.5, message_bucket_updated=4.0, protocol=capture_protocol(protocol))
+                         message_tokens=3.5, message_bucket_updated=4.0, protocol=capture_protocol(protocol),
+                         admission=ADMISSION)
     carried = from_fields(json.loads(json.dumps(as_fields(state))))
     assert carried == state
-    successor = Protocol(max_message_size=protocol.max_message_size)
+    successor = successor or Protocol(max_message_size=protocol.max_message_size)
     restore_protocol(successor, carried.protocol)
     return successor
+
+
+def bare_state(protocol: Protocol) -> SessionState:
+    return SessionState("/d", "n", "c", 0.0, 0.0, b"", b"", False, None, None, capture_protocol(protocol), ADMISSION)
 
 
 @pytest.mark.parametrize("cut", range(1, len(STREAM)))
@@ -86,15 +100,25 @@ def test_a_character_that_cannot_end_well_still_fails_after_the_move():
     assert failed.value.code == CloseCode.INVALID_DATA
 
 
-def test_the_limits_move_too():
+def test_the_successors_limits_apply():
+    """A reload applies the new max_message_size to the message in progress too (a SEQPACKET
+    session's own limit is set again by the session, from its socket)."""
     first = Protocol(max_message_size=100)
-    first.limit_message_size(10, "too big for the server's socket")
+    first.limit_message_size(50, "too big for the server's socket")
     events(first, encode_frame(Opcode.TEXT, b"12345", fin=False, mask=MASK))
-    second = moved(first)
-    assert second.max_message_size == 10
+    second = moved(first, Protocol(max_message_size=8))
+    assert second.max_message_size == 8 and over_limit(second) is None
     with pytest.raises(ProtocolViolation) as failed:
         events(second, encode_frame(Opcode.CONTINUATION, b"678901", mask=MASK))
-    assert failed.value.code == CloseCode.MESSAGE_TOO_BIG and "server's socket" in failed.value.reason
+    assert failed.value.code == CloseCode.MESSAGE_TOO_BIG and failed.value.reason == "message over 8 bytes"
+
+
+def test_a_frame_announced_under_the_old_limit_is_over_the_new_one():
+    first = Protocol(max_message_size=100)
+    events(first, encode_frame(Opcode.BINARY, b"x" * 50, mask=MASK)[:20])  # its header said 50 bytes
+    second = moved(first, Protocol(max_message_size=20))
+    violation = over_limit(second)
+    assert violation is not None and violation.code == CloseCode.MESSAGE_TOO_BIG
 
 
 def test_a_closing_core_does_not_move():
@@ -105,10 +129,9 @@ def test_a_closing_core_does_not_move():
 
 
 def test_another_version_is_refused_by_name():
-    fields = as_fields(SessionState("/d", "n", "c", 0.0, 0.0, b"", b"", False, None, None,
-                                    capture_protocol(Protocol())))
-    with pytest.raises(StateError, match=f"version 2 .this code reads version {VERSION}"):
-        from_fields({**fields, "version": 2})
+    fields = as_fields(bare_state(Protocol()))
+    with pytest.raises(StateError, match=f"version 1 .this code reads version {VERSION}"):
+        from_fields({**fields, "version": 1})
 
 
 @pytest.mark.parametrize("fields", [None, [], {"version": VERSION}, {"version": VERSION, "protocol": {}},
@@ -122,12 +145,17 @@ def test_malformed_states_are_refused(fields):
                                          (("held",), {"b64": "%%%"}), (("protocol", "unparsed"), 7),
                                          (("protocol", "frame"), [True, 1, 2]),
                                          (("protocol", "frame"), [True, 1, "2", {"b64": ""}]),
-                                         (("protocol", "frames_left"), None)])
+                                         (("protocol", "frames_left"), None),
+                                         (("protocol", "frame"), [True, 99, 5, {"b64": "ESIzRA=="}]),
+                                         (("protocol", "frame"), [True, 1, 5, {"b64": "ESI="}]),
+                                         (("protocol", "message_opcode"), 9),
+                                         (("protocol", "message_opcode"), 8),
+                                         (("admission", "origin"), 5), (("admission", "path"), None)])
 def test_values_of_another_type_are_refused(path, value):
     """Checked whole before a session is built from it: nothing fails half-way through."""
     first = Protocol()
     events(first, encode_frame(Opcode.TEXT, b"12345", fin=False, mask=MASK) + b"\x80")
-    fields = as_fields(SessionState("/d", "n", "c", 0.0, 0.0, b"", b"", False, None, None, capture_protocol(first)))
+    fields = as_fields(bare_state(first))
     assert fields["protocol"]["frame"] is None and fields["protocol"]["unparsed"] == {"b64": "gA=="}
     fields["protocol"]["frame"] = [True, 1, 5, {"b64": "ESIzRA=="}]
     assert from_fields(fields).protocol.frame == (True, 1, 5, MASK)
@@ -141,10 +169,16 @@ def test_values_of_another_type_are_refused(path, value):
 
 
 def test_unknown_fields_are_refused():
-    fields = as_fields(SessionState("/d", "n", "c", 0.0, 0.0, b"", b"", False, None, None,
-                                    capture_protocol(Protocol())))
+    fields = as_fields(bare_state(Protocol()))
     with pytest.raises(StateError, match="unknown fields"):
         from_fields({**fields, "surprise": 1})
+
+
+def test_an_admission_keeps_no_long_header():
+    """Origin and Host are the client's: a session keeps at most MAX_ADMISSION_HEADER characters
+    of each (no DNS name is longer); a longer one is kept as malformed."""
+    assert bounded(None) is None and bounded("x" * MAX_ADMISSION_HEADER) == "x" * MAX_ADMISSION_HEADER
+    assert bounded("x" * (MAX_ADMISSION_HEADER + 1)) == ""
 
 
 def compressed_frame(data: bytes, *, fin: bool = True) -> bytes:
