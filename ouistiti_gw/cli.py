@@ -28,7 +28,7 @@ from contextlib import ExitStack
 from importlib import metadata
 from typing import NoReturn
 
-from .config import COMMAND_LINE, Config, GatewayConfig, Options, ServerConfig, closest, options
+from .config import COMMAND_LINE, Config, ConfigurationError, GatewayConfig, Options, ServerConfig, closest, options
 from .inifile import IniFile
 from .middleware import WebSocketGateway
 from .paste import build_gateway, demo_page_directory, make_static_app, not_found_app
@@ -90,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="serve an ini file's pipeline, or the gateway alone")
-    serve.add_argument("ini", nargs="?", help="a PasteDeploy ini file (its [server:main] is used if present)")
+    serve.add_argument("ini", nargs="?", help="a PasteDeploy ini file (its [server:main] is used if present); "
+                       "it holds every setting: the option flags below cannot go with it")
     demo = commands.add_parser("demo", help="a temporary docroot, the sample servers and a demo page")
     for command, schemas in ((serve, (GatewayConfig, ServerConfig)), (demo, (ServerConfig,))):
         command.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
@@ -107,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "demo":
             return run_demo(args)
+        if args.ini:
+            refuse_flags_beside(args.ini, args)
         if worker_link() is None:
             become_master(worker_argv(arguments))
         return run_serve(args)
@@ -121,6 +124,17 @@ def main(argv: list[str] | None = None) -> int:
         if link is not None and link.successor:
             link.failed(f"{type(error).__name__}: {error}")
         raise
+
+
+def refuse_flags_beside(ini: str, args: argparse.Namespace) -> None:
+    """Option flags given with an ini file: a :class:`ConfigurationError`. The file configures
+    several sections (and maybe several gateways), so a flag would not say which it changes;
+    taken silently, it was simply lost."""
+    flags = [item.cli_flag for schema in (GatewayConfig, ServerConfig) for item in options(schema)
+             if getattr(args, item.name) is not None]
+    if flags:
+        raise ConfigurationError(f"{', '.join(flags)} cannot go with an ini file: set "
+                                 f"{'them' if len(flags) > 1 else 'it'} in {ini} instead")
 
 
 def fail(reason: str, status: int) -> int:

@@ -115,6 +115,16 @@ def test_a_usage_error_is_one_line_with_a_guess(arguments, expected):
     assert assert_one_line(result.stderr).startswith(expected)
 
 
+def test_option_flags_beside_an_ini_file_are_refused(tmp_path):
+    """They were silently dropped: the ini's port was served, and even --max-connections abc passed."""
+    (tmp_path / "gateway.ini").write_text(GATEWAY_APP)
+    result = run_cli("serve", str(tmp_path / "gateway.ini"), "--port", "40110", "--docroot", str(tmp_path),
+                     "--max-connections", "abc")
+    assert result.returncode == 2
+    assert assert_one_line(result.stderr) == (f"ouistiti-gw: --docroot, --max-connections, --port cannot go "
+                                              f"with an ini file: set them in {tmp_path / 'gateway.ini'} instead")
+
+
 def test_a_docroot_that_is_a_file_is_refused_at_start(tmp_path):
     """A missing docroot is a warning (its servers may create it later); a file never becomes one."""
     (tmp_path / "file").write_text("not a directory")
