@@ -36,13 +36,14 @@ from .handover import hand_over
 from .identity import Networks, TrustedProxies, arrival_address, proxy_header, socket_arrival
 from .logs import follow_gunicorn_error_log
 from .logsafe import loggable, wsgi_text
-from .names import NameRefused, NameRules, Target, find_target, name_below, parse_protocols, wsgi_path_to_name
+from .lookup import MAX_PROTOCOL_CANDIDATES, Target, open_target
+from .names import NameRefused, NameRules, parse_protocols, wsgi_path_to_name
 from .policy import HostPolicy, OriginPolicy, SessionCounter
 from .proxy_protocol import HeaderTooLong
 from .session_state import Admission, SessionState, bounded, deflate_parameters, over_limit
 from .stock import adapt
 from .takeover import register
-from .unix import BackendUnavailable, connect_unix
+from .unix import BackendUnavailable
 from .upgrade import UPGRADE_KEY, ClientConnection, Upgrade, is_websocket_request
 from .websocket import WebSocket
 
@@ -118,25 +119,21 @@ class WebSocketGateway:
         client = loggable(format_address(self.trusted_proxies.client(environ).address))
         try:
             name = wsgi_path_to_name(environ.get("PATH_INFO", ""))
-            protocols = parse_protocols(environ.get("HTTP_SEC_WEBSOCKET_PROTOCOL"))
-            target = find_target(self.docroot, self.rules, name, protocols)
         except NameRefused as refusal:
             return self._refuse(environ, start_response, 403, str(refusal), client, "denied")
-        if target is None:
+        if not self.rules.permits(name):
             return self._pass_on(environ, start_response, upgrade)
-        origin, host = environ.get("HTTP_ORIGIN"), environ.get("HTTP_HOST")
-        scheme = environ.get("wsgi.url_scheme", "http")
-        refused = self._judge(host, origin, scheme, arrival_address(environ))
+        # The cheap checks, before any look into docroot (a handshake may ask for thousands of names)
+        refused = self._judge(environ.get("HTTP_HOST"), environ.get("HTTP_ORIGIN"),
+                              environ.get("wsgi.url_scheme", "http"), arrival_address(environ))
         if refused is not None:
             category, reason = refused
             return self._refuse(environ, start_response, 403, reason, client, category)
-        admission = Admission(name, target.name, target.path, bounded(origin), bounded(host), scheme)
-        target = dataclasses.replace(target, name=loggable(target.name))  # for logs and metrics from here on
         if not self.sessions.try_acquire():
             return self._refuse(environ, start_response, 503,
                                 f"{self.sessions.maximum} sessions already open", client, "limit")
         try:
-            return self._bridge(environ, start_response, target, client, admission)
+            return self._bridge(environ, start_response, name, client)
         finally:
             self.sessions.release()
 
@@ -150,17 +147,28 @@ class WebSocketGateway:
             return "origin", f"origin {loggable(origin)} not allowed"
         return None
 
-    def _bridge(self, environ, start_response, target: Target, client: str, admission: Admission) -> Iterable[bytes]:
-        """Connect to the server, then accept the handshake and run the session to its end."""
+    def _bridge(self, environ, start_response, name: str, client: str) -> Iterable[bytes]:
+        """Find the server's socket, connect to it, then accept the handshake and run the session to its end."""
+        # one more than the fallback tries: it says so when it ignores some
+        protocols = parse_protocols(environ.get("HTTP_SEC_WEBSOCKET_PROTOCOL"), MAX_PROTOCOL_CANDIDATES + 1)
         try:
-            header = self._proxy_header(environ, target)
-        except HeaderTooLong as too_long:
-            return self._refuse(environ, start_response, 431, str(too_long), client, "too_large")
-        try:
-            backend = connect_unix(target.path)
+            target, socket_file = open_target(self.docroot, self.rules, name, protocols)
+        except NameRefused as refusal:
+            return self._refuse(environ, start_response, 403, str(refusal), client, "denied")
         except BackendUnavailable as unavailable:
-            return self._refuse(environ, start_response, unavailable.status,
-                                f"{target.name}: {unavailable.reason}", client, _REFUSAL_REASON[unavailable.status])
+            return self._unavailable(environ, start_response, loggable(name), unavailable, client)
+        admission = Admission(name, target.name, socket_file.name, bounded(environ.get("HTTP_ORIGIN")),
+                              bounded(environ.get("HTTP_HOST")), environ.get("wsgi.url_scheme", "http"))
+        target = dataclasses.replace(target, name=loggable(target.name))  # for logs and metrics from here on
+        with socket_file:  # the descriptor is closed once connected, or refused
+            try:
+                header = self._proxy_header(environ, target)
+            except HeaderTooLong as too_long:
+                return self._refuse(environ, start_response, 431, str(too_long), client, "too_large")
+            try:
+                backend = socket_file.connect()
+            except BackendUnavailable as unavailable:
+                return self._unavailable(environ, start_response, target.name, unavailable, client)
         if self.mode != "direct" and not self._introduce(backend, header, target):
             backend.close()
             return self._refuse(environ, start_response, 503, f"{target.name}: connection lost", client, "refused")
@@ -187,6 +195,12 @@ class WebSocketGateway:
         if session.reload_outcome == "moved":
             connection.detach()  # the client's socket is the successor's now
         return []
+
+    def _unavailable(self, environ, start_response, name: str, unavailable: BackendUnavailable,
+                     client: str) -> Iterable[bytes]:
+        """Refuse a handshake whose UNIX server cannot be reached, with the status that says why."""
+        return self._refuse(environ, start_response, unavailable.status, f"{name}: {unavailable.reason}", client,
+                            _REFUSAL_REASON[unavailable.status])
 
     def _session(self, websocket: WebSocket, backend, name: str, client: str, admission: Admission) -> Session:
         """A session with this gateway's limits."""
@@ -215,7 +229,7 @@ class WebSocketGateway:
 
     def _judge_again(self, admission: Admission, client_socket) -> ProtocolViolation | None:
         """Why this configuration would not let a moved session in, as the close that ends it."""
-        names = (admission.requested, admission.target, name_below(self.docroot, admission.path))
+        names = (admission.requested, admission.target, admission.resolved)
         if not all(self.rules.permits(name) for name in names):
             why = "name not served (allow/deny)"
         else:

@@ -1,7 +1,7 @@
-"""From a request path to a UNIX socket path: the allow/deny rules and a traversal-proof resolution.
+"""From a request path to a UNIX socket name: the allow/deny rules and a traversal-proof resolution.
 
-Pure functions, no I/O beyond ``os.path.realpath`` and ``os.lstat``: the gateway asks this module
-*which file* a WebSocket request may reach, and only then opens a connection.
+Pure functions, no I/O beyond ``os.path.realpath``: the gateway asks this module *which names* a
+WebSocket request may reach; :mod:`ouistiti_gw.lookup` then opens the file by descriptors.
 
 Security stance: a name that could mean anything other than "this file below docroot" is refused,
 not repaired. Refused are: empty names, absolute names, ``.`` and ``..`` segments, empty segments
@@ -15,8 +15,9 @@ judge the name it resolves to as well as the name asked for, so a link cannot le
 from __future__ import annotations
 
 import fnmatch
+import itertools
 import os
-import stat
+import re
 import unicodedata
 from dataclasses import dataclass
 from urllib.parse import unquote
@@ -29,6 +30,8 @@ MAX_SOCKET_PATH_BYTES = 107
 _DECODE_ROUNDS = 3
 #: Unicode categories refused in a name: controls (C0, DEL, C1) and line/paragraph separators.
 _CONTROL_CATEGORIES = frozenset({"Cc", "Zl", "Zp"})
+#: A token of a comma-separated header, without the whitespace around it.
+_PROTOCOL_TOKEN = re.compile(r"[^,\s](?:[^,]*[^,\s])?")
 
 
 def fits_sun_path(path: str) -> bool:
@@ -129,85 +132,30 @@ def resolve_inside(docroot: str, name: str) -> str:
     resolved = os.path.realpath(os.path.join(root, name))
     if os.path.commonpath([root, resolved]) != root or resolved == root:
         raise NameRefused("name resolves outside docroot")
-    if not fits_sun_path(resolved):
-        raise NameRefused("path too long for a UNIX socket address")
+    check_fits(resolved)
     return resolved
 
 
-def check_destination(docroot: str, rules: NameRules, name: str, path: str) -> None:
-    """Refuse ``name`` when its resolved ``path`` is a name the rules do not permit.
+def check_fits(path: str) -> None:
+    """Refuse a socket path that does not fit a UNIX socket address (:func:`fits_sun_path`)."""
+    if not fits_sun_path(path):
+        raise NameRefused("path too long for a UNIX socket address")
 
-    ``path`` comes from :func:`resolve_inside`. A symlink (``alias -> internal/secret``), a
-    symlinked directory (``pub -> internal``) or a subprotocol fallback must not connect to a
-    socket whose own name ``deny`` covers, or ``allow`` does not: the request was aimed at the
-    gateway and is refused (403), not passed on. The reason does not say where the link leads.
+
+def check_destination(rules: NameRules, name: str, resolved: str) -> None:
+    """Refuse ``name`` when the name it ``resolved`` to (below docroot, links followed) is one the
+    rules do not permit.
+
+    A symlink (``alias -> internal/secret``), a symlinked directory (``pub -> internal``) or a
+    subprotocol fallback must not connect to a socket whose own name ``deny`` covers, or
+    ``allow`` does not: the request was aimed at the gateway and is refused (403), not passed
+    on. The reason does not say where the link leads.
     """
-    connected = name_below(docroot, path)
-    if connected != name and not rules.permits(connected):
+    if resolved != name and not rules.permits(resolved):
         raise NameRefused("name leads to a socket that is not served")
 
 
-def name_below(docroot: str, path: str) -> str:
-    """The name allow/deny judge for ``path`` (from :func:`resolve_inside`): below the resolved docroot."""
-    return os.path.relpath(path, os.path.realpath(docroot))
-
-
-def is_directory(path: str) -> bool:
-    """True when ``path`` is an existing directory (used for ouistiti's ``name/protocol`` lookup)."""
-    try:
-        return stat.S_ISDIR(os.stat(path).st_mode)
-    except OSError:
-        return False
-
-
-def exists(path: str) -> bool:
-    return os.path.lexists(path)
-
-
-def parse_protocols(header: str | None) -> list[str]:
-    """The tokens of a ``Sec-WebSocket-Protocol`` request header, in the client's order."""
-    if not header:
-        return []
-    return [p.strip() for p in header.split(",") if p.strip()]
-
-
-@dataclass(frozen=True)
-class Target:
-    """Where a WebSocket request goes: the socket file, the name it was found by, the protocol."""
-
-    name: str
-    path: str
-    protocol: str | None
-
-
-def find_target(docroot: str, rules: NameRules, name: str, protocols: list[str]) -> Target | None:
-    """Pick the socket for ``name``, with ouistiti's fallback on the requested subprotocols.
-
-    ouistiti (``mod_websocket.c``, ``_checkfile``) opens ``docroot/name``; if that does not exist
-    it tries ``docroot/protocol``, and if ``name`` is a directory it tries ``name/protocol``. We
-    do the same for each requested protocol in order, every candidate passing the same name checks
-    and allow/deny rules. Returns ``None`` when the name asked for is not the gateway's (not
-    allowed, or denied), and skips a protocol candidate that is not; raises :class:`NameRefused`
-    for a hostile name, and for an allowed name whose resolved path (the one connected) is not
-    (:func:`check_destination`). The returned path may not exist: the caller connects and
-    answers 404 then.
-    """
-    if not rules.permits(name):
-        return None
-    path = resolve_inside(docroot, name)
-    check_destination(docroot, rules, name, path)
-    protocol = protocols[0] if protocols else None
-    if exists(path) and not is_directory(path):
-        return Target(name, path, protocol)
-    prefix = name + "/" if is_directory(path) else ""
-    for candidate_protocol in protocols:
-        candidate = prefix + candidate_protocol
-        try:
-            check_name(candidate)
-            candidate_path = resolve_inside(docroot, candidate)
-        except NameRefused:
-            continue
-        if rules.permits(candidate) and exists(candidate_path):
-            check_destination(docroot, rules, candidate, candidate_path)
-            return Target(candidate, candidate_path, candidate_protocol)
-    return Target(name, path, protocol)
+def parse_protocols(header: str | None, limit: int | None = None) -> list[str]:
+    """The tokens of a ``Sec-WebSocket-Protocol`` request header, in the client's order; only the
+    first ``limit`` if given: the rest of a header of thousands is not even split."""
+    return [token.group() for token in itertools.islice(_PROTOCOL_TOKEN.finditer(header or ""), limit)]

@@ -64,11 +64,11 @@ class Admission:
     it moves). The values are the client's, as they came (never logged unescaped)."""
 
     #: The name asked for, the name of the socket found (another after the subprotocol
-    #: fallback), and that socket's resolved path (links followed: allow/deny judge it too,
-    #: as a name below the resolved docroot).
+    #: fallback), and the name below docroot that socket's file was found at, links followed
+    #: (allow/deny judge it too).
     requested: str
     target: str
-    path: str
+    resolved: str
     #: The request's ``Origin`` (None: it had none) and ``Host``, at most
     #: :data:`MAX_ADMISSION_HEADER` characters (:func:`bounded`), and its URL scheme.
     origin: str | None

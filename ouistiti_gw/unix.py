@@ -1,8 +1,9 @@
 """UNIX-domain sockets as the gateway and the servers behind it use them; each rule once.
 
 - :func:`connect_unix`: a stream socket, or a ``SOCK_SEQPACKET`` one when that is what the server
-  listens on; why not as an HTTP status (:class:`BackendUnavailable`). The gateway connects with
-  it, the CLI and the sample servers probe with it.
+  listens on; why not as an HTTP status (:class:`BackendUnavailable`). The CLI and the sample
+  servers probe with it; the gateway connects with :func:`connect_opened`, to the socket file
+  :mod:`ouistiti_gw.lookup` opened.
 - :func:`recv_packet`: one ``SOCK_SEQPACKET`` packet whole, whatever its size.
 - :func:`largest_packet`, :func:`enlarge_send_buffer`, :func:`max_packet_size`: how big a packet
   may be (Linux decides it from the send buffer).
@@ -68,7 +69,8 @@ _CONNECT_ERRORS = {
 }
 
 
-def _unavailable(error: OSError) -> BackendUnavailable:
+def unavailable(error: OSError) -> BackendUnavailable:
+    """The refusal an error of the system means (ENOENT: 404, EACCES: 403, EMFILE: 503...)."""
     if isinstance(error, stdlib_socket.timeout):
         return BackendUnavailable(503, "connection timed out", errno.ETIMEDOUT)
     status, reason = _CONNECT_ERRORS.get(error.errno or 0, (503, error.strerror or str(error)))
@@ -84,7 +86,22 @@ def connect_unix(path: str, timeout: float = CONNECT_TIMEOUT_SECONDS,
     try:
         mode = os.stat(path).st_mode
     except OSError as error:
-        raise _unavailable(error) from None
+        raise unavailable(error) from None
+    return _connect(path, mode, timeout, socket_class)
+
+
+def connect_opened(fd: int, mode: int, timeout: float = CONNECT_TIMEOUT_SECONDS,
+                   socket_class: Any = socket.socket) -> Any:
+    """Connect to the socket file that ``fd`` holds open (``O_PATH``; ``mode`` from its
+    ``fstat``), as :func:`connect_unix` does, whatever names the file has by now.
+
+    ``/proc/self/fd/N`` is the file itself, not a path looked up again: the kernel follows it to
+    the descriptor's inode and connects to the server bound to that inode.
+    """
+    return _connect(f"/proc/self/fd/{fd}", mode, timeout, socket_class)
+
+
+def _connect(address: str, mode: int, timeout: float, socket_class: Any) -> Any:
     if not stat.S_ISSOCK(mode):
         raise BackendUnavailable(403, "not a socket")
     for sock_type in (socket.SOCK_STREAM, socket.SOCK_SEQPACKET):
@@ -92,7 +109,7 @@ def connect_unix(path: str, timeout: float = CONNECT_TIMEOUT_SECONDS,
         try:
             sock = socket_class(socket.AF_UNIX, sock_type)  # out of file descriptors: EMFILE, 503
             sock.settimeout(timeout)
-            sock.connect(path)
+            sock.connect(address)
             sock.settimeout(None)
             return sock
         except OSError as error:
@@ -100,7 +117,7 @@ def connect_unix(path: str, timeout: float = CONNECT_TIMEOUT_SECONDS,
                 sock.close()
             if error.errno == errno.EPROTOTYPE:
                 continue  # the server's socket is of the other type
-            raise _unavailable(error) from None
+            raise unavailable(error) from None
     raise BackendUnavailable(403, "socket type not supported (stream or seqpacket only)")
 
 

@@ -35,7 +35,17 @@ from conformance.rawclient import (
     RawClient,
     build_frame,
 )
-from support import UnixServer, deflate, echo_handler, free_port, gateway_cli, gunicorn, wait_until
+from support import (
+    UnixServer,
+    deflate,
+    echo_handler,
+    free_port,
+    gateway_cli,
+    gunicorn,
+    handshake_request,
+    raw_request,
+    wait_until,
+)
 
 #: A round trip or a handshake slower than this, while another client floods, is a stall.
 BOUND_SECONDS = 1.0
@@ -281,3 +291,42 @@ def test_tiny_fragments_of_an_unfinished_message_cost_a_byte_each(docroot, echo_
         growth = rss_kib(gateway.serving_pid) - before
         assert growth < 2048, f"the gateway grew by {growth} KiB for {fragments} one-byte fragments"
         client.close_cleanly()
+
+
+def protocol_flood_request(port: int, count: int = 6000) -> bytes:
+    """A handshake for a name that does not exist with ``count`` subprotocols: 30 KiB of
+    ``Sec-WebSocket-Protocol`` lines (each under the 8 KiB line limit; the server joins them)."""
+    tokens = [f"{i:04x}" for i in range(count)]
+    lines = "".join(f"Sec-WebSocket-Protocol: {','.join(tokens[i:i + 1500])}\r\n" for i in range(0, count, 1500))
+    return handshake_request("/missing", port=port, extra=lines)
+
+
+def send_protocol_floods(port: int, stopped: threading.Event, statuses: list[int]) -> None:
+    request = protocol_flood_request(port)
+    while not stopped.is_set():
+        status, _, sock, _ = raw_request(port, request)
+        sock.close()
+        statuses.append(status)
+
+
+def test_handshakes_with_thousands_of_subprotocols_slow_only_themselves(docroot, echo_servers):
+    """Each such handshake once cost ~200 ms of filesystem lookups (one per subprotocol, before
+    even the Host check), and a few clients sending them in a loop stalled every session."""
+    with gateway_cli(docroot) as gateway:
+        victim = RawClient(gateway.port, SEQPACKET_ECHO)
+        stopped, statuses = threading.Event(), []
+        attackers = [threading.Thread(target=send_protocol_floods, args=(gateway.port, stopped, statuses), daemon=True)
+                     for _ in range(8)]
+        for attacker in attackers:
+            attacker.start()
+        try:
+            time.sleep(0.3)
+            round_trip, handshake = slowest_while(gateway.port, victim, threading.Event(), FLOOD_SECONDS)
+        finally:
+            stopped.set()
+            for attacker in attackers:
+                attacker.join()
+        victim.close_cleanly()
+        assert statuses and set(statuses) == {404}
+        assert round_trip < BOUND_SECONDS, f"a round trip took {round_trip:.2f} s ({len(statuses)} floods)"
+        assert handshake < BOUND_SECONDS, f"a handshake took {handshake:.2f} s ({len(statuses)} floods)"

@@ -220,3 +220,22 @@ def test_slowloris_gets_400_and_does_not_hold_up_others(docroot, unix_servers):
         answer = slow.recv(1000)
         slow.close()
         assert answer.startswith(b"HTTP/1.1 400")
+
+
+def test_the_subprotocol_fallback_tries_the_first_8_subprotocols_only(docroot, unix_servers):
+    """ouistiti's fallback: for a name that does not exist, each requested subprotocol is tried as
+    a name in turn. A handshake may carry thousands (32 KiB of headers), each a lookup in docroot:
+    only the first 8 are tried (browsers send a handful), the others are ignored, not refused."""
+    ninth = unix_servers(f"{docroot}/p9")
+    nine = f"Sec-WebSocket-Protocol: {', '.join(f'p{i}' for i in range(1, 10))}\r\n"
+    with gateway_test_app(docroot) as gateway:
+        assert handshake_status(gateway.port, "/missing", extra=nine)[0] == 404
+        eighth = unix_servers(f"{docroot}/p8")
+        status, headers, _ = handshake_status(gateway.port, "/missing", extra=nine)
+        assert status == 101 and headers["sec-websocket-protocol"] == "p8"
+        # a name that exists is served whatever the number of subprotocols; the first is answered
+        many = f"Sec-WebSocket-Protocol: {','.join(f'q{i}' for i in range(1500))}\r\n"
+        status, headers, _ = handshake_status(gateway.port, "/p9", extra=many)
+        assert status == 101 and headers["sec-websocket-protocol"] == "q0"
+        assert "missing: no such socket (404)" in gateway.log()
+    wait_until(lambda: (eighth.accepted, ninth.accepted) == (1, 1), what="one connection to each server")

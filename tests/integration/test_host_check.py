@@ -5,13 +5,24 @@ then sends ``Host`` and ``Origin`` of that name, which agree, so the Origin chec
 in. The clients here do what such a browser does: they connect to 127.0.0.1 and send the
 attacker's name as ``Host`` and ``Origin``, under each server the gateway runs in.
 """
+import os
 import socket
+import time
 
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-from support import STOCK_WORKER, free_port, gateway_served_by, gateway_test_app, gunicorn
+from support import (
+    STOCK_WORKER,
+    free_port,
+    gateway_served_by,
+    gateway_test_app,
+    gunicorn,
+    handshake_request,
+    handshake_status,
+    raw_request,
+)
 
 REBOUND = "rebind.attacker.example"
 
@@ -90,3 +101,35 @@ def test_the_wrapped_apps_plain_http_is_not_judged(gateway):
     """Only WebSocket requests are the gateway's business; the app decides about its own pages."""
     answer = plain_get(gateway.port, "/page", REBOUND)
     assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"app: /page")
+
+
+def test_refused_hosts_origins_and_sessions_cost_no_filesystem_work(docroot, unix_servers):
+    """The cheap checks come before any look into docroot: a handshake that Host, Origin or
+    max_connections refuse does not resolve its name. The evidence: ``alias`` is a link to a
+    denied socket, which the lookup reads (and refuses: 403, "not served"); reading a link sets
+    its access time (relatime: once it is older than the link's change time), and a refused
+    handshake leaves it as it was, and is refused for its Host, Origin or the limit instead."""
+    unix_servers(f"{docroot}/echo")
+    secret = unix_servers(f"{docroot}/internal/secret")
+    alias = f"{docroot}/alias"
+    os.symlink("internal/secret", alias)
+    long_ago = int(time.time()) - 3600
+    os.utime(alias, (long_ago, long_ago), follow_symlinks=False)
+    with gateway_test_app(docroot, "--set", "deny=internal/*", "--set", "max_connections=1") as gateway:
+        port = gateway.port
+        own = f"127.0.0.1:{port}"
+        for host, origin in ((f"{REBOUND}:{port}", None), (own, "http://evil.example")):
+            request = handshake_request("/alias", port=port, extra=f"Origin: {origin}\r\n" if origin else "")
+            status, _, sock, _ = raw_request(port, request.replace(f"Host: {own}".encode(), f"Host: {host}".encode()))
+            sock.close()
+            assert status == 403
+        with connect(f"ws://{own}/echo"):  # the one session max_connections allows
+            assert handshake_status(port, "/alias")[0] == 503
+        assert os.lstat(alias).st_atime == long_ago, "a refused handshake read the link"
+        log = gateway.log()
+        assert "is not one of this gateway's names" in log and "origin http://evil.example not allowed" in log
+        assert "1 sessions already open (503)" in log and "not served" not in log
+        assert handshake_status(port, "/alias")[0] == 403  # admitted: the lookup reads the link
+        assert os.lstat(alias).st_atime > long_ago
+        assert "name leads to a socket that is not served (403)" in gateway.log()
+    assert secret.accepted == 0

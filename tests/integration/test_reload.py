@@ -651,7 +651,7 @@ def session_fields(docroot: str, name: str, **protocol: object) -> dict:
     state = SessionState(docroot=docroot, name=name, client="127.0.0.1:5000", started=time.monotonic(),
                          last_heard=time.monotonic(), held=b"", server_pending=b"", proxy_header_sent=False,
                          message_tokens=None, message_bucket_updated=None, protocol=capture_protocol(Protocol()),
-                         admission=Admission(name, name, f"{docroot}/{name}", None, None, "http"))
+                         admission=Admission(name, name, name, None, None, "http"))
     fields = as_fields(state)
     fields["protocol"].update(protocol)
     return fields

@@ -25,7 +25,7 @@ LAYERS = {
     "session_state": PURE,
     # I/O: sockets, the WebSocket shell, the handover, the log and metrics plumbing
     "greenlets": IO, "sockio": IO, "unix": IO, "connection": IO, "websocket": IO, "direct": IO,
-    "handover": IO, "logs": IO, "metrics": IO, "accepting": IO, "trim": IO,
+    "handover": IO, "logs": IO, "metrics": IO, "accepting": IO, "trim": IO, "lookup": IO,
     # the session: sockets and the WebSocket, not WSGI
     "bridge": SESSION, "session": SESSION, "takeover": SESSION,
     # what a request's environ says, below the middleware that decides on it; the options'

@@ -9,9 +9,9 @@ from hypothesis import strategies as st
 from ouistiti_gw.names import (
     NameRefused,
     NameRules,
-    Target,
+    check_destination,
     check_name,
-    find_target,
+    parse_protocols,
     resolve_inside,
     wsgi_path_to_name,
 )
@@ -83,26 +83,6 @@ def test_too_long_for_sockaddr_un(tmp_path):
         resolve_inside(str(tmp_path), "x" * 120)
 
 
-def test_protocol_fallback_as_ouistiti(tmp_path):
-    root = str(tmp_path)
-    (tmp_path / "echo").touch()
-    (tmp_path / "chat").mkdir()
-    (tmp_path / "chat" / "room1").touch()
-    rules = NameRules()
-    # the name exists: it wins, the first requested protocol is echoed
-    assert find_target(root, rules, "echo", ["x"]) == Target("echo", f"{root}/echo", "x")
-    # the name does not exist: a protocol of that name in docroot
-    assert find_target(root, rules, "anything", ["nope", "echo"]) == Target("echo", f"{root}/echo", "echo")
-    # the name is a directory: the protocol inside it
-    assert find_target(root, rules, "chat", ["room1"]) == Target("chat/room1", f"{root}/chat/room1", "room1")
-    # a hostile protocol is skipped, never resolved
-    assert find_target(root, rules, "anything", ["../etc"]).path == f"{root}/anything"
-    # a denied protocol is not a way around deny
-    deny_echo = NameRules.from_options("*", "echo")
-    assert find_target(root, deny_echo, "anything", ["echo"]).path == f"{root}/anything"
-    assert find_target(root, NameRules.from_options("ws_*"), "anything", []) is None
-
-
 name_chars = st.sampled_from(list(string.ascii_letters + string.digits + "./\\%-_~:@ \x00\n")
                              + ["é", "\u2024", "\uff0f"])
 
@@ -122,23 +102,23 @@ def test_every_accepted_name_resolves_inside_docroot(tmp_path_factory, raw):
     assert ".." not in raw.split("/") and "\x00" not in raw
 
 
-def test_allow_and_deny_judge_the_resolved_name_too(tmp_path):
-    root = str(tmp_path)
-    (tmp_path / "internal").mkdir()
-    (tmp_path / "internal" / "secret").touch()
-    (tmp_path / "ws_echo").touch()
-    (tmp_path / "ws_link").symlink_to("internal/secret")
-    (tmp_path / "ws_dir").symlink_to("internal")
-    (tmp_path / "ws_same").symlink_to("ws_echo")
-    only_ws = NameRules.from_options("ws_*")
-    for name, protocols in (("ws_link", []), ("ws_dir/secret", []), ("ws_none", ["ws_link"]), ("ws_dir", ["secret"])):
-        with pytest.raises(NameRefused, match="not served"):
-            find_target(root, only_ws, name, protocols)
-    assert find_target(root, only_ws, "ws_same", []) == Target("ws_same", f"{root}/ws_echo", None)
-    assert find_target(root, only_ws, "internal/secret", []) is None  # not allowed as asked: not ours
-
-
 def test_c1_controls_and_line_separators_are_refused():
     for name in ("a\x85b", "a\u2028b", "a\u2029b", "a\x9bb"):
         with pytest.raises(NameRefused, match="control character"):
             check_name(name)
+
+
+def test_check_destination_judges_the_resolved_name_when_it_differs():
+    only_ws = NameRules.from_options("ws_*")
+    check_destination(only_ws, "ws_same", "ws_echo")
+    check_destination(only_ws, "ws_x", "ws_x")  # no link: the name asked for was judged already
+    with pytest.raises(NameRefused, match="not served"):
+        check_destination(only_ws, "ws_link", "internal/secret")
+
+
+@settings(max_examples=300, deadline=None)
+@given(header=st.text(st.sampled_from(list("ab ,\t\u3000-")), max_size=30), limit=st.integers(0, 5))
+def test_protocol_tokens_are_the_comma_separated_words_in_order(header, limit):
+    tokens = [token.strip() for token in header.split(",") if token.strip()]
+    assert parse_protocols(header) == tokens
+    assert parse_protocols(header, limit) == tokens[:limit]

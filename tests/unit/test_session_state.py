@@ -59,7 +59,7 @@ def joined(found: list) -> list:
     return messages
 
 
-ADMISSION = Admission(requested="any", target="echo", path="/run/ws/echo", origin="http://localhost:8080",
+ADMISSION = Admission(requested="any", target="echo", resolved="echo", origin="http://localhost:8080",
                       host="localhost:8080", scheme="http")
 
 
