@@ -356,6 +356,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (ValueError, RPCError, sqlite3.Error, OSError) as exc:
         parser.exit(1, f"{parser.prog}: error: {exc}\n")
     store.close()
+    print(f"user {args.user} added to group {args.group} in {args.database}")
     return 0
 
 

@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     arguments = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(arguments)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+                        format="%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s")
     try:
         if args.command == "demo":
             return run_demo(args)

@@ -121,7 +121,9 @@ class WebSocketGateway:
             name = wsgi_path_to_name(environ.get("PATH_INFO", ""))
         except NameRefused as refusal:
             return self._refuse(environ, start_response, 403, str(refusal), client, "denied")
-        if not self.rules.permits(name):
+        not_served = self.rules.refusal(name)
+        if not_served is not None:
+            log.info("WebSocket %s from %s goes to the wrapped app: name %s", loggable(name), client, not_served)
             return self._pass_on(environ, start_response, upgrade)
         # The cheap checks, before any look into docroot (a handshake may ask for thousands of names)
         refused = self._judge(environ.get("HTTP_HOST"), environ.get("HTTP_ORIGIN"),

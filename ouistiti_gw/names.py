@@ -70,10 +70,14 @@ class NameRules:
         return cls(parse_patterns(allow), parse_patterns(deny))
 
     def permits(self, name: str) -> bool:
-        def matches(patterns: tuple[str, ...]) -> bool:
-            return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+        return self.refusal(name) is None
 
-        return matches(self.allow) and not matches(self.deny)
+    def refusal(self, name: str) -> str | None:
+        """Which rule keeps ``name`` out (``denied by deny = internal/*``), or None if it is served."""
+        if not any(fnmatch.fnmatchcase(name, pattern) for pattern in self.allow):
+            return f"not allowed by allow = {', '.join(self.allow) or '(empty)'}"
+        denied_by = next((pattern for pattern in self.deny if fnmatch.fnmatchcase(name, pattern)), None)
+        return f"denied by deny = {denied_by}" if denied_by is not None else None
 
 
 def wsgi_path_to_name(path_info: str) -> str:

@@ -25,6 +25,7 @@ from webob.static import DirectoryApp
 from .config import INI, ConfigurationError, GatewayConfig, ServerConfig, refuse_unknown
 from .lazy import BuiltOnce
 from .middleware import WebSocketGateway
+from .upgrade import is_websocket_request
 from .wsgi_server import make_server, serve_until_stopped
 
 if TYPE_CHECKING:
@@ -43,8 +44,10 @@ def build_gateway(app: "WSGIApplication", config: GatewayConfig) -> WebSocketGat
 
 
 def not_found_app(environ: "WSGIEnvironment", start_response: "StartResponse"):
-    """The app behind the gateway when none is given: every plain HTTP request is a 404."""
-    body = b"404 Not Found: this server only carries WebSockets\n"
+    """The app behind the gateway when none is given: a 404 for every request it gets, plain HTTP
+    or a WebSocket for a name the gateway does not serve (allow/deny)."""
+    body = (b"404 Not Found: no WebSocket service at this path\n" if is_websocket_request(environ)
+            else b"404 Not Found: this server only carries WebSockets\n")
     start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8"),
                                      ("Content-Length", str(len(body)))])
     return [body]

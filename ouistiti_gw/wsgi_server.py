@@ -99,7 +99,11 @@ def serve_until_stopped(server: WSGIServer) -> None:
     orders = LightGreenlet.spawn(_follow_orders, link, server, stopping) if link is not None else None
     try:
         stopping.wait()
-        log.info("stopping: closing %d open session(s) with 1001", process_sessions.close_all())
+        closed = process_sessions.close_all()
+        if closed:
+            log.info("stopping: closing %d open session(s) with 1001", closed)
+        else:  # after a reload too: its sessions moved or drained (its lines said how many)
+            log.info("stopping: no session open")
     finally:
         for handler in handlers:
             handler.cancel()

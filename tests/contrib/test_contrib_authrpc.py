@@ -36,6 +36,7 @@ def database():
     result = admin_command(path, "adduser", ADMIN, "--group", "root", "--home", "/root",
                            password=ADMIN_PASSWORD)
     assert result.returncode == 0, result.stderr
+    assert result.stdout == f"user {ADMIN} added to group root in {path}\n"  # not silent
     yield path
     subprocess.run(["rm", "-rf", directory], check=False)
 

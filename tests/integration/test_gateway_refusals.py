@@ -121,7 +121,22 @@ def test_allow_and_deny(docroot, unix_servers):
         for name in ("echo", "chat/secret"):
             status, _, body = handshake_status(gateway.port, f"/{name}")
             assert (status, body) == (200, f"app: /{name}".encode())
+        log = gateway.log()
     assert [servers[n].accepted for n in ("ws_echo", "chat/room1", "echo", "chat/secret")] == [1, 1, 0, 0]
+    # each says why, naming the rule (it left no trace, even with -v)
+    assert "WebSocket echo from 127.0.0.1:" in log and "name not allowed by allow = ws_*, chat/*" in log
+    assert "goes to the wrapped app: name denied by deny = chat/secret" in log
+
+
+def test_the_cli_answers_a_websocket_for_a_denied_name_as_one(docroot, unix_servers):
+    """The CLI's own app is a 404 for everything: to a WebSocket request it says no WebSocket is
+    served there (it said "this server only carries WebSockets")."""
+    unix_servers(f"{docroot}/auth")
+    with gateway_cli(docroot, "--deny", "auth") as gateway:
+        status, _, body = handshake_status(gateway.port, "/auth")
+        log = gateway.log()
+    assert (status, body) == (404, b"404 Not Found: no WebSocket service at this path\n")
+    assert "WebSocket auth from 127.0.0.1:" in log and "name denied by deny = auth" in log
 
 
 @pytest.mark.parametrize("kwargs, status", [

@@ -22,7 +22,7 @@ from support import (
 )
 
 FORGED = "2099-01-01 00:00:00,000 CRITICAL forged"
-TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ERROR|CRITICAL) ")
+TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} \[\d+\] (DEBUG|INFO|WARNING|ERROR|CRITICAL) ")
 
 
 def send(port: int, path: str, extra: str = "", **kwargs) -> int:
