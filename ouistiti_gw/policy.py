@@ -147,6 +147,8 @@ class TokenBucket:
     """Allow ``rate`` events per second on average, in bursts of up to ``capacity`` (by default
     ``rate``: one second's worth)."""
 
+    __slots__ = ("rate", "capacity", "tokens", "clock", "updated")  # one or two per session
+
     def __init__(self, rate: float, clock=time.monotonic, capacity: float | None = None) -> None:
         self.rate = rate
         self.capacity = max(rate, 1.0) if capacity is None else capacity
