@@ -173,6 +173,14 @@ class Protocol:
     :param clock: the budgets' and the compressor's clock (seconds, monotonic), for tests.
     """
 
+    # One per session: without slots its ~30 attributes take a dict of 1.5 KiB (past CPython's
+    # 30 shared keys), 5 % of an idle session.
+    __slots__ = ("state", "close_sent", "close_received", "close_reason", "bytes_received", "bytes_sent",
+                 "wire_bytes_received", "wire_bytes_sent", "deflate", "_clock", "max_message_size", "_too_big",
+                 "_frame_budget", "_turn", "_frames_left", "_byte_budget", "_bytes_paid", "_bytes_due",
+                 "_buffer", "_offset", "_receiving", "_frame", "_frame_received", "_message_opcode",
+                 "_message_size", "_validator", "_compressed", "_inflating", "_inflated_text", "_sending_pieces")
+
     def __init__(self, *, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
                  max_frame_rate: float = DEFAULT_MAX_FRAME_RATE,
                  max_byte_rate: float = DEFAULT_MAX_BYTE_RATE,

@@ -162,6 +162,9 @@ def restore_protocol(protocol: Protocol, state: ProtocolState) -> None:
         budget.tokens, budget.updated = min(state.frame_tokens, budget.capacity), state.frame_budget_updated
     protocol.max_message_size, protocol._too_big = state.max_message_size, state.too_big
     protocol.bytes_received, protocol.bytes_sent = state.bytes_received, state.bytes_sent
+    # The byte budget starts afresh here: what came before the move was paid for there.
+    protocol._bytes_paid = state.bytes_received
+    protocol._bytes_due += state.bytes_received
     protocol.wire_bytes_received, protocol.wire_bytes_sent = state.wire_bytes_received, state.wire_bytes_sent
 
 
