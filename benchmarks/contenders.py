@@ -155,14 +155,21 @@ class Contender:
 
 
 class OuistitiGw(Contender):
+    #: ``max_byte_rate`` off: the bulk rows measure what one connection carries at full speed
+    #: (the default, 64 MiB/s a session, bounds what a client costs its server).
+    options: tuple[str, ...] = ("--max-byte-rate", "0")
+
     def command(self, docroot: str, port: int) -> tuple[list[str], dict[str, str]]:
-        return ([sys.executable, "-m", "ouistiti_gw", "serve", "--docroot", docroot, "--port", str(port)], {})
+        return ([sys.executable, "-m", "ouistiti_gw", "serve", "--docroot", docroot, "--port", str(port),
+                 *self.options], {})
 
 
 class Baseline(OuistitiGw):
     """``ouistiti-gw serve`` from another source tree (an older commit's worktree): the same gateway
     before a change, measured in the same run as after it. It runs in that tree: ``python -m``
     puts the working directory first on ``sys.path``, before the editable install's finder."""
+
+    options = ()  # an older tree may not know the flags; before max_byte_rate there was no limit
 
 
 class DirectMode(Contender):

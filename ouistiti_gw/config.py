@@ -25,7 +25,7 @@ from .deflate import DEFAULT_THRESHOLD
 from .errors import GatewayError
 from .names import parse_patterns
 from .policy import host_pattern_error
-from .protocol import DEFAULT_MAX_FRAME_RATE, DEFAULT_MAX_MESSAGE_SIZE
+from .protocol import DEFAULT_MAX_BYTE_RATE, DEFAULT_MAX_FRAME_RATE, DEFAULT_MAX_MESSAGE_SIZE
 
 try:  # gunicorn is optional; under it, a wrong setting is an app that failed to load
     from gunicorn.errors import AppImportError as _AppLoadError
@@ -271,6 +271,10 @@ class GatewayConfig(Options):
     max_frame_rate: float = option(float(DEFAULT_MAX_FRAME_RATE), "client frames per second per session, pings "
                                    "and pongs included, one second of burst; over it: close 1008; 0: no limit",
                                    minimum=0)
+    max_byte_rate: int = option(DEFAULT_MAX_BYTE_RATE, "client payload bytes per second per session, counted "
+                                "after inflation, one second (at least max_message_size) of burst; over it "
+                                "the client is not read until the budget refills (no close); 0: no limit",
+                                minimum=0)
     proxy_protocol: str = option("", "v1 or v2: each UNIX connection starts with a PROXY header saying "
                                  "who the client is", choices=("v1", "v2"))
     trusted_proxies: Patterns = option((), "comma-separated IPs/CIDRs of front proxies whose "

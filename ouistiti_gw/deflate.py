@@ -9,8 +9,12 @@ negotiated :class:`DeflateParameters` and, for the idle drop, call :meth:`PerMes
 What it costs, and what bounds it:
 
 - client -> server: we ask for ``client_no_context_takeover`` (unless told not to), so an
-  inflater lives only while a compressed message is coming in: nothing between messages.
-  Inflation goes in steps of at most :data:`INFLATE_STEP` output bytes from at most
+  inflater lives only while a compressed message is being inflated: nothing between messages.
+  A message's compressed bytes are kept as they came until :data:`INFLATE_INPUT_STEP` of them
+  are in, or its last frame (``gather``): an unfinished message then holds what the client sent,
+  not the ~40 KiB of an inflater and what 100 bytes inflate to (200 KB of zeros). A consumer that
+  assembles whole messages anyway (a ``SOCK_SEQPACKET`` server) gathers up to the last frame:
+  only then is the message inflated. Inflation goes in steps of at most :data:`INFLATE_STEP` output bytes from at most
   :data:`INFLATE_INPUT_STEP` input bytes (``decompress(data, max_length)``), every step counted
   against the message size limit: a message that would inflate past it is refused (1009) after
   at most the limit plus a step was produced, and never held (the pieces go on as they come);
@@ -166,6 +170,10 @@ class PerMessageDeflate:
         self.parameters = parameters
         self.threshold = threshold
         self._inflater: zlib._Decompress | None = None
+        #: Compressed bytes of an unfinished message kept before inflating (see the module):
+        #: :data:`INFLATE_INPUT_STEP`, or None, the whole message (:meth:`gather_whole_messages`).
+        self._gather: int | None = INFLATE_INPUT_STEP
+        self._gathered = bytearray()
         #: The compressed piece being inflated, from ``_offset`` on; ``_ended``: it is the
         #: message's last (the tail is still to inflate); ``_ending``: the tail was inflated.
         self._input: bytes = b""
@@ -180,14 +188,25 @@ class PerMessageDeflate:
 
     # -- receiving -------------------------------------------------------------------------
 
+    def gather_whole_messages(self) -> None:
+        """Inflate each message only once its last frame is in: for a consumer that holds whole
+        messages (then an unfinished one is held as the client sent it, not inflated)."""
+        self._gather = None
+
     def start_message(self) -> None:
-        if self._inflater is None:
-            self._inflater = zlib.decompressobj(-15)
         self._produced = 0
 
     def feed(self, data: bytes, *, end: bool) -> None:
         """The next piece of the message's compressed payload (``end``: its last), kept until
-        :meth:`read` has inflated all of it."""
+        :meth:`read` has inflated all of it; a piece of an unfinished message is gathered first
+        (see the module)."""
+        gathered = self._gathered
+        if not end and (self._gather is None or len(gathered) + len(data) < self._gather):
+            gathered.extend(data)
+            return
+        if gathered:
+            gathered.extend(data)
+            data, self._gathered = bytes(gathered), bytearray()
         self._input, self._offset = data, 0
         self._ended = end
 
@@ -196,7 +215,10 @@ class PerMessageDeflate:
         message's last (then possibly empty), or None when what was fed is used up. Raises
         1009 once the message passes ``limit`` bytes, 1007 on data that does not inflate."""
         inflater = self._inflater
-        assert inflater is not None, "read() outside a compressed message"
+        if inflater is None:  # made once there is something to inflate, not at the message's start
+            if not (self._input or self._ended):
+                return None
+            inflater = self._inflater = zlib.decompressobj(-15)
         while True:
             data, offset = self._input, self._offset
             if offset < len(data):

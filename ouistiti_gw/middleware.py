@@ -71,7 +71,7 @@ class WebSocketGateway:
         request goes to ``app``), ``mode`` (``"direct"`` hands the client's socket itself to
         the server, :mod:`ouistiti_gw.handover`), ``origins`` and ``allowed_hosts`` (403 for
         others), ``max_connections`` (503 past it), ``max_message_size``, ``max_message_rate``,
-        ``max_frame_rate``, ``ping_interval``, ``idle_timeout``, ``proxy_protocol``
+        ``max_frame_rate``, ``max_byte_rate``, ``ping_interval``, ``idle_timeout``, ``proxy_protocol``
         (:mod:`ouistiti_gw.proxy_protocol`), ``trusted_proxies`` (:mod:`ouistiti_gw.identity`),
         ``metrics_path`` and ``metrics_allow`` (:mod:`ouistiti_gw.metrics`). A missing docroot, an
         unknown option or a bad value raises :class:`~ouistiti_gw.config.ConfigurationError`.
@@ -94,6 +94,7 @@ class WebSocketGateway:
         self.max_message_size = config.max_message_size
         self.max_message_rate = config.max_message_rate
         self.max_frame_rate = config.max_frame_rate
+        self.max_byte_rate = config.max_byte_rate
         self.ping_interval = config.ping_interval
         self.idle_timeout = config.idle_timeout
         self.proxy_protocol = config.proxy_protocol
@@ -314,6 +315,7 @@ class WebSocketGateway:
 
     def _wrap(self, sock, buffered: bytes, deflate: DeflateParameters | None) -> WebSocket:
         return WebSocket(sock, buffered, max_message_size=self.max_message_size, max_frame_rate=self.max_frame_rate,
+                         max_byte_rate=self.max_byte_rate,
                          deflate=PerMessageDeflate(deflate, threshold=self.config.compression_threshold)
                          if deflate else None)
 

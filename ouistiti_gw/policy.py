@@ -8,8 +8,8 @@
   cannot tell; only the ``Host`` name it sends can).
 - :class:`SessionCounter` caps the sessions of one process, so a flood of upgrades cannot exhaust
   file descriptors for everybody.
-- :class:`TokenBucket` limits the message rate and the frame rate of one connection (OWASP's
-  WebSocket cheat sheet).
+- :class:`TokenBucket` limits the message rate, the frame rate and the byte rate of one
+  connection (OWASP's WebSocket cheat sheet).
 """
 from __future__ import annotations
 
@@ -162,14 +162,22 @@ class SessionCounter:
 
 
 class TokenBucket:
-    """Allow ``rate`` events per second on average, in bursts of up to ``rate`` (one second's worth)."""
+    """Allow ``rate`` events per second on average, in bursts of up to ``capacity`` (by default
+    ``rate``: one second's worth)."""
 
-    def __init__(self, rate: float, clock=time.monotonic) -> None:
+    __slots__ = ("rate", "capacity", "tokens", "clock", "updated")  # one or two per session
+
+    def __init__(self, rate: float, clock=time.monotonic, capacity: float | None = None) -> None:
         self.rate = rate
-        self.capacity = max(rate, 1.0)
+        self.capacity = max(rate, 1.0) if capacity is None else capacity
         self.tokens = self.capacity
         self.clock = clock
         self.updated = clock()
+
+    def _refill(self) -> None:
+        now = self.clock()
+        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
 
     def take(self, count: int = 1) -> bool:
         """Spend ``count`` tokens if there are that many; False (nothing spent) if not.
@@ -177,10 +185,16 @@ class TokenBucket:
         Events may be paid for in batches (one clock reading per batch, not per event) as long
         as a batch is no bigger than :attr:`capacity`.
         """
-        now = self.clock()
-        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
-        self.updated = now
+        self._refill()
         if self.tokens < count:
             return False
         self.tokens -= count
         return True
+
+    def charge(self, count: float) -> float:
+        """Spend ``count`` tokens, whatever there is: what was already used must be paid for,
+        into debt if need be. Returns the seconds until the debt is paid back (0.0: none), for
+        a caller that waits that long before it uses more."""
+        self._refill()
+        self.tokens -= count
+        return -self.tokens / self.rate if self.tokens < 0 else 0.0

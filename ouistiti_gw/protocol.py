@@ -17,6 +17,11 @@ to write. Its I/O shells (:class:`ouistiti_gw.websocket.WebSocket`, and through 
   (``max_frame_rate``, 1008 past it), in batches of :data:`FRAMES_PER_TURN`: after each batch
   :meth:`Protocol.next_event` returns :data:`TURN_ENDED` so that the shell lets its event loop
   serve the other connections (the yielding itself is the shell's: there is no loop here);
+- every payload byte received, counted after inflation, is paid for from the byte budget
+  (``max_byte_rate``): once it is spent, :meth:`Protocol.next_event` returns :class:`Throttled`
+  instead of asking for more bytes, and the shell reads nothing from the peer for that long
+  (backpressure: the peer's TCP window fills up; nothing is closed). Paid in arrears, without
+  a clock reading until what came exceeds what the budget held: no work per frame;
 - the closing handshake is the explicit :class:`State`; data after our close frame is discarded
   (section 7.1.1); a peer's close code is echoed;
 - with permessage-deflate negotiated (RFC 7692, :mod:`.deflate`), RSV1 marks a compressed
@@ -63,6 +68,13 @@ DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
 #: under what a client sending 1-byte frames as fast as it can reaches (~360 000 a second: it is
 #: closed within half a second).
 DEFAULT_MAX_FRAME_RATE = 100_000
+#: Payload bytes a client may send per second (after inflation), in bursts of one second's worth
+#: or :attr:`Protocol.max_message_size`, whichever is more. Far above what a browser sends, and a
+#: bound on what one client's deflate bombs cost the UNIX server (without one, as fast as a core
+#: inflates: ~200 MB/s); a bulk transfer faster than that sets its own figure (README, Security).
+DEFAULT_MAX_BYTE_RATE = 64 * 1024 * 1024
+#: ``bytes_received`` never reaches it: no byte budget to pay.
+_NEVER = 1 << 62
 #: Frames parsed per turn: then :meth:`Protocol.next_event` returns :data:`TURN_ENDED`.
 FRAMES_PER_TURN = 256
 #: What a piece inflated from a compressed message (up to :data:`~.deflate.INFLATE_STEP`, 64 KiB)
@@ -134,7 +146,16 @@ class TurnEnded:
 
 
 TURN_ENDED = TurnEnded()
-Event = Union[DataPiece, Ping, Pong, CloseReceived, TurnEnded]
+
+
+class Throttled(NamedTuple):
+    """The byte budget is spent: read nothing from the peer for ``seconds`` (what was already
+    read is handed out after that; nothing is lost or closed)."""
+
+    seconds: float
+
+
+Event = Union[DataPiece, Ping, Pong, CloseReceived, TurnEnded, Throttled]
 
 
 class Protocol:
@@ -143,12 +164,24 @@ class Protocol:
     :param max_message_size: a message whose payload would exceed it is refused with 1009.
     :param max_frame_rate: frames per second (every kind), in bursts of one second's worth;
         past it the connection is failed with 1008 (0: no limit).
+    :param max_byte_rate: payload bytes per second, counted after inflation, in bursts of one
+        second's worth or ``max_message_size``, whichever is more; past it :class:`Throttled`
+        (0: no limit).
     :param deflate: the connection's permessage-deflate state, when it was negotiated.
-    :param clock: the frame budget's and the compressor's clock (seconds, monotonic), for tests.
+    :param clock: the budgets' and the compressor's clock (seconds, monotonic), for tests.
     """
+
+    # One per session: without slots its ~30 attributes take a dict of 1.5 KiB (past CPython's
+    # 30 shared keys), 5 % of an idle session.
+    __slots__ = ("state", "close_sent", "close_received", "close_reason", "bytes_received", "bytes_sent",
+                 "wire_bytes_received", "wire_bytes_sent", "deflate", "_clock", "max_message_size", "_too_big",
+                 "_frame_budget", "_turn", "_frames_left", "_byte_budget", "_bytes_paid", "_bytes_due",
+                 "_buffer", "_offset", "_receiving", "_frame", "_frame_received", "_message_opcode",
+                 "_message_size", "_validator", "_compressed", "_inflating", "_inflated_text", "_sending_pieces")
 
     def __init__(self, *, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
                  max_frame_rate: float = DEFAULT_MAX_FRAME_RATE,
+                 max_byte_rate: float = DEFAULT_MAX_BYTE_RATE,
                  deflate: PerMessageDeflate | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.state = State.OPEN
@@ -172,6 +205,12 @@ class Protocol:
         if self._frame_budget is not None:
             self._turn = min(FRAMES_PER_TURN, int(self._frame_budget.capacity))
         self._frames_left = self._turn
+        self._byte_budget = TokenBucket(max_byte_rate, clock=clock, capacity=max(max_byte_rate, max_message_size)) \
+            if max_byte_rate else None
+        #: The bytes received the byte budget was charged for, and the count at which it must be
+        #: charged again: what it held then (until that, it cannot be in debt).
+        self._bytes_paid = 0
+        self._bytes_due = int(self._byte_budget.capacity) if self._byte_budget is not None else _NEVER
         #: Bytes received but not parsed yet: those from ``_buffer[_offset]`` on. Consumed by
         #: moving the offset, never by copying the rest (a 256 KiB read may hold 37 000 frames).
         self._buffer = b""
@@ -197,6 +236,13 @@ class Protocol:
     def receiving(self) -> bool:
         """True while frames from the peer are still expected (and parsed)."""
         return self._receiving
+
+    @property
+    def mid_compressed_message(self) -> bool:
+        """True when a compressed message is unfinished and all that came of it is inflated:
+        the rest must be read from the peer. What it inflated to so far may be worth far more
+        than the peer sent (a shell had better not hold it while it waits)."""
+        return self._compressed and not self._inflating
 
     def limit_message_size(self, size: int, reason: str) -> None:
         """Refuse (1009) messages over ``size`` bytes too, with ``reason`` in the close frame."""
@@ -225,7 +271,8 @@ class Protocol:
 
     def next_event(self) -> Event | None:
         """The next event the received bytes hold; None until more bytes come (or once
-        :attr:`receiving` is False). Raises :class:`~.frames.ProtocolViolation` when the peer
+        :attr:`receiving` is False), :class:`Throttled` instead while the byte budget is in
+        debt. Raises :class:`~.frames.ProtocolViolation` when the peer
         broke the protocol: answer with ``send_close(violation.code, violation.reason)``."""
         if not self._receiving:
             return None
@@ -240,13 +287,13 @@ class Protocol:
                     buffer, offset = self._buffer, self._offset
                     available = len(buffer) - offset
                     if available < 2:
-                        return None
+                        break
                     if self._frames_left <= 0:
                         self._end_turn()
                         return TURN_ENDED
                     size = header_size(buffer, offset)
                     if available < size:
-                        return None
+                        break
                     frame = parse_header(buffer, offset=offset, require_mask=True, rsv1=self.deflate is not None)
                     self._offset = offset + size
                     self._frames_left -= 1
@@ -257,11 +304,24 @@ class Protocol:
                 if event is not None:
                     return event
                 if self._frame is not None:
-                    return None  # the rest of its payload has not come yet
+                    break  # the rest of its payload has not come yet
                 # an empty non-final frame, or data discarded after our close: read on
         except ProtocolViolation:
             self._receiving = False
             raise
+        # Everything that came is handed out: more bytes are needed, if the budget allows.
+        return None if self.bytes_received < self._bytes_due else self._pay_bytes()
+
+    def _pay_bytes(self) -> Throttled | None:
+        """Charge the byte budget for what came since it was last charged; :class:`Throttled`
+        when that put it in debt (the peer must not be read until it is paid back)."""
+        budget = self._byte_budget
+        assert budget is not None
+        received = self.bytes_received
+        wait = budget.charge(received - self._bytes_paid)
+        self._bytes_paid = received
+        self._bytes_due = received + max(int(budget.tokens), 0)
+        return Throttled(wait) if wait else None
 
     def _end_turn(self) -> None:
         """Pay for a turn's frames from the frame budget (1008 when it is spent)."""
@@ -298,7 +358,7 @@ class Protocol:
         if self._message_size > self.max_message_size:
             raise ProtocolViolation(CloseCode.MESSAGE_TOO_BIG, self._too_big)
 
-    def _data_piece(self, frame: FrameHeader) -> DataPiece | TurnEnded | None:
+    def _data_piece(self, frame: FrameHeader) -> DataPiece | TurnEnded | Throttled | None:
         """What has arrived of ``frame``'s payload, unmasked and checked; None if nothing to
         hand out (no byte yet, an empty non-final frame, or data after our close)."""
         buffer, offset, received = self._buffer, self._offset, self._frame_received
@@ -328,7 +388,7 @@ class Protocol:
             return None  # section 7.1.1: after our close frame, the peer's data is discarded
         return DataPiece(piece, is_text, final) if piece or final else None
 
-    def _compressed_piece(self, piece: bytes, done: bool, final: bool) -> DataPiece | TurnEnded | None:
+    def _compressed_piece(self, piece: bytes, done: bool, final: bool) -> DataPiece | TurnEnded | Throttled | None:
         """Feed a compressed message's payload to the inflater; its first inflated piece, if any."""
         if done:
             self._frame = None
@@ -341,7 +401,7 @@ class Protocol:
         self._inflating = True
         return self._inflated_piece()
 
-    def _inflated_piece(self) -> DataPiece | TurnEnded | None:
+    def _inflated_piece(self) -> DataPiece | TurnEnded | Throttled | None:
         """The next inflated piece of a compressed message; None once what came is inflated;
         :data:`TURN_ENDED` when the turn's budget is spent (each piece pays
         :data:`FRAMES_PER_INFLATED_PIECE` from it)."""
@@ -352,6 +412,10 @@ class Protocol:
         if self._frames_left <= 0:
             self._end_turn()
             return TURN_ENDED
+        if self.bytes_received >= self._bytes_due:  # a step may inflate 64 KiB: paid before it
+            throttled = self._pay_bytes()
+            if throttled is not None:
+                return throttled
         self._frames_left -= FRAMES_PER_INFLATED_PIECE
         result = self.deflate.read(self.max_message_size, self._too_big)
         if result is None:

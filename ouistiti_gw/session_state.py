@@ -195,6 +195,9 @@ def restore_protocol(protocol: Protocol, state: ProtocolState) -> None:
     if budget is not None and state.frame_tokens is not None and state.frame_budget_updated is not None:
         budget.tokens, budget.updated = min(state.frame_tokens, budget.capacity), state.frame_budget_updated
     protocol.bytes_received, protocol.bytes_sent = state.bytes_received, state.bytes_sent
+    # The byte budget starts afresh here: what came before the move was paid for there.
+    protocol._bytes_paid = state.bytes_received
+    protocol._bytes_due += state.bytes_received
     protocol.wire_bytes_received, protocol.wire_bytes_sent = state.wire_bytes_received, state.wire_bytes_sent
 
 

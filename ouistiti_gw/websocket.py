@@ -27,6 +27,7 @@ from gevent.lock import Semaphore
 from .deflate import PerMessageDeflate
 from .frames import CloseCode, Opcode, ProtocolViolation
 from .protocol import (
+    DEFAULT_MAX_BYTE_RATE,
     DEFAULT_MAX_FRAME_RATE,
     DEFAULT_MAX_MESSAGE_SIZE,
     TURN_ENDED,
@@ -34,6 +35,7 @@ from .protocol import (
     DataPiece,
     Ping,
     Protocol,
+    Throttled,
     WebSocketClosed,
 )
 from .sockio import ReadPaused, Receiver, send_all, yield_to_loop
@@ -72,15 +74,18 @@ class WebSocket:
     :param max_message_size: a message whose payload would exceed it is refused with 1009.
     :param max_frame_rate: frames per second (every kind), in bursts of one second's worth;
         past it the connection is closed with 1008 (0: no limit).
+    :param max_byte_rate: payload bytes per second, counted after inflation; past it the
+        client is not read until the budget refills (0: no limit; see :class:`Protocol`).
     :param deflate: permessage-deflate's state when the handshake negotiated it (the core
         compresses and inflates; see :mod:`~ouistiti_gw.deflate`).
     """
 
     def __init__(self, sock, buffered: bytes = b"", *, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
-                 max_frame_rate: float = DEFAULT_MAX_FRAME_RATE, deflate: PerMessageDeflate | None = None) -> None:
+                 max_frame_rate: float = DEFAULT_MAX_FRAME_RATE, max_byte_rate: float = DEFAULT_MAX_BYTE_RATE,
+                 deflate: PerMessageDeflate | None = None) -> None:
         self.sock = sock
         self.protocol = Protocol(max_message_size=max_message_size, max_frame_rate=max_frame_rate,
-                                 deflate=deflate)
+                                 max_byte_rate=max_byte_rate, deflate=deflate)
         if buffered:
             self.protocol.receive_data(buffered)
         self._receiver = Receiver(sock)
@@ -183,6 +188,11 @@ class WebSocket:
                 # session of the process, the gunicorn worker's heartbeat) to itself.
                 before_read()
                 yield_to_loop()
+            elif type(event) is Throttled:
+                # The client sent more than max_byte_rate allows: it is not read for a while, and
+                # its TCP window does the rest (it cannot send more than the buffers hold).
+                before_read()
+                gevent.sleep(event.seconds)
             elif type(event) is Ping:
                 self._write(protocol.send_pong(event.payload), quiet=True)
             elif type(event) is CloseReceived:

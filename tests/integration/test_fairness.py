@@ -14,6 +14,7 @@ is what they test; the budget tests run with the default one.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import threading
@@ -103,8 +104,8 @@ class Flooder:
     """A raw client writing one frame over and over from a thread until stopped or cut off; if it
     reads, another thread records the close code the gateway ends it with."""
 
-    def __init__(self, port: int, kind: str) -> None:
-        self.flood = FLOODS[kind]
+    def __init__(self, port: int, flood: Flood) -> None:
+        self.flood = flood
         self.client = RawClient(port, self.flood.path, extra_headers=self.flood.headers)
         self.client.sock.settimeout(None)  # writes block while the gateway reads nothing: that is the point
         self.data = self.flood.frame * self.flood.frames_per_write
@@ -174,7 +175,7 @@ def slowest_while(port: int, victim: RawClient, stopped: threading.Event, second
 
 @contextmanager
 def flood(port: int, kind: str) -> Iterator[Flooder]:
-    flooder = Flooder(port, kind)
+    flooder = Flooder(port, FLOODS[kind])
     try:
         time.sleep(0.3)  # the gateway's buffers are full of it by now
         yield flooder
@@ -330,3 +331,39 @@ def test_handshakes_with_thousands_of_subprotocols_slow_only_themselves(docroot,
         assert statuses and set(statuses) == {404}
         assert round_trip < BOUND_SECONDS, f"a round trip took {round_trip:.2f} s ({len(statuses)} floods)"
         assert handshake < BOUND_SECONDS, f"a handshake took {handshake:.2f} s ({len(statuses)} floods)"
+
+
+def test_max_byte_rate_bounds_what_an_inflating_client_costs_the_server(docroot, echo_servers):
+    """Deflate bombs just under max_message_size (16 KiB on the wire, 16 MiB inflated) as fast as
+    the client can send them: the server got x388 what the client sent (2.91 GB in 15 s). With
+    ``max_byte_rate`` at 1 MiB/s the server receives at most the rate times the time plus the
+    burst (one max_message_size) and one inflating step; the client is not closed (it is not
+    read: backpressure), and another session's round trip stays quick."""
+    received: list[int] = []
+
+    def count(conn: socket.socket, server: UnixServer) -> None:
+        while data := conn.recv(1 << 20):
+            received.append(len(data))
+
+    rate, burst = 1024 * 1024, 16 * 1024 * 1024
+    counted = UnixServer(docroot + "/counted", count)
+    try:
+        with gateway_cli(docroot, "--max-byte-rate", str(rate)) as gateway:
+            victim = RawClient(gateway.port, SEQPACKET_ECHO)
+            round_trip_seconds(victim, 0)
+            started = time.monotonic()
+            flooder = Flooder(gateway.port, dataclasses.replace(FLOODS["inflating"], path="/counted"))
+            try:
+                round_trip, _ = slowest_while(gateway.port, victim, flooder.stopped, FLOOD_SECONDS)
+                got, elapsed = sum(received), time.monotonic() - started
+                assert flooder.writer.is_alive(), "the flooder must be held back, not cut off"
+            finally:
+                flooder.stop()
+            victim.close_cleanly()
+            log = gateway.log()
+    finally:
+        counted.close()
+    assert got > burst, f"the server got {got} bytes: the flood did not run"
+    assert got <= burst + rate * elapsed + 64 * 1024, f"{got} bytes in {elapsed:.1f} s at {rate} B/s"
+    assert round_trip < BOUND_SECONDS, f"a round trip took {round_trip:.2f} s"
+    assert "close=1008" not in log and "Traceback" not in log, log

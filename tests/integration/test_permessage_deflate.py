@@ -27,6 +27,7 @@ from support import (
     proc_status,
     raise_fd_limit,
     read_until_eof,
+    wait_until,
 )
 
 OFFER = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
@@ -163,6 +164,61 @@ def test_a_deflate_bomb_is_1009_and_costs_the_gateway_a_few_mib(docroot, unix_se
     assert 16 * MiB <= sum(map(len, sink.received)) - 4 * MiB <= 16 * MiB + 64 * 1024
     assert log.count("closing WebSocket: message over 16777216 bytes") == 1, log
     assert "Traceback" not in log
+
+
+def held_and_left_kib(gateway, path: str, count: int, offer: str, frame: bytes, *, echoed: bool) -> tuple[float, float]:
+    """RSS per session of ``count`` sessions that each sent ``frame`` (and got its echo back, if
+    ``echoed``): while they are open, and once they all closed (a trim included)."""
+    raise_fd_limit(2 * count + 200)
+    warm_up = RawClient(gateway.port, path, extra_headers=offer)
+    warm_up.send(frame)
+    if echoed:
+        warm_up.recv_frame()
+    warm_up.close_cleanly()
+    time.sleep(2)
+    before = memory_kib(gateway.serving_pid)
+    clients = [RawClient(gateway.port, path, extra_headers=offer) for _ in range(count)]
+    for client in clients:
+        client.send(frame)
+        if echoed:
+            assert client.recv_frame().rsv == 4
+    time.sleep(1)
+    held = memory_kib(gateway.serving_pid)
+    for client in clients:
+        client.close()
+    wait_until(lambda: gateway.log().count("session closed") == count + 1, what="every session closed")
+    time.sleep(2)  # the trim that follows the sessions' end
+    return (held - before) / count, (memory_kib(gateway.serving_pid) - before) / count
+
+
+@pytest.mark.parametrize("sock_type", [socket.SOCK_STREAM, socket.SOCK_SEQPACKET], ids=["stream", "seqpacket"])
+def test_unfinished_compressed_messages_hold_what_the_client_sent(docroot, unix_servers, sock_type):
+    """300 sessions each send the first frame (211 bytes) of a compressed message of 200 000
+    zeros, and never the rest, offering what an attacker would (no client_max_window_bits).
+    Each used to hold an inflater (~40 KiB) and what it inflated (up to 200 KB for a SOCK_SEQPACKET
+    server, which gets whole messages): 69 and 264 KiB per session, 61 and 256 of them still
+    there after the sessions closed. Now the frame is kept as it came: a session costs what an
+    idle one does (~29 KiB), and after they close the memory goes back but for ~10 KiB each."""
+    unix_servers(f"{docroot}/sink", read_until_eof, sock_type=sock_type)
+    first_frame = build_frame(BINARY, deflate(bytes(200_000)), fin=False, rsv=4)
+    with gateway_cli(docroot) as gateway:
+        held, left = held_and_left_kib(gateway, "/sink", 300, "Sec-WebSocket-Extensions: permessage-deflate\r\n",
+                                       first_frame, echoed=False)
+    assert held < 45, f"{held:.1f} KiB per session holding an unfinished compressed message"
+    assert left < 20, f"{left:.1f} KiB per session stayed after they closed"
+
+
+def test_memory_comes_back_when_sessions_with_live_compressors_close(seqpacket_echo):
+    """300 sessions each echo a 16 000-byte message compressed (the worst case: a compressor of
+    ~130 KiB kept for the next message), then all close at once, before the idle drop. Their
+    memory used to stay (45 KiB per session of ~160): the sessions' objects waited for the
+    garbage collector (a reference cycle) and nothing trimmed the heap after they ended."""
+    message = json.dumps([{"id": i, "name": f"row {i}", "tags": ["a", "b"]} for i in range(1000)]).encode()[:16000]
+    with gateway_cli(seqpacket_echo) as gateway:
+        held, left = held_and_left_kib(gateway, "/echo", 300, OFFER, build_frame(BINARY, deflate(message), rsv=4),
+                                       echoed=True)
+    assert held > 100, f"{held:.1f} KiB per session: the compressors were not measured"
+    assert left < held / 6, f"{left:.1f} of {held:.1f} KiB per session stayed after they closed"
 
 
 def idle_session_cost_kib(docroot: str, count: int, offer: str) -> tuple[float, float]:

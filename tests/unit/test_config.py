@@ -44,6 +44,7 @@ SAMPLES = {
     "max_message_size": ("4096", 4096),
     "max_message_rate": ("2.5", 2.5),
     "max_frame_rate": ("50", 50.0),
+    "max_byte_rate": ("1048576", 1048576),
     "proxy_protocol": ("v2", "v2"),
     "trusted_proxies": ("10.0.0.0/8, ::1", ("10.0.0.0/8", "::1")),
     "metrics_path": ("/stats", "/stats"),

@@ -14,6 +14,7 @@ import pytest
 
 from ouistiti_gw.deflate import (
     COMPRESSOR_IDLE_SECONDS,
+    INFLATE_INPUT_STEP,
     INFLATE_STEP,
     DeflateParameters,
     PerMessageDeflate,
@@ -27,6 +28,7 @@ from ouistiti_gw.protocol import (
     DataPiece,
     Ping,
     Protocol,
+    Throttled,
 )
 from support import deflate, deflate_bomb, inflate, inflated_size_of_bomb, violation_of
 
@@ -246,6 +248,52 @@ def test_inflating_pays_from_the_turn_so_a_small_frame_cannot_keep_the_loop():
     assert len(pieces_per_turn) >= 3
     assert max(pieces_per_turn) <= FRAMES_PER_TURN // FRAMES_PER_INFLATED_PIECE
     assert inflated == 16 << 20
+
+
+def test_an_unfinished_message_is_kept_as_it_came_until_16_kib_of_it_came():
+    """200 000 zeros are 211 bytes of deflate: their first frame holds those bytes, no inflater
+    (~40 KiB with its window) and nothing inflated (200 KB). From 16 KiB of compressed bytes on,
+    inflating starts (a big message streams on); the last frame inflates the rest."""
+    state = PerMessageDeflate(DeflateParameters())
+    protocol = Protocol(deflate=state, max_frame_rate=0)
+    payload = deflate(bytes(200_000))
+    assert messages(protocol, frame(BINARY, payload[:-1], fin=False, rsv1=True)) == []
+    assert state._inflater is None and bytes(state._gathered) == payload[:-1]
+    assert messages(protocol, frame(CONTINUATION, payload[-1:])) == [(bytes(200_000), False)]
+    assert state._inflater is None and not state._gathered
+    big = deflate(os.urandom(INFLATE_INPUT_STEP))
+    protocol.receive_data(frame(BINARY, big, fin=False, rsv1=True))
+    assert isinstance(protocol.next_event(), DataPiece)
+
+
+def test_for_a_consumer_of_whole_messages_a_message_is_inflated_only_at_its_end():
+    """SOCK_SEQPACKET: the message is held whole anyway, so it is held as the client sent it."""
+    state = PerMessageDeflate(DeflateParameters())
+    state.gather_whole_messages()
+    protocol = Protocol(deflate=state, max_frame_rate=0)
+    data = os.urandom(100_000)
+    payload = deflate(data)
+    assert messages(protocol, frame(BINARY, payload[:60_000], fin=False, rsv1=True)) == []
+    assert state._inflater is None and len(state._gathered) == 60_000
+    assert messages(protocol, frame(CONTINUATION, payload[60_000:])) == [(data, False)]
+
+
+def test_inflated_bytes_pay_from_the_byte_budget_before_each_step():
+    """A small frame may inflate to megabytes: each 64 KiB step is paid for before it is made,
+    so what comes out past the burst is one step at most, then Throttled until paid back."""
+    now = [0.0]
+    limit, rate = 256 * 1024, 64 * 1024
+    protocol = compressing(max_message_size=limit, max_byte_rate=rate, clock=lambda: now[0])
+    protocol.receive_data(compressed(BINARY, bytes(200 * 1024)) * 3)
+    out = 0
+    while not isinstance(event := protocol.next_event(), Throttled):
+        out += len(event.data)
+    assert limit < out <= limit + INFLATE_STEP
+    assert event.seconds == (out - limit) / rate
+    now[0] += event.seconds
+    while (event := protocol.next_event()) is not None and not isinstance(event, Throttled):
+        out += len(event.data)
+    assert limit < out <= limit + rate * now[0] + INFLATE_STEP
 
 
 def test_the_test_bomb_is_what_it_says():

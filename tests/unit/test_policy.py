@@ -75,3 +75,15 @@ def test_token_bucket_takes_events_in_batches():
     now[0] += 0.024  # 24 more tokens
     assert bucket.take(256)
     assert not bucket.take(1)
+
+
+def test_token_bucket_charges_what_was_used_into_debt_and_says_how_long_to_wait():
+    """The byte budget pays in arrears: bytes already received are charged whatever is left."""
+    now = [0.0]
+    bucket = TokenBucket(1000, clock=lambda: now[0], capacity=2000)
+    assert bucket.charge(1500) == 0.0
+    assert bucket.charge(1000) == 0.5  # 500 bytes of debt at 1000 a second
+    now[0] += 0.5
+    assert bucket.charge(0) == 0.0
+    now[0] += 10
+    assert bucket.tokens == 0 and bucket.charge(0) == 0.0 and bucket.tokens == 2000  # refills up to the burst

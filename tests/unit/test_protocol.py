@@ -20,6 +20,7 @@ from ouistiti_gw.protocol import (
     Pong,
     Protocol,
     State,
+    Throttled,
     WebSocketClosed,
 )
 from support import violation_of
@@ -187,6 +188,35 @@ def test_past_the_frame_budget_every_kind_of_frame_is_1008():
     now[0] = 1.5  # half a second later, five tokens: not enough for the next turn
     refused = violation(protocol, frame(CONTINUATION, b"x", fin=False))
     assert (refused.code, refused.reason) == (CloseCode.POLICY_VIOLATION, "over 10 frames/s (max_frame_rate)")
+
+
+def test_past_the_byte_budget_the_peer_is_not_read_until_the_debt_is_paid_back():
+    """max_byte_rate 1000 B/s, max_message_size 2000: a burst of 2000 bytes. What came is charged
+    when more must be read (no clock reading per frame); a debt is Throttled for as long as it
+    takes to pay it back, then reading goes on. Nothing is closed."""
+    now = [0.0]
+    protocol = Protocol(max_byte_rate=1000, max_message_size=2000, max_frame_rate=0, clock=lambda: now[0])
+    protocol.receive_data(frame(BINARY, b"x" * 1500) * 2)
+    assert protocol.next_event() == DataPiece(b"x" * 1500, False, True)
+    assert protocol.next_event() == DataPiece(b"x" * 1500, False, True)
+    assert protocol.next_event() == Throttled(1.0)  # 1000 bytes over the burst
+    assert protocol.next_event() == Throttled(1.0)  # until the shell has waited
+    now[0] = 1.0
+    assert protocol.next_event() is None  # paid back: read on
+    protocol.receive_data(frame(BINARY, b"y" * 500))
+    assert protocol.next_event() == DataPiece(b"y" * 500, False, True)
+    assert protocol.next_event() == Throttled(0.5)
+    assert protocol.state is State.OPEN
+
+
+@pytest.mark.parametrize("rate, throttled", [(0, False), (1, True)])
+def test_max_byte_rate_0_is_no_budget(rate, throttled):
+    """What one read brought is handed out; the budget is checked before the next read."""
+    protocol = Protocol(max_byte_rate=rate, max_message_size=1000, max_frame_rate=0, clock=lambda: 0.0)
+    for _ in range(2):
+        protocol.receive_data(frame(BINARY, b"x" * 1000))
+        assert protocol.next_event() == DataPiece(b"x" * 1000, False, True)
+    assert isinstance(protocol.next_event(), Throttled) is throttled
 
 
 def test_a_ping_and_a_pong_are_events_and_the_answer_is_a_pong_with_the_same_payload():

@@ -121,6 +121,19 @@ def test_a_frame_announced_under_the_old_limit_is_over_the_new_one():
     assert violation is not None and violation.code == CloseCode.MESSAGE_TOO_BIG
 
 
+def test_a_moved_core_does_not_pay_again_for_what_came_before_the_move():
+    """The byte budget starts afresh in the successor: a session that received more than the
+    burst in its life is not throttled for its history after a reload."""
+    first = Protocol(max_byte_rate=0)
+    events(first, encode_frame(Opcode.BINARY, b"x" * 5000, mask=MASK))
+    state = capture_protocol(first)
+    successor = Protocol(max_byte_rate=1000, max_message_size=1000, clock=lambda: 0.0)
+    restore_protocol(successor, state)
+    successor.receive_data(encode_frame(Opcode.BINARY, b"y" * 10, mask=MASK))
+    assert successor.next_event() == DataPiece(b"y" * 10, False, True)
+    assert successor.next_event() is None
+
+
 def test_a_closing_core_does_not_move():
     protocol = Protocol()
     assert why_not_movable(protocol) is None
