@@ -5,7 +5,6 @@ Fast: no process, no socket; the schema is iterated, so a new option is covered 
 until it has a sample value below).
 """
 import re
-from pathlib import Path
 
 import pytest
 from gunicorn.errors import AppImportError
@@ -29,8 +28,6 @@ from ouistiti_gw.handler import GatewayHandler
 from ouistiti_gw.inifile import IniFile
 from ouistiti_gw.paste import make_app, make_filter, not_found_app
 from ouistiti_gw.wsgi_server import handler_class, make_server
-
-README = Path(__file__).resolve().parents[2] / "README.md"
 
 #: For each option, a string no default equals, and the value it parses to.
 SAMPLES = {
@@ -285,22 +282,6 @@ def test_an_ini_file_places_the_error_in_its_section(tmp_path):
         IniFile(str(path)).load()
     assert str(refused.value) == f"{path} [app:main]: max_connections = 'lots' is not a valid int"
     assert refused.value.source.where == f"{path} [app:main]" and refused.value.key == "max_connections"
-
-
-def readme_tables() -> list[list[tuple[str, str]]]:
-    """The (option, default) rows of each table in the README's Options section."""
-    section = README.read_text().split("### Options\n", 1)[1].split("\n## ", 1)[0]
-    tables = re.findall(r"(?:^\|.*\n)+", section, re.MULTILINE)
-    return [[(row[1].strip("` "), row[2].replace("`", "").strip()) for row in
-             (line.split("|") for line in table.splitlines()[2:])] for table in tables]
-
-
-def test_the_readme_options_tables_are_the_schema():
-    gateway, server = readme_tables()
-    for rows, schema in ((gateway, GatewayConfig), (server, ServerConfig)):
-        assert [name for name, _ in rows] == names(schema)
-        for (name, default), item in zip(rows, options(schema)):
-            assert re.match(rf"{re.escape(item.default_text)}($|[ :])", default), (name, default, item.default_text)
 
 
 @pytest.mark.parametrize("hosts", ["::1", "[::1]", "gw.example, *.example.org", "127.0.0.1", "*"])

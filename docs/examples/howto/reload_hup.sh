@@ -1,0 +1,1 @@
+kill -HUP "$(cat gateway.pid)"     # a new worker takes every session over

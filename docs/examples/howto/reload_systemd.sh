@@ -1,0 +1,2 @@
+# docs-test: skip: needs root and a running systemd
+systemctl reload ouistiti-gw
