@@ -9,6 +9,7 @@ is set up.
 from __future__ import annotations
 
 import logging
+import logging.handlers
 import os
 import pwd
 from typing import Callable, Optional
@@ -16,6 +17,9 @@ from typing import Callable, Optional
 from .errors import StartupError
 
 log = logging.getLogger(__name__)
+
+#: Where a detached sample server sends its log lines (glibc's ``_PATH_LOG``).
+SYSLOG_SOCKET = "/dev/log"
 
 
 def lookup_user(name: Optional[str]) -> Optional[pwd.struct_passwd]:
@@ -49,8 +53,9 @@ def daemonize() -> Callable[[], None]:
     The original process waits until the daemon calls it (exit 0) or dies
     before that (exit 1).  Until then the daemon keeps stderr, so start-up
     errors still reach the caller, and its working directory, so relative
-    paths given to the program still work while it starts; the callback moves
-    stdio to /dev/null and the working directory to /.
+    paths given to the program still work while it starts; the callback sends
+    the log lines to syslog, moves stdio to /dev/null and the working
+    directory to /.
     """
     read_end, write_end = os.pipe()
     if os.fork():
@@ -63,6 +68,7 @@ def daemonize() -> Callable[[], None]:
         os._exit(0)
 
     def ready() -> None:
+        log_to_syslog()
         os.chdir("/")
         null = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
@@ -72,3 +78,20 @@ def daemonize() -> Callable[[], None]:
         os.close(write_end)
 
     return ready
+
+
+def log_to_syslog(address: str = SYSLOG_SOCKET) -> None:
+    """Send the log lines to syslog (``daemon`` facility), as a daemon's: its stderr is about to
+    go (a caller reading the daemon's stderr through a pipe would wait for ever otherwise).
+    Without a syslog socket, say once, while stderr still reaches the caller, that the lines
+    from now on are lost."""
+    root = logging.getLogger()
+    try:
+        handler = logging.handlers.SysLogHandler(address, facility=logging.handlers.SysLogHandler.LOG_DAEMON)
+    except OSError as exc:
+        log.warning("no syslog at %s (%s): once detached, log lines go nowhere", address, exc.strerror)
+        return
+    for old in root.handlers[:]:  # the lines keep their format (``websocket_echo: INFO: ...``)
+        handler.setFormatter(old.formatter)
+        root.removeHandler(old)
+    root.addHandler(handler)

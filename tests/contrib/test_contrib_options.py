@@ -5,14 +5,16 @@ wires the shared start-up itself.
 """
 import os
 import pwd
+import shutil
 import signal
 import socket
 import stat
+import subprocess
 import sys
 
 import pytest
 
-from support import PLUGIN, SOCK_TYPES, RPCClient, peer_pid, proc_status, run, unix_client, wait_exit
+from support import PLUGIN, SOCK_TYPES, RPCClient, command, peer_pid, proc_status, run, unix_client, wait_exit
 
 #: What each program needs besides the common options.
 EXTRA = {"echo": [], "chat": ["-w"], "jsonrpc": ["-L", str(PLUGIN)]}
@@ -112,6 +114,50 @@ def test_daemon_listens_before_the_command_returns(workdir, program):
         os.kill(pid, signal.SIGTERM)
     wait_exit(pid)
     assert not os.path.lexists(path)
+
+
+#: Run as root in a mount namespace of its own: a tmpfs over /dev holding only ``null`` and a
+#: syslog socket (a datagram receiver writing what it gets to $OUT), then the daemon.
+SYSLOG_NAMESPACE = """
+set -e
+mount -t tmpfs tmpfs /dev
+mknod -m 666 /dev/null c 1 3
+"$PYTHON" -c '
+import os, socket, sys
+receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+receiver.bind("/dev/log")
+out = open(os.environ["OUT"], "ab", 0)
+open(os.environ["OUT"] + ".pid", "w").write(str(os.getpid()))
+while True:
+    out.write(receiver.recv(65536).rstrip(b"\\0") + b"\\n")
+' </dev/null >/dev/null 2>&1 &
+while [ ! -s "$OUT.pid" ]; do sleep 0.05; done
+exec "$@"
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"),
+                    reason="a private /dev/log needs root and unshare (util-linux)")
+def test_the_daemon_logs_to_syslog(workdir):
+    """Detached, its stderr is /dev/null (a caller reading it through a pipe would wait for ever):
+    its lines go to syslog, as a daemon's, in the daemon facility (<3x>)."""
+    path, out = os.path.join(workdir, "daemon"), os.path.join(workdir, "syslog")
+    result = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", SYSLOG_NAMESPACE, "sh",
+                             *command("echo", "-R", workdir, "-n", "daemon", "-D")],
+                            env=dict(os.environ, OUT=out, PYTHON=sys.executable), capture_output=True, text=True,
+                            timeout=60)
+    receiver = int(open(out + ".pid").read())
+    try:
+        assert result.returncode == 0, result.stderr
+        sock = unix_client(path, socket.SOCK_STREAM)
+        pid = peer_pid(sock)
+        sock.close()
+        os.kill(pid, signal.SIGTERM)
+        wait_exit(pid)
+        lines = open(out, "rb").read().decode().splitlines()
+    finally:
+        os.kill(receiver, signal.SIGTERM)
+    assert "<30>websocket_echo: INFO: stopping: closing 0 client(s)" in lines  # 30: daemon.info
 
 
 @programs
