@@ -1,11 +1,12 @@
 """RFC 6455 framing, sans-IO: opcodes, close codes, header parsing, masking, frame encoding, UTF-8.
 
 This module knows bytes, not sockets (as ``wsproto`` does), so every rule here can be tested
-against the RFC without a connection. :mod:`ouistiti_gw.websocket` drives it over a stream.
+against the RFC without a connection. :mod:`ouistiti_gw.protocol` (the sans-I/O core) drives it.
 
 It replaces the parts of gevent-websocket 0.10.1 we do not trust: that library unmasks with a
 Python loop over every byte, never writes the status code in its close frames, and accepts
-unmasked client frames. Unmasking here is one big-integer XOR over the whole payload.
+unmasked client frames. Unmasking here is websockets' C helper where it is installed, else one
+big-integer XOR over the whole payload (their costs: ``benchmarks/PROFILE.md``).
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from typing import NamedTuple
 
 from .errors import GatewayError
 
-try:  # websockets' C helper (SIMD XOR): ~20 GB/s where the big-integer XOR below does ~130 MB/s
+try:  # websockets' C helper (SIMD XOR): many times faster than the big-integer XOR below
     from websockets.speedups import apply_mask as _c_apply_mask
 except ImportError:  # pragma: no cover - a platform without websockets' compiled speedups
     _c_apply_mask = None  # type: ignore[assignment]  # (then the pure-Python XOR below)
@@ -135,12 +136,12 @@ def parse_header(data: bytes, *, require_mask: bool, offset: int = 0, rsv1: bool
 
 
 def apply_mask(payload: bytes | bytearray | memoryview, mask: bytes, offset: int = 0) -> bytes:
-    """XOR ``payload`` with the repeated 4-byte ``mask`` (section 5.3), as one big-integer operation.
+    """XOR ``payload`` with the repeated 4-byte ``mask`` (section 5.3).
 
-    Masking and unmasking are the same operation. ``int.from_bytes`` and ``^`` run in C over the
-    whole buffer: hundreds of MB/s where a per-byte Python loop does a few MB/s. ``offset`` is
-    where ``payload`` starts in its frame's payload, so a payload can be unmasked in pieces of
-    any size, as its bytes arrive.
+    Masking and unmasking are the same operation: websockets' C helper does it where it is
+    installed; else one big-integer operation (``int.from_bytes`` and ``^`` run in C over the
+    whole buffer, never a per-byte Python loop). ``offset`` is where ``payload`` starts in its
+    frame's payload, so a payload can be unmasked in pieces of any size, as its bytes arrive.
     """
     length = len(payload)
     if not length or not mask:

@@ -13,7 +13,6 @@ handover: the message itself carries the client's sockaddr, and ouistiti's serve
 """
 from __future__ import annotations
 
-import array
 import errno
 import logging
 import socket as stdlib_socket
@@ -22,13 +21,14 @@ import struct
 from gevent import socket
 
 from .addresses import Address, pack_ip, unpack_ip
+from .fdpass import close_fds, receive_fds, send_fds
 
 log = logging.getLogger(__name__)
 
 #: How long the gateway waits for the server to take the socket (it closes the UNIX connection).
 HANDOVER_TIMEOUT_SECONDS = 5.0
-_FD_SIZE = array.array("i").itemsize
-_ANCILLARY_SIZE = stdlib_socket.CMSG_SPACE(4 * _FD_SIZE)
+#: Descriptors a handover message may carry (the gateway sends one; the others are closed).
+_MAX_FDS = 4
 
 
 def encode_sockaddr(address: tuple) -> bytes:
@@ -65,8 +65,7 @@ def hand_over(backend: socket.socket, client: socket.socket, timeout: float = HA
     reports ECONNRESET, and the caller still owns the client. No answer within ``timeout`` counts
     as taken (the server holds the connection open, ouistiti's servers do not).
     """
-    fds = array.array("i", [client.fileno()])
-    backend.sendmsg([encode_sockaddr(client.getpeername())], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
+    send_fds(backend, encode_sockaddr(client.getpeername()), [client.fileno()])
     backend.settimeout(timeout)
     try:
         return backend.recv(1) == b""
@@ -82,27 +81,15 @@ def hand_over(backend: socket.socket, client: socket.socket, timeout: float = HA
 def take_handover(conn: socket.socket) -> tuple[socket.socket, Address | None] | None:
     """The client socket and address a pending handover message on ``conn`` carries (``conn`` is
     then closed, as ouistiti's servers do); None, nothing read, if the first message carries no
-    descriptor (the gateway is piping)."""
+    descriptor (the gateway is piping), or more than a handover may (not the gateway's)."""
     try:
-        peeked, ancillary, _, _ = conn.recvmsg(64, _ANCILLARY_SIZE, socket.MSG_PEEK)
+        _, peeked, _ = receive_fds(conn, 64, _MAX_FDS, socket.MSG_PEEK)
     except OSError:
         return None
-    peeked_fds = _descriptors(ancillary)
-    if not peeked_fds:
+    if not peeked:
         return None
-    for fd in peeked_fds:  # peeking installed copies of the descriptors: drop them
-        stdlib_socket.close(fd)
-    data, ancillary, _, _ = conn.recvmsg(64, _ANCILLARY_SIZE)
-    fds = _descriptors(ancillary)
-    for extra in fds[1:]:
-        stdlib_socket.close(extra)
+    close_fds(peeked)  # peeking installed copies of the descriptors: drop them
+    data, fds, _ = receive_fds(conn, 64, _MAX_FDS)
+    close_fds(fds[1:])
     conn.close()
     return socket.socket(fileno=fds[0]), decode_sockaddr(data)
-
-
-def _descriptors(ancillary: list) -> list[int]:
-    fds = array.array("i")
-    for level, kind, data in ancillary:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            fds.frombytes(data[:len(data) - len(data) % _FD_SIZE])
-    return list(fds)

@@ -24,8 +24,8 @@ names. A one-component name costs one ``openat`` when nothing is there and ``ope
 more; a link on the way, ``os.path.realpath`` (an ``lstat`` per component of the whole path)
 and the second walk; each lookup, a ``realpath`` of docroot (an ``lstat`` per component) and the
 ``openat`` and ``close`` of docroot. A handshake for a missing name with 6 000 subprotocols
-makes 10 ``openat``, 1 ``close`` and the ``realpath``: about 0.1 ms, Python included (it took
-200 ms before the bound), well under a session's turn of the event loop: it does not yield.
+makes 10 ``openat``, 1 ``close`` and the ``realpath``, well under a session's turn of the event
+loop (``benchmarks/PROFILE.md``): it does not yield.
 """
 from __future__ import annotations
 

@@ -19,7 +19,6 @@ worker and then the master, with the current worker's exit status.
 """
 from __future__ import annotations
 
-import array
 import logging
 import os
 import selectors
@@ -31,6 +30,13 @@ import time
 from dataclasses import dataclass, field
 from typing import NoReturn
 
+if __package__:
+    from .fdpass import receive_fds, send_fds
+else:  # run as a script (become_master), isolated: the package stays unloaded, fdpass.py is read beside us
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from fdpass import receive_fds, send_fds  # type: ignore[no-redef]
+    del sys.path[0]
+
 #: (Run as a script by :func:`become_master`, this module is ``__main__``: its log lines keep their name.)
 log = logging.getLogger("ouistiti_gw.supervisor" if __name__ == "__main__" else __name__)
 
@@ -40,24 +46,17 @@ CONTROL_VARIABLE = "OUISTITI_RELOAD_CONTROL_FD"
 LISTEN_VARIABLE = "OUISTITI_RELOAD_LISTEN_FD"
 #: How long a successor may take to load and start serving before the reload is given up.
 READY_TIMEOUT_SECONDS = 60.0
-_FD_SIZE = array.array("i").itemsize
 
 
 def send_message(channel: socket.socket, message: bytes, fd: int | None = None) -> None:
     """One control message, with a descriptor when given."""
-    ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))] if fd is not None else []
-    channel.sendmsg([message], ancillary)
+    send_fds(channel, message, [fd] if fd is not None else [])
 
 
 def receive_message(channel) -> tuple[bytes, int | None]:
-    """The next control message and its descriptor (``b""``: the other end is gone)."""
-    message, ancillary, _, _ = channel.recvmsg(4096, socket.CMSG_SPACE(_FD_SIZE))
-    fds = array.array("i")
-    for level, kind, data in ancillary:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            fds.frombytes(data[:len(data) - len(data) % _FD_SIZE])
-    for extra in fds[1:]:
-        os.close(extra)
+    """The next control message and its descriptor (``b""``: the other end is gone); a message
+    with more than one descriptor comes without any (they are closed)."""
+    message, fds, _ = receive_fds(channel, 4096, 1)
     return message, (fds[0] if fds else None)
 
 

@@ -26,10 +26,8 @@ process) and a session whose closing handshake has started; they end in the old 
 """
 from __future__ import annotations
 
-import array
 import json
 import logging
-import os
 import struct
 from dataclasses import dataclass
 from typing import Callable, Iterable
@@ -42,9 +40,11 @@ from gevent.ssl import SSLSocket
 
 from .bridge import Session
 from .errors import GatewayError
+from .fdpass import close_fds, receive_fds, send_fds
 from .greenlets import LightGreenlet
 from .logsafe import loggable
 from .session_state import SessionState, StateError, as_fields, from_fields
+from .sockio import recv_exactly
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,6 @@ log = logging.getLogger(__name__)
 #: runs it to its end; ValueError (:class:`StateError` among them) when the state cannot be restored.
 Resume = Callable[[SessionState, socket.socket, socket.socket], Callable[[], None]]
 _LENGTH = struct.Struct("!I")
-_FD_SIZE = array.array("i").itemsize
 #: Descriptors a record may carry: a session's two.
 _MAX_FDS = 2
 #: The longest record: a state holds at most a read's unparsed bytes and a message's beginning
@@ -83,11 +82,7 @@ class Handover:
 def send_record(channel: socket.socket, fields: dict, fds: Iterable[int] = ()) -> None:
     """One record, ``fds`` riding on its first byte."""
     body = json.dumps(fields, separators=(",", ":")).encode("utf-8")
-    data = _LENGTH.pack(len(body)) + body
-    ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", list(fds)))] if fds else []
-    sent = channel.sendmsg([data], ancillary)
-    if sent < len(data):
-        channel.sendall(data[sent:])
+    send_fds(channel, _LENGTH.pack(len(body)) + body, list(fds))
 
 
 class RecordError(GatewayError, ValueError):
@@ -98,43 +93,23 @@ def receive_record(channel: socket.socket) -> tuple[dict, list[int]] | None:
     """The next record and the descriptors it carried (the caller's to close); None at the end of
     the channel. OSError, EOFError or ValueError (:class:`RecordError`) when it does not hold,
     its descriptors closed then."""
-    head, ancillary, flags, _ = channel.recvmsg(_LENGTH.size, socket.CMSG_SPACE(_MAX_FDS * _FD_SIZE))
-    fds = array.array("i")
-    for level, kind, data in ancillary:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            fds.frombytes(data[:len(data) - len(data) % _FD_SIZE])
+    head, fds, truncated = receive_fds(channel, _LENGTH.size, _MAX_FDS)
+    if truncated:
+        raise RecordError(f"a record came with more than {_MAX_FDS} descriptors")
     try:
-        if flags & socket.MSG_CTRUNC:  # the kernel closed those that did not fit
-            raise RecordError(f"a record came with more than {_MAX_FDS} descriptors")
         if not head:
             return None
-        head += _receive_exactly(channel, _LENGTH.size - len(head))
+        head += recv_exactly(channel, _LENGTH.size - len(head))
         (length,) = _LENGTH.unpack(head)
         if length > MAX_RECORD_BYTES:
             raise RecordError(f"a record of {length} bytes (at most {MAX_RECORD_BYTES})")
-        fields = json.loads(_receive_exactly(channel, length))
+        fields = json.loads(recv_exactly(channel, length))
         if not isinstance(fields, dict):
             raise RecordError("a record that is not a JSON object")
     except BaseException:
-        close_descriptors(fds)
+        close_fds(fds)
         raise
-    return fields, list(fds)
-
-
-def close_descriptors(fds: Iterable[int]) -> None:
-    for fd in fds:
-        os.close(fd)
-
-
-def _receive_exactly(channel: socket.socket, count: int) -> bytes:
-    chunks = []
-    while count:
-        chunk = channel.recv(count)
-        if not chunk:
-            raise EOFError("the takeover channel ended inside a record")
-        chunks.append(chunk)
-        count -= len(chunk)
-    return b"".join(chunks)
+    return fields, fds
 
 
 # -- the old process ---------------------------------------------------------------------------
@@ -207,7 +182,7 @@ def _read_answers(channel: socket.socket, sent: Queue, handover: Handover) -> bo
             healthy = answer is not None
         fields = answer[0] if answer is not None else {}
         if answer is not None:
-            close_descriptors(answer[1])  # an answer carries none
+            close_fds(answer[1])  # an answer carries none
         taken = fields.get("taken") is True
         if answer is not None and not taken:
             log.warning("reload: the new process refused session %s from %s: %s", session.name, session.client,
@@ -265,7 +240,7 @@ def _take(fields: dict, fds: list[int]) -> str | None:
     except ValueError as error:
         for sock in sockets:
             sock.close()
-        close_descriptors(fds[len(sockets):])
+        close_fds(fds[len(sockets):])
         return str(error)
     LightGreenlet.spawn(run)
     return None

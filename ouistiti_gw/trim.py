@@ -5,12 +5,9 @@ to ~150 KiB) in pieces under glibc's mmap threshold. Those go to the heap's free
 resident, scattered between the live sessions' own allocations: the process's RSS would not fall
 when idle sessions drop their compressors, and "idle costs nothing" would be true of the heap
 only. ``malloc_trim(0)`` returns every free page inside the heap (not just its top) with
-``madvise``. Measured: 1000 compressors of 200-byte messages, dropped, keep ~36 KiB each
-resident; trimmed, nothing of them stays. The same holds for what an ended session frees (its
-buffers, zlib states, greenlet): each session's end asks for a trim too. 500 sessions with live
-16 000-byte compressors, closed at once, left 45 KiB each resident before (no trim then, and a
-reference cycle kept each session's objects until a full garbage collection), ~11 KiB now
-(what stays is partial pages of the heap and of Python's own allocator, which no trim reaches).
+``madvise``. The same holds for what an ended session frees (its buffers, zlib states,
+greenlet): each session's end asks for a trim too. What stays resident with and without it:
+``benchmarks/PROFILE.md``.
 
 One trim per :data:`TRIM_DELAY` at most, process-wide, however many sessions drop at once; a
 no-op where the C library has no ``malloc_trim`` (musl, macOS).

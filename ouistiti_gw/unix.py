@@ -35,6 +35,7 @@ from .proxy_protocol import (
     could_be_header,
     parse,
 )
+from .sockio import recv_exactly
 
 #: Connecting to a UNIX socket whose backlog is full must not hang the handshake.
 CONNECT_TIMEOUT_SECONDS = 5.0
@@ -210,6 +211,8 @@ def read_proxy_header(sock: Any, timeout: float = HEADER_TIMEOUT_SECONDS) -> Pro
         return _read_header_stream(sock)
     except (socket.timeout, TimeoutError):
         raise ProxyProtocolError(f"PROXY header not complete within {timeout:g} s") from None
+    except EOFError:
+        raise ProxyProtocolError("connection closed inside the PROXY header") from None
     finally:
         sock.settimeout(previous)
 
@@ -238,32 +241,22 @@ def _read_header_stream(sock: Any) -> ProxyHeader:
     except IncompleteHeader:
         header, used = _read_header_slowly(sock)
         return header
-    _recv_exactly(sock, used)
+    recv_exactly(sock, used)
     return header
 
 
 def _read_header_slowly(sock: Any) -> tuple[ProxyHeader, int]:
     """A header arriving in pieces: read only as far as the bytes so far prove it reaches."""
-    data = _recv_exactly(sock, min(MIN_V1_LENGTH, V2_FIXED_LENGTH))
+    data = recv_exactly(sock, min(MIN_V1_LENGTH, V2_FIXED_LENGTH))
     while True:
         try:
             return parse(data)
         except IncompleteHeader:
             pass
         if data.startswith(SIGNATURE_V1):
-            data += _recv_exactly(sock, 1)  # a v1 line ends at CRLF: no byte past it
+            data += recv_exactly(sock, 1)  # a v1 line ends at CRLF: no byte past it
         elif len(data) < V2_FIXED_LENGTH:
-            data += _recv_exactly(sock, V2_FIXED_LENGTH - len(data))
+            data += recv_exactly(sock, V2_FIXED_LENGTH - len(data))
         else:
             (length,) = struct.unpack_from("!H", data, 14)
-            data += _recv_exactly(sock, V2_FIXED_LENGTH + length - len(data))
-
-
-def _recv_exactly(sock: Any, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        chunk = sock.recv(size - len(data))
-        if not chunk:
-            raise ProxyProtocolError("connection closed inside the PROXY header")
-        data += chunk
-    return data
+            data += recv_exactly(sock, V2_FIXED_LENGTH + length - len(data))

@@ -1,11 +1,11 @@
 """The package's layering, read from its source: each module imports only modules below it.
 
-The data path, bottom up (STYLE.md): pure rules and codecs that do no I/O; the I/O shells and
-socket helpers; the session that pumps between the client and the UNIX server (sockets, not
-WSGI); what reads a request's environ (who the client is, the stock worker's adapter); the
-middleware, the one place that knows WSGI and the session; the server glue that only wires.
-A module may import its own layer or a lower one, never a higher one. A new module must be
-placed in :data:`LAYERS` first: the test names it until it is.
+The data path, bottom up, as docs/explanation/architecture.md ("Layers and modules") lists it:
+pure rules and codecs that do no I/O; the I/O shells and socket helpers; the session that pumps
+between the client and the UNIX server (sockets, not WSGI); what reads a request's environ (who
+the client is, the stock worker's adapter); the middleware, the one place that knows WSGI and the
+session; the server glue that only wires. A module may import its own layer or a lower one, never
+a higher one. A new module must be placed in :data:`LAYERS` first: the test names it until it is.
 """
 from __future__ import annotations
 
@@ -23,11 +23,12 @@ LAYERS = {
     "errors": PURE, "logsafe": PURE, "addresses": PURE, "names": PURE, "policy": PURE,
     "frames": PURE, "utf8": PURE, "deflate": PURE, "protocol": PURE, "proxy_protocol": PURE, "upgrade": PURE,
     "session_state": PURE,
-    # I/O: sockets, the WebSocket shell, the handover, the log and metrics plumbing
-    "greenlets": IO, "sockio": IO, "unix": IO, "connection": IO, "websocket": IO, "direct": IO,
+    # I/O: sockets, descriptors passed over them, the WebSocket shell, the handover, the log and
+    # metrics plumbing
+    "greenlets": IO, "sockio": IO, "fdpass": IO, "unix": IO, "connection": IO, "websocket": IO, "direct": IO,
     "handover": IO, "logs": IO, "metrics": IO, "accepting": IO, "trim": IO, "lookup": IO,
     # the session: sockets and the WebSocket, not WSGI
-    "bridge": SESSION, "session": SESSION, "takeover": SESSION,
+    "bridge": SESSION, "takeover": SESSION,
     # what a request's environ says, below the middleware that decides on it; the options'
     # schema (its ConfigurationError is also gunicorn's AppImportError, when gunicorn is there)
     "identity": REQUEST, "stock": REQUEST, "config": REQUEST,
@@ -76,6 +77,12 @@ def imports(module: str, package: Path = PACKAGE) -> list[tuple[str, str, tuple[
 def test_every_module_has_a_layer():
     unplaced = [module for module in modules() if module not in LAYERS]
     assert not unplaced, f"place these modules in LAYERS: {unplaced}"
+
+
+def test_every_layer_entry_is_a_module():
+    """A module removed or renamed leaves no entry behind to mislead the reader."""
+    absent = sorted(set(LAYERS) - set(modules()))
+    assert not absent, f"LAYERS names modules that do not exist: {absent}"
 
 
 @pytest.mark.parametrize("module", modules())

@@ -8,7 +8,7 @@ import gevent.event
 import pytest
 from gevent import socket, ssl
 
-from ouistiti_gw.sockio import READS_PER_TURN, Receiver, yield_to_loop
+from ouistiti_gw.sockio import READS_PER_TURN, Receiver, recv_exactly, yield_to_loop
 from support import self_signed_certificate
 
 
@@ -105,3 +105,16 @@ def test_reads_that_never_wait_still_take_turns():
         assert turns_before(ran, lambda: receiver.recv(1)) == READS_PER_TURN + 1
     left.close()
     right.close()
+
+
+def test_recv_exactly_reads_across_pieces_and_says_when_the_stream_ends_short():
+    left, right = socket.socketpair()
+    later = gevent.spawn_later(0.05, right.sendall, b"lo, world")
+    right.sendall(b"hel")
+    assert recv_exactly(left, 12) == b"hello, world"
+    later.join()
+    right.sendall(b"abc")
+    right.close()
+    with pytest.raises(EOFError, match="5 bytes short"):
+        recv_exactly(left, 8)
+    left.close()
