@@ -1,4 +1,4 @@
-"""Admission policies as pure functions: origins, the session counter, the token bucket."""
+"""Admission policies as pure functions: origins, hosts, the session counter."""
 import pytest
 
 from ouistiti_gw.policy import HostPolicy, OriginPolicy, SessionCounter, normalize_origin
