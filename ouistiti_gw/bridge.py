@@ -43,9 +43,9 @@ from gevent.event import AsyncResult
 from .deflate import COMPRESSOR_IDLE_SECONDS
 from .frames import CloseCode, ProtocolViolation
 from .greenlets import LightGreenlet
-from .policy import TokenBucket
 from .protocol import Protocol
-from .session_state import Admission, SessionState, capture_protocol, restore_protocol, why_not_movable
+from .ratelimit import TokenBucket
+from .session_state import Admission, SessionState
 from .sockio import ReadPaused, Receiver, interrupt_read, send_all, yield_to_loop
 from .trim import trim_soon
 from .unix import largest_packet, recv_packet
@@ -322,7 +322,7 @@ class Session:
         :data:`PAUSE_TIMEOUT_SECONDS`.
 
         Called from another greenlet (the reload's), never from the session's own."""
-        if self._timers is None or self._handover is not None or why_not_movable(self.websocket.protocol):
+        if self._timers is None or self._handover is not None or self.websocket.protocol.why_not_movable():
             return None
         self._handover, self._decision = AsyncResult(), AsyncResult()
         self._stop_timers()  # no ping may start while we move, no idle timeout may cut the wait
@@ -356,7 +356,7 @@ class Session:
         handover, decision = self._handover, self._decision
         assert handover is not None and decision is not None
         protocol = self.websocket.protocol
-        if stopped and why_not_movable(protocol) is None:  # (inside a compressed message, it is not)
+        if stopped and protocol.why_not_movable() is None:  # (inside a compressed message, it is not)
             self.websocket.wait_for_writes()
             if protocol.deflate is not None:
                 protocol.deflate.drop()  # between messages: the successor starts a fresh context
@@ -385,7 +385,7 @@ class Session:
             proxy_header_sent=self.proxy_header_sent,
             message_tokens=bucket.tokens if bucket is not None else None,
             message_bucket_updated=bucket.updated if bucket is not None else None,
-            protocol=capture_protocol(ws.protocol), admission=self.admission)
+            protocol=ws.protocol.snapshot(), admission=self.admission)
 
     def restore(self, state: SessionState) -> None:
         """Take over ``state``, a session paused in another process, before :meth:`run`."""
@@ -394,9 +394,8 @@ class Session:
         self.splitter.pending = state.server_pending
         self.proxy_header_sent, self.resumed = state.proxy_header_sent, True
         if self.bucket is not None and state.message_tokens is not None and state.message_bucket_updated is not None:
-            self.bucket.tokens = min(state.message_tokens, self.bucket.capacity)
-            self.bucket.updated = state.message_bucket_updated
-        restore_protocol(self.websocket.protocol, state.protocol)
+            self.bucket.resume(state.message_tokens, state.message_bucket_updated)
+        self.websocket.protocol.restore(state.protocol)
 
     def _stop_timers(self) -> None:
         for timer in self._timers or ():

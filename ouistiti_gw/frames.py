@@ -1,4 +1,4 @@
-"""RFC 6455 framing, sans-IO: opcodes, close codes, header parsing, masking, frame encoding, UTF-8.
+"""RFC 6455 framing, sans-IO: opcodes, close codes, header parsing, masking, frame encoding.
 
 This module knows bytes, not sockets (as ``wsproto`` does), so every rule here can be tested
 against the RFC without a connection. :mod:`ouistiti_gw.protocol` (the sans-I/O core) drives it.
@@ -10,7 +10,6 @@ big-integer XOR over the whole payload (their costs: ``benchmarks/PROFILE.md``).
 """
 from __future__ import annotations
 
-import codecs
 import struct
 from enum import IntEnum
 from typing import NamedTuple
@@ -174,32 +173,6 @@ def encode_frame(opcode: int, payload: bytes = b"", *, fin: bool = True, mask: b
     """A whole frame; ``mask`` (4 bytes) is for clients, servers send unmasked frames."""
     body = apply_mask(payload, mask) if mask else payload
     return encode_header(opcode, len(payload), fin=fin, mask=mask) + body
-
-
-class Utf8Validator:
-    """Check a text message's UTF-8 as its bytes arrive (section 8.1), failing on the first bad byte.
-
-    The C codec does the work; what it keeps pending at the end of a piece is checked too, as it
-    keeps ``ED A0``-``ED BF`` (the start of a UTF-16 surrogate, never valid in UTF-8) pending
-    where it refuses ``E0 80`` or ``F4 90`` at once: without that check, a message could not fail
-    before the byte after such a prefix arrived (Autobahn 6.4.x, "fail fast").
-    """
-
-    def __init__(self) -> None:
-        self._decoder = codecs.getincrementaldecoder("utf-8")()
-
-    def feed(self, data: bytes, *, final: bool = False) -> None:
-        """Validate the next piece; ``final`` for the end of the message (nothing may stay pending).
-
-        Raises :class:`ProtocolViolation` (1007) at the first piece that cannot be valid UTF-8.
-        """
-        try:
-            self._decoder.decode(data, final)
-        except UnicodeDecodeError:
-            raise ProtocolViolation(CloseCode.INVALID_DATA, "text message is not valid UTF-8") from None
-        pending = self._decoder.getstate()[0]
-        if len(pending) >= 2 and pending[0] == 0xED and pending[1] >= 0xA0:
-            raise ProtocolViolation(CloseCode.INVALID_DATA, "text message holds a UTF-16 surrogate")
 
 
 def is_valid_close_code(code: int) -> bool:

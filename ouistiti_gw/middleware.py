@@ -40,7 +40,7 @@ from .lookup import MAX_PROTOCOL_CANDIDATES, Target, open_target
 from .names import NameRefused, NameRules, parse_protocols, wsgi_path_to_name
 from .policy import HostPolicy, OriginPolicy, SessionCounter
 from .proxy_protocol import HeaderTooLong
-from .session_state import Admission, SessionState, bounded, deflate_parameters, over_limit
+from .session_state import Admission, SessionState, bounded
 from .stock import adapt
 from .takeover import register
 from .unix import BackendUnavailable
@@ -224,10 +224,10 @@ class WebSocketGateway:
         session this configuration would not let in (allow/deny, ``allowed_hosts``,
         ``origins``) starts with its close, 1008; one inside a message already over
         ``max_message_size``, 1009."""
-        websocket = self._wrap(client_socket, b"", deflate_parameters(state.protocol))
+        websocket = self._wrap(client_socket, b"", state.protocol.deflate_parameters())
         session = self._session(websocket, backend, state.name, state.client, state.admission)
         session.restore(state)
-        refusal = self._judge_again(state.admission, client_socket) or over_limit(websocket.protocol)
+        refusal = self._judge_again(state.admission, client_socket) or websocket.protocol.over_limit()
         return partial(self._run_resumed, session, refusal)
 
     def _judge_again(self, admission: Admission, client_socket) -> ProtocolViolation | None:

@@ -1,4 +1,4 @@
-"""Admission policies, pure and small: which Origins may connect, how many sessions, how fast.
+"""Admission policies, pure and small: which Origins and Hosts may connect, how many sessions.
 
 - :class:`OriginPolicy` protects against cross-site WebSocket hijacking (a page on another site
   opening a WebSocket with the user's cookies). Browsers always send ``Origin``; a request without
@@ -8,14 +8,13 @@
   cannot tell; only the ``Host`` name it sends can).
 - :class:`SessionCounter` caps the sessions of one process, so a flood of upgrades cannot exhaust
   file descriptors for everybody.
-- :class:`TokenBucket` limits the message rate, the frame rate and the byte rate of one
-  connection (OWASP's WebSocket cheat sheet).
+
+The rate limits of one connection are the core's own (:mod:`.ratelimit`), not admission's.
 """
 from __future__ import annotations
 
 import fnmatch
 import ipaddress
-import time
 from urllib.parse import urlsplit
 
 from .names import parse_patterns
@@ -159,42 +158,3 @@ class SessionCounter:
 
     def release(self) -> None:
         self.active -= 1
-
-
-class TokenBucket:
-    """Allow ``rate`` events per second on average, in bursts of up to ``capacity`` (by default
-    ``rate``: one second's worth)."""
-
-    __slots__ = ("rate", "capacity", "tokens", "clock", "updated")  # one or two per session
-
-    def __init__(self, rate: float, clock=time.monotonic, capacity: float | None = None) -> None:
-        self.rate = rate
-        self.capacity = max(rate, 1.0) if capacity is None else capacity
-        self.tokens = self.capacity
-        self.clock = clock
-        self.updated = clock()
-
-    def _refill(self) -> None:
-        now = self.clock()
-        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
-        self.updated = now
-
-    def take(self, count: int = 1) -> bool:
-        """Spend ``count`` tokens if there are that many; False (nothing spent) if not.
-
-        Events may be paid for in batches (one clock reading per batch, not per event) as long
-        as a batch is no bigger than :attr:`capacity`.
-        """
-        self._refill()
-        if self.tokens < count:
-            return False
-        self.tokens -= count
-        return True
-
-    def charge(self, count: float) -> float:
-        """Spend ``count`` tokens, whatever there is: what was already used must be paid for,
-        into debt if need be. Returns the seconds until the debt is paid back (0.0: none), for
-        a caller that waits that long before it uses more."""
-        self._refill()
-        self.tokens -= count
-        return -self.tokens / self.rate if self.tokens < 0 else 0.0

@@ -29,9 +29,13 @@ to write. Its I/O shells (:class:`ouistiti_gw.websocket.WebSocket`, and through 
   inflated in bounded steps, each handed out as a piece and counted against the size limit
   (1009), data that does not inflate is 1007; what is sent is compressed when it pays.
 
-Compression adds one object to the state, :class:`~.deflate.PerMessageDeflate`. A session can
-be moved elsewhere (its state serialized) only at a message boundary in each direction: then no
-inflater is alive (without client context takeover) and the compressor may be dropped.
+The core saves itself: :meth:`Protocol.snapshot` returns its state between two reads as a
+:class:`ProtocolState` (plain values, for :mod:`.session_state` to serialize on a reload), and
+:meth:`Protocol.restore` puts one into a fresh core built with another process's limits;
+:meth:`Protocol.why_not_movable` says when it cannot be carried. Compression adds one object to
+the state, :class:`~.deflate.PerMessageDeflate`, whose zlib streams cannot be exported: a
+compressed core moves only at a message boundary in each direction, then no inflater is alive
+(without client context takeover) and the compressor may be dropped.
 
 A violation is raised from :meth:`Protocol.next_event` as :class:`~.frames.ProtocolViolation`
 (its ``code`` and ``reason`` are what the shell's close frame should carry); nothing is parsed
@@ -40,18 +44,17 @@ after it.
 from __future__ import annotations
 
 import time
-from codecs import utf_8_decode
+from dataclasses import dataclass
 from enum import Enum
 from typing import Callable, NamedTuple, Union
 
-from .deflate import PerMessageDeflate
+from .deflate import DeflateParameters, PerMessageDeflate
 from .errors import GatewayError
 from .frames import (
     CloseCode,
     FrameHeader,
     Opcode,
     ProtocolViolation,
-    Utf8Validator,
     apply_mask,
     encode_close_payload,
     encode_header,
@@ -59,7 +62,8 @@ from .frames import (
     parse_close_payload,
     parse_header,
 )
-from .policy import TokenBucket
+from .ratelimit import TokenBucket
+from .utf8 import Utf8Validator, check_message
 
 DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
 #: Frames of every kind (data, continuation, ping, pong) a client may send per second, in bursts
@@ -156,6 +160,47 @@ class Throttled(NamedTuple):
 
 
 Event = Union[DataPiece, Ping, Pong, CloseReceived, TurnEnded, Throttled]
+
+
+class NotMovable(GatewayError):
+    """:meth:`Protocol.snapshot` was asked for a state that cannot be carried over (the reason:
+    :meth:`Protocol.why_not_movable`)."""
+
+
+@dataclass(frozen=True)
+class ProtocolState:
+    """What a :class:`Protocol` holds between two reads, as plain values (:meth:`Protocol.snapshot`).
+
+    Limits are not part of it: the core restored from it keeps its own (:meth:`Protocol.restore`).
+    """
+
+    unparsed: bytes
+    #: The frame whose payload is being read: ``(fin, opcode, length, mask)``, and how much has come.
+    frame: tuple[bool, int, int, bytes] | None
+    frame_received: int
+    #: The data message being received (None between messages), its size so far, and the
+    #: bytes of a character its validator holds (None: no validator yet).
+    message_opcode: int | None
+    message_size: int
+    utf8_pending: bytes | None
+    frames_left: int
+    frame_tokens: float | None
+    frame_budget_updated: float | None
+    bytes_received: int
+    bytes_sent: int
+    wire_bytes_received: int
+    wire_bytes_sent: int
+    #: permessage-deflate's negotiated parameters, as ``(server_no_context_takeover,
+    #: client_no_context_takeover, server_max_window_bits or 0)``; None: not negotiated.
+    deflate: tuple[bool, bool, int] | None
+
+    def deflate_parameters(self) -> DeflateParameters | None:
+        """The permessage-deflate parameters the session negotiated (the successor builds its core
+        with them, whatever its own configuration says: the client relies on them)."""
+        if self.deflate is None:
+            return None
+        server_no_context, client_no_context, window = self.deflate
+        return DeflateParameters(server_no_context, client_no_context, window or None)
 
 
 class Protocol:
@@ -432,11 +477,8 @@ class Protocol:
     def _check_text(self, piece: bytes, final: bool, *, whole: bool) -> None:
         """Raise 1007 at the first piece that cannot be valid UTF-8 (section 8.1)."""
         if whole:  # a message in one piece (nearly all): checked at once, no incremental decoder
-            if not piece.isascii():
-                try:
-                    utf_8_decode(piece, "strict", True)
-                except UnicodeDecodeError:
-                    raise ProtocolViolation(CloseCode.INVALID_DATA, "text message is not valid UTF-8") from None
+            if not piece.isascii():  # (ASCII, the common case, without a call)
+                check_message(piece)
             return
         if self._validator is None:
             self._validator = Utf8Validator()
@@ -458,6 +500,83 @@ class Protocol:
         self._receiving = False
         self.state = State.CLOSED if self.state is State.CLOSING_LOCAL else State.CLOSING_REMOTE
         return CloseReceived(code, reason)
+
+    # -- moving to another process ---------------------------------------------------------
+
+    def why_not_movable(self) -> str | None:
+        """None when :meth:`snapshot` can carry this core's state over now; else why not: its
+        closing handshake has started, or zlib holds state no snapshot can take (a message
+        being received compressed, the client's context takeover), or a message it sends in
+        pieces is open."""
+        if self.state is not State.OPEN or not self._receiving:
+            return "closing"
+        if self._sending_pieces:
+            return "inside a message sent in pieces"
+        deflate = self.deflate
+        if deflate is not None:
+            if not deflate.parameters.client_no_context_takeover:
+                return "compressed with the client's context takeover (zlib cannot export the inflater's window)"
+            if self._message_opcode is not None or self._inflating:
+                return "inside a compressed message"
+        return None
+
+    def snapshot(self) -> ProtocolState:
+        """This core's state between two reads (the shell must not be reading), for
+        :meth:`restore` in another process. Raises :class:`NotMovable` when
+        :meth:`why_not_movable` says it cannot be carried; the compressor is not part of it
+        (drop it first: legal between messages, the client's inflater keeps working)."""
+        why = self.why_not_movable()
+        if why is not None:
+            raise NotMovable(why)
+        frame, validator, budget, deflate = self._frame, self._validator, self._frame_budget, self.deflate
+        return ProtocolState(
+            unparsed=bytes(self._buffer[self._offset:]),
+            frame=(frame.fin, int(frame.opcode), frame.length, frame.mask) if frame is not None else None,
+            frame_received=self._frame_received,
+            message_opcode=int(self._message_opcode) if self._message_opcode is not None else None,
+            message_size=self._message_size,
+            utf8_pending=validator.pending if validator is not None else None,
+            frames_left=self._frames_left,
+            frame_tokens=budget.tokens if budget is not None else None,
+            frame_budget_updated=budget.updated if budget is not None else None,
+            bytes_received=self.bytes_received,
+            bytes_sent=self.bytes_sent,
+            wire_bytes_received=self.wire_bytes_received,
+            wire_bytes_sent=self.wire_bytes_sent,
+            deflate=(deflate.parameters.server_no_context_takeover, deflate.parameters.client_no_context_takeover,
+                     deflate.parameters.server_max_window_bits or 0) if deflate is not None else None,
+        )
+
+    def restore(self, state: ProtocolState) -> None:
+        """Go on from ``state``, another core's :meth:`snapshot`, in this fresh core (nothing
+        received yet), built with this process's limits: they stay (:meth:`over_limit` tells
+        whether the message in progress already exceeds them). Its ``deflate`` must be built
+        with ``state.deflate_parameters()``."""
+        self._buffer, self._offset = state.unparsed, 0
+        if state.frame is not None:
+            fin, opcode, length, mask = state.frame
+            self._frame = FrameHeader(fin, Opcode(opcode), length, mask)
+        self._frame_received = state.frame_received
+        self._message_opcode = Opcode(state.message_opcode) if state.message_opcode is not None else None
+        self._message_size = state.message_size
+        if state.utf8_pending is not None:
+            self._validator = Utf8Validator(state.utf8_pending)
+        self._frames_left = min(state.frames_left, self._turn)
+        budget = self._frame_budget
+        if budget is not None and state.frame_tokens is not None and state.frame_budget_updated is not None:
+            budget.resume(state.frame_tokens, state.frame_budget_updated)
+        self.bytes_received, self.bytes_sent = state.bytes_received, state.bytes_sent
+        # The byte budget starts afresh here: what came before the move was paid for there.
+        self._bytes_paid = state.bytes_received
+        self._bytes_due += state.bytes_received
+        self.wire_bytes_received, self.wire_bytes_sent = state.wire_bytes_received, state.wire_bytes_sent
+
+    def over_limit(self) -> ProtocolViolation | None:
+        """1009 when the message a restored core is receiving is already over its
+        ``max_message_size`` (its frames were announced under the old process's larger limit)."""
+        if self._message_size > self.max_message_size:
+            return ProtocolViolation(CloseCode.MESSAGE_TOO_BIG, self._too_big)
+        return None
 
     # -- sending ---------------------------------------------------------------------------
 

@@ -5,9 +5,10 @@ over SCM_RIGHTS (:mod:`ouistiti_gw.takeover`), everything the old process knew o
 goes here, as JSON's types with a ``version`` (bytes in base64). The successor picks up where the old
 process paused, byte for byte:
 
-- the protocol core (:class:`~ouistiti_gw.protocol.Protocol`): bytes read but not parsed yet,
-  the frame whose payload is half read, the message in the middle of its fragments and its UTF-8
-  validator's pending bytes, the frame budget and the counters;
+- the protocol core's own snapshot (:class:`~ouistiti_gw.protocol.ProtocolState`, from
+  :meth:`Protocol.snapshot <ouistiti_gw.protocol.Protocol.snapshot>`): bytes read but not parsed
+  yet, the frame whose payload is half read, the message in the middle of its fragments and its
+  UTF-8 validator's pending bytes, the frame budget and the counters;
 - the session (:class:`~ouistiti_gw.bridge.Session`): its name, client and start, the beginning
   of a client message not yet written to the server, the server's bytes held back because they
   end inside a UTF-8 character (:class:`~ouistiti_gw.utf8.Utf8Splitter`), the message-rate
@@ -19,8 +20,9 @@ Limits are not carried: the successor builds the session with its own (``max_mes
 the rates, ``ping_interval``, ``idle_timeout``...), which is how a reload applies a new
 configuration to the sessions it moves.
 
-Only a session whose closing handshake has not started moves (:func:`why_not_movable`); a
-closing one ends where it is. A state of another :data:`VERSION` is refused
+Only a session whose closing handshake has not started moves (the core decides:
+:meth:`Protocol.why_not_movable <ouistiti_gw.protocol.Protocol.why_not_movable>`); a closing one
+ends where it is. A state of another :data:`VERSION` is refused
 (:class:`StateError`), so a successor that cannot read it leaves the session where it was.
 
 Compression (permessage-deflate, :mod:`.deflate`): zlib's streams cannot be serialized, so a
@@ -28,7 +30,7 @@ compressed session moves only between messages both ways, with the negotiated pa
 zlib state: the compressor is dropped first (legal at a message boundary: the client's inflater
 keeps working), and without client context takeover no inflater lives between messages. A
 session that allowed the client's context takeover, or that is inside a compressed message when
-it pauses, does not move (:func:`why_not_movable`): it stays with the old process, as a wss://
+it pauses, does not move (the core says why): it stays with the old process, as a wss://
 one does.
 """
 from __future__ import annotations
@@ -38,10 +40,9 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from .deflate import DeflateParameters
 from .errors import GatewayError
-from .frames import CloseCode, FrameHeader, Opcode, ProtocolViolation, Utf8Validator
-from .protocol import Protocol, State
+from .frames import Opcode
+from .protocol import ProtocolState
 
 #: The format's version: a successor refuses any other (the session stays with the old process).
 VERSION = 2
@@ -83,31 +84,6 @@ def bounded(value: str | None) -> str | None:
 
 
 @dataclass(frozen=True)
-class ProtocolState:
-    """What :class:`~ouistiti_gw.protocol.Protocol` holds between two reads."""
-
-    unparsed: bytes
-    #: The frame whose payload is being read: ``(fin, opcode, length, mask)``, and how much has come.
-    frame: tuple[bool, int, int, bytes] | None
-    frame_received: int
-    #: The data message being received (None between messages), its size so far, and the
-    #: bytes of a character its validator holds (None: no validator yet).
-    message_opcode: int | None
-    message_size: int
-    utf8_pending: bytes | None
-    frames_left: int
-    frame_tokens: float | None
-    frame_budget_updated: float | None
-    bytes_received: int
-    bytes_sent: int
-    wire_bytes_received: int
-    wire_bytes_sent: int
-    #: permessage-deflate's negotiated parameters, as ``(server_no_context_takeover,
-    #: client_no_context_takeover, server_max_window_bits or 0)``; None: not negotiated.
-    deflate: tuple[bool, bool, int] | None
-
-
-@dataclass(frozen=True)
 class SessionState:
     """One session, as the successor needs it (monotonic times: Linux's clock is one per machine)."""
 
@@ -126,87 +102,6 @@ class SessionState:
     protocol: ProtocolState
     admission: Admission
     version: int = VERSION
-
-
-def why_not_movable(protocol: Protocol) -> str | None:
-    """None when ``protocol``'s state can be carried over; else why not."""
-    if protocol.state is not State.OPEN:
-        return "closing"
-    deflate = protocol.deflate
-    if deflate is not None:
-        if not deflate.parameters.client_no_context_takeover:
-            return "compressed with the client's context takeover (zlib cannot export the inflater's window)"
-        if protocol._message_opcode is not None or protocol._inflating:
-            return "inside a compressed message"
-    return None
-
-
-def deflate_parameters(state: ProtocolState) -> DeflateParameters | None:
-    """The permessage-deflate parameters the session negotiated (the successor builds its core
-    with them, whatever its own configuration says: the client relies on them)."""
-    if state.deflate is None:
-        return None
-    server_no_context, client_no_context, window = state.deflate
-    return DeflateParameters(server_no_context, client_no_context, window or None)
-
-
-def capture_protocol(protocol: Protocol) -> ProtocolState:
-    """The core's state, as :class:`ProtocolState` (the protocol must be paused between reads)."""
-    frame = protocol._frame
-    validator = protocol._validator
-    budget = protocol._frame_budget
-    return ProtocolState(
-        unparsed=bytes(protocol._buffer[protocol._offset:]),
-        frame=(frame.fin, int(frame.opcode), frame.length, frame.mask) if frame is not None else None,
-        frame_received=protocol._frame_received,
-        message_opcode=int(protocol._message_opcode) if protocol._message_opcode is not None else None,
-        message_size=protocol._message_size,
-        utf8_pending=validator._decoder.getstate()[0] if validator is not None else None,
-        frames_left=protocol._frames_left,
-        frame_tokens=budget.tokens if budget is not None else None,
-        frame_budget_updated=budget.updated if budget is not None else None,
-        bytes_received=protocol.bytes_received,
-        bytes_sent=protocol.bytes_sent,
-        wire_bytes_received=protocol.wire_bytes_received,
-        wire_bytes_sent=protocol.wire_bytes_sent,
-        deflate=_parameters(protocol.deflate.parameters) if protocol.deflate is not None else None,
-    )
-
-
-def _parameters(parameters: DeflateParameters) -> tuple[bool, bool, int]:
-    return (parameters.server_no_context_takeover, parameters.client_no_context_takeover,
-            parameters.server_max_window_bits or 0)
-
-
-def restore_protocol(protocol: Protocol, state: ProtocolState) -> None:
-    """Put ``state`` into a fresh ``protocol`` built with the successor's limits (they stay)."""
-    protocol._buffer, protocol._offset = state.unparsed, 0
-    if state.frame is not None:
-        fin, opcode, length, mask = state.frame
-        protocol._frame = FrameHeader(fin, Opcode(opcode), length, mask)
-    protocol._frame_received = state.frame_received
-    protocol._message_opcode = Opcode(state.message_opcode) if state.message_opcode is not None else None
-    protocol._message_size = state.message_size
-    if state.utf8_pending is not None:
-        protocol._validator = Utf8Validator()
-        protocol._validator._decoder.setstate((state.utf8_pending, 0))
-    protocol._frames_left = min(state.frames_left, protocol._turn)
-    budget = protocol._frame_budget
-    if budget is not None and state.frame_tokens is not None and state.frame_budget_updated is not None:
-        budget.tokens, budget.updated = min(state.frame_tokens, budget.capacity), state.frame_budget_updated
-    protocol.bytes_received, protocol.bytes_sent = state.bytes_received, state.bytes_sent
-    # The byte budget starts afresh here: what came before the move was paid for there.
-    protocol._bytes_paid = state.bytes_received
-    protocol._bytes_due += state.bytes_received
-    protocol.wire_bytes_received, protocol.wire_bytes_sent = state.wire_bytes_received, state.wire_bytes_sent
-
-
-def over_limit(protocol: Protocol) -> ProtocolViolation | None:
-    """1009 when the message a restored ``protocol`` is receiving is already over its
-    ``max_message_size`` (its frames were announced under the old process's larger limit)."""
-    if protocol._message_size > protocol.max_message_size:
-        return ProtocolViolation(CloseCode.MESSAGE_TOO_BIG, protocol._too_big)
-    return None
 
 
 def as_fields(state: SessionState) -> dict[str, Any]:

@@ -139,7 +139,7 @@ def test_text_in_one_byte_fragments_fails_fast(connect: Connect, data: bytes, va
 
     Failed at first for the surrogates (6.20, 6.21, 6.3): Python's decoder keeps ``ED A0`` pending
     instead of refusing it, so the connection waited for a byte that never came (fixed with
-    ``frames.Utf8Validator``, used by ``protocol.Protocol``).
+    ``utf8.Utf8Validator``, used by ``protocol.Protocol``).
     """
     error = utf8_error_index(data)
     if error is None:
@@ -190,6 +190,6 @@ def test_invalid_text_fails_fast(connect: Connect, payload: bytes, make_steps, c
     the rest never came, so 6.4.3 and 6.4.4 hung (fixed: ``protocol.Protocol`` unmasks
     whatever has arrived, ``frames.apply_mask`` takes the offset in the payload). Python's
     incremental decoder also keeps ``ED A0`` (the start of a surrogate) pending instead of
-    failing, so the surrogate variants hung too (fixed in ``frames.Utf8Validator``).
+    failing, so the surrogate variants hung too (fixed in ``utf8.Utf8Validator``).
     """
     play(connect(), make_steps(payload, cut), SendMode.PER_FRAME)

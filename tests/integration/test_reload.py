@@ -36,7 +36,7 @@ from websockets.sync.client import connect
 from conformance.rawclient import CONTINUATION, TEXT, RawClient, build_frame
 from ouistiti_gw.protocol import Protocol
 from ouistiti_gw.rendezvous import FRESH_SECONDS
-from ouistiti_gw.session_state import Admission, SessionState, as_fields, capture_protocol
+from ouistiti_gw.session_state import Admission, SessionState, as_fields
 from support import (
     BIN,
     PROJECT_WORKER,
@@ -654,7 +654,7 @@ def session_fields(docroot: str, name: str, **protocol: object) -> dict:
     """A session's state as an old worker sends it, for ``name`` (``protocol``: fields changed)."""
     state = SessionState(docroot=docroot, name=name, client="127.0.0.1:5000", started=time.monotonic(),
                          last_heard=time.monotonic(), held=b"", server_pending=b"", proxy_header_sent=False,
-                         message_tokens=None, message_bucket_updated=None, protocol=capture_protocol(Protocol()),
+                         message_tokens=None, message_bucket_updated=None, protocol=Protocol().snapshot(),
                          admission=Admission(name, name, name, None, None, "http"))
     fields = as_fields(state)
     fields["protocol"].update(protocol)

@@ -9,7 +9,6 @@ from ouistiti_gw.frames import (
     CloseCode,
     Opcode,
     ProtocolViolation,
-    Utf8Validator,
     apply_mask,
     encode_close_payload,
     encode_frame,
@@ -40,32 +39,6 @@ def test_unmasking_in_pieces_of_any_size(payload, mask, cuts):
     bounds = sorted({0, len(payload), *(c for c in cuts if c <= len(payload))})
     pieces = [apply_mask(payload[a:b], mask, a) for a, b in zip(bounds, bounds[1:])]
     assert b"".join(pieces) == apply_mask(payload, mask)
-
-
-@given(text=st.text(max_size=40), cuts=st.lists(st.integers(min_value=0, max_value=160), max_size=4))
-def test_utf8_validator_accepts_valid_text_cut_anywhere(text, cuts):
-    data = text.encode()  # hypothesis' text() holds no surrogates
-    bounds = sorted({0, len(data), *(c for c in cuts if c <= len(data))})
-    validator = Utf8Validator()
-    for a, b in zip(bounds, bounds[1:]):
-        validator.feed(data[a:b])
-    validator.feed(b"", final=True)
-
-
-@pytest.mark.parametrize("prefix", [b"\xc0", b"\xe0\x80", b"\xed\xa0", b"\xed\xbf", b"\xf4\x90", b"\xf5", b"\x80"])
-def test_utf8_validator_fails_on_the_first_impossible_byte(prefix):
-    """Autobahn 6.4: a prefix no valid text can start with fails before anything follows it
-    (``ED A0``, a surrogate's start, is the one Python's codec alone would keep pending)."""
-    with pytest.raises(ProtocolViolation) as raised:
-        Utf8Validator().feed(b"ok " + prefix)
-    assert raised.value.code == CloseCode.INVALID_DATA
-
-
-def test_utf8_validator_fails_on_a_truncated_end():
-    validator = Utf8Validator()
-    validator.feed(b"caf\xc3")
-    with pytest.raises(ProtocolViolation):
-        validator.feed(b"", final=True)
 
 
 @pytest.mark.parametrize("length, header_bytes", [(0, 2), (125, 2), (126, 4), (65535, 4), (65536, 10)])

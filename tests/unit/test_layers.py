@@ -10,6 +10,7 @@ a higher one. A new module must be placed in :data:`LAYERS` first: the test name
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ PURE, IO, SESSION, REQUEST, MIDDLEWARE, GLUE = range(6)
 LAYER_NAMES = ["pure", "I/O", "session", "request", "middleware", "server glue"]
 LAYERS = {
     # pure: decisions, codecs, the upgrade contract
-    "errors": PURE, "logsafe": PURE, "addresses": PURE, "names": PURE, "policy": PURE,
+    "errors": PURE, "logsafe": PURE, "addresses": PURE, "names": PURE, "policy": PURE, "ratelimit": PURE,
     "frames": PURE, "utf8": PURE, "deflate": PURE, "protocol": PURE, "proxy_protocol": PURE, "upgrade": PURE,
     "session_state": PURE,
     # I/O: sockets, descriptors passed over them, the WebSocket shell, the handover, the log and
@@ -122,6 +123,14 @@ def test_gevent_websocket_internals_only_in_the_adapter(module):
 def test_the_package_does_not_depend_on_its_samples(module):
     names = [name for _, name, _ in imports(module)]
     assert "ouistiti_gw_contrib" not in names and "contrib" not in names
+
+
+@pytest.mark.parametrize("module", [module for module in modules() if module != "protocol"])
+def test_only_the_core_touches_its_private_fields(module):
+    """The protocol core saves and restores itself (``Protocol.snapshot``/``restore``): no other
+    module reads or writes ``protocol._x``."""
+    source = (PACKAGE / f"{module}.py").read_text(encoding="utf-8")
+    assert not re.findall(r"protocol\._\w+", source)
 
 
 def test_the_import_reader_sees_every_form_of_import(tmp_path):

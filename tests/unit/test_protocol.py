@@ -16,6 +16,7 @@ from ouistiti_gw.protocol import (
     TURN_ENDED,
     CloseReceived,
     DataPiece,
+    NotMovable,
     Ping,
     Pong,
     Protocol,
@@ -281,3 +282,90 @@ def test_a_message_sent_in_pieces_is_one_opening_frame_then_continuations():
     assert sent == [(b"\x01\x02", b"ab"), (b"\x00\x01", b"c"), (b"\x80\x00", b"")]
     assert protocol.send_data(bytes(70000), text=False)[0] == b"\x82\x7f" + struct.pack("!Q", 70000)
     assert protocol.bytes_sent == 70003
+
+
+# -- moving to another process: the core's own snapshot and restore ---------------------------
+
+#: Every state a session can move in: between messages, inside a header, inside a frame's
+#: payload, inside a fragmented text message (a character cut between fragments), a control
+#: frame half read between two fragments.
+MOVING = (frame(TEXT, "first, é".encode()) + frame(TEXT, "cut: €".encode()[:-1], fin=False)
+          + frame(PING, b"between") + frame(CONTINUATION, "€".encode()[-1:] + b" 300" + b"x" * 300)
+          + frame(BINARY, b"\x00\xff"))
+
+
+def fixed_clock() -> float:
+    return 5.0
+
+
+@pytest.mark.parametrize("cut", range(len(MOVING) + 1))
+def test_a_snapshot_restored_into_a_fresh_core_is_the_same_state_and_goes_on_alike(cut):
+    """Taken anywhere between two reads, a snapshot restored into a core with the same limits
+    snapshots to itself, and that core hands out the rest as the first would have."""
+    first, whole = Protocol(max_frame_rate=1000, clock=fixed_clock), Protocol(max_frame_rate=1000, clock=fixed_clock)
+    expected = events(whole, MOVING)
+    before = events(first, MOVING[:cut])
+    assert first.why_not_movable() is None
+    second = Protocol(max_frame_rate=1000, clock=fixed_clock)
+    second.restore(first.snapshot())
+    assert second.snapshot() == first.snapshot()
+    after = events(second, MOVING[cut:])
+    assert b"".join(e.data for e in before + after if isinstance(e, DataPiece)) == b"".join(
+        e.data for e in expected if isinstance(e, DataPiece))
+    assert [e for e in before + after if not isinstance(e, DataPiece)] == [Ping(b"between")]
+    assert (second.bytes_received, second.wire_bytes_received) == (whole.bytes_received, whole.wire_bytes_received)
+
+
+def test_a_restored_core_keeps_its_own_limits_and_caps_the_carried_frame_budget():
+    first = Protocol(max_frame_rate=1000, clock=fixed_clock)
+    events(first, frame(BINARY, b"x") * (FRAMES_PER_TURN + 1))  # one turn paid: 1000 - 256 tokens
+    state = first.snapshot()
+    assert state.frame_tokens == 1000 - FRAMES_PER_TURN and state.frames_left == FRAMES_PER_TURN - 1
+    second = Protocol(max_frame_rate=100, max_message_size=10, clock=fixed_clock)
+    second.restore(state)
+    assert second.max_message_size == 10
+    restored = second.snapshot()
+    assert restored.frame_tokens == 100 and restored.frames_left == 100  # the new burst bounds both
+
+
+def test_a_restored_core_is_not_charged_for_what_came_before_the_move():
+    """The byte budget: what the old process received was paid for there."""
+    first = Protocol(max_byte_rate=1000, max_message_size=1000, clock=fixed_clock)
+    assert events(first, frame(BINARY, b"x" * 900)) == [DataPiece(b"x" * 900, False, True)]
+    second = Protocol(max_byte_rate=1000, max_message_size=1000, clock=fixed_clock)
+    second.restore(first.snapshot())
+    assert events(second, frame(BINARY, b"y" * 900)) == [DataPiece(b"y" * 900, False, True)]  # 900, not 1800
+    assert second.bytes_received == 1800
+
+
+def test_a_message_announced_under_the_old_limit_is_over_the_restored_cores():
+    first = Protocol()
+    events(first, frame(TEXT, b"x" * 50, fin=False))
+    second = Protocol(max_message_size=20)
+    second.restore(first.snapshot())
+    violation = second.over_limit()
+    assert violation is not None and violation.code == CloseCode.MESSAGE_TOO_BIG
+    assert Protocol(max_message_size=50).over_limit() is None
+
+
+@pytest.mark.parametrize("how, why", [
+    (lambda protocol: protocol.send_close(), "closing"),
+    (lambda protocol: events(protocol, close_frame(1000)), "closing"),
+    (lambda protocol: protocol.connection_lost(), "closing"),
+    (lambda protocol: violation_of(protocol, frame(TEXT, b"\xff")), "closing"),  # its close has not gone yet
+    (lambda protocol: protocol.send_data(b"open", text=True, final=False), "inside a message sent in pieces"),
+])
+def test_a_core_says_why_it_cannot_move_and_refuses_a_snapshot(how, why):
+    protocol = Protocol()
+    how(protocol)
+    assert protocol.why_not_movable() == why
+    with pytest.raises(NotMovable, match=why):
+        protocol.snapshot()
+
+
+def test_a_message_sent_in_pieces_moves_once_its_last_piece_went():
+    protocol = Protocol()
+    protocol.send_data(b"open", text=True, final=False)
+    protocol.send_data(b"closed", text=True, final=True)
+    assert protocol.why_not_movable() is None and protocol.snapshot().bytes_sent == 10
+

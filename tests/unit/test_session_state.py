@@ -1,7 +1,8 @@
-"""A paused protocol core as data (ouistiti_gw.session_state): what a reload carries over.
+"""A paused session as data (ouistiti_gw.session_state): what a reload carries over.
 
-The core is fed a client's bytes cut at every position, its state captured, sent through JSON,
+The core is fed a client's bytes cut at every position, its snapshot taken, sent through JSON,
 restored into a new core, and fed the rest: the events must be those of one core fed it all.
+(The core's own snapshot and restore, without JSON: test_protocol_snapshot.py.)
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 
 from ouistiti_gw.deflate import DeflateParameters, PerMessageDeflate
 from ouistiti_gw.frames import CloseCode, Opcode, ProtocolViolation, encode_frame
-from ouistiti_gw.protocol import DataPiece, Protocol
+from ouistiti_gw.protocol import DataPiece, NotMovable, Protocol
 from ouistiti_gw.session_state import (
     MAX_ADMISSION_HEADER,
     VERSION,
@@ -20,12 +21,7 @@ from ouistiti_gw.session_state import (
     StateError,
     as_fields,
     bounded,
-    capture_protocol,
-    deflate_parameters,
     from_fields,
-    over_limit,
-    restore_protocol,
-    why_not_movable,
 )
 from support import deflate
 
@@ -67,17 +63,17 @@ def moved(protocol: Protocol, successor: Protocol | None = None) -> Protocol:
     """``protocol``'s state, through JSON, restored into ``successor`` (one with the same limits)."""
     state = SessionState(docroot="/run/ws", name="echo", client="127.0.0.1:5000", started=1.0, last_heard=2.0,
                          held=b"fragment one, ", server_pending=b"\xc3", proxy_header_sent=True,
-                         message_tokens=3.5, message_bucket_updated=4.0, protocol=capture_protocol(protocol),
+                         message_tokens=3.5, message_bucket_updated=4.0, protocol=protocol.snapshot(),
                          admission=ADMISSION)
     carried = from_fields(json.loads(json.dumps(as_fields(state))))
     assert carried == state
     successor = successor or Protocol(max_message_size=protocol.max_message_size)
-    restore_protocol(successor, carried.protocol)
+    successor.restore(carried.protocol)
     return successor
 
 
 def bare_state(protocol: Protocol) -> SessionState:
-    return SessionState("/d", "n", "c", 0.0, 0.0, b"", b"", False, None, None, capture_protocol(protocol), ADMISSION)
+    return SessionState("/d", "n", "c", 0.0, 0.0, b"", b"", False, None, None, protocol.snapshot(), ADMISSION)
 
 
 @pytest.mark.parametrize("cut", range(1, len(STREAM)))
@@ -107,7 +103,7 @@ def test_the_successors_limits_apply():
     first.limit_message_size(50, "too big for the server's socket")
     events(first, encode_frame(Opcode.TEXT, b"12345", fin=False, mask=MASK))
     second = moved(first, Protocol(max_message_size=8))
-    assert second.max_message_size == 8 and over_limit(second) is None
+    assert second.max_message_size == 8 and second.over_limit() is None
     with pytest.raises(ProtocolViolation) as failed:
         events(second, encode_frame(Opcode.CONTINUATION, b"678901", mask=MASK))
     assert failed.value.code == CloseCode.MESSAGE_TOO_BIG and failed.value.reason == "message over 8 bytes"
@@ -117,7 +113,7 @@ def test_a_frame_announced_under_the_old_limit_is_over_the_new_one():
     first = Protocol(max_message_size=100)
     events(first, encode_frame(Opcode.BINARY, b"x" * 50, mask=MASK)[:20])  # its header said 50 bytes
     second = moved(first, Protocol(max_message_size=20))
-    violation = over_limit(second)
+    violation = second.over_limit()
     assert violation is not None and violation.code == CloseCode.MESSAGE_TOO_BIG
 
 
@@ -126,9 +122,9 @@ def test_a_moved_core_does_not_pay_again_for_what_came_before_the_move():
     burst in its life is not throttled for its history after a reload."""
     first = Protocol(max_byte_rate=0)
     events(first, encode_frame(Opcode.BINARY, b"x" * 5000, mask=MASK))
-    state = capture_protocol(first)
+    state = first.snapshot()
     successor = Protocol(max_byte_rate=1000, max_message_size=1000, clock=lambda: 0.0)
-    restore_protocol(successor, state)
+    successor.restore(state)
     successor.receive_data(encode_frame(Opcode.BINARY, b"y" * 10, mask=MASK))
     assert successor.next_event() == DataPiece(b"y" * 10, False, True)
     assert successor.next_event() is None
@@ -136,9 +132,9 @@ def test_a_moved_core_does_not_pay_again_for_what_came_before_the_move():
 
 def test_a_closing_core_does_not_move():
     protocol = Protocol()
-    assert why_not_movable(protocol) is None
+    assert protocol.why_not_movable() is None
     protocol.send_close(CloseCode.GOING_AWAY)
-    assert why_not_movable(protocol) == "closing"
+    assert protocol.why_not_movable() == "closing"
 
 
 def test_another_version_is_refused_by_name():
@@ -208,11 +204,11 @@ def compressed_core(*, client_context: bool = False) -> Protocol:
 def test_a_compressed_core_moves_between_messages_with_its_parameters():
     first = compressed_core()
     assert joined(events(first, compressed_frame("é".encode() * 100))) == [("é".encode() * 100, True)]
-    assert why_not_movable(first) is None
-    state = capture_protocol(first)
-    assert deflate_parameters(state) == DeflateParameters(client_no_context_takeover=True)
-    second = Protocol(deflate=PerMessageDeflate(deflate_parameters(state)))
-    restore_protocol(second, state)
+    assert first.why_not_movable() is None
+    state = first.snapshot()
+    assert state.deflate_parameters() == DeflateParameters(client_no_context_takeover=True)
+    second = Protocol(deflate=PerMessageDeflate(state.deflate_parameters()))
+    second.restore(state)
     assert joined(events(second, compressed_frame(b"after the move" * 20))) == [(b"after the move" * 20, True)]
     assert second.wire_bytes_received == first.wire_bytes_received + len(deflate(b"after the move" * 20))
 
@@ -220,7 +216,9 @@ def test_a_compressed_core_moves_between_messages_with_its_parameters():
 def test_a_compressed_core_does_not_move_inside_a_message_nor_with_the_clients_context():
     inside = compressed_core()
     events(inside, compressed_frame(b"first half", fin=False))
-    assert why_not_movable(inside) == "inside a compressed message"
+    assert inside.why_not_movable() == "inside a compressed message"
+    with pytest.raises(NotMovable):  # zlib's state cannot be carried: no snapshot without it
+        inside.snapshot()
     kept = compressed_core(client_context=True)
     events(kept, compressed_frame(b"a message"))
-    assert "client's context takeover" in why_not_movable(kept)
+    assert "client's context takeover" in kept.why_not_movable()
