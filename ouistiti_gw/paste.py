@@ -32,17 +32,6 @@ if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 
-def build_gateway(app: "WSGIApplication", config: GatewayConfig) -> WebSocketGateway:
-    """``WebSocketGateway(app, config=config)``; what its parts refuse (a malformed CIDR in
-    ``trusted_proxies``) is a :class:`ConfigurationError` too."""
-    try:
-        return WebSocketGateway(app, config=config)
-    except ConfigurationError:
-        raise
-    except ValueError as error:
-        raise ConfigurationError(str(error).removeprefix("ouistiti_gw: ")) from None
-
-
 def not_found_app(environ: "WSGIEnvironment", start_response: "StartResponse"):
     """The app behind the gateway when none is given: a 404 for every request it gets, plain HTTP
     or a WebSocket for a name the gateway does not serve (allow/deny)."""
@@ -58,7 +47,9 @@ def make_app(global_conf: dict | None = None, start_response: "StartResponse | N
     """The gateway in front of :func:`not_found_app`, in three forms:
 
     - ``make_app(global_conf, **settings)``: PasteDeploy's app factory, configured by the ini section;
-    - ``make_app()``: configured by the ``OUISTITI_GW_*`` environment (``'ouistiti_gw:make_app()'``);
+    - ``make_app()``: configured by the ``OUISTITI_GW_*`` environment: gunicorn's
+      ``'ouistiti_gw:make_app()'``, so a bad configuration is raised as gunicorn's ``AppImportError``
+      where gunicorn is installed;
     - ``make_app(environ, start_response)``: ``make_app`` is itself the WSGI app (gunicorn given
       ``ouistiti_gw:make_app``), the environment's gateway, built by the first request.
     """
@@ -67,13 +58,29 @@ def make_app(global_conf: dict | None = None, start_response: "StartResponse | N
             raise TypeError("make_app(global_conf, **settings), make_app() or make_app(environ, start_response)")
         return environment_gateway(global_conf, start_response)
     if global_conf is None and not settings:
-        return environment_app()
-    return build_gateway(not_found_app, GatewayConfig.load(settings, INI))
+        try:
+            return environment_app()
+        except ConfigurationError as error:
+            raise app_load_error(error)  # gunicorn's AppImportError, its context the error
+    return WebSocketGateway(not_found_app, config=GatewayConfig.load(settings, INI))
 
 
 def environment_app() -> WebSocketGateway:
-    """``make_app()``: the gateway configured by the ``OUISTITI_GW_*`` environment."""
-    return build_gateway(not_found_app, GatewayConfig.from_environment())
+    """The gateway configured by the ``OUISTITI_GW_*`` environment."""
+    return WebSocketGateway(not_found_app, config=GatewayConfig.from_environment())
+
+
+def app_load_error(error: ConfigurationError) -> Exception:
+    """``error`` as gunicorn's ``AppImportError``, what gunicorn expects of an app that cannot
+    load: it prints the message alone and exits 4 ("App failed to load"), where any other
+    exception is a traceback and a worker that boots again. Without gunicorn, ``error`` itself.
+    Raised where gunicorn loads the app (``make_app()``, ``GatewayWorker.load_wsgi``), never by
+    :class:`ConfigurationError` being one."""
+    try:
+        from gunicorn.errors import AppImportError
+    except ImportError:
+        return error
+    return AppImportError(str(error))
 
 
 #: ``make_app()``, built once, by the first request or by ``GatewayWorker`` as the worker boots.
@@ -84,7 +91,7 @@ def make_filter(global_conf: dict, **settings: str) -> Callable[["WSGIApplicatio
     config = GatewayConfig.load(settings, INI)  # a wrong setting fails now, not when the pipeline is assembled
 
     def filter_app(app: "WSGIApplication") -> WebSocketGateway:
-        return build_gateway(app, config)
+        return WebSocketGateway(app, config=config)
 
     return filter_app
 

@@ -49,7 +49,7 @@ from .session_state import SessionState, StateError, as_fields, from_fields
 log = logging.getLogger(__name__)
 
 #: Builds a moved session in the successor, ``resume(state, client, server)``, and returns what
-#: runs it to its end; ValueError (:class:`StateError` among them) when the state cannot be restored.
+#: runs it to its end; :class:`StateError` when the state cannot be restored.
 Resume = Callable[[SessionState, socket.socket, socket.socket], Callable[[], None]]
 _LENGTH = struct.Struct("!I")
 _FD_SIZE = array.array("i").itemsize
@@ -90,14 +90,18 @@ def send_record(channel: socket.socket, fields: dict, fds: Iterable[int] = ()) -
         channel.sendall(data[sent:])
 
 
-class RecordError(GatewayError, ValueError):
+class RecordError(GatewayError):
     """A record that does not hold: the channel cannot go on."""
+
+
+class SuccessorGone(GatewayError):
+    """The new process stopped taking sessions: those not moved yet stay in this one."""
 
 
 def receive_record(channel: socket.socket) -> tuple[dict, list[int]] | None:
     """The next record and the descriptors it carried (the caller's to close); None at the end of
-    the channel. OSError, EOFError or ValueError (:class:`RecordError`) when it does not hold,
-    its descriptors closed then."""
+    the channel. OSError, or :class:`RecordError` when it does not hold (cut short, too long, not
+    a JSON object), its descriptors closed then."""
     head, ancillary, flags, _ = channel.recvmsg(_LENGTH.size, socket.CMSG_SPACE(_MAX_FDS * _FD_SIZE))
     fds = array.array("i")
     for level, kind, data in ancillary:
@@ -112,7 +116,10 @@ def receive_record(channel: socket.socket) -> tuple[dict, list[int]] | None:
         (length,) = _LENGTH.unpack(head)
         if length > MAX_RECORD_BYTES:
             raise RecordError(f"a record of {length} bytes (at most {MAX_RECORD_BYTES})")
-        fields = json.loads(_receive_exactly(channel, length))
+        try:
+            fields = json.loads(_receive_exactly(channel, length))
+        except ValueError as error:  # not UTF-8, or not JSON
+            raise RecordError(f"a record that is not JSON: {error}") from None
         if not isinstance(fields, dict):
             raise RecordError("a record that is not a JSON object")
     except BaseException:
@@ -131,7 +138,7 @@ def _receive_exactly(channel: socket.socket, count: int) -> bytes:
     while count:
         chunk = channel.recv(count)
         if not chunk:
-            raise EOFError("the takeover channel ended inside a record")
+            raise RecordError("the takeover channel ended inside a record")
         chunks.append(chunk)
         count -= len(chunk)
     return b"".join(chunks)
@@ -148,8 +155,8 @@ def why_stays(session: Session) -> str | None:
 
 def give_sessions(channel: socket.socket, sessions: Iterable[Session], handover: Handover) -> None:
     """Move every session of ``sessions`` that can move; count the others in ``handover`` (each
-    is marked ``"drained"``: it ends here). Raises EOFError when the successor is gone (the
-    sessions not moved yet stay here).
+    is marked ``"drained"``: it ends here). Raises :class:`SuccessorGone` when the successor is
+    gone (the sessions not moved yet stay here).
 
     Up to :data:`SESSIONS_IN_FLIGHT` sessions are paused and sent at once, their answers read as
     they come (in the order sent): a session waits for the move of a few others, not for every
@@ -171,7 +178,7 @@ def give_sessions(channel: socket.socket, sessions: Iterable[Session], handover:
         sent.put(None)
         answers.join()
     if not answers.successful() or answers.value is False:
-        raise EOFError("the new process is gone")
+        raise SuccessorGone("the new process is gone")
 
 
 def _give(channel: socket.socket, session: Session, sending: Semaphore, sent: Queue, handover: Handover) -> None:
@@ -202,7 +209,7 @@ def _read_answers(channel: socket.socket, sent: Queue, handover: Handover) -> bo
         if healthy:
             try:
                 answer = receive_record(channel)
-            except (OSError, EOFError, ValueError) as error:
+            except (OSError, RecordError) as error:
                 log.warning("reload: the new process is gone (%s): sessions not moved stay here", error)
             healthy = answer is not None
         fields = answer[0] if answer is not None else {}
@@ -229,7 +236,7 @@ def take_sessions(channel: socket.socket) -> int:
     while True:
         try:
             record = receive_record(channel)
-        except (OSError, EOFError, ValueError) as error:
+        except (OSError, RecordError) as error:
             log.warning("reload: takeover channel failed: %s", loggable(error))
             return taken
         if record is None:
@@ -262,7 +269,7 @@ def _take(fields: dict, fds: list[int]) -> str | None:
         client, backend = sockets
         _check_kinds(client, backend)
         run = resume(state, client, backend)
-    except ValueError as error:
+    except StateError as error:
         for sock in sockets:
             sock.close()
         close_descriptors(fds[len(sockets):])

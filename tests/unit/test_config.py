@@ -266,9 +266,9 @@ def test_config_and_keywords_together():
         WebSocketGateway(not_found_app, config=config, max_conections=3)
 
 
-def test_the_error_is_a_gateway_error_a_value_error_and_gunicorns_app_import_error():
+def test_the_error_is_a_gateway_error_and_no_value_error():
     error = ConfigurationError("max_connections = 'lots' is not a valid int", "max_connections", INI)
-    assert isinstance(error, GatewayError) and isinstance(error, ValueError) and isinstance(error, AppImportError)
+    assert isinstance(error, GatewayError) and not isinstance(error, (ValueError, AppImportError))
     placed = error.at("gw.ini [app:main]")
     assert str(placed) == "gw.ini [app:main]: max_connections = 'lots' is not a valid int"
     assert (placed.key, placed.reason, placed.source.where, placed.source.spell("x")) == (

@@ -29,7 +29,7 @@ LAYERS = {
     # the session: sockets and the WebSocket, not WSGI
     "bridge": SESSION, "session": SESSION, "takeover": SESSION,
     # what a request's environ says, below the middleware that decides on it; the options'
-    # schema (its ConfigurationError is also gunicorn's AppImportError, when gunicorn is there)
+    # schema
     "identity": REQUEST, "stock": REQUEST, "config": REQUEST,
     "middleware": MIDDLEWARE,
     # server glue: only wires
