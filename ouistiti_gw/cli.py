@@ -31,7 +31,7 @@ from typing import NoReturn
 from .config import COMMAND_LINE, Config, ConfigurationError, GatewayConfig, Options, ServerConfig, closest, options
 from .inifile import IniFile
 from .middleware import WebSocketGateway
-from .paste import build_gateway, demo_page_directory, make_static_app, not_found_app
+from .paste import demo_page_directory, make_static_app, not_found_app
 from .supervisor import become_master, worker_argv, worker_link
 from .unix import BackendUnavailable, connect_unix
 from .wsgi_server import make_server, serve_until_stopped
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         if worker_link() is None:
             become_master(worker_argv(arguments))
         return run_serve(args)
-    except ValueError as error:  # ConfigurationError, or options that do not go together
+    except ConfigurationError as error:  # a bug's ValueError is no usage error: its traceback follows
         return fail(str(error), EXIT_USAGE)
     except OSError as error:
         hint = " (another server listens there: stop it, or choose another port)" \
@@ -151,7 +151,7 @@ def fail(reason: str, status: int) -> int:
 def run_serve(args: argparse.Namespace) -> int:
     if args.ini:
         return _serve_ini(os.path.abspath(args.ini))
-    app = build_gateway(not_found_app, given(args, GatewayConfig))
+    app = WebSocketGateway(not_found_app, config=given(args, GatewayConfig))
     serve_until_stopped(make_server(app, given(args, ServerConfig)))
     return 0
 

@@ -27,11 +27,6 @@ from .names import parse_patterns
 from .policy import host_pattern_error
 from .protocol import DEFAULT_MAX_BYTE_RATE, DEFAULT_MAX_FRAME_RATE, DEFAULT_MAX_MESSAGE_SIZE
 
-try:  # gunicorn is optional; under it, a wrong setting is an app that failed to load
-    from gunicorn.errors import AppImportError as _AppLoadError
-except ImportError:
-    _AppLoadError = Exception
-
 ENVIRONMENT_PREFIX = "OUISTITI_GW_"
 #: A comma-separated list (``"ws_*, internal/*"``), kept as its items.
 Patterns = tuple[str, ...]
@@ -76,15 +71,15 @@ ENVIRONMENT = Source("environment", environment_variable)
 COMMAND_LINE = Source("command line", cli_flag)
 
 
-class ConfigurationError(GatewayError, ValueError, _AppLoadError):
-    """An option is missing, unknown or malformed.
+class ConfigurationError(GatewayError):
+    """An option is missing, unknown or malformed, or options do not go together.
 
     :param reason: what is wrong, with the option spelled as ``source`` spells it.
     :param key: the option's name (``None``: not one option).
     :param source: where it was set; its ``where`` (an ini file and section) starts the message.
 
-    It is also gunicorn's ``AppImportError``: raised while a worker loads the app, gunicorn prints
-    its message alone (no traceback) and stops ("App failed to load") instead of looping.
+    Under gunicorn the worker raises it again as gunicorn's ``AppImportError``, so gunicorn
+    prints its message alone (no traceback) and stops ("App failed to load") instead of looping.
     """
 
     def __init__(self, reason: str, key: str | None = None, source: Source | None = None) -> None:

@@ -99,7 +99,7 @@ class DeflateParameters:
         return build_extension([(EXTENSION_NAME, params)])  # type: ignore[list-item]
 
 
-class OfferDeclined(GatewayError, ValueError):
+class OfferDeclined(GatewayError):
     """One permessage-deflate offer the server cannot accept (RFC 7692 section 5: it declines it)."""
 
 

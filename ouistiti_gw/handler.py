@@ -39,10 +39,11 @@ MAX_HEADER_FIELDS = 100
 MAX_LOGGED_REQUEST_LINE = MAX_HEADER_LINE
 
 
-class RequestRefused(GatewayError, ValueError):
+class RequestRefused(GatewayError):
     """A request head the handler answers itself, before any app sees it.
 
-    A ``ValueError``, as gevent expects of ``read_request`` for a client's fault.
+    gevent hands whatever ``read_request`` raises to :meth:`GatewayHandler._handle_client_error`,
+    which answers this one with its own status (a ``ValueError`` there is gevent's 400).
     """
 
     def __init__(self, status: str, why: str) -> None:
@@ -203,6 +204,7 @@ class GatewayHandler(WebSocketHandler):
         except gevent.Timeout as expired:
             if expired is not timeout:
                 raise
+            # gevent's contract: a ValueError is the client's fault, answered 400 and logged in one line
             raise ValueError(f"request headers took more than {self.header_timeout:g} s") from None
         finally:
             timeout.close()

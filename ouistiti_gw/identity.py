@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator
 
 from . import proxy_protocol
-from .addresses import Address, unmap
+from .addresses import Address, networks_error, unmap
+from .config import ConfigurationError
 from .logsafe import loggable
 from .names import parse_patterns
 from .upgrade import client_socket
@@ -47,14 +48,16 @@ class _Hop:
 class Networks:
     """A setting that lists IPs and CIDRs (``"127.0.0.0/8, ::1"``): does an address belong to it?
 
-    :param option: the setting's name, for the error a malformed item raises.
+    :param option: the setting's name, for the :class:`~ouistiti_gw.config.ConfigurationError` a
+        malformed item raises (the configuration's own check, met again by a direct caller).
     """
 
     def __init__(self, spec: str | tuple[str, ...], option: str) -> None:
-        try:
-            self.networks = [ipaddress.ip_network(item, strict=False) for item in parse_patterns(spec)]
-        except ValueError as error:
-            raise ValueError(f"ouistiti_gw: {option}: {error}") from None
+        items = parse_patterns(spec)
+        wrong = networks_error(items)
+        if wrong is not None:
+            raise ConfigurationError(f"{option} = {wrong}", option)
+        self.networks = [ipaddress.ip_network(item, strict=False) for item in items]
 
     def __contains__(self, host: str) -> bool:
         try:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Callable, Iterable
 
 from gevent.lock import Semaphore
 
+from .config import ConfigurationError
 from .frames import CloseCode
 from .logs import follow_gunicorn_error_log
 from .stock import take_over
@@ -29,33 +30,34 @@ UNCONFIGURED_REASON = "gateway not configured"
 
 class BuiltOnce:
     """The WSGI app ``build()`` returns, built by the first call, once, even when two requests
-    arrive together (the second waits for the first's build). ``build`` raises ``ValueError`` when
-    the configuration is wrong; that answer is kept, so it is not rebuilt on every request."""
+    arrive together (the second waits for the first's build). ``build`` raises
+    :class:`~ouistiti_gw.config.ConfigurationError` when the configuration is wrong; that answer
+    is kept, so it is not rebuilt on every request."""
 
     def __init__(self, build: Callable[[], "WSGIApplication"]) -> None:
         self._build = build
         self._lock = Semaphore()
         #: The app once built, or why it could not be (None: not tried yet).
-        self._outcome: "WSGIApplication | ValueError | None" = None
+        self._outcome: "WSGIApplication | ConfigurationError | None" = None
         self._error_logged = False
 
     def get(self) -> "WSGIApplication":
-        """The app, built now if it is not yet; ``ValueError`` if it cannot be."""
+        """The app, built now if it is not yet; :class:`~ouistiti_gw.config.ConfigurationError` if it cannot be."""
         with self._lock:
             if self._outcome is None:
                 follow_gunicorn_error_log()  # the stock worker's only chance to route our lines
                 try:
                     self._outcome = self._build()
-                except ValueError as error:
+                except ConfigurationError as error:
                     self._outcome = error
-            if isinstance(self._outcome, ValueError):
+            if isinstance(self._outcome, ConfigurationError):
                 raise self._outcome.with_traceback(None)  # not one more traceback per request
             return self._outcome
 
     def __call__(self, environ: "WSGIEnvironment", start_response: "StartResponse") -> Iterable[bytes]:
         try:
             app = self.get()
-        except ValueError as error:
+        except ConfigurationError as error:
             if not self._error_logged:
                 self._error_logged = True
                 log.error("%s: %s", UNCONFIGURED_REASON, error)

@@ -219,7 +219,7 @@ class WebSocketGateway:
 
     def _resume(self, state: SessionState, client_socket, backend) -> Callable[[], None]:
         """Build a session a reload moved here from the old process (:mod:`ouistiti_gw.takeover`)
-        with this gateway's limits, and return what runs it to its end (ValueError: the state
+        with this gateway's limits, and return what runs it to its end (StateError: the state
         cannot be restored). It counts against ``max_connections`` but is never refused. A
         session this configuration would not let in (allow/deny, ``allowed_hosts``,
         ``origins``) starts with its close, 1008; one inside a message already over

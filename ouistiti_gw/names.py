@@ -40,7 +40,7 @@ def fits_sun_path(path: str) -> bool:
     return len(os.fsencode(path)) <= MAX_SOCKET_PATH_BYTES
 
 
-class NameRefused(GatewayError, ValueError):
+class NameRefused(GatewayError):
     """The name can never designate a socket below docroot (traversal, bad characters...)."""
 
 

@@ -17,6 +17,7 @@ it (``max_connections`` in an ini file, ``OUISTITI_GW_MAX_CONNECTIONS`` in the e
 """
 from __future__ import annotations
 
+from functools import cache
 from importlib import resources
 from typing import TYPE_CHECKING, Callable, Iterable
 
@@ -30,17 +31,6 @@ from .wsgi_server import make_server, serve_until_stopped
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
-
-
-def build_gateway(app: "WSGIApplication", config: GatewayConfig) -> WebSocketGateway:
-    """``WebSocketGateway(app, config=config)``; what its parts refuse (a malformed CIDR in
-    ``trusted_proxies``) is a :class:`ConfigurationError` too."""
-    try:
-        return WebSocketGateway(app, config=config)
-    except ConfigurationError:
-        raise
-    except ValueError as error:
-        raise ConfigurationError(str(error).removeprefix("ouistiti_gw: ")) from None
 
 
 def not_found_app(environ: "WSGIEnvironment", start_response: "StartResponse"):
@@ -58,7 +48,9 @@ def make_app(global_conf: dict | None = None, start_response: "StartResponse | N
     """The gateway in front of :func:`not_found_app`, in three forms:
 
     - ``make_app(global_conf, **settings)``: PasteDeploy's app factory, configured by the ini section;
-    - ``make_app()``: configured by the ``OUISTITI_GW_*`` environment (``'ouistiti_gw:make_app()'``);
+    - ``make_app()``: configured by the ``OUISTITI_GW_*`` environment: gunicorn's
+      ``'ouistiti_gw:make_app()'``, so a bad configuration is raised as gunicorn's ``AppImportError``
+      where gunicorn is installed;
     - ``make_app(environ, start_response)``: ``make_app`` is itself the WSGI app (gunicorn given
       ``ouistiti_gw:make_app``), the environment's gateway, built by the first request.
     """
@@ -67,13 +59,38 @@ def make_app(global_conf: dict | None = None, start_response: "StartResponse | N
             raise TypeError("make_app(global_conf, **settings), make_app() or make_app(environ, start_response)")
         return environment_gateway(global_conf, start_response)
     if global_conf is None and not settings:
-        return environment_app()
-    return build_gateway(not_found_app, GatewayConfig.load(settings, INI))
+        try:
+            return environment_app()
+        except ConfigurationError as error:
+            raise app_load_error(error) from None
+    try:
+        return WebSocketGateway(not_found_app, config=GatewayConfig.load(settings, INI))
+    except ConfigurationError as error:  # gunicorn --paste calls this too
+        raise app_load_error(error) from None
 
 
 def environment_app() -> WebSocketGateway:
-    """``make_app()``: the gateway configured by the ``OUISTITI_GW_*`` environment."""
-    return build_gateway(not_found_app, GatewayConfig.from_environment())
+    """The gateway configured by the ``OUISTITI_GW_*`` environment."""
+    return WebSocketGateway(not_found_app, config=GatewayConfig.from_environment())
+
+
+def app_load_error(error: ConfigurationError) -> ConfigurationError:
+    """``error``, also as gunicorn's ``AppImportError``: what gunicorn expects of an app that
+    cannot load (it prints the message alone and exits 4, "App failed to load", where any other
+    exception is a traceback and a worker that boots again). Still a :class:`ConfigurationError`
+    for every other caller (``except ConfigurationError`` catches it); without gunicorn, ``error``
+    itself. Raised by the factories gunicorn calls (``make_app``, ``make_filter`` through
+    PasteDeploy, ``GatewayWorker.load_wsgi``): :class:`ConfigurationError` itself is never one."""
+    try:
+        from gunicorn.errors import AppImportError
+    except ImportError:
+        return error
+    return _loading_error(AppImportError)(error.reason, error.key, error.source)
+
+
+@cache
+def _loading_error(app_import_error: type[Exception]) -> type[ConfigurationError]:
+    return type("AppConfigurationError", (ConfigurationError, app_import_error), {"__module__": __name__})
 
 
 #: ``make_app()``, built once, by the first request or by ``GatewayWorker`` as the worker boots.
@@ -81,10 +98,13 @@ environment_gateway = BuiltOnce(environment_app)
 
 
 def make_filter(global_conf: dict, **settings: str) -> Callable[["WSGIApplication"], WebSocketGateway]:
-    config = GatewayConfig.load(settings, INI)  # a wrong setting fails now, not when the pipeline is assembled
+    try:  # a wrong setting fails now, not when the pipeline is assembled
+        config = GatewayConfig.load(settings, INI)
+    except ConfigurationError as error:  # gunicorn --paste calls this too
+        raise app_load_error(error) from None
 
     def filter_app(app: "WSGIApplication") -> WebSocketGateway:
-        return build_gateway(app, config)
+        return WebSocketGateway(app, config=config)
 
     return filter_app
 

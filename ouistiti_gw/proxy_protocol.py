@@ -71,14 +71,14 @@ _ADDRESS_BLOCK = {_AF_UNSPEC: 0, _AF_INET: 12, _AF_INET6: 36, _AF_UNIX: 216}
 _TLV_HEADER = struct.Struct("!BH")
 
 
-class HeaderTooLong(GatewayError, ValueError):
+class HeaderTooLong(GatewayError):
     """The v2 header would not fit its 16-bit length field (65 535 bytes after the fixed part),
     or one TLV its own. Only a hostile request gets near: the gateway refuses it (431) rather
     than send a header with a TLV cut short or left out, which would tell the server something
     the client did not say."""
 
 
-class ProxyProtocolError(GatewayError, ValueError):
+class ProxyProtocolError(GatewayError):
     """Not a valid PROXY header (or not one at all where one was required)."""
 
 

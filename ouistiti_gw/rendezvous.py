@@ -46,7 +46,7 @@ from gevent import socket
 
 from .bridge import LiveSessions
 from .greenlets import LightGreenlet
-from .takeover import Handover, give_sessions, take_sessions
+from .takeover import Handover, SuccessorGone, give_sessions, take_sessions
 
 log = logging.getLogger(__name__)
 
@@ -255,5 +255,5 @@ def _give(channel, sessions: list, handover: Handover) -> None:
     with channel:
         try:
             give_sessions(channel, sessions, handover)
-        except EOFError:
+        except SuccessorGone:
             pass  # that worker is gone: its share stays here

@@ -54,7 +54,7 @@ _OPCODES = frozenset(int(opcode) for opcode in Opcode)
 _MESSAGE_OPCODES = frozenset((int(Opcode.TEXT), int(Opcode.BINARY)))
 
 
-class StateError(GatewayError, ValueError):
+class StateError(GatewayError):
     """A session state this code cannot take: another version, or malformed."""
 
 
@@ -167,7 +167,7 @@ def _typed(cls: type, fields: dict[str, Any]) -> Any:
         raise StateError(f"malformed session state: {cls.__name__} is not an object")
     annotations = {field.name: str(field.type) for field in dataclasses.fields(cls)}
     if set(fields) - set(annotations):
-        raise StateError(f"unknown fields in session state: {sorted(set(fields) - set(annotations))}")
+        raise StateError(f"malformed session state: unknown fields {sorted(set(fields) - set(annotations))}")
     values = {key: _unplain(value) for key, value in fields.items()}
     for key, value in values.items():
         kinds = tuple(kind for name in annotations[key].split(" | ") for kind in _KINDS[name])

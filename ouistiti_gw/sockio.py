@@ -42,13 +42,18 @@ def yield_to_loop() -> None:
         hub.wait(timer)
 
 
+class StreamEnded(GatewayError):
+    """The peer closed its side before a read of a fixed size was complete."""
+
+
 def recv_exactly(sock, size: int) -> bytes:
-    """``size`` bytes from ``sock``, however many reads it takes; EOFError if the stream ends first."""
+    """``size`` bytes from ``sock``, however many reads it takes; :class:`StreamEnded` if the
+    stream ends first."""
     chunks = []
     while size:
         chunk = sock.recv(size)
         if not chunk:
-            raise EOFError(f"the connection ended {size} bytes short")
+            raise StreamEnded(f"the connection ended {size} bytes short")
         chunks.append(chunk)
         size -= len(chunk)
     return b"".join(chunks)

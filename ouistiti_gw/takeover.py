@@ -44,12 +44,12 @@ from .fdpass import close_fds, receive_fds, send_fds
 from .greenlets import LightGreenlet
 from .logsafe import loggable
 from .session_state import SessionState, StateError, as_fields, from_fields
-from .sockio import recv_exactly
+from .sockio import StreamEnded, recv_exactly
 
 log = logging.getLogger(__name__)
 
 #: Builds a moved session in the successor, ``resume(state, client, server)``, and returns what
-#: runs it to its end; ValueError (:class:`StateError` among them) when the state cannot be restored.
+#: runs it to its end; :class:`StateError` when the state cannot be restored.
 Resume = Callable[[SessionState, socket.socket, socket.socket], Callable[[], None]]
 _LENGTH = struct.Struct("!I")
 #: Descriptors a record may carry: a session's two.
@@ -85,31 +85,45 @@ def send_record(channel: socket.socket, fields: dict, fds: Iterable[int] = ()) -
     send_fds(channel, _LENGTH.pack(len(body)) + body, list(fds))
 
 
-class RecordError(GatewayError, ValueError):
+class RecordError(GatewayError):
     """A record that does not hold: the channel cannot go on."""
+
+
+class SuccessorGone(GatewayError):
+    """The new process stopped taking sessions: those not moved yet stay in this one."""
 
 
 def receive_record(channel: socket.socket) -> tuple[dict, list[int]] | None:
     """The next record and the descriptors it carried (the caller's to close); None at the end of
-    the channel. OSError, EOFError or ValueError (:class:`RecordError`) when it does not hold,
-    its descriptors closed then."""
+    the channel. OSError, or :class:`RecordError` when it does not hold (cut short, too long, not
+    a JSON object, too many descriptors), its descriptors closed then."""
     head, fds, truncated = receive_fds(channel, _LENGTH.size, _MAX_FDS)
     if truncated:
         raise RecordError(f"a record came with more than {_MAX_FDS} descriptors")
     try:
         if not head:
             return None
-        head += recv_exactly(channel, _LENGTH.size - len(head))
+        head += _receive(channel, _LENGTH.size - len(head))
         (length,) = _LENGTH.unpack(head)
         if length > MAX_RECORD_BYTES:
             raise RecordError(f"a record of {length} bytes (at most {MAX_RECORD_BYTES})")
-        fields = json.loads(recv_exactly(channel, length))
+        try:
+            fields = json.loads(_receive(channel, length))
+        except ValueError as error:  # not UTF-8, or not JSON
+            raise RecordError(f"a record that is not JSON: {error}") from None
         if not isinstance(fields, dict):
             raise RecordError("a record that is not a JSON object")
     except BaseException:
         close_fds(fds)
         raise
     return fields, fds
+
+
+def _receive(channel: socket.socket, size: int) -> bytes:
+    try:
+        return recv_exactly(channel, size)
+    except StreamEnded:
+        raise RecordError("the takeover channel ended inside a record") from None
 
 
 # -- the old process ---------------------------------------------------------------------------
@@ -123,8 +137,8 @@ def why_stays(session: Session) -> str | None:
 
 def give_sessions(channel: socket.socket, sessions: Iterable[Session], handover: Handover) -> None:
     """Move every session of ``sessions`` that can move; count the others in ``handover`` (each
-    is marked ``"drained"``: it ends here). Raises EOFError when the successor is gone (the
-    sessions not moved yet stay here).
+    is marked ``"drained"``: it ends here). Raises :class:`SuccessorGone` when the successor is
+    gone (the sessions not moved yet stay here).
 
     Up to :data:`SESSIONS_IN_FLIGHT` sessions are paused and sent at once, their answers read as
     they come (in the order sent): a session waits for the move of a few others, not for every
@@ -146,7 +160,7 @@ def give_sessions(channel: socket.socket, sessions: Iterable[Session], handover:
         sent.put(None)
         answers.join()
     if not answers.successful() or answers.value is False:
-        raise EOFError("the new process is gone")
+        raise SuccessorGone("the new process is gone")
 
 
 def _give(channel: socket.socket, session: Session, sending: Semaphore, sent: Queue, handover: Handover) -> None:
@@ -177,7 +191,7 @@ def _read_answers(channel: socket.socket, sent: Queue, handover: Handover) -> bo
         if healthy:
             try:
                 answer = receive_record(channel)
-            except (OSError, EOFError, ValueError) as error:
+            except (OSError, RecordError) as error:
                 log.warning("reload: the new process is gone (%s): sessions not moved stay here", error)
             healthy = answer is not None
         fields = answer[0] if answer is not None else {}
@@ -204,7 +218,7 @@ def take_sessions(channel: socket.socket) -> int:
     while True:
         try:
             record = receive_record(channel)
-        except (OSError, EOFError, ValueError) as error:
+        except (OSError, RecordError) as error:
             log.warning("reload: takeover channel failed: %s", loggable(error))
             return taken
         if record is None:
@@ -237,7 +251,7 @@ def _take(fields: dict, fds: list[int]) -> str | None:
         client, backend = sockets
         _check_kinds(client, backend)
         run = resume(state, client, backend)
-    except ValueError as error:
+    except StateError as error:
         for sock in sockets:
             sock.close()
         close_fds(fds[len(sockets):])

@@ -35,7 +35,7 @@ from .proxy_protocol import (
     could_be_header,
     parse,
 )
-from .sockio import recv_exactly
+from .sockio import StreamEnded, recv_exactly
 
 #: Connecting to a UNIX socket whose backlog is full must not hang the handshake.
 CONNECT_TIMEOUT_SECONDS = 5.0
@@ -211,7 +211,7 @@ def read_proxy_header(sock: Any, timeout: float = HEADER_TIMEOUT_SECONDS) -> Pro
         return _read_header_stream(sock)
     except (socket.timeout, TimeoutError):
         raise ProxyProtocolError(f"PROXY header not complete within {timeout:g} s") from None
-    except EOFError:
+    except StreamEnded:
         raise ProxyProtocolError("connection closed inside the PROXY header") from None
     finally:
         sock.settimeout(previous)

@@ -31,11 +31,11 @@ except ImportError as missing:
 
 from .accepting import QuietAccept
 from .bridge import process_sessions
-from .config import ServerConfig
+from .config import ConfigurationError, ServerConfig
 from .handler import GatewayHandler
 from .inifile import IniFile
 from .logs import follow_gunicorn_error_log
-from .paste import environment_gateway, make_app
+from .paste import app_load_error, environment_gateway, make_app
 from .rendezvous import TakeoverPoint, hand_over, is_private, rendezvous_directory
 from .tls import TimedHandshake
 from .wsgi_server import handler_class
@@ -86,16 +86,19 @@ class GatewayWorker(GeventWebSocketWorker):
 
     def load_wsgi(self) -> None:
         """Read the request limits, load the app and, for ``ouistiti_gw:make_app``, build the
-        gateway now: a configuration error (:class:`~ouistiti_gw.config.ConfigurationError`, a
-        gunicorn ``AppImportError``) then stops gunicorn at boot with its one-line message,
-        instead of failing every request."""
-        self.server_config = ServerConfig.from_environment()
-        if self.cfg.paste:  # a malformed file: one line, not PasteDeploy's traceback (exit 3)
-            IniFile(os.path.abspath(self.cfg.paste.split("#", 1)[0]))
-        self.wsgi_handler = handler_class(self.server_config, GunicornGatewayHandler)
-        super().load_wsgi()
-        if self.wsgi is make_app:
-            self.wsgi = environment_gateway.get()
+        gateway now: a :class:`~ouistiti_gw.config.ConfigurationError` then stops gunicorn at
+        boot with its one-line message (raised as gunicorn's ``AppImportError``), instead of
+        failing every request."""
+        try:
+            self.server_config = ServerConfig.from_environment()
+            if self.cfg.paste:  # a malformed file: one line, not PasteDeploy's traceback (exit 3)
+                IniFile(os.path.abspath(self.cfg.paste.split("#", 1)[0]))
+            self.wsgi_handler = handler_class(self.server_config, GunicornGatewayHandler)
+            super().load_wsgi()
+            if self.wsgi is make_app:
+                self.wsgi = environment_gateway.get()
+        except ConfigurationError as error:
+            raise app_load_error(error) from error
 
     def run(self) -> None:
         # gunicorn's "Booting worker" line comes before the app is loaded; this one says the

@@ -23,7 +23,7 @@ from .frames import CloseCode
 from .greenlets import LightGreenlet
 from .handler import GatewayHandler
 from .supervisor import WorkerLink, worker_link
-from .takeover import Handover, give_sessions, take_sessions
+from .takeover import Handover, SuccessorGone, give_sessions, take_sessions
 from .tls import TimedHandshake, server_context
 
 if TYPE_CHECKING:
@@ -145,7 +145,7 @@ def _hand_over(server: GatewayServer, channel) -> None:
         while True:
             try:
                 give_sessions(channel, process_sessions, handover)
-            except EOFError:
+            except SuccessorGone:
                 break  # the successor is gone: what did not move stays and drains
             outcomes = [session.reload_outcome for session in process_sessions]
             if (None not in outcomes and server.connections <= outcomes.count("drained")

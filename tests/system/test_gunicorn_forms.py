@@ -146,11 +146,12 @@ def test_gunicorn_conf_py_makes_dash_k_unnecessary(tmp_path, docroot, unix_serve
         echo_round_trip(f"ws://127.0.0.1:{port}/echo")
 
 
-def test_gunicorn_paste_ini_with_a_bad_setting_stops_in_one_line(tmp_path, docroot):
+@pytest.mark.parametrize("worker", [PROJECT_WORKER, STOCK_WORKER])
+def test_gunicorn_paste_ini_with_a_bad_setting_stops_in_one_line(tmp_path, docroot, worker):
     ini = tmp_path / "example.ini"
     bad = Path(paste_ini(tmp_path, docroot)).read_text().replace("allow = *", "allow = *\nmax_connections = lots")
     ini.write_text(bad)
-    result = subprocess.run(gunicorn_argv(PROJECT_WORKER, free_port(), "--paste", str(ini)),
+    result = subprocess.run(gunicorn_argv(worker, free_port(), "--paste", str(ini)),
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 4
     assert "max_connections = 'lots' is not a valid int" in result.stderr and "Traceback" not in result.stderr

@@ -266,13 +266,25 @@ def test_config_and_keywords_together():
         WebSocketGateway(not_found_app, config=config, max_conections=3)
 
 
-def test_the_error_is_a_gateway_error_a_value_error_and_gunicorns_app_import_error():
+def test_the_error_is_a_gateway_error_and_no_value_error():
     error = ConfigurationError("max_connections = 'lots' is not a valid int", "max_connections", INI)
-    assert isinstance(error, GatewayError) and isinstance(error, ValueError) and isinstance(error, AppImportError)
+    assert isinstance(error, GatewayError) and not isinstance(error, (ValueError, AppImportError))
     placed = error.at("gw.ini [app:main]")
     assert str(placed) == "gw.ini [app:main]: max_connections = 'lots' is not a valid int"
     assert (placed.key, placed.reason, placed.source.where, placed.source.spell("x")) == (
         "max_connections", error.reason, "gw.ini [app:main]", "x")
+
+
+def test_what_gunicorn_calls_raises_a_configuration_error_gunicorn_takes_for_a_load_failure(monkeypatch):
+    """make_app() and the PasteDeploy factories are what gunicorn calls (with or without our
+    worker): their error is also gunicorn's AppImportError (one line, exit 4), and still the
+    ConfigurationError the public API promises."""
+    monkeypatch.delenv("OUISTITI_GW_DOCROOT", raising=False)
+    for call in (make_app, lambda: make_app({}, docroot="/run/ws", max_connections="lots"),
+                 lambda: make_filter({}, docroot="/run/ws", max_connections="lots")):
+        with pytest.raises(ConfigurationError) as refused:
+            call()
+        assert isinstance(refused.value, AppImportError)
 
 
 def test_an_ini_file_places_the_error_in_its_section(tmp_path):

@@ -31,7 +31,7 @@ LAYERS = {
     # the session: sockets and the WebSocket, not WSGI
     "bridge": SESSION, "takeover": SESSION,
     # what a request's environ says, below the middleware that decides on it; the options'
-    # schema (its ConfigurationError is also gunicorn's AppImportError, when gunicorn is there)
+    # schema
     "identity": REQUEST, "stock": REQUEST, "config": REQUEST,
     "middleware": MIDDLEWARE,
     # server glue: only wires

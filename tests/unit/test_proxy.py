@@ -16,6 +16,7 @@ from proxyprotocol.v1 import ProxyProtocolV1
 from proxyprotocol.v2 import ProxyProtocolV2
 
 from ouistiti_gw import proxy_protocol as proxy
+from ouistiti_gw.config import ConfigurationError
 from ouistiti_gw.identity import TrustedProxies, proxy_header
 from ouistiti_gw.proxy_protocol import ProxyHeader, ProxyProtocolError, encode_v1, encode_v2, parse
 from ouistiti_gw.unix import read_proxy_header as read_header
@@ -186,7 +187,7 @@ def test_scheme_from_a_trusted_proxy_only():
 
 
 def test_bad_trusted_proxies_setting():
-    with pytest.raises(ValueError, match="trusted_proxies"):
+    with pytest.raises(ConfigurationError, match="^trusted_proxies = .not-an-ip. is not an IP address"):
         TrustedProxies("127.0.0.1, not-an-ip")
 
 
@@ -209,5 +210,5 @@ def test_settings_reach_the_middleware():
 
     app = make_app({}, docroot="/tmp", proxy_protocol="v2", trusted_proxies="10.0.0.0/8")
     assert app.proxy_protocol == "v2" and app.trusted_proxies.trusts("10.1.2.3")
-    with pytest.raises(ValueError, match="proxy_protocol"):
+    with pytest.raises(ConfigurationError, match="proxy_protocol"):
         make_app({}, docroot="/tmp", proxy_protocol="v3")

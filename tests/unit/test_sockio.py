@@ -8,7 +8,7 @@ import gevent.event
 import pytest
 from gevent import socket, ssl
 
-from ouistiti_gw.sockio import READS_PER_TURN, Receiver, recv_exactly, yield_to_loop
+from ouistiti_gw.sockio import READS_PER_TURN, Receiver, StreamEnded, recv_exactly, yield_to_loop
 from support import self_signed_certificate
 
 
@@ -115,6 +115,6 @@ def test_recv_exactly_reads_across_pieces_and_says_when_the_stream_ends_short():
     later.join()
     right.sendall(b"abc")
     right.close()
-    with pytest.raises(EOFError, match="5 bytes short"):
+    with pytest.raises(StreamEnded, match="5 bytes short"):
         recv_exactly(left, 8)
     left.close()
