@@ -24,16 +24,12 @@ from rawclient import (
     RawClient,
     SendMode,
     Step,
-    build_frame,
     play,
 )
+from rawclient import build_frame as frame
 
 Connect = Callable[..., RawClient]
 PROTOCOL_ERROR = 1002
-
-
-def frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
-    return build_frame(opcode, payload, fin=fin)
 
 
 #: Autobahn-style cases: id -> steps (frames written, then events expected).

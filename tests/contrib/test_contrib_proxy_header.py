@@ -10,7 +10,7 @@ import socket
 import pytest
 from websockets.sync.client import connect
 
-from conformance.rawclient import TEXT, build_frame
+from rawclient import TEXT, build_frame
 from support import gateway_cli, handshake_request, socket_from
 
 CLIENT_HOST = "127.0.0.2"

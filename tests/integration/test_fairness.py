@@ -25,7 +25,7 @@ from typing import Iterator
 
 import pytest
 
-from conformance.rawclient import (
+from rawclient import (
     BINARY,
     CLOSE,
     CONTINUATION,

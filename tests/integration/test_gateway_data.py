@@ -10,8 +10,8 @@ import websocket as websocket_client
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from conformance.rawclient import TEXT, RawClient, build_frame
 from ouistiti_gw.bridge import CLOSE_TIMEOUT_SECONDS
+from rawclient import TEXT, RawClient, build_frame
 from support import handshake_request, raw_request, read_until_eof, say_bye_and_leave, wait_until
 
 TEXT_UNIT = "héllo wörld € 😀 "  # 1-, 2-, 3- and 4-byte characters, so reads split them

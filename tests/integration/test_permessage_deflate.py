@@ -12,8 +12,8 @@ import pytest
 from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
 from websockets.sync.client import connect
 
-from conformance.rawclient import BINARY, TEXT, RawClient, build_frame
 from ouistiti_gw.deflate import COMPRESSOR_IDLE_SECONDS
+from rawclient import BINARY, TEXT, RawClient, build_frame
 from support import (
     PROJECT_WORKER,
     STOCK_WORKER,

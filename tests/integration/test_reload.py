@@ -33,10 +33,10 @@ from websockets.asyncio.client import connect as async_connect
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from conformance.rawclient import CONTINUATION, TEXT, RawClient, build_frame
 from ouistiti_gw.protocol import Protocol
 from ouistiti_gw.rendezvous import FRESH_SECONDS
 from ouistiti_gw.session_state import Admission, SessionState, as_fields
+from rawclient import CONTINUATION, TEXT, RawClient, build_frame
 from support import (
     BIN,
     PROJECT_WORKER,

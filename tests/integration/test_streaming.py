@@ -10,6 +10,7 @@ import struct
 import time
 
 from ouistiti_gw.bridge import STREAM_HOLD_SIZE
+from rawclient import LengthForm, client_frame
 from support import (
     gateway_cli,
     handshake_request,
@@ -19,15 +20,12 @@ from support import (
     wait_until,
 )
 
-MASK = b"\x0f\x1e\x2d\x3c"
 TEXT, BINARY, CONTINUATION = 0x1, 0x2, 0x0
 
 
-def client_frame(opcode: int, payload: bytes, *, fin: bool = True) -> bytes:
-    """A masked client frame (64-bit length form whatever the size, which servers must accept)."""
-    key = (MASK * (len(payload) // 4 + 1))[:len(payload)]
-    masked = (int.from_bytes(payload, "big") ^ int.from_bytes(key, "big")).to_bytes(len(payload), "big")
-    return struct.pack("!BBQ", (0x80 if fin else 0) | opcode, 0x80 | 127, len(payload)) + MASK + masked
+def long_frame(opcode: int, payload: bytes, *, fin: bool = True) -> bytes:
+    """A masked client frame in the 64-bit length form whatever the size (servers must accept it)."""
+    return client_frame(opcode, payload, fin=fin, form=LengthForm.BITS_64)
 
 
 def open_websocket(port: int, path: str) -> tuple[socket.socket, bytes]:
@@ -44,7 +42,7 @@ def test_big_message_reaches_the_server_while_it_arrives(gateway, docroot, unix_
     server = unix_servers(f"{docroot}/record", read_until_eof)
     sock, _ = open_websocket(gateway.port, "/record")
     payload = os.urandom(1 << 20)
-    frame = client_frame(BINARY, payload)
+    frame = long_frame(BINARY, payload)
     first_part = 14 + 300 * 1024
     sock.sendall(frame[:first_part])
     # the gateway holds none of it back: all 300 KiB are at the server, 724 KiB still unsent
@@ -60,11 +58,11 @@ def test_small_message_reaches_the_server_whole(gateway, docroot, unix_servers):
     sock, _ = open_websocket(gateway.port, "/record")
     payload = os.urandom(STREAM_HOLD_SIZE // 2)
     # in two frames, the second one late: the server gets nothing until the message is whole
-    sock.sendall(client_frame(BINARY, payload[:1000], fin=False)
-                 + client_frame(CONTINUATION, payload[1000:-1], fin=False))
+    sock.sendall(long_frame(BINARY, payload[:1000], fin=False)
+                 + long_frame(CONTINUATION, payload[1000:-1], fin=False))
     time.sleep(0.5)
     assert server.received == []
-    sock.sendall(client_frame(CONTINUATION, payload[-1:]))
+    sock.sendall(long_frame(CONTINUATION, payload[-1:]))
     wait_until(lambda: received_size(server) == len(payload), what="the message at the server")
     assert b"".join(server.received) == payload
     sock.close()
@@ -104,7 +102,7 @@ def test_direct_echo_starts_before_the_message_ends(docroot, sample):
         sock, rest = open_websocket(gateway.port, "/echo")
         reader = FrameReader(sock, rest)
         payload = ("€uro " * 200_000).encode()  # 1.2 MB of 3-byte characters
-        frame = client_frame(TEXT, payload)
+        frame = long_frame(TEXT, payload)
         first_part = 14 + 100_001  # cuts a character
         sock.sendall(frame[:first_part])
         fin, opcode, echoed = reader.frame()
@@ -129,7 +127,7 @@ def test_wss_message_pipelined_behind_the_handshake(tmp_path, docroot, unix_serv
         context = ssl.create_default_context(cafile=certfile)
         raw = socket.create_connection(("127.0.0.1", gateway.port), timeout=10)
         sock = context.wrap_socket(raw, server_hostname="127.0.0.1")
-        sock.sendall(handshake_request("/echo", port=gateway.port) + client_frame(BINARY, payload))
+        sock.sendall(handshake_request("/echo", port=gateway.port) + long_frame(BINARY, payload))
         head = b""
         while b"\r\n\r\n" not in head:
             head += sock.recv(4096)

@@ -20,7 +20,7 @@ from ouistiti_gw.deflate import (
     PerMessageDeflate,
     negotiate,
 )
-from ouistiti_gw.frames import CloseCode, Opcode, ProtocolViolation, apply_mask, encode_header, parse_header
+from ouistiti_gw.frames import CloseCode, Opcode, ProtocolViolation, encode_header, parse_header
 from ouistiti_gw.protocol import (
     FRAMES_PER_INFLATED_PIECE,
     FRAMES_PER_TURN,
@@ -30,16 +30,11 @@ from ouistiti_gw.protocol import (
     Protocol,
     Throttled,
 )
+from rawclient import client_frame as frame
 from support import deflate, deflate_bomb, inflate, inflated_size_of_bomb, violation_of
 
-MASK = b"\x37\xfa\x21\x3d"
 TEXT, BINARY, CONTINUATION, PING = Opcode.TEXT, Opcode.BINARY, Opcode.CONTINUATION, Opcode.PING
 TAIL = b"\x00\x00\xff\xff"
-
-
-def frame(opcode: int, payload: bytes = b"", *, fin: bool = True, rsv1: bool = False) -> bytes:
-    """A client's frame, masked; ``rsv1`` marks a compressed message's first frame."""
-    return encode_header(opcode, len(payload), fin=fin, mask=MASK, rsv1=rsv1) + apply_mask(payload, MASK)
 
 
 def compressed(opcode: int, data: bytes, *, fragment: int | None = None, wbits: int = 15) -> bytes:

@@ -24,16 +24,12 @@ from ouistiti_gw.protocol import (
     Throttled,
     WebSocketClosed,
 )
+from rawclient import FIXED_KEY
+from rawclient import client_frame as frame
 from support import violation_of
 
-MASK = b"\x37\xfa\x21\x3d"
 TEXT, BINARY, CONTINUATION = Opcode.TEXT, Opcode.BINARY, Opcode.CONTINUATION
 CLOSE, PING, PONG = Opcode.CLOSE, Opcode.PING, Opcode.PONG
-
-
-def frame(opcode: int, payload: bytes = b"", *, fin: bool = True) -> bytes:
-    """A client's frame: masked, as section 5.3 requires."""
-    return encode_frame(opcode, payload, fin=fin, mask=MASK)
 
 
 def close_frame(code: int | None, reason: str = "") -> bytes:
@@ -106,7 +102,7 @@ def test_an_unmasked_client_frame_is_1002():
 
 @pytest.mark.parametrize("first", [0x80 | 0x40 | TEXT, 0x80 | 0x03, 0x80 | 0x0B], ids=["rsv1", "opcode-3", "opcode-b"])
 def test_reserved_bits_and_opcodes_are_1002(first):
-    assert violation(Protocol(), bytes([first, 0x80]) + MASK).code == CloseCode.PROTOCOL_ERROR
+    assert violation(Protocol(), bytes([first, 0x80]) + FIXED_KEY).code == CloseCode.PROTOCOL_ERROR
 
 
 @pytest.mark.parametrize("data", [frame(PING, b"p", fin=False), frame(PING, bytes(126))],

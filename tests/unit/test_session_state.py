@@ -11,7 +11,7 @@ import json
 import pytest
 
 from ouistiti_gw.deflate import DeflateParameters, PerMessageDeflate
-from ouistiti_gw.frames import CloseCode, Opcode, ProtocolViolation, encode_frame
+from ouistiti_gw.frames import CloseCode, Opcode, ProtocolViolation
 from ouistiti_gw.protocol import DataPiece, NotMovable, Protocol
 from ouistiti_gw.session_state import (
     MAX_ADMISSION_HEADER,
@@ -23,14 +23,14 @@ from ouistiti_gw.session_state import (
     bounded,
     from_fields,
 )
+from rawclient import client_frame
 from support import deflate
 
-MASK = b"\x11\x22\x33\x44"
-STREAM = (encode_frame(Opcode.TEXT, "fragment one, ".encode(), fin=False, mask=MASK)
-          + encode_frame(Opcode.CONTINUATION, "a cut character: é€𝄞, ".encode(), fin=False, mask=MASK)
-          + encode_frame(Opcode.PING, b"ping", mask=MASK)
-          + encode_frame(Opcode.CONTINUATION, b"the end", mask=MASK)
-          + encode_frame(Opcode.BINARY, b"\xff\x00 binary", mask=MASK))
+STREAM = (client_frame(Opcode.TEXT, "fragment one, ".encode(), fin=False)
+          + client_frame(Opcode.CONTINUATION, "a cut character: é€𝄞, ".encode(), fin=False)
+          + client_frame(Opcode.PING, b"ping")
+          + client_frame(Opcode.CONTINUATION, b"the end")
+          + client_frame(Opcode.BINARY, b"\xff\x00 binary"))
 
 
 def events(protocol: Protocol, data: bytes) -> list:
@@ -89,10 +89,10 @@ def test_a_core_paused_anywhere_goes_on_in_another(cut):
 
 def test_a_character_that_cannot_end_well_still_fails_after_the_move():
     first = Protocol()
-    events(first, encode_frame(Opcode.TEXT, b"\xed", fin=False, mask=MASK))
+    events(first, client_frame(Opcode.TEXT, b"\xed", fin=False))
     second = moved(first)
     with pytest.raises(ProtocolViolation) as failed:
-        events(second, encode_frame(Opcode.CONTINUATION, b"\xa0\x80", mask=MASK))
+        events(second, client_frame(Opcode.CONTINUATION, b"\xa0\x80"))
     assert failed.value.code == CloseCode.INVALID_DATA
 
 
@@ -101,17 +101,17 @@ def test_the_successors_limits_apply():
     session's own limit is set again by the session, from its socket)."""
     first = Protocol(max_message_size=100)
     first.limit_message_size(50, "too big for the server's socket")
-    events(first, encode_frame(Opcode.TEXT, b"12345", fin=False, mask=MASK))
+    events(first, client_frame(Opcode.TEXT, b"12345", fin=False))
     second = moved(first, Protocol(max_message_size=8))
     assert second.max_message_size == 8 and second.over_limit() is None
     with pytest.raises(ProtocolViolation) as failed:
-        events(second, encode_frame(Opcode.CONTINUATION, b"678901", mask=MASK))
+        events(second, client_frame(Opcode.CONTINUATION, b"678901"))
     assert failed.value.code == CloseCode.MESSAGE_TOO_BIG and failed.value.reason == "message over 8 bytes"
 
 
 def test_a_frame_announced_under_the_old_limit_is_over_the_new_one():
     first = Protocol(max_message_size=100)
-    events(first, encode_frame(Opcode.BINARY, b"x" * 50, mask=MASK)[:20])  # its header said 50 bytes
+    events(first, client_frame(Opcode.BINARY, b"x" * 50)[:20])  # its header said 50 bytes
     second = moved(first, Protocol(max_message_size=20))
     violation = second.over_limit()
     assert violation is not None and violation.code == CloseCode.MESSAGE_TOO_BIG
@@ -121,11 +121,11 @@ def test_a_moved_core_does_not_pay_again_for_what_came_before_the_move():
     """The byte budget starts afresh in the successor: a session that received more than the
     burst in its life is not throttled for its history after a reload."""
     first = Protocol(max_byte_rate=0)
-    events(first, encode_frame(Opcode.BINARY, b"x" * 5000, mask=MASK))
+    events(first, client_frame(Opcode.BINARY, b"x" * 5000))
     state = first.snapshot()
     successor = Protocol(max_byte_rate=1000, max_message_size=1000, clock=lambda: 0.0)
     successor.restore(state)
-    successor.receive_data(encode_frame(Opcode.BINARY, b"y" * 10, mask=MASK))
+    successor.receive_data(client_frame(Opcode.BINARY, b"y" * 10))
     assert successor.next_event() == DataPiece(b"y" * 10, False, True)
     assert successor.next_event() is None
 
@@ -159,15 +159,15 @@ def test_malformed_states_are_refused(fields):
                                          (("protocol", "frame"), [True, 1, 5, {"b64": "ESI="}]),
                                          (("protocol", "message_opcode"), 9),
                                          (("protocol", "message_opcode"), 8),
-                                         (("admission", "origin"), 5), (("admission", "path"), None)])
+                                         (("admission", "origin"), 5), (("admission", "resolved"), None)])
 def test_values_of_another_type_are_refused(path, value):
     """Checked whole before a session is built from it: nothing fails half-way through."""
     first = Protocol()
-    events(first, encode_frame(Opcode.TEXT, b"12345", fin=False, mask=MASK) + b"\x80")
+    events(first, client_frame(Opcode.TEXT, b"12345", fin=False) + b"\x80")
     fields = as_fields(bare_state(first))
     assert fields["protocol"]["frame"] is None and fields["protocol"]["unparsed"] == {"b64": "gA=="}
     fields["protocol"]["frame"] = [True, 1, 5, {"b64": "ESIzRA=="}]
-    assert from_fields(fields).protocol.frame == (True, 1, 5, MASK)
+    assert from_fields(fields).protocol.frame == (True, 1, 5, b"\x11\x22\x33\x44")
     *parents, last = path
     target = fields
     for parent in parents:
@@ -192,9 +192,7 @@ def test_an_admission_keeps_no_long_header():
 
 def compressed_frame(data: bytes, *, fin: bool = True) -> bytes:
     """A masked client TEXT frame whose payload is ``data`` deflated (RSV1 set)."""
-    frame = bytearray(encode_frame(Opcode.TEXT, deflate(data), fin=fin, mask=MASK))
-    frame[0] |= 0x40
-    return bytes(frame)
+    return client_frame(Opcode.TEXT, deflate(data), fin=fin, rsv1=True)
 
 
 def compressed_core(*, client_context: bool = False) -> Protocol:

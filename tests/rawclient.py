@@ -99,6 +99,17 @@ def build_frame(opcode: int, payload: bytes = b"", *, fin: bool = True, rsv: int
     return struct.pack("!BB", first, 0x80 | short) + extended + key + mask_bytes(payload, key)
 
 
+#: The masking key of :func:`client_frame`: a fixed one, so a test's bytes are the same each run.
+FIXED_KEY = b"\x37\xfa\x21\x3d"
+
+
+def client_frame(opcode: int, payload: bytes = b"", *, fin: bool = True, rsv1: bool = False,
+                 form: LengthForm = LengthForm.SHORTEST) -> bytes:
+    """A well-formed client frame masked with :data:`FIXED_KEY`; ``rsv1`` marks a compressed
+    message's first frame (RFC 7692)."""
+    return build_frame(opcode, payload, fin=fin, rsv=4 if rsv1 else 0, key=FIXED_KEY, form=form)
+
+
 def close_payload(code: int | None, reason: bytes = b"") -> bytes:
     """A close frame's payload: 2-byte code then the reason's bytes (sent as given, even invalid)."""
     return b"" if code is None else struct.pack("!H", code) + reason
