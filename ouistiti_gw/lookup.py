@@ -77,11 +77,11 @@ class SocketFile:
     (it is a context manager) once connected, on every path. ``name`` is where it is below
     docroot, links followed (what allow/deny judged)."""
 
-    def __init__(self, name: str, fd: int | None, status: os.stat_result | None = None,
+    def __init__(self, name: str, fd: int | None, mode: int | None = None,
                  error: OSError | None = None) -> None:
         self.name = name
         self.fd = fd
-        self.status = status
+        self.mode = mode  # its type and permissions (``st_mode``): a whole stat_result is 600 bytes a session
         self.error = error
 
     @property
@@ -90,16 +90,16 @@ class SocketFile:
 
     @property
     def is_directory(self) -> bool:
-        return self.status is not None and stat.S_ISDIR(self.status.st_mode)
+        return self.mode is not None and stat.S_ISDIR(self.mode)
 
     def connect(self) -> Any:
         """A socket connected to this very file: :class:`~ouistiti_gw.unix.BackendUnavailable` if
         there is none (404), it is no socket (403), or nobody listens (503)."""
         if self.error is not None:
             raise unavailable(self.error)
-        if self.fd is None or self.status is None:
+        if self.fd is None or self.mode is None:
             raise ValueError("the socket file is closed")
-        return connect_opened(self.fd, self.status.st_mode)
+        return connect_opened(self.fd, self.mode)
 
     def close(self) -> None:
         if self.fd is not None:
@@ -108,7 +108,7 @@ class SocketFile:
 
     def take(self) -> "SocketFile":
         """This file in a new holder, this one left empty: what a ``with`` block hands on outlives it."""
-        taken = SocketFile(self.name, self.fd, self.status, self.error)
+        taken = SocketFile(self.name, self.fd, self.mode, self.error)
         self.fd = None
         return taken
 
@@ -230,7 +230,7 @@ def _open_unfollowed(root: int, name: str) -> SocketFile:
     if stat.S_ISSOCK(status.st_mode) and status.st_nlink > 1:
         os.close(fd)
         raise NameRefused(f"socket file has {status.st_nlink} names (hard links)")
-    return SocketFile(name, fd, status)
+    return SocketFile(name, fd, status.st_mode)
 
 
 def _open_directory(directory: int, component: str) -> int:
