@@ -28,8 +28,8 @@ import sys
 import time
 from dataclasses import dataclass
 
-from ouistiti_gw.deflate import COMPRESSOR_IDLE_SECONDS
-from ouistiti_gw.trim import TRIM_DELAY
+from ouistiti_gw.core.deflate import COMPRESSOR_IDLE_SECONDS
+from ouistiti_gw.green.heap_trim import TRIM_DELAY
 from procinfo import process_tree, raise_nofile_limit
 
 log = logging.getLogger(__name__)
@@ -175,7 +175,7 @@ class Baseline(OuistitiGw):
 class DirectMode(Contender):
     """``--mode direct``: the gateway hands each client's socket to the server, which must speak
     WebSocket itself, so the server here is the package's own sample echo (``websocket_echo``,
-    ``ouistiti_gw.direct``) in a docroot of its own, started with the gateway in one process tree."""
+    ``ouistiti_gw.backend.direct``) in a docroot of its own, started with the gateway in one process tree."""
 
     def command(self, docroot: str, port: int) -> tuple[list[str], dict[str, str]]:
         own = os.path.join(docroot, "direct")

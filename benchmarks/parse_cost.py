@@ -4,11 +4,11 @@
 
 Feeds ``N`` masked text frames of 16 B and of 1 KiB, arriving as 256 KiB reads, through:
 
-- ``core``: :class:`ouistiti_gw.protocol.Protocol` alone (``receive_data`` / ``next_event``);
-- ``shell``: :class:`ouistiti_gw.websocket.WebSocket` over a socket that has nothing more to
+- ``core``: :class:`ouistiti_gw.core.protocol.Protocol` alone (``receive_data`` / ``next_event``);
+- ``shell``: :class:`ouistiti_gw.green.websocket.WebSocket` over a socket that has nothing more to
   give (every frame comes from the buffered bytes), as the gateway's pump drives it;
 - ``old``: the same through a former ``websocket.py`` given with ``--old`` (e.g.
-  ``git show main:ouistiti_gw/websocket.py > /tmp/old_websocket.py``);
+  ``git show main:ouistiti_gw/green/websocket.py > /tmp/old_websocket.py``);
 - ``websockets``: ``websockets.protocol.Protocol`` (its sans-I/O core) in the server role.
 
 Prints microseconds per message, best of 5 runs. No frame budget (it is paid per 256 frames).
@@ -23,9 +23,9 @@ import time
 
 import gevent  # noqa: F401  (the shells yield to its loop)
 
-from ouistiti_gw import websocket
-from ouistiti_gw.frames import Opcode, encode_frame
-from ouistiti_gw.protocol import DataPiece, Protocol
+from ouistiti_gw.core.frames import Opcode, encode_frame
+from ouistiti_gw.core.protocol import DataPiece, Protocol
+from ouistiti_gw.green import websocket
 
 READ_SIZE = 256 * 1024
 
@@ -100,7 +100,7 @@ def load_old(path: str):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--old", help="a former ouistiti_gw/websocket.py to compare with")
+    parser.add_argument("--old", help="a former ouistiti_gw/green/websocket.py to compare with")
     parser.add_argument("--count", type=int, default=100_000)
     args = parser.parse_args()
     contenders = {"core": lambda r, n: run_core(r, n), "shell": lambda r, n: run_shell(websocket, r, n),

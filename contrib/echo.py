@@ -16,7 +16,7 @@ from typing import Optional, Sequence
 
 import gevent.socket
 
-from ouistiti_gw.direct import DirectClient
+from ouistiti_gw.backend import DirectClient
 
 from .server import Handler, adopted, build_parser, program_name, run, setup_logging
 

@@ -10,7 +10,7 @@ what they do with a connected client, so this module holds everything else:
   SIGINT, then the clean-up (clients closed, socket file removed, exit 0);
 * :func:`adopted`, :func:`recv_packet`, :func:`enlarge_send_buffer`,
   :func:`max_packet_size` -- a client, piped or handed over directly, and its
-  packets (over :mod:`ouistiti_gw.unix`).
+  packets (over :mod:`ouistiti_gw.backend`).
 
 The socket file is :mod:`.socketfile`'s job, the user and the daemon
 :mod:`.process`'s; this module is the command line and the accept loop.
@@ -52,10 +52,15 @@ import gevent.event
 import gevent.pool
 import gevent.socket
 
-from ouistiti_gw import unix
-from ouistiti_gw.direct import DirectClient, adopt, client_address
-from ouistiti_gw.proxy_protocol import ProxyProtocolError
-from ouistiti_gw.unix import max_packet_size  # noqa: F401  (part of the samples' API)
+from ouistiti_gw.backend import (  # noqa: F401  (max_packet_size: part of the samples' API)
+    DirectClient,
+    ProxyProtocolError,
+    adopt,
+    client_address,
+    max_packet_size,
+)
+from ouistiti_gw.backend import enlarge_send_buffer as enlarge_unix_send_buffer
+from ouistiti_gw.backend import recv_packet as recv_unix_packet
 
 from .errors import StartupError
 from .process import daemonize, drop_privileges, lookup_user
@@ -214,11 +219,11 @@ def run(args: argparse.Namespace, sock_type: int,
 # --------------------------------------------------------------------------
 
 def recv_packet(conn: Connection) -> bytes:
-    """One whole SOCK_SEQPACKET packet (:func:`ouistiti_gw.unix.recv_packet`); an empty result
+    """One whole SOCK_SEQPACKET packet (:func:`ouistiti_gw.backend.recv_packet`); an empty result
     means the peer closed the connection. A direct client gives one WebSocket message instead."""
     if isinstance(conn, DirectClient):
         return conn.recv()
-    return unix.recv_packet(conn)
+    return recv_unix_packet(conn)
 
 
 @contextlib.contextmanager
@@ -226,7 +231,7 @@ def adopted(conn: gevent.socket.socket, expect_proxy_header: bool = False) -> It
     """The client a new UNIX connection stands for, closed on exit.
 
     In direct mode the gateway hands the browser's own socket over (see
-    :func:`ouistiti_gw.direct.adopt`): the handler then serves that instead.
+    :func:`ouistiti_gw.backend.direct.adopt`): the handler then serves that instead.
     Telling the two apart may take up to half a second for a client that
     sends nothing, so a server that writes first (chat) queues until then.
     With ``expect_proxy_header`` (the ``-P`` option, which the handler is
@@ -249,8 +254,8 @@ def peer_address(conn: Connection) -> Optional[str]:
 
 
 def enlarge_send_buffer(conn: Connection) -> int:
-    """:func:`ouistiti_gw.unix.enlarge_send_buffer` for a UNIX connection; a direct client's TCP
+    """:func:`ouistiti_gw.backend.enlarge_send_buffer` for a UNIX connection; a direct client's TCP
     socket is left as it is (0)."""
     if isinstance(conn, DirectClient):
         return 0
-    return unix.enlarge_send_buffer(conn)
+    return enlarge_unix_send_buffer(conn)

@@ -23,8 +23,7 @@ import stat
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
-from ouistiti_gw.names import MAX_SOCKET_PATH_BYTES, fits_sun_path
-from ouistiti_gw.unix import BackendUnavailable, connect_unix
+from ouistiti_gw.backend import MAX_SOCKET_PATH_BYTES, BackendUnavailable, connect_unix, fits_sun_path
 
 from .errors import StartupError
 
@@ -63,7 +62,7 @@ class BoundSocket:
 
 def socket_path(docroot: str, name: str) -> str:
     """``DIR/NAME``, refusing names that would leave DIR or not fit sun_path (the gateway's rule,
-    :func:`ouistiti_gw.names.fits_sun_path`)."""
+    :func:`ouistiti_gw.backend.fits_sun_path`)."""
     parts = name.split("/")
     if not name or name.startswith("/") or ".." in parts or "" in parts:
         raise StartupError(f"invalid socket name {name!r}: must be a relative path "

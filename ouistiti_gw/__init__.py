@@ -5,8 +5,8 @@ and their error (:class:`ConfigurationError`), :func:`make_app` and :func:`make_
 (PasteDeploy and gunicorn factories).
 """
 from .config import ConfigurationError, GatewayConfig
-from .middleware import WebSocketGateway
-from .paste import make_app, make_filter
+from .gateway.middleware import WebSocketGateway
+from .servers.paste import make_app, make_filter
 
 __version__ = "0.1.0"
 __all__ = ["ConfigurationError", "GatewayConfig", "WebSocketGateway", "make_app", "make_filter", "__version__"]

@@ -7,7 +7,7 @@
 Both listen on 127.0.0.1 unless told otherwise and print the URL to open. Ctrl-C (or SIGTERM)
 stops everything they started and removes what they created. ``serve`` runs as a small master
 over a worker that serves: SIGHUP to the master reloads the code and configuration on disk
-without dropping a session (:mod:`ouistiti_gw.supervisor`).
+without dropping a session (:mod:`ouistiti_gw.reload.supervisor`).
 
 Exit status: 0 when stopped, 1 for a failure while running (the port is taken, a sample server
 did not start), 2 for a usage or configuration error (as argparse's): a missing or malformed ini
@@ -29,12 +29,12 @@ from importlib import metadata
 from typing import NoReturn
 
 from .config import COMMAND_LINE, Config, ConfigurationError, GatewayConfig, Options, ServerConfig, closest, options
-from .inifile import IniFile
-from .middleware import WebSocketGateway
-from .paste import demo_page_directory, make_static_app, not_found_app
-from .supervisor import become_master, worker_argv, worker_link
-from .unix import BackendUnavailable, connect_unix
-from .wsgi_server import make_server, serve_until_stopped
+from .gateway.middleware import WebSocketGateway
+from .green.unix import BackendUnavailable, connect_unix
+from .reload.supervisor import become_master, worker_argv, worker_link
+from .servers.inifile import IniFile
+from .servers.paste import demo_page_directory, make_static_app, not_found_app
+from .servers.wsgi_server import make_server, serve_until_stopped
 
 log = logging.getLogger(__name__)
 

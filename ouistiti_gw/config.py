@@ -14,18 +14,17 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import ipaddress
 import math
 import os
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, TypeVar
 
-from .addresses import networks_error
-from .deflate import DEFAULT_THRESHOLD
+from .core.addresses import networks_error
+from .core.deflate import DEFAULT_THRESHOLD
+from .core.protocol import DEFAULT_MAX_BYTE_RATE, DEFAULT_MAX_FRAME_RATE, DEFAULT_MAX_MESSAGE_SIZE
 from .errors import GatewayError
-from .names import parse_patterns
-from .policy import host_pattern_error
-from .protocol import DEFAULT_MAX_BYTE_RATE, DEFAULT_MAX_FRAME_RATE, DEFAULT_MAX_MESSAGE_SIZE
 
 ENVIRONMENT_PREFIX = "OUISTITI_GW_"
 #: A comma-separated list (``"ws_*, internal/*"``), kept as its items.
@@ -48,6 +47,34 @@ def environment_variable(name: str) -> str:
 def cli_flag(name: str) -> str:
     """How the command line spells an option: ``--max-connections``."""
     return "--" + name.replace("_", "-")
+
+
+def parse_patterns(patterns: str | list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
+    """Split a comma-separated glob list (``"ws_*, internal/*"``) into its patterns."""
+    if not patterns:
+        return ()
+    if isinstance(patterns, str):
+        patterns = patterns.split(",")
+    return tuple(p.strip() for p in patterns if p.strip())
+
+
+def host_pattern_error(patterns: tuple[str, ...]) -> str | None:
+    """Why one of ``patterns`` cannot be an ``allowed_hosts`` item, or None.
+
+    A pattern with a port (``localhost:8080``) would never match: the ``Host``'s port is not
+    compared (:func:`~ouistiti_gw.gateway.admission.host_name` drops it), so every handshake
+    would be refused. Said at start.
+    """
+    for pattern in patterns:
+        try:
+            ipaddress.ip_address(pattern.strip("[]"))
+            continue  # an IPv6 literal: its colons are no port
+        except ValueError:
+            pass
+        name, colon, _ = pattern.rpartition(":")
+        if colon and name:
+            return f"{pattern!r} has a port: list host names only (a Host's port is not compared)"
+    return None
 
 
 @dataclass(frozen=True)
@@ -244,7 +271,7 @@ class Options:
 
 @dataclass(frozen=True)
 class GatewayConfig(Options):
-    """The options of :class:`~ouistiti_gw.middleware.WebSocketGateway`."""
+    """The options of :class:`~ouistiti_gw.gateway.middleware.WebSocketGateway`."""
 
     docroot: str = option("", "directory of the UNIX sockets", required=True, check=_not_a_directory)
     allow: Patterns = option(("*",), "comma-separated globs of the names served (* matches / too)")
@@ -296,7 +323,7 @@ class GatewayConfig(Options):
 class ServerConfig(Options):
     """The options of the gateway's own server (the CLI, ``[server:main]``); under gunicorn,
     which listens itself, only the request limits, from the environment. ``header_timeout``
-    bounds a TLS handshake too (:mod:`ouistiti_gw.tls`)."""
+    bounds a TLS handshake too (:mod:`ouistiti_gw.servers.tls`)."""
 
     host: str = option("127.0.0.1", "address to listen on", environment=False)
     port: int = option(8080, "port to listen on (0 picks one)", minimum=0, maximum=65535, environment=False)

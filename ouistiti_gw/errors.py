@@ -3,38 +3,38 @@
 A caller catches the kind it means, or all of them with ``except GatewayError``. None of them is
 also a ``ValueError``: a ``ValueError`` (or any of Python's own exceptions) leaving the package
 is a bug's, and gets its traceback. Each kind is defined beside the code that raises it (shown
-in brackets), so a reader of that module sees what it raises and a caller imports it from there
-(``from ouistiti_gw.unix import BackendUnavailable``)::
+in brackets, below ``ouistiti_gw``), so a reader of that module sees what it raises and a caller imports it from there
+(``from ouistiti_gw.green.unix import BackendUnavailable``)::
 
     GatewayError
         refusals at the handshake: the client gets an HTTP status, or (stock worker) a close
-            NameRefused (names): a name that can never be a socket below docroot: 403
-            BackendUnavailable (unix): the UNIX server cannot be reached: 404, 403 or 503
-            HeaderTooLong (proxy_protocol): a PROXY header that cannot be built: 431
-            RequestRefused (handler): a request head answered before any app sees it: 400, 431
-            OfferDeclined (deflate): a permessage-deflate offer declined; the handshake goes on
+            NameRefused (gateway.names): a name that can never be a socket below docroot: 403
+            BackendUnavailable (green.unix): the UNIX server cannot be reached: 404, 403 or 503
+            HeaderTooLong (core.proxy_protocol): a PROXY header that cannot be built: 431
+            RequestRefused (servers.handler): a request head answered before any app sees it: 400, 431
+            OfferDeclined (core.deflate): a permessage-deflate offer declined; the handshake goes on
         protocol violations and closes
-            ProtocolViolation (frames): the client broke RFC 6455: the close code to fail with
-            WebSocketClosed (protocol): sending once the closing handshake has started
-            ProxyProtocolError (proxy_protocol): a malformed PROXY header, read by a UNIX server
-                IncompleteHeader (proxy_protocol): only the beginning of one so far
+            ProtocolViolation (core.frames): the client broke RFC 6455: the close code to fail with
+            WebSocketClosed (core.protocol): sending once the closing handshake has started
+            ProxyProtocolError (core.proxy_protocol): a malformed PROXY header, read by a UNIX server
+                IncompleteHeader (core.proxy_protocol): only the beginning of one so far
         configuration
             ConfigurationError (config): an option missing, unknown, malformed, or in conflict
         connections
-            StreamEnded (sockio): the peer closed inside a read of a fixed size
+            StreamEnded (green.sockio): the peer closed inside a read of a fixed size
         reload: sessions moving to a new process
-            ReadPaused (sockio): a pump stopped before a read, so that its session can move
-            NotMovable (protocol): a session that cannot move now (inside a message...)
-            StateError (session_state): a session state this code cannot take
-            RecordError (takeover): a record on the takeover channel that does not hold
-            SuccessorGone (takeover): the new process stopped taking sessions
+            ReadPaused (green.sockio): a pump stopped before a read, so that its session can move
+            NotMovable (core.protocol): a session that cannot move now (inside a message...)
+            StateError (reload.session_state): a session state this code cannot take
+            RecordError (reload.migration): a record on the takeover channel that does not hold
+            SuccessorGone (reload.migration): the new process stopped taking sessions
         TLS
-            HandshakeFailed (tls): a TLS handshake that did not finish
+            HandshakeFailed (servers.tls): a TLS handshake that did not finish
 
-Host, Origin and the connection limits are decided, not raised: ``policy`` and
-the admission return why a request is refused. Under gunicorn, ``ConfigurationError`` is raised
-again as gunicorn's ``AppImportError`` where gunicorn loads the app (the worker's ``load_wsgi``,
-``make_app()``): gunicorn then prints one line and exits 4.
+Host, Origin and the connection limits are decided, not raised: the gateway's admission
+(:mod:`ouistiti_gw.gateway.admission`) returns why a request is refused. Under gunicorn,
+``ConfigurationError`` is raised again as gunicorn's ``AppImportError`` where gunicorn loads
+the app (the worker's ``load_wsgi``, ``make_app()``): gunicorn then prints one line and exits 4.
 
 ``tests/unit/test_errors.py`` holds this map to the package: every exception class it defines is
 listed here, under its parent.

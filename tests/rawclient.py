@@ -1,6 +1,6 @@
 """A raw-socket RFC 6455 client that sends exact bytes, for the conformance suite.
 
-It shares no code with :mod:`ouistiti_gw.frames` on purpose: a suite that encoded its frames
+It shares no code with :mod:`ouistiti_gw.core.frames` on purpose: a suite that encoded its frames
 with the codec under test would agree with that codec's mistakes. Everything here is written
 from RFC 6455 itself:
 

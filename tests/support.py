@@ -37,8 +37,8 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as ws_connect
 
 from ouistiti_gw.cli import unix_accepts  # noqa: F401  (the probe the demo uses)
-from ouistiti_gw.frames import ProtocolViolation
-from ouistiti_gw.unix import recv_packet
+from ouistiti_gw.core.frames import ProtocolViolation
+from ouistiti_gw.green.unix import recv_packet
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = Path(__file__).resolve().parent
@@ -387,7 +387,7 @@ def handshake_status(port: int, path: str, **kwargs) -> tuple[int, dict[str, str
 # -- the protocol core -----------------------------------------------------------------------
 
 def violation_of(protocol: Any, data: bytes) -> ProtocolViolation:
-    """The :class:`~ouistiti_gw.frames.ProtocolViolation` a sans-I/O ``Protocol`` raises on
+    """The :class:`~ouistiti_gw.core.frames.ProtocolViolation` a sans-I/O ``Protocol`` raises on
     ``data`` (fed at once, every event taken); after it, nothing more is parsed."""
     protocol.receive_data(data)
     with pytest.raises(ProtocolViolation) as raised:
@@ -507,8 +507,8 @@ def socket_from(source: str, port: int, host: str = "127.0.0.1") -> socket.socke
 def proxied_echo_handler(conn: socket.socket, server: UnixServer) -> None:
     """Read the PROXY header (recorded in ``server.headers``, raw bytes in ``server.raw_headers``),
     then echo as :func:`echo_handler` does."""
-    from ouistiti_gw.proxy_protocol import parse
-    from ouistiti_gw.unix import read_proxy_header
+    from ouistiti_gw.backend import read_proxy_header
+    from ouistiti_gw.core.proxy_protocol import parse
 
     peeked = conn.recv(65536 + 16, socket.MSG_PEEK)
     header = read_proxy_header(conn)

@@ -16,7 +16,7 @@ import greenlet
 
 from ouistiti_gw import WebSocketGateway
 from ouistiti_gw.config import INI, GatewayConfig, ServerConfig
-from ouistiti_gw.wsgi_server import make_server, serve_until_stopped
+from ouistiti_gw.servers.wsgi_server import make_server, serve_until_stopped
 
 closed_results = 0
 

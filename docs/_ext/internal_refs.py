@@ -1,7 +1,7 @@
 """Cross-references from the API's docstrings to the package's internals.
 
 The reference documents the public API; its docstrings also name internal modules and objects
-(``:mod:`ouistiti_gw.handover```, ``:class:`~ouistiti_gw.protocol.Protocol```) that have no page.
+(``:mod:`ouistiti_gw.backend.handover```, ``:class:`~ouistiti_gw.core.protocol.Protocol```) that have no page.
 A reference to such an object is shown as code, without a link, **only if the object exists**:
 a reference to a name the package does not have (a typo, a rename) still fails the ``-n`` build.
 """

@@ -5,7 +5,7 @@ after it, and then closes the TCP connection itself (section 7.1.1: "the underly
 connection ... SHOULD be closed first by the server"); every check of a close frame in this
 suite (``RawClient.expect_close``) also waits for that end of the connection.
 
-gevent-websocket 0.10.1, which :mod:`ouistiti_gw.websocket` replaced, got most of this group
+gevent-websocket 0.10.1, which :mod:`ouistiti_gw.green.websocket` replaced, got most of this group
 wrong: its ``close(code, message)`` wrote only ``message`` as the payload, never the code, so
 the reply to a valid close carried the peer's reason where the status code belongs (or nothing),
 every protocol error it found was answered with a close frame without a code, and it accepted

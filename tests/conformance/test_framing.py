@@ -4,7 +4,7 @@ Autobahn|Testsuite case groups 1 (framing), 2 (pings/pongs), 3 (reserved bits) a
 written again from the RFC and run through the gateway with raw frames (see ``rawclient``).
 Messages go to a SEQPACKET echo behind the gateway, so each one comes back as one message.
 
-gevent-websocket 0.10.1, whose framing :mod:`ouistiti_gw.websocket` replaced, fails several of
+gevent-websocket 0.10.1, whose framing :mod:`ouistiti_gw.green.websocket` replaced, fails several of
 these: it accepts unmasked client frames, and every protocol error there is answered by
 ``close(1002)``, whose frame carries no status code at all (its ``close()`` writes only the reason).
 """

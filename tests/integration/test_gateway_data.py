@@ -10,7 +10,7 @@ import websocket as websocket_client
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from ouistiti_gw.bridge import CLOSE_TIMEOUT_SECONDS
+from ouistiti_gw.gateway.session import CLOSE_TIMEOUT_SECONDS
 from rawclient import TEXT, RawClient, build_frame
 from support import handshake_request, raw_request, read_until_eof, say_bye_and_leave, wait_until
 

@@ -12,7 +12,7 @@ import pytest
 from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
 from websockets.sync.client import connect
 
-from ouistiti_gw.deflate import COMPRESSOR_IDLE_SECONDS
+from ouistiti_gw.core.deflate import COMPRESSOR_IDLE_SECONDS
 from rawclient import BINARY, TEXT, RawClient, build_frame
 from support import (
     PROJECT_WORKER,

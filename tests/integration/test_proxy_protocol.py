@@ -16,7 +16,7 @@ from proxyprotocol.v2 import ProxyProtocolV2
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from ouistiti_gw import proxy_protocol as proxy
+from ouistiti_gw.core import proxy_protocol as proxy
 from support import (
     gateway_cli,
     gateway_test_app,

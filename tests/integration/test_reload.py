@@ -33,9 +33,9 @@ from websockets.asyncio.client import connect as async_connect
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from ouistiti_gw.protocol import Protocol
-from ouistiti_gw.rendezvous import FRESH_SECONDS
-from ouistiti_gw.session_state import Admission, SessionState, as_fields
+from ouistiti_gw.core.protocol import Protocol
+from ouistiti_gw.reload.rendezvous import FRESH_SECONDS
+from ouistiti_gw.reload.session_state import Admission, SessionState, as_fields
 from rawclient import CONTINUATION, TEXT, RawClient, build_frame
 from support import (
     BIN,
@@ -131,7 +131,7 @@ class Deployment:
 
 def proxied_echo(conn: socket.socket, server: UnixServer) -> None:
     """Read the PROXY header, then echo every read (stream) or packet (seqpacket)."""
-    from ouistiti_gw.unix import read_proxy_header
+    from ouistiti_gw.backend import read_proxy_header
 
     read_proxy_header(conn)
     while data := conn.recv(65536):
@@ -140,7 +140,7 @@ def proxied_echo(conn: socket.socket, server: UnixServer) -> None:
 
 def flood(conn: socket.socket, server: UnixServer) -> None:
     """Read the PROXY header, then write as fast as the gateway takes it."""
-    from ouistiti_gw.unix import read_proxy_header
+    from ouistiti_gw.backend import read_proxy_header
 
     read_proxy_header(conn)
     chunk = b"x" * 65536
@@ -158,7 +158,7 @@ class SplitCharacter:
         self.stop = threading.Event()
 
     def __call__(self, conn: socket.socket, server: UnixServer) -> None:
-        from ouistiti_gw.unix import read_proxy_header
+        from ouistiti_gw.backend import read_proxy_header
 
         read_proxy_header(conn)
         conn.sendall(b"\xc3")
@@ -449,7 +449,7 @@ def test_the_metrics_count_moved_sessions(echo_docroot, tmp_path):
         log = gateway.log()
     assert "reload: 3 session(s) moved to the new worker, 0 left to drain" in log
     # the old worker's last words do not read like an outage; each line names its process
-    assert f"[{old}] INFO ouistiti_gw.wsgi_server: stopping: no session open" in log
+    assert f"[{old}] INFO ouistiti_gw.servers.wsgi_server: stopping: no session open" in log
     assert "closing 0 open session(s)" not in log
 
 
@@ -501,7 +501,7 @@ def children(pid: int) -> list[int]:
 @pytest.mark.gunicorn
 def test_gunicorn_hup_hands_the_sessions_to_the_new_workers(deployment):
     """gunicorn's HUP forks new workers and stops the old ones: each old GatewayWorker deals its
-    sessions out among the new ones (ouistiti_gw.rendezvous) instead of closing them."""
+    sessions out among the new ones (ouistiti_gw.reload.rendezvous) instead of closing them."""
     env = {"OUISTITI_GW_DOCROOT": deployment.docroot, "OUISTITI_GW_PROXY_PROTOCOL": "v2"}
     with gunicorn(PROJECT_WORKER, deployment.port, env, "-w", "2", "--graceful-timeout", "10",
                   "--log-level", "info") as master:
@@ -627,7 +627,7 @@ def test_gunicorn_reload_survives_a_squatted_directory(echo_docroot):
 
 
 def takeover_record(fields: object) -> bytes:
-    """A record of the takeover channel: 4-byte length, then JSON (ouistiti_gw.takeover)."""
+    """A record of the takeover channel: 4-byte length, then JSON (ouistiti_gw.reload.migration)."""
     body = json.dumps(fields).encode()
     return struct.pack("!I", len(body)) + body
 

@@ -479,7 +479,7 @@ def test_a_reference_to_nothing_fails_the_build(tmp_path):
     pytest.importorskip("sphinx", reason="the docs extra is not installed (pip install -e '.[docs]')")
     source = tmp_path / "src"
     shutil.copytree(DOCS, source, ignore=shutil.ignore_patterns("_build"))
-    wrong = "\nSee {class}`ouistiti_gw.middleware.NoSuchThing` and {confval}`no_such_option`.\n"
+    wrong = "\nSee {class}`ouistiti_gw.gateway.middleware.NoSuchThing` and {confval}`no_such_option`.\n"
     (source / "index.md").write_text((source / "index.md").read_text() + wrong)
     build = subprocess.run([sys.executable, "-m", "sphinx", "-W", "-n", "-q", "--keep-going", "-b", "html",
                             str(source), str(tmp_path / "out")], capture_output=True, text=True, timeout=300, cwd=ROOT)

@@ -15,7 +15,7 @@ import subprocess
 import pytest
 from websockets.sync.client import connect
 
-from ouistiti_gw import proxy_protocol as proxy
+from ouistiti_gw.core import proxy_protocol as proxy
 from support import (
     BIN,
     ROOT,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from ouistiti_gw.inifile import IniFile
+from ouistiti_gw.servers.inifile import IniFile
 from support import BIN, ROOT
 
 pytestmark = pytest.mark.systemd

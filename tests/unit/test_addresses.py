@@ -1,7 +1,7 @@
 """The client's address in ouistiti's handover wire format: a C ``struct sockaddr``, both ways."""
 import pytest
 
-from ouistiti_gw.handover import decode_sockaddr, encode_sockaddr
+from ouistiti_gw.backend.handover import decode_sockaddr, encode_sockaddr
 
 
 @pytest.mark.parametrize("address", [("127.0.0.1", 8080), ("10.1.2.3", 1), ("::1", 443), ("fe80::1", 65535)])

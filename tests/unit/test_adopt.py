@@ -12,9 +12,9 @@ import gevent
 import pytest
 from gevent import socket
 
-from ouistiti_gw.direct import DirectClient, PipedConnection, adopt, client_address, proxy_header_of
-from ouistiti_gw.handover import hand_over
-from ouistiti_gw.proxy_protocol import ProxyProtocolError, encode_v1
+from ouistiti_gw.backend.direct import DirectClient, PipedConnection, adopt, client_address, proxy_header_of
+from ouistiti_gw.backend.handover import hand_over
+from ouistiti_gw.core.proxy_protocol import ProxyProtocolError, encode_v1
 
 SOURCE, DESTINATION = ("192.0.2.7", 40000), ("127.0.0.1", 8080)
 

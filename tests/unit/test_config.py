@@ -24,10 +24,10 @@ from ouistiti_gw.config import (
     options,
 )
 from ouistiti_gw.errors import GatewayError
-from ouistiti_gw.handler import GatewayHandler
-from ouistiti_gw.inifile import IniFile
-from ouistiti_gw.paste import make_app, make_filter, not_found_app
-from ouistiti_gw.wsgi_server import handler_class, make_server
+from ouistiti_gw.servers.handler import GatewayHandler
+from ouistiti_gw.servers.inifile import IniFile
+from ouistiti_gw.servers.paste import make_app, make_filter, not_found_app
+from ouistiti_gw.servers.wsgi_server import handler_class, make_server
 
 #: For each option, a string no default equals, and the value it parses to.
 SAMPLES = {

@@ -1,7 +1,7 @@
 """permessage-deflate (RFC 7692) with raw bytes: the offer, the bounded inflater, the compressor.
 
-No socket: :func:`ouistiti_gw.deflate.negotiate` reads header values, and
-:class:`ouistiti_gw.protocol.Protocol` with a :class:`~ouistiti_gw.deflate.PerMessageDeflate`
+No socket: :func:`ouistiti_gw.core.deflate.negotiate` reads header values, and
+:class:`ouistiti_gw.core.protocol.Protocol` with a :class:`~ouistiti_gw.core.deflate.PerMessageDeflate`
 is fed masked frames; what it sends is inflated here with zlib as a client would. The
 conformance suite (tests/conformance/test_compression.py) checks the same through a gateway.
 """
@@ -12,7 +12,7 @@ import zlib
 
 import pytest
 
-from ouistiti_gw.deflate import (
+from ouistiti_gw.core.deflate import (
     COMPRESSOR_IDLE_SECONDS,
     INFLATE_INPUT_STEP,
     INFLATE_STEP,
@@ -20,8 +20,8 @@ from ouistiti_gw.deflate import (
     PerMessageDeflate,
     negotiate,
 )
-from ouistiti_gw.frames import CloseCode, Opcode, ProtocolViolation, encode_header, parse_header
-from ouistiti_gw.protocol import (
+from ouistiti_gw.core.frames import CloseCode, Opcode, ProtocolViolation, encode_header, parse_header
+from ouistiti_gw.core.protocol import (
     FRAMES_PER_INFLATED_PIECE,
     FRAMES_PER_TURN,
     TURN_ENDED,

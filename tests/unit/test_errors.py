@@ -18,17 +18,17 @@ from ouistiti_gw import cli, errors
 from ouistiti_gw.config import ConfigurationError
 from ouistiti_gw.errors import GatewayError
 
-#: A class line of the map in errors.py: ``    NameRefused (names): why``.
-MAP_ENTRY = re.compile(r"^( *)(\w+) \((\w+)\):")
+#: A class line of the map in errors.py: ``    NameRefused (gateway.names): why``.
+MAP_ENTRY = re.compile(r"^( *)(\w+) \(([\w.]+)\):")
 
 
 def defined_exceptions() -> list[type[BaseException]]:
     """Every exception class a module of the package defines, private ones included."""
     found = []
-    for module_info in pkgutil.iter_modules(ouistiti_gw.__path__):
-        if module_info.name == "__main__":
+    for module_info in pkgutil.walk_packages(ouistiti_gw.__path__, "ouistiti_gw."):
+        if module_info.name == "ouistiti_gw.__main__":
             continue  # importing it runs the command
-        module = importlib.import_module(f"ouistiti_gw.{module_info.name}")
+        module = importlib.import_module(module_info.name)
         for value in vars(module).values():
             if (inspect.isclass(value) and issubclass(value, BaseException)
                     and value.__module__ == module.__name__):
@@ -89,8 +89,8 @@ def test_the_map_in_errors_py_lists_every_exception_under_its_parent():
 
 def test_the_map_reader_sees_nesting_and_skips_headings():
     listed = the_map()
-    assert listed["IncompleteHeader"] == ("proxy_protocol", "ProxyProtocolError")
-    assert listed["NameRefused"] == ("names", "GatewayError")
+    assert listed["IncompleteHeader"] == ("core.proxy_protocol", "ProxyProtocolError")
+    assert listed["NameRefused"] == ("gateway.names", "GatewayError")
     assert "refusals" not in listed
 
 

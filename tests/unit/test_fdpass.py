@@ -11,7 +11,7 @@ import pytest
 from gevent import socket as gsocket
 
 import ouistiti_gw
-from ouistiti_gw.fdpass import close_fds, receive_fds, send_fds
+from ouistiti_gw.green.fdpass import close_fds, receive_fds, send_fds
 
 
 def open_fds() -> list[str]:
@@ -116,11 +116,11 @@ def test_a_gevent_socket_waits_without_blocking_the_loop():
 
 
 def test_the_supervisors_master_loads_it_without_the_package():
-    """The master runs ``supervisor.py`` as a script in isolated mode: fdpass comes from the file
-    beside it, and neither the package nor gevent is imported."""
-    path = Path(ouistiti_gw.__file__).with_name("supervisor.py")
+    """The master runs ``reload/supervisor.py`` as a script in isolated mode: fdpass comes from its
+    file (``green/fdpass.py``), and neither the package nor gevent is imported."""
+    path = Path(ouistiti_gw.__file__).parent / "reload" / "supervisor.py"
     check = (f"import runpy, sys; found = runpy.run_path({str(path)!r}, run_name='master'); "
              "assert found['receive_fds'].__module__ == 'fdpass', found['receive_fds'].__module__; "
              "loaded = [m for m in sys.modules if m.startswith(('gevent', 'ouistiti_gw'))]; "
-             "assert not loaded, loaded; assert sys.path[0] != " + repr(str(path.parent)))
+             "assert not loaded, loaded; assert sys.path[0] != " + repr(str(path.parent.parent / "green")))
     subprocess.run([sys.executable, "-I", "-c", check], check=True, timeout=30)

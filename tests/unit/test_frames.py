@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ouistiti_gw.frames import (
+from ouistiti_gw.core.frames import (
     CloseCode,
     Opcode,
     ProtocolViolation,

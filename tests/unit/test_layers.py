@@ -1,11 +1,12 @@
-"""The package's layering, read from its source: each module imports only modules below it.
+"""The package's layering, read from its source tree: each module imports only its own layer or
+the ones below it.
 
-The data path, bottom up, as docs/explanation/architecture.md ("Layers and modules") lists it:
-pure rules and codecs that do no I/O; the I/O shells and socket helpers; the session that pumps
-between the client and the UNIX server (sockets, not WSGI); what reads a request's environ (who
-the client is, the stock worker's adapter); the middleware, the one place that knows WSGI and the
-session; the server glue that only wires. A module may import its own layer or a lower one, never
-a higher one. A new module must be placed in :data:`LAYERS` first: the test names it until it is.
+The layers are the package's sub-packages (and three top-level modules), bottom up as
+docs/explanation/architecture.md ("Layers and modules") draws them: the errors; the sans-I/O
+``core``; the options' schema (``config``); the gevent shells (``green``); the server-side API
+(``backend``) and the reload machinery (``reload``); the ``gateway``; the ``servers`` that only
+wire; the command line and the package's face at the top. A module's layer is where it sits: a
+new sub-package must be given its place in :data:`LAYERS` first (the test names it until it is).
 """
 from __future__ import annotations
 
@@ -16,106 +17,104 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "ouistiti_gw"
+CONTRIB = PACKAGE.parent / "contrib"
 
-PURE, IO, SESSION, REQUEST, MIDDLEWARE, GLUE = range(6)
-LAYER_NAMES = ["pure", "I/O", "session", "request", "middleware", "server glue"]
-LAYERS = {
-    # pure: decisions, codecs, the upgrade contract
-    "errors": PURE, "logsafe": PURE, "addresses": PURE, "names": PURE, "policy": PURE, "ratelimit": PURE,
-    "frames": PURE, "utf8": PURE, "deflate": PURE, "protocol": PURE, "proxy_protocol": PURE, "upgrade": PURE,
-    "session_state": PURE,
-    # I/O: sockets, descriptors passed over them, the WebSocket shell, the handover, the log and
-    # metrics plumbing
-    "greenlets": IO, "sockio": IO, "fdpass": IO, "unix": IO, "connection": IO, "websocket": IO, "direct": IO,
-    "handover": IO, "logs": IO, "metrics": IO, "accepting": IO, "trim": IO, "lookup": IO,
-    # the session: sockets and the WebSocket, not WSGI
-    "bridge": SESSION, "takeover": SESSION,
-    # what a request's environ says, below the middleware that decides on it; the options'
-    # schema
-    "identity": REQUEST, "stock": REQUEST, "config": REQUEST,
-    "middleware": MIDDLEWARE,
-    # server glue: only wires
-    "handler": GLUE, "tls": GLUE, "worker": GLUE, "wsgi_server": GLUE, "lazy": GLUE, "paste": GLUE,
-    "inifile": GLUE, "supervisor": GLUE, "rendezvous": GLUE, "cli": GLUE, "__init__": GLUE, "__main__": GLUE,
-}
-#: Third-party and standard modules that do I/O (or are the servers): none in a pure module.
-#: A pure module may still take constants from ``socket`` (``from socket import AF_INET``).
+#: Bottom up. A sub-package is a layer; so are two top-level modules; the rest of the top is "top".
+LAYERS = ["errors", "core", "config", "green", "backend", "reload", "gateway", "servers", "top"]
+TOP_LEVEL_LIMIT = 12
+#: Third-party and standard modules that do I/O (or are the servers): none in the core.
+#: A core module may still take constants from ``socket`` (``from socket import AF_INET``).
 IO_MODULES = {"gevent", "geventwebsocket", "socket", "gunicorn", "webob", "paste"}
-#: gevent-websocket's classes are subclassed by the glue; everywhere else it is reached through
-#: ``stock`` (by its environ key, no import).
-GEVENTWEBSOCKET_IMPORTERS = {"handler", "worker"}
+#: gevent-websocket's classes are subclassed by the servers' handler and worker; everywhere else
+#: it is reached through the gateway's adapter (by its environ key, no import).
+GEVENTWEBSOCKET_IMPORTERS = {"servers.handler", "servers.worker"}
+GEVENTWEBSOCKET_READERS = {"gateway.stock_handler", "servers.handler"}
 
 
-def modules() -> list[str]:
-    return sorted(path.stem for path in PACKAGE.glob("*.py"))
+def modules(package: Path = PACKAGE) -> list[str]:
+    """Every module of the package, dotted below it: ``core.frames``, ``cli``."""
+    return sorted(".".join(path.relative_to(package).with_suffix("").parts)
+                  for path in package.rglob("*.py") if "__pycache__" not in path.parts)
+
+
+def layer_of(module: str) -> str:
+    head = module.split(".")[0]
+    if head in LAYERS:
+        return head
+    assert "." not in module, f"{module}: its sub-package {head!r} has no place in LAYERS"
+    return "top"
+
+
+def source_of(module: str, package: Path = PACKAGE) -> str:
+    path = package.joinpath(*module.split("."))
+    path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+    return path.read_text(encoding="utf-8")
 
 
 def imports(module: str, package: Path = PACKAGE) -> list[tuple[str, str, tuple[str, ...]]]:
     """Every import of ``module`` (function bodies included): ``(kind, name, names)`` with kind
-    ``"own"`` (a module of the package, by its short name) or ``"other"`` (the top-level name)."""
-    tree = ast.parse((package / f"{module}.py").read_text(encoding="utf-8"))
+    ``"own"`` (a module of the package, dotted below it) or ``"other"`` (the top-level name)."""
+    tree = ast.parse(source_of(module, package))
+    here = module.split(".")[:-1] if not package.joinpath(*module.split(".")).is_dir() else module.split(".")
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             for alias in node.names:
-                if alias.name.startswith("ouistiti_gw."):
-                    found.append(("own", alias.name.split(".")[1], ()))
-                else:
-                    found.append(("other", alias.name.split(".")[0], ()))
+                top, _, rest = alias.name.partition(".")
+                found.append(("own", rest, ()) if top == package.name else ("other", top, ()))
         elif isinstance(node, ast.ImportFrom):
             names = tuple(alias.name for alias in node.names)
-            if node.level == 1 and node.module is None:  # from . import x
-                found.extend(("own", name, ()) for name in names)
-            elif node.level == 1:
-                found.append(("own", node.module.split(".")[0], names))
-            elif node.module and node.module.startswith("ouistiti_gw."):
-                found.append(("own", node.module.split(".")[1], names))
+            if node.level:
+                base = here[:len(here) - node.level + 1]
+                if node.module:
+                    found.append(("own", ".".join([*base, node.module]), names))
+                else:  # from . import x: x is a module of that package, or a name of its __init__
+                    found.extend(("own", ".".join([*base, name]) if base else name, ()) for name in names)
+            elif node.module and (node.module == package.name or node.module.startswith(package.name + ".")):
+                rest = node.module[len(package.name) + 1:]
+                found.extend(("own", f"{rest}.{name}" if rest else name, ()) for name in names)
             elif node.module and node.module != "__future__":
                 found.append(("other", node.module.split(".")[0], names))
     return found
 
 
-def test_every_module_has_a_layer():
-    unplaced = [module for module in modules() if module not in LAYERS]
-    assert not unplaced, f"place these modules in LAYERS: {unplaced}"
+def test_the_top_holds_at_most_a_dozen_modules():
+    top = [path.name for path in PACKAGE.glob("*.py")]
+    assert len(top) <= TOP_LEVEL_LIMIT, f"{len(top)} modules at the top: {sorted(top)}"
 
 
-def test_every_layer_entry_is_a_module():
-    """A module removed or renamed leaves no entry behind to mislead the reader."""
-    absent = sorted(set(LAYERS) - set(modules()))
-    assert not absent, f"LAYERS names modules that do not exist: {absent}"
+def test_every_sub_package_is_a_layer():
+    unplaced = [path.name for path in PACKAGE.iterdir()
+                if path.is_dir() and (path / "__init__.py").exists() and path.name not in LAYERS]
+    assert not unplaced, f"give these sub-packages a place in LAYERS: {unplaced}"
 
 
 @pytest.mark.parametrize("module", modules())
 def test_imports_go_down_the_data_path(module):
-    layer = LAYERS[module]
-    upward = [f"{name} ({LAYER_NAMES[LAYERS[name]] if name in LAYERS else 'unplaced'})"
-              for kind, name, _ in imports(module) if kind == "own" and LAYERS.get(name, GLUE + 1) > layer]
-    assert not upward, f"{module} ({LAYER_NAMES[layer]}) imports a higher layer: {upward}"
+    rank = LAYERS.index(layer_of(module))
+    upward = [f"{name} ({layer_of(name)})" for kind, name, _ in imports(module)
+              if kind == "own" and name and LAYERS.index(layer_of(name)) > rank]
+    assert not upward, f"{module} ({layer_of(module)}) imports a higher layer: {upward}"
 
 
-@pytest.mark.parametrize("module", [module for module in modules() if LAYERS.get(module) == PURE])
-def test_pure_modules_import_nothing_that_does_io(module):
+@pytest.mark.parametrize("module", [module for module in modules() if layer_of(module) == "core"])
+def test_the_core_imports_nothing_that_does_io(module):
     doing_io = [name for kind, name, names in imports(module)
                 if kind == "other" and name in IO_MODULES
                 and not (name == "socket" and names and all(item.isupper() for item in names))]
-    assert not doing_io, f"{module} is pure but imports {doing_io}"
+    assert not doing_io, f"{module} is in the sans-I/O core but imports {doing_io}"
 
 
-@pytest.mark.parametrize("module", modules())
+@pytest.mark.parametrize("module", [module for module in modules() if module not in GEVENTWEBSOCKET_IMPORTERS])
 def test_gevent_websocket_only_in_the_glue_that_subclasses_it(module):
-    if module in GEVENTWEBSOCKET_IMPORTERS:
-        return
     assert "geventwebsocket" not in [name for kind, name, _ in imports(module) if kind == "other"]
 
 
-@pytest.mark.parametrize("module", modules())
+@pytest.mark.parametrize("module", [module for module in modules() if module not in GEVENTWEBSOCKET_READERS])
 def test_gevent_websocket_internals_only_in_the_adapter(module):
-    """``environ["wsgi.websocket"]`` and what hangs off it are read in ``stock`` (the adapter)
-    and ``handler`` (gevent-websocket's subclass) only."""
-    if module in ("stock", "handler"):
-        return
-    source = (PACKAGE / f"{module}.py").read_text(encoding="utf-8")
+    """``environ["wsgi.websocket"]`` and what hangs off it are read in the adapter
+    (``gateway.stock_handler``) and gevent-websocket's subclass (``servers.handler``) only."""
+    source = source_of(module)
     assert "wsgi.websocket" not in source and "stream.handler" not in source
 
 
@@ -125,38 +124,63 @@ def test_the_package_does_not_depend_on_its_samples(module):
     assert "ouistiti_gw_contrib" not in names and "contrib" not in names
 
 
-@pytest.mark.parametrize("module", [module for module in modules() if module != "protocol"])
+@pytest.mark.parametrize("module", modules(CONTRIB))
+def test_the_samples_import_only_the_server_side_api(module):
+    tree = ast.parse(source_of(module, CONTRIB))
+    paths = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    paths |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+    package = {path for path in paths if path.split(".")[0] == "ouistiti_gw"}
+    assert package <= {"ouistiti_gw.backend"}, f"contrib/{module} imports {sorted(package)}"
+
+
+@pytest.mark.parametrize("module", [module for module in modules() if module != "core.protocol"])
 def test_only_the_core_touches_its_private_fields(module):
     """The protocol core saves and restores itself (``Protocol.snapshot``/``restore``): no other
     module reads or writes ``protocol._x``."""
-    source = (PACKAGE / f"{module}.py").read_text(encoding="utf-8")
-    assert not re.findall(r"protocol\._\w+", source)
+    assert not re.findall(r"protocol\._\w+", source_of(module))
+
+
+def test_descriptors_are_received_in_one_module():
+    """SCM_RIGHTS is decoded in ``green.fdpass`` only: every other module goes through it."""
+    assert [module for module in modules() if "recvmsg" in source_of(module)] == ["green.fdpass"]
 
 
 def test_the_import_reader_sees_every_form_of_import(tmp_path):
-    """The reader the checks rely on: relative, absolute and nested imports all count."""
-    (tmp_path / "names.py").write_text(
-        "from . import handler\nfrom .stock import adapt\nimport ouistiti_gw.cli\n"
+    """The reader the checks rely on: relative (up and down), absolute and nested imports all count."""
+    package = tmp_path / "ouistiti_gw"
+    (package / "gateway").mkdir(parents=True)
+    (package / "gateway" / "names.py").write_text(
+        "from . import session\nfrom .stock_handler import adapt\nfrom ..core.frames import CloseCode\n"
+        "from .. import errors\nimport ouistiti_gw.cli\nfrom ouistiti_gw.servers import handler\n"
         "def later():\n    import gevent.socket\n    from socket import AF_INET\n", encoding="utf-8")
-    assert imports("names", tmp_path) == [
-        ("own", "handler", ()), ("own", "stock", ("adapt",)), ("own", "cli", ()),
-        ("other", "gevent", ()), ("other", "socket", ("AF_INET",))]
+    assert imports("gateway.names", package) == [
+        ("own", "gateway.session", ()), ("own", "gateway.stock_handler", ("adapt",)),
+        ("own", "core.frames", ("CloseCode",)), ("own", "errors", ()), ("own", "cli", ()),
+        ("own", "servers.handler", ()), ("other", "gevent", ()), ("other", "socket", ("AF_INET",))]
 
 
 def architecture_listing(directory: str) -> set[str]:
-    """The modules the documentation's Architecture page lists under ``directory/``."""
+    """The modules the documentation's Architecture page lists under ``directory/``, by their path
+    below it (``core/frames``), sub-packages' ``__init__`` left out."""
     page = (PACKAGE.parent / "docs" / "explanation" / "architecture.md").read_text(encoding="utf-8")
-    block = page.split("## Layers and modules", 1)[1].split("```", 2)[1]
-    listed, inside = set(), False
+    blocks = page.split("## Layers and modules", 1)[1].split("```")[1::2]
+    block = next(block for block in blocks if block.startswith("\nouistiti_gw/"))
+    listed, inside, sub = set(), False, ""
     for line in block.splitlines():
         if not line.startswith(" "):
-            inside = line.startswith(f"{directory}/")
-        elif inside and line.strip().split()[0].endswith(".py"):
-            listed.add(line.strip().split()[0][:-3])
+            inside, sub = line.startswith(f"{directory}/"), ""
+        elif inside:
+            entry = line.strip().split()[0]
+            if line.startswith("  ") and not line.startswith("   ") and entry.endswith("/"):
+                sub = entry
+            elif entry.endswith(".py"):
+                listed.add((sub if line.startswith("    ") else "") + entry[:-3])
     return listed
 
 
 @pytest.mark.parametrize("directory", ["ouistiti_gw", "contrib"])
 def test_the_architecture_page_lists_every_module(directory):
-    tree = {path.stem for path in (PACKAGE.parent / directory).glob("*.py")} - {"__init__", "__main__"}
+    root = PACKAGE.parent / directory
+    tree = {"/".join(path.relative_to(root).with_suffix("").parts) for path in root.rglob("*.py")
+            if "__pycache__" not in path.parts and path.name not in ("__init__.py", "__main__.py")}
     assert architecture_listing(directory) == tree

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from ouistiti_gw.lookup import MAX_PROTOCOL_CANDIDATES, Target, open_target
-from ouistiti_gw.names import NameRefused, NameRules
-from ouistiti_gw.unix import BackendUnavailable
+from ouistiti_gw.gateway.lookup import MAX_PROTOCOL_CANDIDATES, Target, open_target
+from ouistiti_gw.gateway.names import NameRefused, NameRules
+from ouistiti_gw.green.unix import BackendUnavailable
 
 ALL = NameRules()
 

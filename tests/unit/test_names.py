@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ouistiti_gw.names import (
+from ouistiti_gw.gateway.names import (
     NameRefused,
     NameRules,
     check_destination,

@@ -1,7 +1,7 @@
 """Admission policies as pure functions: origins, hosts, the session counter."""
 import pytest
 
-from ouistiti_gw.policy import HostPolicy, OriginPolicy, SessionCounter, normalize_origin
+from ouistiti_gw.gateway.admission import HostPolicy, OriginPolicy, SessionCounter, normalize_origin
 
 
 @pytest.mark.parametrize("origin, normalized", [

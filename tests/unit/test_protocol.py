@@ -1,6 +1,6 @@
 """The sans-I/O protocol core, with raw bytes: every RFC 6455 rule the gateway enforces, once.
 
-No socket, no process: each test feeds client bytes to :class:`ouistiti_gw.protocol.Protocol`
+No socket, no process: each test feeds client bytes to :class:`ouistiti_gw.core.protocol.Protocol`
 and checks the events and the bytes it answers with. The socket-level suite
 (tests/conformance) checks the same rules through a running gateway, independently.
 """
@@ -10,8 +10,8 @@ import struct
 
 import pytest
 
-from ouistiti_gw.frames import CloseCode, Opcode, ProtocolViolation, encode_close_payload, encode_frame
-from ouistiti_gw.protocol import (
+from ouistiti_gw.core.frames import CloseCode, Opcode, ProtocolViolation, encode_close_payload, encode_frame
+from ouistiti_gw.core.protocol import (
     FRAMES_PER_TURN,
     TURN_ENDED,
     CloseReceived,

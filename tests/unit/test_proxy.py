@@ -1,4 +1,5 @@
-"""PROXY protocol codec (ouistiti_gw.proxy_protocol) and client identity (ouistiti_gw.identity), without a network.
+"""PROXY protocol codec (ouistiti_gw.core.proxy_protocol) and client identity
+(ouistiti_gw.gateway.identity), without a network.
 
 The encoder is checked against a parser no one here wrote (the ``proxy-protocol`` package), the
 parser against the spec's own examples and malformed headers, and ``read_header`` against the one
@@ -15,11 +16,11 @@ from hypothesis import strategies as st
 from proxyprotocol.v1 import ProxyProtocolV1
 from proxyprotocol.v2 import ProxyProtocolV2
 
-from ouistiti_gw import proxy_protocol as proxy
+from ouistiti_gw.backend import read_proxy_header as read_header
 from ouistiti_gw.config import ConfigurationError
-from ouistiti_gw.identity import TrustedProxies, proxy_header
-from ouistiti_gw.proxy_protocol import ProxyHeader, ProxyProtocolError, encode_v1, encode_v2, parse
-from ouistiti_gw.unix import read_proxy_header as read_header
+from ouistiti_gw.core import proxy_protocol as proxy
+from ouistiti_gw.core.proxy_protocol import ProxyHeader, ProxyProtocolError, encode_v1, encode_v2, parse
+from ouistiti_gw.gateway.identity import TrustedProxies, proxy_header
 
 ipv4 = st.ip_addresses(v=4).map(str)
 ipv6 = st.ip_addresses(v=6).filter(lambda ip: ip.ipv4_mapped is None).map(str)
@@ -206,7 +207,7 @@ def test_header_from_a_request_carries_every_tlv():
 
 
 def test_settings_reach_the_middleware():
-    from ouistiti_gw.paste import make_app
+    from ouistiti_gw.servers.paste import make_app
 
     app = make_app({}, docroot="/tmp", proxy_protocol="v2", trusted_proxies="10.0.0.0/8")
     assert app.proxy_protocol == "v2" and app.trusted_proxies.trusts("10.1.2.3")

@@ -1,5 +1,5 @@
-"""The core's rate limiter (ouistiti_gw.ratelimit): message, frame and byte budgets of one connection."""
-from ouistiti_gw.ratelimit import TokenBucket
+"""The core's rate limiter (ouistiti_gw.core.ratelimit): message, frame and byte budgets of one connection."""
+from ouistiti_gw.core.ratelimit import TokenBucket
 
 
 def test_token_bucket_allows_rate_with_one_second_of_burst():

@@ -1,4 +1,4 @@
-"""A paused session as data (ouistiti_gw.session_state): what a reload carries over.
+"""A paused session as data (ouistiti_gw.reload.session_state): what a reload carries over.
 
 The core is fed a client's bytes cut at every position, its snapshot taken, sent through JSON,
 restored into a new core, and fed the rest: the events must be those of one core fed it all.
@@ -10,10 +10,10 @@ import json
 
 import pytest
 
-from ouistiti_gw.deflate import DeflateParameters, PerMessageDeflate
-from ouistiti_gw.frames import CloseCode, Opcode, ProtocolViolation
-from ouistiti_gw.protocol import DataPiece, NotMovable, Protocol
-from ouistiti_gw.session_state import (
+from ouistiti_gw.core.deflate import DeflateParameters, PerMessageDeflate
+from ouistiti_gw.core.frames import CloseCode, Opcode, ProtocolViolation
+from ouistiti_gw.core.protocol import DataPiece, NotMovable, Protocol
+from ouistiti_gw.reload.session_state import (
     MAX_ADMISSION_HEADER,
     VERSION,
     Admission,

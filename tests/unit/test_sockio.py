@@ -8,7 +8,7 @@ import gevent.event
 import pytest
 from gevent import socket, ssl
 
-from ouistiti_gw.sockio import READS_PER_TURN, Receiver, StreamEnded, recv_exactly, yield_to_loop
+from ouistiti_gw.green.sockio import READS_PER_TURN, Receiver, StreamEnded, recv_exactly, yield_to_loop
 from support import self_signed_certificate
 
 

@@ -1,4 +1,4 @@
-"""ouistiti_gw.unix on real UNIX sockets: why a connection fails, whole packets, packet sizes."""
+"""ouistiti_gw.green.unix on real UNIX sockets: why a connection fails, whole packets, packet sizes."""
 from __future__ import annotations
 
 import errno
@@ -8,7 +8,7 @@ import socket
 import pytest
 
 from ouistiti_gw.errors import GatewayError
-from ouistiti_gw.unix import PACKET_OVERHEAD, BackendUnavailable, connect_unix, largest_packet, recv_packet
+from ouistiti_gw.green.unix import PACKET_OVERHEAD, BackendUnavailable, connect_unix, largest_packet, recv_packet
 
 
 def listening(path: str, sock_type: int = socket.SOCK_STREAM, backlog: int = 8) -> socket.socket:

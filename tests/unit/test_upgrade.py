@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from ouistiti_gw.upgrade import SOCKET_KEY, accept_key, client_socket, handshake_error, is_websocket_request
+from ouistiti_gw.gateway.upgrade import SOCKET_KEY, accept_key, client_socket, handshake_error, is_websocket_request
 
 
 def handshake(**changes: str) -> dict:

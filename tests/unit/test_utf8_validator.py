@@ -1,10 +1,10 @@
-"""UTF-8, the one module that checks it (ouistiti_gw.utf8): a client's text, a server's reads."""
+"""UTF-8, the one module that checks it (ouistiti_gw.core.utf8): a client's text, a server's reads."""
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ouistiti_gw.frames import CloseCode, ProtocolViolation
-from ouistiti_gw.utf8 import Utf8Splitter, Utf8Validator, check_message, is_utf8
+from ouistiti_gw.core.frames import CloseCode, ProtocolViolation
+from ouistiti_gw.core.utf8 import Utf8Splitter, Utf8Validator, check_message, is_utf8
 
 
 @given(text=st.text(max_size=40), cuts=st.lists(st.integers(min_value=0, max_value=160), max_size=4))

@@ -6,7 +6,7 @@ import sys
 import gevent
 from gevent import socket
 
-from ouistiti_gw import direct
+from ouistiti_gw import backend
 
 path = sys.argv[1]
 if os.path.exists(path):
@@ -18,7 +18,7 @@ listener.listen()
 
 
 def serve(client):
-    if isinstance(client, direct.DirectClient):       # direct mode: a WebSocket of our own
+    if isinstance(client, backend.DirectClient):       # direct mode: a WebSocket of our own
         print("direct client from", client.address, flush=True)   # ('203.0.113.7', 51234)
         while (message := client.receive()) is not None:          # a Message(data, is_text)
             client.send(message.data)                 # text if UTF-8, else binary; pings handled
@@ -30,4 +30,4 @@ def serve(client):
 
 
 while True:
-    gevent.spawn(serve, direct.accept(listener))       # or direct.adopt(conn) after your own accept()
+    gevent.spawn(serve, backend.accept(listener))       # or backend.adopt(conn) after your own accept()
