@@ -7,17 +7,11 @@ from typing import Iterator
 
 import pytest
 
-from support import (
-    BIN,
-    ROOT,
-    UnixServer,
-    echo_handler,
-    gateway_test_app,
-    remove_tree,
-    short_tempdir,
-    unix_accepts,
-    wait_until,
-)
+from ouistiti_gw.cli import unix_accepts
+from support import BIN, ROOT, wait_until
+from support.addresses import remove_tree, short_tempdir
+from support.processes import gateway_test_app
+from support.unix_servers import UnixServer, echo_handler
 
 #: Where ouistiti's C source tarball is found: CI has it at ``../shared/reference`` beside the clone.
 REFERENCE_DIR_VARIABLE = "OUISTITI_REFERENCE_DIR"

@@ -33,7 +33,7 @@ from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Iterable
 
-from support import handshake_request, new_key
+from support.clients import handshake_request, new_key
 
 #: RFC 6455 section 1.3: the GUID appended to Sec-WebSocket-Key for Sec-WebSocket-Accept.
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"

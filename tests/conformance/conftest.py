@@ -15,7 +15,9 @@ from typing import Callable, Iterator
 import pytest
 
 from rawclient import SEQPACKET_ECHO, STREAM_ECHO, RawClient
-from support import ServerProcess, UnixServer, echo_handler, gateway_test_app, remove_tree, short_tempdir
+from support.addresses import remove_tree, short_tempdir
+from support.processes import ServerProcess, gateway_test_app
+from support.unix_servers import UnixServer, echo_handler
 
 
 @pytest.fixture(scope="session")

@@ -33,7 +33,7 @@ from rawclient import (
     play,
     utf8_text,
 )
-from support import UnixServer, read_until_eof, say_bye_and_leave
+from support.unix_servers import UnixServer, read_until_eof, say_bye_and_leave
 
 Connect = Callable[..., RawClient]
 PROTOCOL_ERROR, INVALID_DATA = 1002, 1007

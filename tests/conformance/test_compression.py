@@ -37,7 +37,7 @@ from rawclient import (
     play,
     utf8_text,
 )
-from support import deflate
+from support.compression import deflate
 
 Connect = Callable[..., RawClient]
 KiB = 1024

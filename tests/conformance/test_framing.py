@@ -36,7 +36,7 @@ from rawclient import (
     play,
     utf8_text,
 )
-from support import read_until_eof
+from support.unix_servers import read_until_eof
 
 Connect = Callable[..., RawClient]
 PROTOCOL_ERROR = 1002

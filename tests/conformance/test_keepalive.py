@@ -4,7 +4,8 @@ never answers: the gateway closes it and its UNIX connection within ``idle_timeo
 from __future__ import annotations
 
 from rawclient import PING, PONG, RawClient, build_frame
-from support import gateway_test_app, read_until_eof
+from support.processes import gateway_test_app
+from support.unix_servers import read_until_eof
 
 KEEPALIVE = ["--set", "ping_interval=0.2", "--set", "idle_timeout=1"]
 

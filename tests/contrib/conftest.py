@@ -1,12 +1,12 @@
 """Fixtures of the sample servers' tests: each server runs for real, as ``python -m
 ouistiti_gw_contrib.X`` in a short temporary docroot (UNIX socket paths are limited to 107 bytes),
-and is talked to with plain AF_UNIX sockets (helpers in tests/support.py)."""
+and is talked to with plain AF_UNIX sockets (helpers in tests/support/samples.py)."""
 import subprocess
 import tempfile
 
 import pytest
 
-from support import start_servers
+from support.samples import start_servers
 
 
 @pytest.fixture

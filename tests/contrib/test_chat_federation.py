@@ -20,19 +20,12 @@ from typing import Iterator, List, Tuple
 import pytest
 from websockets.sync.client import connect as ws_connect
 
+from ouistiti_gw.green.unix import recv_packet
 from ouistiti_gw_contrib.chatname import CHARACTERS, NUMBERED
-from support import (
-    SampleServer,
-    free_port,
-    gateway_cli,
-    join,
-    listens_on,
-    next_after,
-    recv_packet,
-    run,
-    start_servers,
-    wait_until,
-)
+from support import wait_until
+from support.addresses import free_port
+from support.processes import gateway_cli, listens_on
+from support.samples import SampleServer, join, next_after, run, start_servers
 
 REDIS_SERVER = shutil.which("redis-server") or "redis-server"  # missing: the test fails (.ci/run installs it)
 

@@ -17,7 +17,8 @@ import time
 
 import pytest
 
-from support import ROOT, RPCClient, run
+from support import ROOT
+from support.samples import RPCClient, run
 
 _numbers = itertools.count()
 

@@ -11,8 +11,10 @@ import threading
 
 import pytest
 
+from ouistiti_gw.green.unix import recv_packet
 from ouistiti_gw_contrib.chatname import CHARACTERS, LENGTH, MIXED_SCRIPTS, NOT_PLAIN, NOT_UTF8, NUMBERED
-from support import TIMEOUT, join, next_after, recv_packet, wait_until
+from support import TIMEOUT, wait_until
+from support.samples import join, next_after
 
 CLIENTS, MESSAGES = 50, 20
 

@@ -11,7 +11,10 @@ import os
 import pytest
 from websockets.sync.client import connect as ws_connect
 
-from support import PLUGIN, ROOT, RPCClient, gateway_cli, recv_packet, run
+from ouistiti_gw.green.unix import recv_packet
+from support import ROOT
+from support.processes import gateway_cli
+from support.samples import PLUGIN, RPCClient, run
 
 
 @pytest.fixture(scope="module")

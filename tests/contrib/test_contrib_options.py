@@ -15,7 +15,9 @@ import sys
 
 import pytest
 
-from support import PLUGIN, SOCK_TYPES, RPCClient, command, peer_pid, proc_status, run, unix_client, wait_exit
+from support.clients import peer_pid, unix_client
+from support.processes import proc_status, wait_exit
+from support.samples import PLUGIN, SOCK_TYPES, RPCClient, command, run
 
 #: What each program needs besides the common options.
 EXTRA = {"echo": [], "chat": ["-w"], "jsonrpc": ["-L", str(PLUGIN)]}

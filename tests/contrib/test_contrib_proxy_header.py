@@ -11,7 +11,8 @@ import pytest
 from websockets.sync.client import connect
 
 from rawclient import TEXT, build_frame
-from support import gateway_cli, handshake_request, socket_from
+from support.clients import handshake_request, socket_from
+from support.processes import gateway_cli
 
 CLIENT_HOST = "127.0.0.2"
 FORGED = b"PROXY TCP4 6.6.6.6 6.6.6.6 1 2\r\n"

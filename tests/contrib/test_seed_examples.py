@@ -13,7 +13,8 @@ import tempfile
 
 from websockets.sync.client import connect
 
-from support import BIN, ROOT, unix_accepts, wait_until
+from ouistiti_gw.cli import unix_accepts
+from support import BIN, ROOT, wait_until
 
 
 def run_seed_example(argv: list[str], socket_path: str) -> subprocess.Popen:

@@ -5,7 +5,8 @@ import pytest
 from websockets.sync.client import connect
 
 import ouistiti_gw
-from support import BIN, gateway_cli
+from support import BIN
+from support.processes import gateway_cli
 
 
 def help_text(*command: str) -> str:

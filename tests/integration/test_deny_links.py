@@ -13,7 +13,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from websockets.sync.client import connect
 
-from support import fd_count, gateway_test_app, handshake_status, wait_until
+from support import wait_until
+from support.clients import handshake_status
+from support.processes import fd_count, gateway_test_app
 
 DENY = "deny=internal/*, secret"
 

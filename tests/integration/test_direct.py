@@ -7,19 +7,12 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from support import (
-    PLUGIN,
-    TESTS,
-    fd_count,
-    free_port,
-    gateway_cli,
-    gunicorn,
-    handshake_request,
-    only_child,
-    raw_request,
-    unix_accepts,
-    wait_until,
-)
+from ouistiti_gw.cli import unix_accepts
+from support import TESTS, wait_until
+from support.addresses import free_port
+from support.clients import handshake_request, raw_request
+from support.processes import fd_count, gateway_cli, gunicorn, only_child
+from support.samples import PLUGIN
 
 
 @pytest.fixture

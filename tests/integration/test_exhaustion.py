@@ -13,17 +13,10 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from websockets.sync.client import connect
 
-from support import (
-    fd_count,
-    gateway_served_by,
-    gateway_test_app,
-    handshake_request,
-    only_child,
-    proxied_echo_handler,
-    raw_request,
-    settled_fd_count,
-    wait_until,
-)
+from support import wait_until
+from support.clients import handshake_request, raw_request
+from support.processes import fd_count, gateway_served_by, gateway_test_app, only_child, settled_fd_count
+from support.unix_servers import proxied_echo_handler
 
 CLIENTS = 30
 

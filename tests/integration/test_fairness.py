@@ -36,17 +36,12 @@ from rawclient import (
     RawClient,
     build_frame,
 )
-from support import (
-    UnixServer,
-    deflate,
-    echo_handler,
-    free_port,
-    gateway_cli,
-    gunicorn,
-    handshake_request,
-    raw_request,
-    wait_until,
-)
+from support import wait_until
+from support.addresses import free_port
+from support.clients import handshake_request, raw_request
+from support.compression import deflate
+from support.processes import gateway_cli, gunicorn
+from support.unix_servers import UnixServer, echo_handler
 
 #: A round trip or a handshake slower than this, while another client floods, is a stall.
 BOUND_SECONDS = 1.0

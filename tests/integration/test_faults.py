@@ -9,7 +9,9 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from support import BIN, handshake_request, raw_request, unix_accepts, wait_until
+from ouistiti_gw.cli import unix_accepts
+from support import BIN, wait_until
+from support.clients import handshake_request, raw_request
 
 
 def start_echo(docroot: str) -> subprocess.Popen:

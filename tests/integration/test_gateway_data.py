@@ -12,7 +12,9 @@ from websockets.sync.client import connect
 
 from ouistiti_gw.gateway.session import CLOSE_TIMEOUT_SECONDS
 from rawclient import TEXT, RawClient, build_frame
-from support import handshake_request, raw_request, read_until_eof, say_bye_and_leave, wait_until
+from support import wait_until
+from support.clients import handshake_request, raw_request
+from support.unix_servers import read_until_eof, say_bye_and_leave
 
 TEXT_UNIT = "héllo wörld € 😀 "  # 1-, 2-, 3- and 4-byte characters, so reads split them
 

@@ -7,19 +7,10 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from support import (
-    TESTS,
-    ServerProcess,
-    free_port,
-    gateway_cli,
-    gateway_test_app,
-    handshake_request,
-    handshake_status,
-    raw_request,
-    remove_tree,
-    short_tempdir,
-    wait_until,
-)
+from support import TESTS, wait_until
+from support.addresses import free_port, remove_tree, short_tempdir
+from support.clients import handshake_request, handshake_status, raw_request
+from support.processes import ServerProcess, gateway_cli, gateway_test_app
 
 
 @pytest.fixture

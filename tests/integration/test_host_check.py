@@ -13,16 +13,9 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-from support import (
-    STOCK_WORKER,
-    free_port,
-    gateway_served_by,
-    gateway_test_app,
-    gunicorn,
-    handshake_request,
-    handshake_status,
-    raw_request,
-)
+from support.addresses import free_port
+from support.clients import handshake_request, handshake_status, raw_request
+from support.processes import STOCK_WORKER, gateway_served_by, gateway_test_app, gunicorn
 
 REBOUND = "rebind.attacker.example"
 

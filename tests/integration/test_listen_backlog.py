@@ -6,7 +6,9 @@ import subprocess
 
 import pytest
 
-from support import BIN, PROJECT_WORKER, ServerProcess, free_port, gateway_cli, gunicorn, only_child, wait_until
+from support import BIN, wait_until
+from support.addresses import free_port
+from support.processes import PROJECT_WORKER, ServerProcess, gateway_cli, gunicorn, only_child
 
 GATEWAY_APP = "[app:main]\nuse = egg:ouistiti_gw#main\ndocroot = {docroot}\n"
 

@@ -2,7 +2,10 @@
 import asyncio
 import subprocess
 
-from support import BIN, all_clients, fd_count, live_greenlets, raise_fd_limit, unix_accepts, wait_until
+from ouistiti_gw.cli import unix_accepts
+from support import BIN, wait_until
+from support.clients import all_clients, raise_fd_limit
+from support.processes import fd_count, live_greenlets
 
 CLIENTS = 1000
 MESSAGES = 100

@@ -10,16 +10,10 @@ import re
 
 import pytest
 
-from support import (
-    PROJECT_WORKER,
-    free_port,
-    gateway_cli,
-    gunicorn,
-    handshake_request,
-    handshake_status,
-    raw_request,
-    wait_until,
-)
+from support import wait_until
+from support.addresses import free_port
+from support.clients import handshake_request, handshake_status, raw_request
+from support.processes import PROJECT_WORKER, gateway_cli, gunicorn
 
 FORGED = "2099-01-01 00:00:00,000 CRITICAL forged"
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} \[\d+\] (DEBUG|INFO|WARNING|ERROR|CRITICAL) ")

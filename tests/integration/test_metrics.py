@@ -6,7 +6,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.sync.client import connect
 
-from support import free_port, gateway_test_app, gunicorn, handshake_status, wait_until
+from support import wait_until
+from support.addresses import free_port
+from support.clients import handshake_status
+from support.processes import gateway_test_app, gunicorn
 
 
 def scrape(port: int, path: str = "/metrics") -> dict[tuple[str, tuple], float]:

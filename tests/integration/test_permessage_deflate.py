@@ -14,21 +14,12 @@ from websockets.sync.client import connect
 
 from ouistiti_gw.core.deflate import COMPRESSOR_IDLE_SECONDS
 from rawclient import BINARY, TEXT, RawClient, build_frame
-from support import (
-    PROJECT_WORKER,
-    STOCK_WORKER,
-    deflate,
-    deflate_bomb,
-    free_port,
-    gateway_cli,
-    gunicorn,
-    handshake_status,
-    inflated_size_of_bomb,
-    proc_status,
-    raise_fd_limit,
-    read_until_eof,
-    wait_until,
-)
+from support import wait_until
+from support.addresses import free_port
+from support.clients import handshake_status, raise_fd_limit
+from support.compression import deflate, deflate_bomb, inflated_size_of_bomb
+from support.processes import PROJECT_WORKER, STOCK_WORKER, gateway_cli, gunicorn, proc_status
+from support.unix_servers import read_until_eof
 
 OFFER = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
 MiB = 1024 * 1024

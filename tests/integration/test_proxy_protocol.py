@@ -16,16 +16,12 @@ from proxyprotocol.v2 import ProxyProtocolV2
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
+from ouistiti_gw.cli import unix_accepts
 from ouistiti_gw.core import proxy_protocol as proxy
-from support import (
-    gateway_cli,
-    gateway_test_app,
-    proxied_echo_handler,
-    self_signed_certificate,
-    socket_from,
-    unix_accepts,
-    wait_until,
-)
+from support import wait_until
+from support.clients import self_signed_certificate, socket_from
+from support.processes import gateway_cli, gateway_test_app
+from support.unix_servers import proxied_echo_handler
 
 CLIENT_HOST = "127.0.0.2"
 

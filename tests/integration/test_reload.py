@@ -37,25 +37,11 @@ from ouistiti_gw.core.protocol import Protocol
 from ouistiti_gw.reload.rendezvous import FRESH_SECONDS
 from ouistiti_gw.reload.session_state import Admission, SessionState, as_fields
 from rawclient import CONTINUATION, TEXT, RawClient, build_frame
-from support import (
-    BIN,
-    PROJECT_WORKER,
-    ROOT,
-    ServerProcess,
-    UnixServer,
-    echo_handler,
-    fd_count,
-    free_port,
-    gateway_cli,
-    gunicorn,
-    gunicorn_argv,
-    http_get,
-    only_child,
-    remove_tree,
-    self_signed_certificate,
-    short_tempdir,
-    wait_until,
-)
+from support import BIN, ROOT, wait_until
+from support.addresses import free_port, remove_tree, short_tempdir
+from support.clients import http_get, self_signed_certificate
+from support.processes import PROJECT_WORKER, ServerProcess, fd_count, gateway_cli, gunicorn, gunicorn_argv, only_child
+from support.unix_servers import UnixServer, echo_handler
 
 SESSIONS = 200
 #: Seconds between two messages of one session (200 sessions: ~2000 messages a second).

@@ -8,19 +8,10 @@ import time
 
 import pytest
 
-from support import (
-    BIN,
-    PROJECT_WORKER,
-    STOCK_WORKER,
-    ServerProcess,
-    free_port,
-    gateway_cli,
-    gunicorn,
-    handshake_request,
-    handshake_status,
-    raw_request,
-    wait_until,
-)
+from support import BIN, wait_until
+from support.addresses import free_port
+from support.clients import handshake_request, handshake_status, raw_request
+from support.processes import PROJECT_WORKER, STOCK_WORKER, ServerProcess, gateway_cli, gunicorn
 
 #: The default total budget of the request's header fields, and of one line (README, Security).
 BUDGET = 32 * 1024

@@ -6,15 +6,10 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from support import (
-    fd_count,
-    handshake_request,
-    handshake_status,
-    live_greenlets,
-    raw_request,
-    say_bye_and_leave,
-    wait_until,
-)
+from support import wait_until
+from support.clients import handshake_request, handshake_status, raw_request
+from support.processes import fd_count, live_greenlets
+from support.unix_servers import say_bye_and_leave
 
 
 def test_no_fd_left_after_200_sessions(gateway, docroot, unix_servers):

@@ -11,21 +11,10 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from support import (
-    BIN,
-    PROJECT_WORKER,
-    ROOT,
-    STOCK_WORKER,
-    ServerProcess,
-    close_of,
-    echo_round_trip,
-    free_port,
-    gateway_cli,
-    gunicorn,
-    handshake_status,
-    http_get,
-    wait_until,
-)
+from support import BIN, ROOT, wait_until
+from support.addresses import free_port
+from support.clients import close_of, echo_round_trip, handshake_status, http_get
+from support.processes import PROJECT_WORKER, STOCK_WORKER, ServerProcess, gateway_cli, gunicorn
 
 
 @pytest.mark.gunicorn

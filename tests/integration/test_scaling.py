@@ -10,7 +10,10 @@ import re
 
 import pytest
 
-from support import all_clients, free_port, gunicorn, raise_fd_limit, wait_until
+from support import wait_until
+from support.addresses import free_port
+from support.clients import all_clients, raise_fd_limit
+from support.processes import gunicorn
 
 pytestmark = pytest.mark.gunicorn
 

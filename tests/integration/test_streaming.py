@@ -11,14 +11,10 @@ import time
 
 from ouistiti_gw.gateway.session import STREAM_HOLD_SIZE
 from rawclient import LengthForm, client_frame
-from support import (
-    gateway_cli,
-    handshake_request,
-    raw_request,
-    read_until_eof,
-    self_signed_certificate,
-    wait_until,
-)
+from support import wait_until
+from support.clients import handshake_request, raw_request, self_signed_certificate
+from support.processes import gateway_cli
+from support.unix_servers import read_until_eof
 
 TEXT, BINARY, CONTINUATION = 0x1, 0x2, 0x0
 

@@ -14,18 +14,17 @@ from contextlib import ExitStack
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from support import (
+from support import wait_until
+from support.addresses import free_port
+from support.clients import echo_round_trip, self_signed_certificate
+from support.processes import (
     PROJECT_WORKER,
     ServerProcess,
-    echo_round_trip,
     fd_count,
-    free_port,
     gateway_cli,
     gunicorn,
     only_child,
-    self_signed_certificate,
     settled_fd_count,
-    wait_until,
 )
 
 SILENT, HALF_HELLO = 30, 30

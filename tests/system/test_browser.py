@@ -17,7 +17,10 @@ from dataclasses import dataclass
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from support import BIN, ROOT, ServerProcess, free_port, remove_tree, short_tempdir, unix_accepts, wait_until
+from ouistiti_gw.cli import unix_accepts
+from support import BIN, ROOT, wait_until
+from support.addresses import free_port, remove_tree, short_tempdir
+from support.processes import ServerProcess
 
 pytestmark = pytest.mark.chromium
 

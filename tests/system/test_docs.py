@@ -26,7 +26,9 @@ from pathlib import Path
 import pytest
 from websockets.sync.client import connect as ws_connect
 
-from support import BIN, ROOT, TIMEOUT, free_port, http_get, listens, remove_tree, short_tempdir, wait_until
+from support import BIN, ROOT, TIMEOUT, wait_until
+from support.addresses import free_port, remove_tree, short_tempdir
+from support.clients import http_get, listens
 
 DOCS = ROOT / "docs"
 EXAMPLES = DOCS / "examples"

@@ -8,20 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from support import (
-    BIN,
-    PROJECT_WORKER,
-    ROOT,
-    STOCK_WORKER,
-    ServerProcess,
-    close_of,
-    echo_round_trip,
-    free_port,
-    gunicorn_argv,
-    handshake_status,
-    http_get,
-    wait_until,
-)
+from support import BIN, ROOT, wait_until
+from support.addresses import free_port
+from support.clients import close_of, echo_round_trip, handshake_status, http_get
+from support.processes import PROJECT_WORKER, STOCK_WORKER, ServerProcess, gunicorn_argv
 
 pytestmark = pytest.mark.gunicorn
 

@@ -16,17 +16,11 @@ import pytest
 from websockets.sync.client import connect
 
 from ouistiti_gw.core import proxy_protocol as proxy
-from support import (
-    BIN,
-    ROOT,
-    ServerProcess,
-    free_port,
-    listens_on,
-    proxied_echo_handler,
-    self_signed_certificate,
-    socket_from,
-    wait_until,
-)
+from support import BIN, ROOT, wait_until
+from support.addresses import free_port
+from support.clients import self_signed_certificate, socket_from
+from support.processes import ServerProcess, listens_on
+from support.unix_servers import proxied_echo_handler
 
 pytestmark = pytest.mark.nginx
 

@@ -9,7 +9,8 @@ import subprocess
 import pytest
 from websockets.sync.client import connect
 
-from support import unix_accepts, wait_until
+from ouistiti_gw.cli import unix_accepts
+from support import wait_until
 
 pytestmark = pytest.mark.cc
 

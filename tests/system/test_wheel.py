@@ -9,7 +9,10 @@ from pathlib import Path
 import pytest
 from websockets.sync.client import connect
 
-from support import ServerProcess, free_port, listens, wait_until
+from support import wait_until
+from support.addresses import free_port
+from support.clients import listens
+from support.processes import ServerProcess
 
 PROJECT = Path(__file__).resolve().parents[2]
 

@@ -26,7 +26,7 @@ from ouistiti_gw.core.protocol import (
 )
 from rawclient import FIXED_KEY
 from rawclient import client_frame as frame
-from support import violation_of
+from support.protocol import violation_of
 
 TEXT, BINARY, CONTINUATION = Opcode.TEXT, Opcode.BINARY, Opcode.CONTINUATION
 CLOSE, PING, PONG = Opcode.CLOSE, Opcode.PING, Opcode.PONG

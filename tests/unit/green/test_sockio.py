@@ -9,7 +9,7 @@ import pytest
 from gevent import socket, ssl
 
 from ouistiti_gw.green.sockio import READS_PER_TURN, Receiver, StreamEnded, recv_exactly, yield_to_loop
-from support import self_signed_certificate
+from support.clients import self_signed_certificate
 
 
 def test_reads_after_the_socket_emptied_wait_for_data():

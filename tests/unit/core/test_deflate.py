@@ -31,7 +31,8 @@ from ouistiti_gw.core.protocol import (
     Throttled,
 )
 from rawclient import client_frame as frame
-from support import deflate, deflate_bomb, inflate, inflated_size_of_bomb, violation_of
+from support.compression import deflate, deflate_bomb, inflate, inflated_size_of_bomb
+from support.protocol import violation_of
 
 TEXT, BINARY, CONTINUATION, PING = Opcode.TEXT, Opcode.BINARY, Opcode.CONTINUATION, Opcode.PING
 TAIL = b"\x00\x00\xff\xff"

@@ -24,7 +24,7 @@ from ouistiti_gw.reload.session_state import (
     from_fields,
 )
 from rawclient import client_frame
-from support import deflate
+from support.compression import deflate
 
 STREAM = (client_frame(Opcode.TEXT, "fragment one, ".encode(), fin=False)
           + client_frame(Opcode.CONTINUATION, "a cut character: é€𝄞, ".encode(), fin=False)
