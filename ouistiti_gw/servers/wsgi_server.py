@@ -3,7 +3,7 @@
 The one place where a listening socket is made, for the CLI and the PasteDeploy server runner.
 Under a reloading master (:mod:`ouistiti_gw.reload.supervisor`) the server is a worker: a successor
 serves on the listening socket it inherited, takes the sessions of the worker it replaces, and
-in its turn hands its own over (:mod:`ouistiti_gw.reload.migration`).
+in its turn migrates its own (:mod:`ouistiti_gw.reload.migration`).
 """
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("ouistiti_gw.access")
+
 
 class GatewayServer(QuietAccept, TimedHandshake, WSGIServer):
     """gevent's WSGI server, quiet when out of file descriptors (:mod:`ouistiti_gw.servers.accept_backoff`),
