@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class Client:
     """The browser as far as the gateway can tell: its address and whether it came over TLS."""
