@@ -17,7 +17,7 @@ import fnmatch
 import ipaddress
 from urllib.parse import urlsplit
 
-from .names import parse_patterns
+from ..config import parse_patterns
 
 _DEFAULT_PORTS = {"http": 80, "ws": 80, "https": 443, "wss": 443}
 

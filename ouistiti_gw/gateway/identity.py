@@ -18,11 +18,10 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator
 
-from ..config import ConfigurationError
+from ..config import ConfigurationError, parse_patterns
 from ..core import proxy_protocol
 from ..core.addresses import Address, networks_error, unmap
 from ..core.logsafe import loggable
-from .names import parse_patterns
 from .upgrade import client_socket
 
 if TYPE_CHECKING:
