@@ -9,6 +9,9 @@ backend draws without a display.
 - ``crowd_latency.png``: for each crowd size, the round-trip distribution of every contender, as
   a percentile plot: the x axis counts "nines" (90 %, 99 %, 99.9 %...), the latency axis is
   logarithmic, so the tail is as readable as the median.
+- ``storm_p99.png``: the established sessions' round-trip p99 per 250 ms of send time during a
+  connect storm (``run.py --storm``), one line per contender and round, the storm shaded; the
+  latency axis is logarithmic (a quiet p99 is a millisecond, a storm's a hundred).
 - ``pingpong_msgs.png``: msg/s of every contender by message size and connection count (bars
   from zero, so their heights compare as the figures do).
 """
@@ -70,6 +73,35 @@ def crowd_latency(report: dict, path: str) -> str:
     return _save(figure, path)
 
 
+def storm_p99(report: dict, path: str) -> str:
+    storm = report["storm"]
+    colours = _colours(report)
+    figure, axis = plt.subplots(figsize=(9, 4.5))
+    bucket = None
+    for name, figures in storm["results"].items():
+        for number, result in enumerate(figures.get("rounds", [])):
+            timeline = result["timeline"]
+            if bucket is None:
+                bucket = timeline["bucket_seconds"]
+                axis.axvspan(timeline["storm_began"], timeline["storm_ended"], color="grey", alpha=0.15,
+                             label="storm (round 1)")
+            times = [point[0] for point in timeline["points"]]
+            p99 = [point[2] for point in timeline["points"]]
+            lost = result["established_lost"] + result["handshake_errors"] + result["lost"]
+            label = f"{name} ({result['sessions_per_s']:,.0f} sessions/s, {lost} failed)"
+            axis.plot(times, p99, color=colours[name], alpha=0.8, linewidth=1.2, label=None if number else label)
+    axis.set_yscale("log")
+    axis.set_xlabel(f"send time (s), a point per {bucket or 0:g} s")
+    axis.set_ylabel("established RTT p99 (ms)")
+    axis.grid(True, which="both", alpha=0.3)
+    axis.legend(fontsize="small")
+    churners = storm["churn_processes"] * storm["churn_loops"]
+    axis.set_title(f"Connect storm: {storm['established']} sessions at 10 msg/s while {churners} loops churn "
+                   f"({report['meta']['started']}, {report['meta']['cpus']} cores, load "
+                   f"{report['meta']['load_average_at_start'][0]:.1f})", fontsize="medium")
+    return _save(figure, path)
+
+
 def pingpong_msgs(report: dict, path: str) -> str:
     colours = _colours(report)
     results = report["results"]
@@ -110,6 +142,8 @@ def draw(report: dict, directory: str) -> list[str]:
     """Every chart the report has figures for, as PNG files in ``directory``; their paths."""
     os.makedirs(directory, exist_ok=True)
     drawn = []
+    if "storm" in report:
+        drawn.append(storm_p99(report, os.path.join(directory, "storm_p99.png")))
     if "crowd" in report:
         drawn.append(crowd_latency(report, os.path.join(directory, "crowd_latency.png")))
     if "results" in report:

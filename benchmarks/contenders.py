@@ -21,12 +21,16 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Iterator
 
 from ouistiti_gw.core.deflate import COMPRESSOR_IDLE_SECONDS
 from ouistiti_gw.green.heap_trim import TRIM_DELAY
@@ -243,6 +247,28 @@ class RawTcp(Contender):
     @property
     def pid(self) -> int | None:
         return None
+
+
+@contextmanager
+def source_tree(baseline: str) -> Iterator[str]:
+    """The directory of a baseline's source tree: ``baseline`` itself if it is a directory, else a
+    commit of this repository (``41048bc``, ``HEAD~3``) written out by ``git archive`` into a
+    temporary directory, removed afterwards (no worktree is registered)."""
+    if os.path.isdir(baseline):
+        yield baseline
+        return
+    repository = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    directory = tempfile.mkdtemp(prefix="owb-baseline-", dir="/tmp")
+    try:
+        archive = subprocess.run(["git", "-C", repository, "archive", "--format=tar", baseline],
+                                 capture_output=True, check=False)
+        if archive.returncode:
+            raise SystemExit(f"--baseline {baseline}: neither a directory nor a commit "
+                             f"({archive.stderr.decode(errors='replace').strip()})")
+        subprocess.run(["tar", "-x", "-C", directory], input=archive.stdout, check=True)
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 _WEBSOCKIFY_SELECT = ("fails past ~500 open connections: each forked child inherits one descriptor per "

@@ -93,6 +93,12 @@ def _grid(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join([line(header), rule, *(line(row) for row in rows)])
 
 
+def _goals(goals: list[dict]) -> str:
+    rows = [[goal["contender"], goal["goal"], _format(goal["value"]), _format(goal["bound"]),
+             {True: "met", False: "NOT met", None: "not measured"}[goal["met"]]] for goal in goals]
+    return _grid(["contender", "goal", "value", "bound", "status"], rows)
+
+
 def render(results: dict, metrics: list[Metric], ratio_table: dict, goals: list[dict]) -> str:
     """Markdown tables: figures, ratios to websockify, ratios to raw, then the targets."""
     contenders = list(results)
@@ -110,9 +116,7 @@ def render(results: dict, metrics: list[Metric], ratio_table: dict, goals: list[
                  for m in metrics if m.unit == "msg/s"]
     parts += ["", "Machine CPU per message, all processes (us), and the share of the machine left idle",
               _grid(header, cost_rows)]
-    goal_rows = [[goal["contender"], goal["goal"], _format(goal["value"]), _format(goal["bound"]),
-                  {True: "met", False: "NOT met", None: "not measured"}[goal["met"]]] for goal in goals]
-    parts += ["", "Targets", _grid(["contender", "goal", "value", "bound", "status"], goal_rows)]
+    parts += ["", "Targets", _goals(goals)]
     return "\n".join(parts)
 
 
@@ -146,3 +150,80 @@ def render_crowd(crowd: dict) -> str:
     title = (f"Crowd: each session sends {crowd['message_size']} B about once a second for {crowd['seconds']:g} s "
              f"(late: no echo within {crowd['late_seconds']:g} s); `-` = not measured")
     return "\n".join([title, _grid(["metric", *contenders], rows), *reasons])
+
+
+#: The storm table's rows: a title, the figure's key and how many decimals (None: a count).
+STORM_ROWS = [
+    ("new sessions / s", "sessions_per_s", 0),
+    ("server CPU per session (us)", "cpu_us_per_session", 0),
+    ("established RTT p50, storm (ms)", "storm_p50_ms", 1),
+    ("established RTT p99, storm (ms)", "storm_p99_ms", 1),
+    ("established RTT p50, quiet (ms)", "quiet_p50_ms", 2),
+    ("established RTT p99, quiet (ms)", "quiet_p99_ms", 2),
+    ("churn: connect errors", "connect_errors", None),
+    ("churn: handshake errors", "handshake_errors", None),
+    ("churn: echoes lost", "lost", None),
+    ("churn: closes not answered", "close_timeouts", None),
+    ("established: echoes lost", "established_lost", None),
+    ("established: closed by the server", "established_closed", None),
+]
+#: The storm's figures compared with the baseline's (the gateway before a change).
+STORM_RATIOS = ("sessions_per_s", "cpu_us_per_session", "storm_p99_ms", "quiet_p99_ms")
+
+
+def storm_ratios(results: dict) -> dict[str, dict[str, float | None]]:
+    """Each contender's storm figures over the ``baseline`` contender's (empty without one)."""
+    if "baseline" not in results:
+        return {}
+    base = results["baseline"]
+    return {contender: {key: figures[key] / base[key] if figures.get(key) is not None and base.get(key) else None
+                        for key in STORM_RATIOS}
+            for contender, figures in results.items()}
+
+
+def storm_targets(results: dict) -> list[dict]:
+    """Issue 22's goals for ``ouistiti-gw``: which hold on this run (None: not measured)."""
+    if "ouistiti-gw" not in results:
+        return []
+    mine = results["ouistiti-gw"]
+    goals = [("established RTT p99 during the storm < 50 ms", mine.get("storm_p99_ms"), 50.0)]
+    if "baseline" in results:
+        base = results["baseline"].get("cpu_us_per_session")
+        goals.append(("CPU per session <= 0.4x baseline's", mine.get("cpu_us_per_session"),
+                      None if base is None else 0.4 * base))
+    return [{"contender": "ouistiti-gw", "goal": goal, "value": value, "bound": bound,
+             "met": None if value is None or bound is None else value <= bound} for goal, value, bound in goals]
+
+
+def render_storm(storm: dict, meta: dict) -> str:
+    """The storm's table (medians of the rounds), its ratios to the baseline, the targets, and
+    why a contender has no figures."""
+    results = storm["results"]
+    contenders = list(results)
+
+    def cell(figures: dict, key: str, decimals: int | None) -> str:
+        value = figures.get(key) if figures.get("failed") is None else None
+        if value is None:
+            return "-"
+        return f"{value:,}" if decimals is None else f"{value:,.{decimals}f}"
+
+    rows = [[title, *(cell(results[c], key, decimals) for c in contenders)] for title, key, decimals in STORM_ROWS]
+    churners = storm["churn_processes"] * storm["churn_loops"]
+    parts = [f"Storm: {churners} loops ({storm['churn_processes']} processes x {storm['churn_loops']}) open a session, "
+             f"echo {storm['message_size']} B and close, as fast as they can, for {storm['seconds']:g} s, while "
+             f"{storm['established']} established sessions send {storm['message_size']} B every 100 ms "
+             f"(alone for {storm['quiet_seconds']:g} s first: 'quiet'); median of {storm['rounds']} interleaved "
+             f"round(s); load average {', '.join(f'{v:.2f}' for v in meta['load_average_at_start'])} at start",
+             _grid(["metric", *contenders], rows)]
+    if storm["ratios"]:
+        titles = dict((key, title) for title, key, _ in STORM_ROWS)
+        ratio_rows = [[titles[key], *(_format(storm["ratios"][c][key]) for c in contenders)] for key in STORM_RATIOS]
+        parts += ["", "Ratio to baseline (x)", _grid(["metric", *contenders], ratio_rows)]
+    if storm["targets"]:
+        parts += ["", "Targets (issue 22)", _goals(storm["targets"])]
+    parts += [f"- {contender}: {figures['failed']}" for contender, figures in results.items() if figures.get("failed")]
+    errors = {contender: {key: why for figure in figures.get("rounds", []) for key, why in figure["errors"].items()}
+              for contender, figures in results.items()}
+    parts += [f"- {contender}, {kind}: e.g. {why}"
+              for contender, kinds in errors.items() for kind, why in kinds.items()]
+    return "\n".join(parts)

@@ -367,7 +367,7 @@ def ping_pong(connections: list[Connection], frame: bytes, size: int, duration: 
 
 
 def crowd(connections: list[Connection], frame: bytes, size: int, duration: float,
-          *, interval: float = 1.0, jitter: float = 0.2, late: float = 5.0) -> dict:
+          *, interval: float = 1.0, jitter: float = 0.2, late: float = 5.0, timeline: bool = False) -> dict:
     """Every connection sends one message every ``interval`` (± ``jitter`` of it) for ``duration``.
 
     Each connection starts at a random point of the first interval, so the sends are spread
@@ -375,7 +375,9 @@ def crowd(connections: list[Connection], frame: bytes, size: int, duration: floa
     back in order). After the last send the loop waits up to ``late`` seconds for the echoes
     still missing: those are lost. A connection the server closes stops sending; what it was
     waiting for is lost. Returns the round trips in microseconds and the counts, with this
-    process's own CPU time.
+    process's own CPU time; with ``timeline``, also when each answered message was sent
+    (``sent_at``, seconds of ``time.perf_counter``: the system's monotonic clock, which every
+    process on the machine shares), in the order of ``latencies_us``.
     """
     selector = selectors.EpollSelector()
     view = memoryview(bytearray(RECV_SIZE))
@@ -392,6 +394,7 @@ def crowd(connections: list[Connection], frame: bytes, size: int, duration: floa
             connection.got += connection.counter.feed(memoryview(connection.leftover))
             connection.leftover = b""
     latencies: list[int] = []
+    sent_at: list[float] = []
     sent = lost = closed = 0
     waiting = 0  # messages sent and not yet answered, on open connections
 
@@ -437,14 +440,20 @@ def crowd(connections: list[Connection], frame: bytes, size: int, duration: floa
                     answered = perf()
                     while connection.got >= size and connection.outstanding:
                         connection.got -= size
-                        latencies.append(round((answered - connection.outstanding.popleft()) * 1e6))
+                        when = connection.outstanding.popleft()
+                        latencies.append(round((answered - when) * 1e6))
+                        if timeline:
+                            sent_at.append(round(when, 4))
                         waiting -= 1
             except BenchmarkError:
                 drop(connection)
     selector.close()
-    return {"sent": sent, "answered": len(latencies), "lost": lost + waiting, "closed": closed,
-            "late": sum(1 for value in latencies if value > late * 1e6), "latencies_us": latencies,
-            "cpu_seconds": time.process_time() - cpu_at_start, "seconds": perf() - start}
+    result = {"sent": sent, "answered": len(latencies), "lost": lost + waiting, "closed": closed,
+              "late": sum(1 for value in latencies if value > late * 1e6), "latencies_us": latencies,
+              "cpu_seconds": time.process_time() - cpu_at_start, "seconds": perf() - start}
+    if timeline:
+        result["sent_at"] = sent_at
+    return result
 
 
 def machine_cpu() -> tuple[float, float]:
@@ -480,7 +489,8 @@ def main(spec: dict) -> int:
     """Subprocess entry: connect, say ``ready``, wait for ``go``, run, print the result."""
     raise_nofile_limit()
     try:
-        connections = open_connections(spec["target"], spec["connections"])
+        # a churning client opens its sessions once started, and only then (churn.py)
+        connections = open_connections(spec["target"], 0 if spec["mode"] == "churn" else spec["connections"])
         raw = spec["target"]["kind"] in ("unix", "tcp")
         payload = payload_of(spec["size"], spec.get("payload", "ascii"))
         frame = payload if raw else client_frame(payload, text=spec["target"].get("text", False),
@@ -503,7 +513,12 @@ def main(spec: dict) -> int:
         return 0
     try:
         if spec["mode"] == "crowd":
-            result = crowd(connections, frame, spec["size"], spec["duration"], late=spec["late"])
+            result = crowd(connections, frame, spec["size"], spec["duration"], late=spec["late"],
+                           interval=spec.get("interval", 1.0), timeline=spec.get("timeline", False))
+        elif spec["mode"] == "churn":
+            from churn import Churn  # it builds on this module
+
+            result = Churn(spec["target"], spec["connections"], frame, spec["size"]).run(spec["duration"])
         else:
             result = ping_pong(connections, frame, spec["size"], spec["duration"],
                                latency=spec.get("latency", False), max_messages=spec.get("max_messages", 0))
