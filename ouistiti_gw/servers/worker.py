@@ -33,7 +33,7 @@ from ..config import ConfigurationError, ServerConfig
 from ..gateway.gunicorn_log import follow_gunicorn_error_log
 from ..reload.live_sessions import process_sessions
 from ..reload.rendezvous import TakeoverPoint, is_private, migrate, rendezvous_directory
-from .accept_backoff import QuietAccept
+from .accept_pacing import PacedAccept
 from .handler import GatewayHandler
 from .inifile import IniFile
 from .paste import app_load_error, environment_gateway, make_app
@@ -47,10 +47,10 @@ class GunicornGatewayHandler(GatewayHandler, PyWSGIHandler):
     """The gateway's handler, with gunicorn's access log and environ keys."""
 
 
-class GunicornGatewayServer(QuietAccept, TimedHandshake, PyWSGIServer):
-    """gunicorn's gevent server, quiet when out of file descriptors (:mod:`ouistiti_gw.servers.accept_backoff`),
-    with gunicorn's ``--certfile`` handshake bounded by ``OUISTITI_GW_HEADER_TIMEOUT``
-    (:mod:`ouistiti_gw.servers.tls`)."""
+class GunicornGatewayServer(PacedAccept, TimedHandshake, PyWSGIServer):
+    """gunicorn's gevent server, accepting a few connections per loop turn and quiet when out of
+    file descriptors (:mod:`ouistiti_gw.servers.accept_pacing`), with gunicorn's ``--certfile``
+    handshake bounded by ``OUISTITI_GW_HEADER_TIMEOUT`` (:mod:`ouistiti_gw.servers.tls`)."""
 
 
 class GatewayWorker(GeventWebSocketWorker):

@@ -22,7 +22,7 @@ from ..green.light_greenlet import LightGreenlet
 from ..reload.live_sessions import process_sessions
 from ..reload.migration import Migration, SuccessorGone, give_sessions, take_sessions
 from ..reload.supervisor import WorkerLink, worker_link
-from .accept_backoff import QuietAccept
+from .accept_pacing import PacedAccept
 from .handler import GatewayHandler
 from .tls import TimedHandshake, server_context
 
@@ -33,10 +33,11 @@ log = logging.getLogger(__name__)
 access_log = logging.getLogger("ouistiti_gw.access")
 
 
-class GatewayServer(QuietAccept, TimedHandshake, WSGIServer):
-    """gevent's WSGI server, quiet when out of file descriptors (:mod:`ouistiti_gw.servers.accept_backoff`),
-    with a TLS handshake bounded in time (:mod:`ouistiti_gw.servers.tls`), counting the connections it
-    serves (a worker handing over waits for those in progress)."""
+class GatewayServer(PacedAccept, TimedHandshake, WSGIServer):
+    """gevent's WSGI server, accepting a few connections per loop turn and quiet when out of file
+    descriptors (:mod:`ouistiti_gw.servers.accept_pacing`), with a TLS handshake bounded in time
+    (:mod:`ouistiti_gw.servers.tls`), counting the connections it serves (a worker migrating its
+    sessions waits for those in progress)."""
 
     connections = 0
     drain_timeout = 0.0
