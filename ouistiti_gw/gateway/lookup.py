@@ -22,10 +22,9 @@ Bounded work: ouistiti's subprotocol fallback tries at most :data:`MAX_PROTOCOL_
 names. A one-component name costs one ``openat`` when nothing is there and ``openat`` plus
 ``fstat`` when something is; a name of *n* components, *n* ``openat`` and *n* - 1 ``close``
 more; a link on the way, ``os.path.realpath`` (an ``lstat`` per component of the whole path)
-and the second walk; each lookup, a ``realpath`` of docroot (an ``lstat`` per component) and the
-``openat`` and ``close`` of docroot. A handshake for a missing name with 6 000 subprotocols
-makes 10 ``openat``, 1 ``close`` and the ``realpath``, well under a session's turn of the event
-loop (``benchmarks/PROFILE.md``): it does not yield.
+and the second walk; each lookup, a ``stat`` of docroot (still the directory held open?). A
+handshake for a missing name with 6 000 subprotocols makes 9 ``openat`` and the ``stat``, well
+under a session's turn of the event loop (``benchmarks/PROFILE.md``): it does not yield.
 """
 from __future__ import annotations
 
@@ -134,15 +133,48 @@ def open_target(docroot: str, rules: NameRules, name: str, protocols: list[str])
     descriptors: 503). The file returned may be missing, a directory or no socket at all: its
     :meth:`SocketFile.connect` says so.
     """
-    real_root = os.path.realpath(docroot)
+    root = hold_docroot(docroot)
+    return _choose(root.fd, root.real_path, rules, name, protocols)
+
+
+@dataclass(frozen=True)
+class _Root:
+    """The docroot directory held open (``O_PATH``) between lookups, and its resolved path."""
+
+    fd: int
+    real_path: str
+    device: int
+    inode: int
+
+
+#: Each docroot's held directory, by the path the gateway was given.
+_roots: dict[str, _Root] = {}
+
+
+def hold_docroot(docroot: str) -> _Root:
+    """The directory ``docroot`` names now, held open: one ``stat`` a lookup says it is still
+    the one held (else it is opened again), instead of a ``realpath`` (an ``lstat`` per
+    component) and an ``open`` and ``close`` each time. A docroot replaced, or a link on its
+    path pointed elsewhere, is a new directory: the next lookup opens it. The gateway calls it
+    when it is built, so that the descriptor is taken at start, not by the first client
+    (:class:`~ouistiti_gw.green.unix.BackendUnavailable` if docroot cannot be opened)."""
     try:
-        root = os.open(real_root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        now = os.stat(docroot)
     except OSError as error:
         raise unavailable(error) from None
+    held = _roots.get(docroot)
+    if held is not None and (held.device, held.inode) == (now.st_dev, now.st_ino):
+        return held
+    real_path = os.path.realpath(docroot)
     try:
-        return _choose(root, real_root, rules, name, protocols)
-    finally:
-        os.close(root)
+        fd = os.open(real_path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as error:
+        raise unavailable(error) from None
+    opened = os.fstat(fd)
+    _roots[docroot] = _Root(fd, real_path, opened.st_dev, opened.st_ino)
+    if held is not None:
+        os.close(held.fd)
+    return _roots[docroot]
 
 
 def _choose(root: int, real_root: str, rules: NameRules, name: str, protocols: list[str]) -> tuple[Target, SocketFile]:

@@ -41,7 +41,7 @@ from ..reload.session_state import Admission, SessionState, bounded
 from .admission import HostPolicy, OriginPolicy, SessionCounter
 from .gunicorn_log import follow_gunicorn_error_log
 from .identity import Networks, TrustedProxies, arrival_address, proxy_header, socket_arrival
-from .lookup import MAX_PROTOCOL_CANDIDATES, Target, open_target
+from .lookup import MAX_PROTOCOL_CANDIDATES, Target, hold_docroot, open_target
 from .names import NameRefused, NameRules, parse_protocols, wsgi_path_to_name
 from .session import Session
 from .stock_handler import adapt
@@ -104,6 +104,8 @@ class WebSocketGateway:
         self.metrics_allow = Networks(config.metrics_allow, "metrics_allow")
         if not os.path.isdir(self.docroot):
             log.warning("docroot %s does not exist (yet): every WebSocket name will be 404", self.docroot)
+        else:
+            hold_docroot(self.docroot)  # its descriptor taken now, not by the first client
         register(self.docroot, self._resume)  # sessions a reload moves here (ouistiti_gw.reload.migration)
 
     def __call__(self, environ: "WSGIEnvironment", start_response: "StartResponse") -> Iterable[bytes]:

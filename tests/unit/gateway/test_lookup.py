@@ -144,6 +144,7 @@ def test_no_descriptor_is_left_open_whatever_the_outcome(tmp_path):
     bound = socket_file(tmp_path / "dir" / "sock")
     os.link(tmp_path / "dir" / "sock", tmp_path / "twin")
     rules = NameRules.from_options("*", "dir/deeper")
+    open_target(str(tmp_path), rules, "file", [])[1].close()  # docroot is held open from here on
     before = os.listdir("/proc/self/fd")
     try:
         for name, protocols in (("file", []), ("missing", ["file"]), ("dir", ["deeper", "sock"]), ("dir/deeper/x", []),
@@ -156,3 +157,27 @@ def test_no_descriptor_is_left_open_whatever_the_outcome(tmp_path):
         assert os.listdir("/proc/self/fd") == before
     finally:
         bound.close()
+
+
+def test_a_docroot_replaced_is_looked_into_anew(tmp_path):
+    """Docroot is held open between lookups; once the path names another directory (replaced,
+    or a link on it pointed elsewhere), the next lookup uses that one, and the old one is let go."""
+    docroot = tmp_path / "docroot"
+    docroot.mkdir()
+    first = socket_file(docroot / "sock")
+    rules = NameRules.from_options("*", "")
+    target, found = open_target(str(docroot), rules, "sock", [])
+    first_inode = os.fstat(found.fd).st_ino
+    found.close()
+    descriptors = len(os.listdir("/proc/self/fd"))
+    docroot.rename(tmp_path / "old")
+    docroot.mkdir()
+    second = socket_file(docroot / "sock")
+    try:
+        target, found = open_target(str(docroot), rules, "sock", [])
+        with found:
+            assert os.fstat(found.fd).st_ino == os.stat(docroot / "sock").st_ino != first_inode
+        assert len(os.listdir("/proc/self/fd")) == descriptors + 1  # the new listening socket only
+    finally:
+        first.close()
+        second.close()
