@@ -22,6 +22,7 @@ in brackets, below ``ouistiti_gw``), so a reader of that module sees what it rai
             ConfigurationError (config): an option missing, unknown, malformed, or in conflict
         connections
             StreamEnded (green.sockio): the peer closed inside a read of a fixed size
+            BackendWriteFailed (gateway.relay): a write to the UNIX server failed (out of the reader's callback)
         reload: sessions moving to a new process
             ReadPaused (green.sockio): a pump stopped before a read, so that its session can move
             NotMovable (core.protocol): a session that cannot move now (inside a message...)
@@ -30,6 +31,10 @@ in brackets, below ``ouistiti_gw``), so a reader of that module sees what it rai
             SuccessorGone (reload.migration): the new process stopped taking sessions
         TLS
             HandshakeFailed (servers.tls): a TLS handshake that did not finish
+
+One signal stays outside the tree: ``Keepalive.Interrupted`` (green.keepalive), a ``BaseException``
+as ``gevent.Timeout`` is, thrown into the greenlet that reads a client to end its wait; the
+session catches it, no caller sees it.
 
 Host, Origin and the connection limits are decided, not raised: the gateway's admission
 (:mod:`ouistiti_gw.gateway.admission`) returns why a request is refused. Under gunicorn,

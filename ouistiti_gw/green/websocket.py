@@ -6,7 +6,8 @@ this class takes over the connection's socket, whichever worker accepted it. Eve
 :class:`~ouistiti_gw.core.protocol.Protocol`; this shell reads (``recv`` -> ``receive_data`` ->
 events -> act), writes the bytes the core returns, serialised so that the two pumps of a session
 never interleave two frames, yields to the event loop when the core says a turn is over, and
-ends the connection with a lingering close.
+ends the connection with a lingering close. Its timers (pings to a quiet client, the idle
+timeout, the idle compressor's drop) are its :class:`~ouistiti_gw.green.keepalive.Keepalive`.
 
 The contract, like a socket's: :meth:`WebSocket.receive` returns ``None`` (and
 :meth:`WebSocket.receive_streaming` False) at the end of the connection, an ordinary event;
@@ -38,7 +39,8 @@ from ..core.protocol import (
     Throttled,
     WebSocketClosed,
 )
-from .sockio import ReadPaused, Receiver, send_all, yield_to_loop
+from .keepalive import Keepalive
+from .sockio import ReadPaused, Receiver, interrupt_read, send_all, yield_to_loop
 
 __all__ = ["Message", "WebSocket", "WebSocketClosed"]
 
@@ -92,9 +94,11 @@ class WebSocket:
         self._write_lock = Semaphore()
         #: When bytes last came from the client (data, ping, pong or close): liveness for pings.
         self.last_heard = time.monotonic()
-        #: Set to stop reading at the next read (:class:`~ouistiti_gw.green.sockio.ReadPaused`): the
-        #: session is about to move to another process, with what the core holds.
+        #: Set to stop reading at the next read (:class:`~ouistiti_gw.green.sockio.ReadPaused`), the
+        #: session's server pump too: it is about to move to another process, with what the core holds.
         self.pausing = False
+        #: Its timers, started by the greenlet that reads it.
+        self.keepalive = Keepalive()
 
     # The session's counters and codes, read after it (see :class:`~ouistiti_gw.core.protocol.Protocol`).
     close_sent = property(lambda self: self.protocol.close_sent)
@@ -104,15 +108,6 @@ class WebSocket:
     bytes_sent = property(lambda self: self.protocol.bytes_sent)
     wire_bytes_received = property(lambda self: self.protocol.wire_bytes_received)
     wire_bytes_sent = property(lambda self: self.protocol.wire_bytes_sent)
-
-    @property
-    def closing(self) -> bool:
-        """True once either side has started the closing handshake: no data may follow."""
-        return self.close_sent is not None or self.close_received is not None
-
-    def limit_message_size(self, size: int, reason: str) -> None:
-        """Refuse (1009) messages over ``size`` bytes too, with ``reason`` in the close frame."""
-        self.protocol.limit_message_size(size, reason)
 
     # -- receiving -------------------------------------------------------------------------
 
@@ -198,6 +193,11 @@ class WebSocket:
             elif type(event) is CloseReceived:
                 self._write(protocol.send_close_reply(), quiet=True)
                 return False
+
+    def pause_reading(self) -> None:
+        """Stop reading before the next read, a read under way included (:attr:`pausing`)."""
+        self.pausing = True
+        interrupt_read(self.sock)
 
     # -- sending ---------------------------------------------------------------------------
 

@@ -1,7 +1,8 @@
 """Moving live sessions from one process to its successor, over a UNIX socket (a reload).
 
-The old process pauses each session (:meth:`~ouistiti_gw.gateway.session.Session.pause`), sends one
-record holding its state (:mod:`ouistiti_gw.reload.session_state`) with the client's and the UNIX
+The old process pauses each session (:meth:`~ouistiti_gw.gateway.session.Session.pause`,
+:mod:`ouistiti_gw.reload.pause`), sends one record holding its state
+(:mod:`ouistiti_gw.reload.session_state`) with the client's and the UNIX
 server's sockets as ancillary data (``SCM_RIGHTS``), and waits for the successor's answer:
 taken (the session ends in the old process without a word to either peer) or refused (it
 resumes there). The successor builds each session it takes with the gateway that serves the

@@ -9,7 +9,7 @@ import ssl
 import struct
 import time
 
-from ouistiti_gw.gateway.session import STREAM_HOLD_SIZE
+from ouistiti_gw.gateway.relay import STREAM_HOLD_SIZE
 from rawclient import LengthForm, client_frame
 from support import wait_until
 from support.clients import handshake_request, raw_request, self_signed_certificate
