@@ -9,12 +9,14 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from support import (
+    close_after_101,
     free_port,
     gateway_test_app,
     gunicorn,
     handshake_request,
     handshake_status,
     proxied_echo_handler,
+    proxy_header_too_long_request,
     raw_request,
     wait_until,
 )
@@ -168,13 +170,8 @@ def test_refusals_after_the_stock_handlers_101_are_counted_too(docroot, unix_ser
     unix_servers(f"{docroot}/echo", proxied_echo_handler)
     options = ("--stock", "--set", "metrics_path=/metrics", "--set", "proxy_protocol=v2", "--set", "allowed_hosts=*")
     with gateway_test_app(docroot, *options) as gateway:
-        request = handshake_request("/echo?" + "q" * 7000, port=gateway.port).replace(
-            f"Host: 127.0.0.1:{gateway.port}".encode(), b"Host: " + b"h" * 65000)
-        status, _, sock, rest = raw_request(gateway.port, request)
-        with sock:
-            while len(rest) < 4 and (chunk := sock.recv(1000)):
-                rest += chunk
-        assert status == 101 and rest[2:4] == struct.pack("!H", 1008)
+        rest = close_after_101(gateway.port, proxy_header_too_long_request(gateway.port))
+        assert rest[:1] == b"\x88" and rest[2:4] == struct.pack("!H", 1008)
         with connect(f"{gateway.url}/echo", origin="http://evil.example") as ws:
             with pytest.raises(ConnectionClosed) as closed:
                 ws.recv(timeout=10)
