@@ -1,4 +1,4 @@
-"""Admission policies, pure and small: which Origins and Hosts may connect, how many sessions.
+"""Admission: which names, Origins and Hosts may open a session here, and how many sessions.
 
 - :class:`OriginPolicy` protects against cross-site WebSocket hijacking (a page on another site
   opening a WebSocket with the user's cookies). Browsers always send ``Origin``; a request without
@@ -8,6 +8,9 @@
   cannot tell; only the ``Host`` name it sends can).
 - :class:`SessionCounter` caps the sessions of one process, so a flood of upgrades cannot exhaust
   file descriptors for everybody.
+- :class:`AdmissionPolicy` asks them all, and the names served (``allow``/``deny``), as one
+  gateway's configuration says: at each handshake, and again for each session a reload moves here.
+  The policies above are pure; it also reads the address a client's connection arrived at.
 
 The rate limits of one connection are the core's own (:mod:`ouistiti_gw.core.ratelimit`), not admission's.
 """
@@ -15,9 +18,18 @@ from __future__ import annotations
 
 import fnmatch
 import ipaddress
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from ..config import parse_patterns
+from ..config import GatewayConfig, parse_patterns
+from ..core.logsafe import loggable
+from ..reload.session_state import Admission
+from .identity import arrival_address, socket_arrival
+from .names import NameRules
+from .refusals import Refusal
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIEnvironment
 
 _DEFAULT_PORTS = {"http": 80, "ws": 80, "https": 443, "wss": 443}
 
@@ -140,3 +152,56 @@ class SessionCounter:
 
     def release(self) -> None:
         self.active -= 1
+
+
+def host_refusal(host: str | None) -> str:
+    """Why a ``Host`` is refused, as the logs and the client read it."""
+    return f"Host {loggable(host)} is not one of this gateway's names (allowed_hosts)"
+
+
+class AdmissionPolicy:
+    """Who may open a session here, as one gateway's configuration says: the names it serves
+    (``allow``/``deny``), the ``Host`` and ``Origin`` it accepts, ``max_connections``.
+
+    It judges; :class:`~ouistiti_gw.reload.session_state.Admission` is the record of what one
+    session was let in with, which :meth:`judge_again` reads when a reload moves that session here.
+
+    :param sessions: the process's session count, which :meth:`admit` takes a place in.
+    """
+
+    def __init__(self, config: GatewayConfig, sessions: SessionCounter) -> None:
+        self.rules = NameRules.from_options(config.allow, config.deny)
+        self.origins = OriginPolicy(config.origins)
+        self.hosts = HostPolicy(config.allowed_hosts)
+        self.sessions = sessions
+
+    def admit(self, environ: "WSGIEnvironment") -> Refusal | None:
+        """The cheap checks of a handshake, before any look into docroot: its ``Host``, its
+        ``Origin``, then a place among ``max_connections``, taken (the caller releases it when
+        the session ends). None: admitted."""
+        refusal = self._judge(environ.get("HTTP_HOST"), environ.get("HTTP_ORIGIN"),
+                              environ.get("wsgi.url_scheme", "http"), arrival_address(environ))
+        if refusal is not None:
+            return refusal
+        if not self.sessions.try_acquire():
+            return Refusal(503, f"{self.sessions.maximum} sessions already open", "limit")
+        return None
+
+    def judge_again(self, admission: Admission, client_socket: Any) -> str | None:
+        """Why a session a reload moved here would not be let in now (None: it would). It is
+        never refused for ``max_connections``: it is running already."""
+        names = (admission.requested, admission.target, admission.resolved)
+        if not all(self.rules.permits(name) for name in names):
+            return "name not served (allow/deny)"
+        refusal = self._judge(admission.host, admission.origin, admission.scheme, socket_arrival(client_socket) or "")
+        return None if refusal is None else refusal.reason
+
+    def _judge(self, host: str | None, origin: str | None, scheme: str, arrival: str) -> Refusal | None:
+        """A 403 when a request's ``Host`` or ``Origin`` is not accepted (DNS rebinding,
+        cross-site hijacking); None when both are. ``arrival``: the address its connection
+        arrived at."""
+        if not self.hosts.permits(host, arrival):
+            return Refusal(403, host_refusal(host), "host")
+        if not self.origins.permits(origin, host, scheme):
+            return Refusal(403, f"origin {loggable(origin)} not allowed", "origin")
+        return None

@@ -9,6 +9,9 @@ further left and is never reached. ``Forwarded`` wins over ``X-Forwarded-For`` w
 present; ``X-Forwarded-For`` carries no port (0 then). The scheme the client used (wss:// or
 ws://, for the PROXY v2 SSL TLV) comes from the same element's ``proto=``, or the right-most
 ``X-Forwarded-Proto``, from a trusted peer only.
+
+:class:`Identity` is what the middleware asks, configured from ``trusted_proxies`` and
+``proxy_protocol``; :func:`introduce` sends the header, first and alone.
 """
 from __future__ import annotations
 
@@ -18,9 +21,9 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator
 
-from ..config import ConfigurationError, parse_patterns
+from ..config import ConfigurationError, GatewayConfig, parse_patterns
 from ..core import proxy_protocol
-from ..core.addresses import Address, networks_error, unmap
+from ..core.addresses import Address, format_address, networks_error, unmap
 from ..core.logsafe import loggable
 from .upgrade import client_socket
 
@@ -211,3 +214,39 @@ def proxy_header(version: str, environ: "WSGIEnvironment", client: Client, proto
     if protocol:
         tlvs.append((proxy_protocol.PP2_TYPE_GW_PROTOCOL, protocol.encode("ascii", "replace")))
     return proxy_protocol.encode_v2(client.address, local, tlvs)
+
+
+class Identity:
+    """Who a request's client is, and the PROXY header that tells its UNIX server, as a gateway's
+    ``trusted_proxies`` and ``proxy_protocol`` say."""
+
+    def __init__(self, config: GatewayConfig) -> None:
+        self.trusted_proxies = TrustedProxies(config.trusted_proxies)
+        self.proxy_protocol = config.proxy_protocol
+
+    def client(self, environ: "WSGIEnvironment") -> Client:
+        return self.trusted_proxies.client(environ)
+
+    def for_logs(self, environ: "WSGIEnvironment") -> str:
+        """The client's address as log lines show it (``host:port``, escaped)."""
+        return loggable(format_address(self.client(environ).address))
+
+    def proxy_header(self, environ: "WSGIEnvironment", protocol: str | None) -> bytes:
+        """The PROXY header for this client (empty without ``proxy_protocol``), built before any
+        connection: one that cannot be built (:class:`~ouistiti_gw.core.proxy_protocol.HeaderTooLong`)
+        refuses the request, and the server never sees a connection without its header."""
+        if not self.proxy_protocol:
+            return b""
+        return proxy_header(self.proxy_protocol, environ, self.client(environ), protocol)
+
+
+def introduce(backend: Any, header: bytes, name: str) -> bool:
+    """PROXY protocol: the header goes out first, alone; False if the server ``name`` is already gone."""
+    if not header:
+        return True
+    try:
+        backend.sendall(header)
+        return True
+    except OSError as error:
+        log.warning("PROXY header to %s failed: %s", name, error)
+        return False

@@ -1,6 +1,6 @@
 """``GatewayWorker``: gunicorn's gevent worker with the handler that can refuse before the 101.
 
-    gunicorn -k ouistiti_gw.servers.worker.GatewayWorker ouistiti_gw:make_app
+    gunicorn -k ouistiti_gw.worker.GatewayWorker ouistiti_gw:make_app
 
 It builds the gateway as the worker boots, so a wrong configuration stops gunicorn with one line
 ("App failed to load" and why) instead of failing every request. Its handler's request limits

@@ -14,7 +14,7 @@ import pytest
 from websockets.sync.client import connect
 
 from support import wait_until
-from support.clients import handshake_request, raw_request
+from support.clients import close_after_101, handshake_request, proxy_header_too_long_request, raw_request
 from support.processes import fd_count, gateway_served_by, gateway_test_app, only_child, settled_fd_count
 from support.unix_servers import proxied_echo_handler
 
@@ -27,13 +27,8 @@ def test_a_proxy_header_that_cannot_fit_refuses_before_any_connection(docroot, u
     server = unix_servers(f"{docroot}/echo", proxied_echo_handler)
     options = ("--stock", "--set", "proxy_protocol=v2", "--set", "allowed_hosts=*")
     with gateway_test_app(docroot, *options) as gateway:
-        request = handshake_request("/echo?" + "q" * 7000, port=gateway.port).replace(
-            f"Host: 127.0.0.1:{gateway.port}".encode(), b"Host: " + b"h" * 65000)
-        status, _, sock, rest = raw_request(gateway.port, request)
-        with sock:
-            while len(rest) < 4 and (chunk := sock.recv(1000)):
-                rest += chunk
-        assert status == 101 and rest[:1] == b"\x88" and rest[2:4] == struct.pack("!H", 1008)  # a close, 1008
+        rest = close_after_101(gateway.port, proxy_header_too_long_request(gateway.port))
+        assert rest[:1] == b"\x88" and rest[2:4] == struct.pack("!H", 1008)  # a close, 1008
         wait_until(lambda: "(431)" in gateway.log(), what="the refusal's log line")
         with connect(f"{gateway.url}/echo") as ws:  # an ordinary client is served as ever
             ws.send("fine")

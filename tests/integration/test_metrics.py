@@ -1,15 +1,24 @@
 """Prometheus metrics after known traffic, read back with prometheus_client's own parser."""
 import http.client
+import struct
 import urllib.request
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from support import wait_until
 from support.addresses import free_port
-from support.clients import handshake_status
+from support.clients import (
+    close_after_101,
+    handshake_request,
+    handshake_status,
+    proxy_header_too_long_request,
+    raw_request,
+)
 from support.processes import gateway_test_app, gunicorn
+from support.unix_servers import proxied_echo_handler
 
 
 def scrape(port: int, path: str = "/metrics") -> dict[tuple[str, tuple], float]:
@@ -132,3 +141,40 @@ def test_wire_and_payload_bytes_show_the_compression_ratio(docroot, unix_servers
         assert metrics[("ouistiti_gw_bytes_total", (("direction", direction),))] == payload
         wire = metrics[("ouistiti_gw_wire_bytes_total", (("direction", direction),))]
         assert 0 < wire < payload / 2, (direction, wire, payload)
+
+
+def test_handovers_and_refused_hosts_are_counted(docroot, sample):
+    """Direct mode: a handed-over session is one session ended with the code ``handover`` and
+    nothing left open; a ``Host`` that is not the gateway's is a refusal of its own reason."""
+    sample("echo")
+    with gateway_test_app(docroot, "--set", "metrics_path=/metrics", "--set", "mode=direct") as gateway:
+        with connect(f"{gateway.url}/echo") as ws:
+            ws.send("handed over")
+            assert ws.recv() == "handed over"
+        own = f"Host: 127.0.0.1:{gateway.port}".encode()
+        request = handshake_request("/echo", port=gateway.port).replace(own, b"Host: rebind.attacker.example")
+        status, _, sock, _ = raw_request(gateway.port, request)
+        sock.close()
+        assert status == 403
+        metrics = wait_until(lambda: (m := scrape(gateway.port)).get(
+            ("ouistiti_gw_sessions_total", (("code", "handover"), ("name", "echo")))) == 1 and m,
+            what="the handover counted")
+    assert metrics[("ouistiti_gw_sessions_open", ())] == 0
+    assert metrics[("ouistiti_gw_refusals_total", (("reason", "host"),))] == 1
+
+
+def test_refusals_after_the_stock_handlers_101_are_counted_too(docroot, unix_servers):
+    """Under gevent-websocket's handler a refusal is a close frame, counted as a refusal all the
+    same: here a PROXY header too long to build (``too_large``, 1008) and a foreign Origin (1008)."""
+    unix_servers(f"{docroot}/echo", proxied_echo_handler)
+    options = ("--stock", "--set", "metrics_path=/metrics", "--set", "proxy_protocol=v2", "--set", "allowed_hosts=*")
+    with gateway_test_app(docroot, *options) as gateway:
+        rest = close_after_101(gateway.port, proxy_header_too_long_request(gateway.port))
+        assert rest[:1] == b"\x88" and rest[2:4] == struct.pack("!H", 1008)
+        with connect(f"{gateway.url}/echo", origin="http://evil.example") as ws:
+            with pytest.raises(ConnectionClosed) as closed:
+                ws.recv(timeout=10)
+        assert closed.value.rcvd.code == 1008
+        metrics = scrape(gateway.port)
+    for reason in ("too_large", "origin"):
+        assert metrics[("ouistiti_gw_refusals_total", (("reason", reason),))] == 1, reason

@@ -69,6 +69,23 @@ def handshake_status(port: int, path: str, **kwargs) -> tuple[int, dict[str, str
     return status, headers, rest
 
 
+def proxy_header_too_long_request(port: int) -> bytes:
+    """A handshake for ``/echo`` whose PROXY v2 header cannot be built: a 65 000-byte ``Host`` and
+    a long query pass its 16-bit length (only gevent-websocket's own handler reads such lines)."""
+    return handshake_request("/echo?" + "q" * 7000, port=port).replace(
+        f"Host: 127.0.0.1:{port}".encode(), b"Host: " + b"h" * 65000)
+
+
+def close_after_101(port: int, request: bytes) -> bytes:
+    """Send ``request``; the start of what follows its 101 (a close frame's is ``\\x88``, its length, its code)."""
+    status, _, sock, rest = raw_request(port, request)
+    with sock:
+        while len(rest) < 4 and (chunk := sock.recv(1000)):
+            rest += chunk
+    assert status == 101, status
+    return rest
+
+
 def http_get(port: int, path: str, method: str = "GET", body: bytes | None = None) -> tuple[int, bytes]:
     """Status and body of a plain HTTP request."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)

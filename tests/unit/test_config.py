@@ -102,9 +102,10 @@ def test_metrics_path_is_a_keyword_an_ini_key_a_variable_and_a_flag(monkeypatch)
     monkeypatch.setenv("OUISTITI_GW_DOCROOT", "/run/ws")
     monkeypatch.setenv("OUISTITI_GW_METRICS_PATH", "/stats")
     args = build_parser().parse_args(["serve", "--docroot", "/run/ws", "--metrics-path", "/stats"])
-    assert WebSocketGateway(not_found_app, "/run/ws", metrics_path="/stats").metrics_path == "/stats"
-    assert make_app({}, docroot="/run/ws", metrics_path="/stats").metrics_path == "/stats"
-    assert make_app().metrics_path == "/stats"
+    gateway = WebSocketGateway(not_found_app, "/run/ws", metrics_path="/stats")
+    assert gateway.config.metrics_path == "/stats" and gateway.metrics is not None
+    assert make_app({}, docroot="/run/ws", metrics_path="/stats").config.metrics_path == "/stats"
+    assert make_app().config.metrics_path == "/stats"
     assert given(args, GatewayConfig).metrics_path == "/stats"
 
 

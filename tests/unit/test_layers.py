@@ -140,6 +140,18 @@ def test_only_the_core_touches_its_private_fields(module):
     assert not re.findall(r"protocol\._\w+", source_of(module))
 
 
+#: One job per class: past this many lines, a class outside the protocol core is doing several.
+CLASS_LINES_LIMIT = 220
+
+
+@pytest.mark.parametrize("module", [module for module in modules() if layer_of(module) != "core"])
+def test_no_class_outside_the_core_is_long(module):
+    long = [f"{node.name} ({node.end_lineno - node.lineno + 1} lines)"
+            for node in ast.walk(ast.parse(source_of(module))) if isinstance(node, ast.ClassDef)
+            and node.end_lineno is not None and node.end_lineno - node.lineno + 1 > CLASS_LINES_LIMIT]
+    assert not long, f"{module}: {long}"
+
+
 def test_descriptors_are_received_in_one_module():
     """SCM_RIGHTS is decoded in ``green.fdpass`` only: every other module goes through it."""
     assert [module for module in modules() if "recvmsg" in source_of(module)] == ["green.fdpass"]

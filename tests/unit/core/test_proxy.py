@@ -210,6 +210,6 @@ def test_settings_reach_the_middleware():
     from ouistiti_gw.servers.paste import make_app
 
     app = make_app({}, docroot="/tmp", proxy_protocol="v2", trusted_proxies="10.0.0.0/8")
-    assert app.proxy_protocol == "v2" and app.trusted_proxies.trusts("10.1.2.3")
+    assert app.config.proxy_protocol == "v2" and app.identity.trusted_proxies.trusts("10.1.2.3")
     with pytest.raises(ConfigurationError, match="proxy_protocol"):
         make_app({}, docroot="/tmp", proxy_protocol="v3")

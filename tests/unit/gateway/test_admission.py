@@ -1,7 +1,19 @@
-"""Admission policies as pure functions: origins, hosts, the session counter."""
+"""Admission policies as pure functions: origins, hosts, the session counter; and the policy that
+asks them all, at a handshake and after a reload."""
+import socket
+
 import pytest
 
-from ouistiti_gw.gateway.admission import HostPolicy, OriginPolicy, SessionCounter, normalize_origin
+from ouistiti_gw.config import GatewayConfig
+from ouistiti_gw.gateway.admission import (
+    AdmissionPolicy,
+    HostPolicy,
+    OriginPolicy,
+    SessionCounter,
+    normalize_origin,
+)
+from ouistiti_gw.gateway.refusals import Refusal
+from ouistiti_gw.reload.session_state import Admission
 
 
 @pytest.mark.parametrize("origin, normalized", [
@@ -56,3 +68,39 @@ def test_session_counter():
 ])
 def test_host_policy(allowed_hosts, host, local_address, permitted):
     assert HostPolicy(allowed_hosts).permits(host, local_address) is permitted
+
+
+def admission_policy(sessions: SessionCounter | None = None, **options) -> AdmissionPolicy:
+    return AdmissionPolicy(GatewayConfig(docroot="/run/ws", **options), sessions or SessionCounter(0))
+
+
+def test_a_handshake_is_judged_by_host_then_origin_then_the_limit():
+    sessions = SessionCounter(1)
+    policy = admission_policy(sessions)
+    handshake = {"HTTP_HOST": "localhost:8080", "REMOTE_ADDR": "127.0.0.1", "wsgi.url_scheme": "http"}
+    rebound = {**handshake, "HTTP_HOST": "rebind.attacker.example", "HTTP_ORIGIN": "http://evil.example"}
+    assert policy.admit(rebound) == Refusal(
+        403, "Host rebind.attacker.example is not one of this gateway's names (allowed_hosts)", "host")
+    assert policy.admit({**handshake, "HTTP_ORIGIN": "http://evil.example"}) == Refusal(
+        403, "origin http://evil.example not allowed", "origin")
+    assert sessions.active == 0  # a refused handshake takes no place
+    assert policy.admit({**handshake, "HTTP_ORIGIN": "http://localhost:8080"}) is None and sessions.active == 1
+    assert policy.admit(handshake) == Refusal(503, "1 sessions already open", "limit")
+    assert sessions.active == 1
+
+
+@pytest.mark.parametrize("options, why", [
+    ({}, None),
+    ({"deny": "chat"}, "name not served (allow/deny)"),
+    ({"deny": "internal/*"}, "name not served (allow/deny)"),  # the name its link led to
+    ({"allow": "room"}, "name not served (allow/deny)"),  # the name the subprotocol fallback found
+    ({"origins": "https://app.example"}, "origin http://localhost:8080 not allowed"),
+    ({"allowed_hosts": "gw.example"}, "Host localhost:8080 is not one of this gateway's names (allowed_hosts)"),
+])
+def test_a_moved_session_is_judged_again_by_the_new_configuration(options, why):
+    admitted = Admission("room", "chat", "internal/chat", "http://localhost:8080", "localhost:8080", "http")
+    sessions = SessionCounter(1)
+    assert sessions.try_acquire()  # full: a moved session is running already, never refused for the limit
+    with socket.socket() as client_socket:
+        client_socket.bind(("127.0.0.1", 0))
+        assert admission_policy(sessions, **options).judge_again(admitted, client_socket) == why
