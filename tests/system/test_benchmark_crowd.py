@@ -8,28 +8,19 @@ is a PNG.
 """
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 import pytest
 
-from support import ROOT
+from support.benchmarks import run_benchmark
 
-RUN = str(ROOT / "benchmarks" / "run.py")
 SMALL, LARGE = 30, 600  # websockify (a process per connection) is run only up to 500
 
 
 @pytest.fixture(scope="module")
 def crowd(tmp_path_factory) -> tuple[dict, str, object]:
     directory = tmp_path_factory.mktemp("crowd")
-    completed = subprocess.run(
-        [sys.executable, RUN, "--crowd", f"{SMALL},{LARGE}", "--crowd-seconds", "2", "--crowd-processes", "2",
-         "--only", "ouistiti-gw,websockify,raw", "--json", str(directory / "crowd.json"),
-         "--charts", str(directory)],
-        capture_output=True, text=True, timeout=180)
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    return json.loads((directory / "crowd.json").read_text()), completed.stdout, directory
+    report, stdout = run_benchmark(directory, "--crowd", f"{SMALL},{LARGE}", "--crowd-seconds", "2",
+                                   "--crowd-processes", "2", "--only", "ouistiti-gw,websockify,raw")
+    return report, stdout, directory
 
 
 def test_every_message_sent_through_a_gateway_comes_back(crowd):

@@ -5,19 +5,13 @@ server, client processes, contenders' command lines, report) against rotting.
 """
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-
 import pytest
 
-from support import ROOT
+from support.benchmarks import run_benchmark
 
 # The benchmark runs every contender, gunicorn among them.
 pytestmark = pytest.mark.gunicorn
 
-RUN = str(ROOT / "benchmarks" / "run.py")
 CONTENDERS = ["ouistiti-gw", "gw-deflate", "gunicorn", "gw-2workers", "direct", "websockify", "raw", "raw-tcp"]
 TRAFFIC_KEYS = ["msgs_16B_c1", "msgs_16B_c16", "msgs_1KiB_c1", "msgs_1KiB_c16", "mbps_64KiB_c1",
                 "mbps_64KiB_c16", "mbps_16MiB_c1", "mbps_16MiB_c16", "lat_100B_p50_us", "lat_100B_p99_us"]
@@ -31,15 +25,12 @@ def output_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def report(output_dir) -> dict:
-    output = output_dir / "bench.json"
-    completed = subprocess.run(
-        [sys.executable, RUN, "--quick", "--duration", "0.05", "--idle", str(IDLE), "--only", ",".join(CONTENDERS),
-         "--metrics", "msgs_16B_*,msgs_1KiB_c1,mbps_64KiB_c1,lat_*,*json*", "--json", str(output),
-         "--charts", str(output_dir)],
-        capture_output=True, text=True, timeout=120, env={**os.environ, "BENCH_STALL_SECONDS": "5"})
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    assert "Ratio to websockify" in completed.stdout and "Machine CPU per message" in completed.stdout
-    return json.loads(output.read_text())
+    report, stdout = run_benchmark(
+        output_dir, "--quick", "--duration", "0.05", "--idle", str(IDLE), "--only", ",".join(CONTENDERS),
+        "--metrics", "msgs_16B_*,msgs_1KiB_c1,mbps_64KiB_c1,lat_*,*json*", timeout=120,
+        env={"BENCH_STALL_SECONDS": "5"})
+    assert "Ratio to websockify" in stdout and "Machine CPU per message" in stdout
+    return report
 
 
 def test_every_contender_has_every_figure_key(report):

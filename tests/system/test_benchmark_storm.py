@@ -8,15 +8,11 @@ baseline (here this same tree) is compared, and the chart is a PNG.
 """
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 import pytest
 
 from support import ROOT
+from support.benchmarks import run_benchmark
 
-RUN = str(ROOT / "benchmarks" / "run.py")
 CONTENDERS = ["ouistiti-gw", "baseline", "raw"]
 FAILURES = ["connect_errors", "handshake_errors", "lost", "close_timeouts", "established_lost", "established_closed"]
 
@@ -24,13 +20,10 @@ FAILURES = ["connect_errors", "handshake_errors", "lost", "close_timeouts", "est
 @pytest.fixture(scope="module")
 def storm(tmp_path_factory) -> tuple[dict, str, object]:
     directory = tmp_path_factory.mktemp("storm")
-    completed = subprocess.run(
-        [sys.executable, RUN, "--storm", "--quick", "--storm-seconds", "0.5", "--storm-quiet", "0.5",
-         "--storm-sessions", "5", "--storm-churn", "2x3", "--baseline", str(ROOT), "--only", ",".join(CONTENDERS),
-         "--json", str(directory / "storm.json"), "--charts", str(directory)],
-        capture_output=True, text=True, timeout=180)
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    return json.loads((directory / "storm.json").read_text()), completed.stdout, directory
+    report, stdout = run_benchmark(
+        directory, "--storm", "--quick", "--storm-seconds", "0.5", "--storm-quiet", "0.5", "--storm-sessions", "5",
+        "--storm-churn", "2x3", "--baseline", str(ROOT), "--only", ",".join(CONTENDERS))
+    return report, stdout, directory
 
 
 def test_every_session_of_the_storm_completes(storm):
