@@ -101,8 +101,7 @@ class Session:
         let in), the session starts with its close: its code and reason, and the client has
         :attr:`close_timeout` to answer, as for any close of ours.
         """
-        log.info("session %s name=%s client=%s type=%s", "resumed" if self.resumed else "open", self.name,
-                 self.client, "seqpacket" if self.seqpacket else "stream")
+        self._log_start()
         ws, keepalive = self.websocket, self.websocket.keepalive
         keepalive.start(ws, self.ping_interval, self.idle_timeout)
         to_client: LightGreenlet | None = LightGreenlet.spawn(self._server_to_client)
@@ -236,6 +235,15 @@ class Session:
         ws = self.websocket
         code = ws.close_sent if ws.close_sent is not None else ws.close_received
         return int(code) if code is not None else int(CloseCode.ABNORMAL)
+
+    def _log_start(self) -> None:
+        """A new session's line is DEBUG: the one INFO line of a session is its end (:meth:`_log_end`),
+        which says all the start would. One resumed after a reload is INFO, the pair of the old
+        process's "session moved". Nothing is formatted when the level is off."""
+        level = logging.INFO if self.resumed else logging.DEBUG
+        if log.isEnabledFor(level):
+            log.log(level, "session %s name=%s client=%s type=%s", "resumed" if self.resumed else "open",
+                    self.name, self.client, "seqpacket" if self.seqpacket else "stream")
 
     def _log_end(self) -> None:
         ws = self.websocket
