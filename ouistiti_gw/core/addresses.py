@@ -31,6 +31,8 @@ def unpack_ip(family: int, packed: bytes) -> str:
 
 def unmap(host: str) -> str:
     """An IPv4-mapped IPv6 address (``::ffff:192.0.2.1``, from a dual-stack socket) as plain IPv4."""
+    if ":" not in host and "%" not in host:
+        return host  # dotted IPv4 (or not an address): nothing to unmap, and no parse
     try:
         ip = ipaddress.ip_address(host.split("%", 1)[0])
     except ValueError:

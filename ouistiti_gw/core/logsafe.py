@@ -32,6 +32,8 @@ def _escape(char: str) -> str:
 def loggable(value: object, limit: int = MAX_LOGGED_CHARS) -> str:
     """``value`` as text for a log line: escaped (``\\x0a``, ``\\u2028``...), at most ``limit`` characters."""
     text = value if isinstance(value, str) else str(value)
+    if len(text) <= limit and text.isprintable() and "\\" not in text:
+        return text  # the common case (an address, a name): nothing to escape, checked in C
     escaped = [_escape(char) for char in text[:limit + 1]]  # every character gives one or more
     if sum(map(len, escaped)) <= limit:
         return "".join(escaped)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import fnmatch
 import ipaddress
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -97,8 +98,11 @@ def host_name(host: str | None) -> str | None:
     return f"[{name}]" if ":" in name else name
 
 
+@lru_cache(maxsize=256)
 def is_loopback(address: str) -> bool:
-    """True for ``localhost`` and loopback IPs (``127.0.0.0/8``, ``::1``, bracketed or not)."""
+    """True for ``localhost`` and loopback IPs (``127.0.0.0/8``, ``::1``, bracketed or not).
+    Remembered: each handshake asks it of its arrival address and of its ``Host``'s name, which
+    are nearly always the same few."""
     if address == "localhost":
         return True
     try:

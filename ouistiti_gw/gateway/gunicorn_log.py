@@ -1,7 +1,7 @@
 """Send the gateway's log lines where gunicorn's error log goes, under any gunicorn worker.
 
 gunicorn configures its own loggers (``gunicorn.error``, ``gunicorn.access``) and leaves the root
-logger bare, so without this the gateway's INFO lines (session open/close) are dropped and its
+logger bare, so without this the gateway's INFO lines (a session's end) are dropped and its
 warnings reach Python's last-resort handler: a bare message with no time, pid or level.
 ``GatewayWorker`` calls :func:`follow_gunicorn_error_log` when a worker starts; under the stock
 ``GeventWebSocketWorker`` none of our code runs then, so the gateway calls it when it is built.

@@ -25,7 +25,7 @@ from ..config import ConfigurationError, GatewayConfig, parse_patterns
 from ..core import proxy_protocol
 from ..core.addresses import Address, format_address, networks_error, unmap
 from ..core.logsafe import loggable
-from .upgrade import client_socket
+from .upgrade import LOCAL_ADDRESS_KEY, client_socket
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
@@ -157,9 +157,23 @@ def _x_forwarded_for(value: str) -> Iterator[_Hop]:
 
 # -- the header ---------------------------------------------------------------------------------
 
+def listener_address(address: Any) -> Address | None:
+    """What every connection of a listener bound to ``address`` (its ``getsockname()``) arrives
+    at, for :data:`~ouistiti_gw.gateway.upgrade.LOCAL_ADDRESS_KEY`; None for a wildcard one
+    (``0.0.0.0``, ``::``), or an address that is not IP."""
+    if not isinstance(address, tuple):
+        return None
+    host = unmap(address[0])
+    return None if not _is_ip(host) or ipaddress.ip_address(host).is_unspecified else (host, address[1])
+
+
 def local_address(environ: "WSGIEnvironment") -> Address:
-    """The gateway's end of the client connection: the socket's own address where reachable,
-    else what the WSGI server says (``SERVER_NAME`` when it is an IP, ``SERVER_PORT``)."""
+    """The gateway's end of the client connection: the listener's address where the server
+    gives it, else the socket's own address where reachable, else what the WSGI server says
+    (``SERVER_NAME`` when it is an IP, ``SERVER_PORT``)."""
+    known = environ.get(LOCAL_ADDRESS_KEY)
+    if known is not None:
+        return known
     sock = client_socket(environ)
     if sock is not None:
         try:
@@ -172,9 +186,13 @@ def local_address(environ: "WSGIEnvironment") -> Address:
 
 
 def arrival_address(environ: "WSGIEnvironment") -> str:
-    """The IP the client's connection arrived at, for the Host check (DNS rebinding): the socket's
-    own address; where the server gives no socket (the stock worker's plain HTTP requests), the
-    peer's, as a connection from a loopback address has reached a loopback address."""
+    """The IP the client's connection arrived at, for the Host check (DNS rebinding): the
+    listener's where the server gives it, else the socket's own address; where the server gives
+    no socket (the stock worker's plain HTTP requests), the peer's, as a connection from a
+    loopback address has reached a loopback address."""
+    known = environ.get(LOCAL_ADDRESS_KEY)
+    if known is not None:
+        return known[0]
     sock = client_socket(environ)
     arrival = socket_arrival(sock) if sock is not None else None
     return arrival if arrival is not None else unmap(environ.get("REMOTE_ADDR") or "")

@@ -81,6 +81,8 @@ class Session:
         self.feed = server_feed(self.backend, self.seqpacket, self.websocket.protocol)
         #: From :meth:`pause` until the session goes on here or ends.
         self._pause: Pause | None = None
+        #: A reload offered the session to another process: its sockets may have gone there too.
+        self._offered = False
 
     @property
     def client_socket(self) -> socket.socket:
@@ -101,8 +103,7 @@ class Session:
         let in), the session starts with its close: its code and reason, and the client has
         :attr:`close_timeout` to answer, as for any close of ours.
         """
-        log.info("session %s name=%s client=%s type=%s", "resumed" if self.resumed else "open", self.name,
-                 self.client, "seqpacket" if self.seqpacket else "stream")
+        self._log_start()
         ws, keepalive = self.websocket, self.websocket.keepalive
         keepalive.start(ws, self.ping_interval, self.idle_timeout)
         to_client: LightGreenlet | None = LightGreenlet.spawn(self._server_to_client)
@@ -144,7 +145,9 @@ class Session:
         if self._pause is not None or not Pause.possible(self.websocket):
             return None
         self._pause = Pause()
-        return self._pause.wait_for_state(self)
+        state = self._pause.wait_for_state(self)
+        self._offered = self._offered or state is not None
+        return state
 
     def moved(self, taken: bool) -> None:
         """After :meth:`pause` returned a state: True, the successor took the session (it ends
@@ -224,10 +227,13 @@ class Session:
         return False
 
     def _close_backend(self) -> None:
-        try:
-            self.backend.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass  # already disconnected
+        """Only a descriptor a reload passed between processes (which may hold it a moment yet) needs
+        a shutdown to end the server's reads now; our close of one that never left ends them."""
+        if self.resumed or self._offered:
+            try:
+                self.backend.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # already disconnected
         self.backend.close()
 
     @property
@@ -236,6 +242,14 @@ class Session:
         ws = self.websocket
         code = ws.close_sent if ws.close_sent is not None else ws.close_received
         return int(code) if code is not None else int(CloseCode.ABNORMAL)
+
+    def _log_start(self) -> None:
+        """DEBUG, formatted only if on: a session's INFO line is its end's, which says it all. A session
+        resumed after a reload says so at INFO, the pair of the old process's "session moved"."""
+        level = logging.INFO if self.resumed else logging.DEBUG
+        if log.isEnabledFor(level):
+            log.log(level, "session %s name=%s client=%s type=%s", "resumed" if self.resumed else "open",
+                    self.name, self.client, "seqpacket" if self.seqpacket else "stream")
 
     def _log_end(self) -> None:
         ws = self.websocket

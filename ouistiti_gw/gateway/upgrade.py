@@ -25,6 +25,10 @@ UPGRADE_KEY = "ouistiti_gw.gateway.upgrade"
 #: version (the PROXY header's destination and SSL TLV). Not to be read or written: the HTTP
 #: layer owns it until the upgrade.
 SOCKET_KEY = "ouistiti_gw.socket"
+#: environ key of the address every connection of the server's listener arrives at, ``(host,
+#: port)``, where the server knows it: a listener bound to one address. Absent for a wildcard
+#: listener (``0.0.0.0``, ``::``), whose connections each arrive at an address of their own.
+LOCAL_ADDRESS_KEY = "ouistiti_gw.local_address"
 #: RFC 6455 section 1.3.
 WEBSOCKET_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 SUPPORTED_VERSION = "13"

@@ -99,9 +99,7 @@ def _connect(address: str, mode: int, timeout: float, socket_class: Any) -> Any:
         sock = None
         try:
             sock = socket_class(socket.AF_UNIX, sock_type)  # out of file descriptors: EMFILE, 503
-            sock.settimeout(timeout)
-            sock.connect(address)
-            sock.settimeout(None)
+            _connect_now_or_wait(sock, address, timeout)
             return sock
         except OSError as error:
             if sock is not None:
@@ -110,6 +108,20 @@ def _connect(address: str, mode: int, timeout: float, socket_class: Any) -> Any:
                 continue  # the server's socket is of the other type
             raise unavailable(error) from None
     raise BackendUnavailable(403, "socket type not supported (stream or seqpacket only)")
+
+
+def _connect_now_or_wait(sock: Any, address: str, timeout: float) -> None:
+    """Connect ``sock``, left blocking (timeout None). A UNIX connect completes or fails at once,
+    so it is first tried as one non-blocking call, without gevent's connect loop and its timer;
+    only a server whose backlog is full (EAGAIN) is waited for, up to ``timeout``."""
+    sock.settimeout(0.0)
+    try:
+        sock.connect(address)
+    except BlockingIOError:
+        sock.settimeout(timeout)
+        sock.connect(address)
+    finally:
+        sock.settimeout(None)
 
 
 # -- SOCK_SEQPACKET packets ---------------------------------------------------------------------

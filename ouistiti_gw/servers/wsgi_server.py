@@ -18,6 +18,8 @@ from gevent.pywsgi import WSGIServer
 
 from ..config import ServerConfig, options
 from ..core.frames import CloseCode
+from ..gateway.identity import listener_address
+from ..gateway.upgrade import LOCAL_ADDRESS_KEY
 from ..green.light_greenlet import LightGreenlet
 from ..reload.live_sessions import process_sessions
 from ..reload.migration import Migration, SuccessorGone, give_sessions, take_sessions
@@ -41,6 +43,14 @@ class GatewayServer(PacedAccept, TimedHandshake, WSGIServer):
 
     connections = 0
     drain_timeout = 0.0
+
+    def update_environ(self) -> None:
+        """The base environ of every request, with the listener's address when every connection
+        arrives at it (no ``getsockname`` a connection for the Host check and the PROXY header)."""
+        super().update_environ()
+        known = listener_address(self.address)
+        if known is not None:
+            self.environ[LOCAL_ADDRESS_KEY] = known
 
     def handle(self, *args) -> None:
         self.connections += 1

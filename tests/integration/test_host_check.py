@@ -13,22 +13,22 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-from support.addresses import free_port
+from support.addresses import free_port, other_local_address
 from support.clients import handshake_request, handshake_status, raw_request
-from support.processes import STOCK_WORKER, gateway_served_by, gateway_test_app, gunicorn
+from support.processes import STOCK_WORKER, gateway_cli, gateway_served_by, gateway_test_app, gunicorn
 
 REBOUND = "rebind.attacker.example"
 
 
-def connect_as(host: str, port: int, path: str = "/echo", **kwargs):
-    """A WebSocket client on 127.0.0.1:``port`` whose ``Host`` and ``Origin`` name ``host``."""
+def connect_as(host: str, port: int, path: str = "/echo", address: str = "127.0.0.1", **kwargs):
+    """A WebSocket client on ``address``:``port`` whose ``Host`` and ``Origin`` name ``host``."""
     authority = f"{host}:{port}"
-    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock = socket.create_connection((address, port), timeout=10)
     return connect(f"ws://{authority}{path}", sock=sock, origin=f"http://{authority}", **kwargs)
 
 
-def round_trip(host: str, port: int) -> None:
-    with connect_as(host, port) as ws:
+def round_trip(host: str, port: int, address: str = "127.0.0.1") -> None:
+    with connect_as(host, port, address=address) as ws:
         ws.send("hello")
         assert ws.recv() == "hello"
 
@@ -46,6 +46,22 @@ def test_rebound_name_gets_403_loopback_names_pass(docroot, unix_servers, server
         for host in ("localhost", "127.0.0.1", "[::1]", "LocalHost"):
             round_trip(host, port)
     assert echo.accepted == 4
+
+
+def test_a_wildcard_listener_judges_the_address_each_connection_arrived_at(docroot, unix_servers):
+    """Listening on 0.0.0.0, a connection that arrived at 127.0.0.1 gets the loopback check and
+    one that arrived at the machine's other address does not: the arrival address is each
+    connection's own, never the listener's (which names no address)."""
+    other = other_local_address()
+    if other is None:
+        pytest.skip("this machine has no address but loopback")
+    unix_servers(f"{docroot}/echo")
+    with gateway_cli(docroot, "--host", "0.0.0.0") as gateway:
+        with pytest.raises(InvalidStatus) as refused:
+            connect_as(REBOUND, gateway.port)
+        assert refused.value.response.status_code == 403
+        round_trip(REBOUND, gateway.port, address=other)
+        round_trip("localhost", gateway.port)
 
 
 @pytest.mark.gunicorn

@@ -69,7 +69,7 @@ def test_a_scrape_sums_all_gunicorn_workers(tmp_path, docroot, unix_servers):
             with connect(f"ws://127.0.0.1:{port}/echo") as ws:
                 ws.send(f"{i:02d}")
                 ws.recv()
-        pids = {line.split("]")[1] for line in gateway.log().splitlines() if "session open" in line}
+        pids = {line.split("]")[1] for line in gateway.log().splitlines() if "session closed" in line}
         assert len(pids) > 1  # sessions went to several workers...
         for _ in range(5):  # ...and whichever worker answers a scrape counts them all
             metrics = wait_until(lambda: (m := scrape(port)).get(

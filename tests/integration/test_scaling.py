@@ -3,7 +3,7 @@
 200 concurrent clients each send numbered messages to the contrib echo server (started with
 ``-P``, the gateway configured through the environment with OUISTITI_GW_PROXY_PROTOCOL=v2); none
 is lost or reordered, and the sessions were spread over more than one worker process (counted
-from the ``[pid]`` of the "session open" lines GatewayWorker writes to gunicorn's error log).
+from the ``[pid]`` of the "session closed" lines GatewayWorker writes to gunicorn's error log).
 """
 import asyncio
 import re
@@ -33,6 +33,7 @@ def test_four_workers_two_hundred_clients(docroot, sample):
         results = asyncio.run(all_clients(f"ws://127.0.0.1:{port}/echo", CLIENTS, MESSAGES))
         for client, lines in enumerate(results):
             assert lines == [f"{client}:{i}" for i in range(MESSAGES)]
-        opened = re.findall(r"\[(\d+)\] \[INFO\] session open name=echo", server.log())
-        assert len(opened) == CLIENTS
-        assert len(set(opened)) > 1, f"all sessions in one worker: {set(opened)}"
+        served = wait_until(lambda: len(ended := re.findall(r"\[(\d+)\] \[INFO\] session closed name=echo",
+                                                            server.log())) == CLIENTS and ended,
+                            what=f"{CLIENTS} sessions' close lines")
+        assert len(set(served)) > 1, f"all sessions in one worker: {set(served)}"

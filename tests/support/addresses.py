@@ -39,3 +39,15 @@ def free_port() -> int:
                 continue
             return port
     raise AssertionError(f"no free port in {low}-{high} ({PORT_RANGE_VARIABLE})")
+
+
+def other_local_address() -> str | None:
+    """An IPv4 address of this machine that is not loopback (the one its default route leaves
+    from; no packet is sent), or None when it has none."""
+    with closing(socket.socket(socket.AF_INET, socket.SOCK_DGRAM)) as probe:
+        try:
+            probe.connect(("198.51.100.1", 9))  # TEST-NET-2: only the route is looked up
+        except OSError:
+            return None
+        address = probe.getsockname()[0]
+    return None if address.startswith("127.") or address == "0.0.0.0" else address

@@ -37,8 +37,8 @@ def log_lines(log: str, level: str, message: str) -> list[str]:
 @pytest.mark.parametrize("app", [BARE, CALL])
 @pytest.mark.parametrize("worker", [STOCK_WORKER, PROJECT_WORKER])
 def test_make_app_with_or_without_parentheses_serves_under_both_workers(docroot, unix_servers, worker, app):
-    """A WebSocket echo and a plain request; the session's open and close lines and a refusal's
-    line reach gunicorn's error log in its format under either worker."""
+    """A WebSocket echo and a plain request; the session's line (its end: its opening is DEBUG)
+    and a refusal's line reach gunicorn's error log in its format under either worker."""
     unix_servers(f"{docroot}/echo")
     with gunicorn_app(worker, app, {"OUISTITI_GW_DOCROOT": docroot}) as gunicorn:
         echo_round_trip(f"ws://127.0.0.1:{gunicorn.port}/echo")
@@ -48,7 +48,8 @@ def test_make_app_with_or_without_parentheses_serves_under_both_workers(docroot,
         wait_until(lambda: log_lines(gunicorn.log(), "INFO", "session closed name=echo ")
                    and log_lines(gunicorn.log(), "WARNING", refusal), what="the close and refusal lines")
         log = gunicorn.log()
-    assert len(log_lines(log, "INFO", r"session open name=echo client=127\.0\.0\.1:\d+ ")) == 1
+    assert len(log_lines(log, "INFO", r"session closed name=echo client=127\.0\.0\.1:\d+ ")) == 1
+    assert "session open" not in log
     assert len(log_lines(log, "WARNING", refusal)) == 1
     assert "Traceback" not in log
 

@@ -10,6 +10,7 @@ from ouistiti_gw.gateway.admission import (
     HostPolicy,
     OriginPolicy,
     SessionCounter,
+    is_loopback,
     normalize_origin,
 )
 from ouistiti_gw.gateway.refusals import Refusal
@@ -68,6 +69,14 @@ def test_session_counter():
 ])
 def test_host_policy(allowed_hosts, host, local_address, permitted):
     assert HostPolicy(allowed_hosts).permits(host, local_address) is permitted
+
+
+def test_is_loopback_remembers_a_bounded_number_of_names():
+    """A flood of handshakes with made-up Host names cannot grow what is remembered."""
+    for i in range(1000):
+        assert is_loopback(f"n{i}.example") is False
+    assert is_loopback.cache_info().currsize <= 256
+    assert is_loopback("127.0.0.1") and is_loopback("[::1]") and is_loopback("localhost")
 
 
 def admission_policy(sessions: SessionCounter | None = None, **options) -> AdmissionPolicy:
