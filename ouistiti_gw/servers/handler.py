@@ -97,6 +97,8 @@ class GatewayHandler(WebSocketHandler):
     def read_requestline(self):
         # A new request: nothing of the previous one is kept while waiting for it.
         self.environ = None
+        if has_pending_input(self.socket, self.rfile) and b"\n" in self.rfile.peek():
+            return super().read_requestline()  # all there: no wait, so no timer
         with gevent.Timeout(self.keepalive_timeout, False):
             return super().read_requestline()
         log.debug("closing idle connection from %s", self.client_address)

@@ -172,6 +172,17 @@ def test_the_budget_holds_to_the_byte_however_the_section_comes(docroot, unix_se
                    what="one refusal line each")
 
 
+@pytest.mark.parametrize("sent", [b"", b"GET /ec"], ids=["nothing", "half-a-request-line"])
+def test_a_connection_without_a_request_line_is_closed_after_keepalive_timeout(docroot, sent):
+    with gateway_cli(docroot, "--keepalive-timeout", "1") as gateway:
+        sock = socket.create_connection(("127.0.0.1", gateway.port), timeout=20)
+        with sock:
+            sock.sendall(sent)
+            started = time.monotonic()
+            assert sock.recv(100) == b""
+            assert 0.5 < time.monotonic() - started < 10
+
+
 def test_an_idle_keepalive_connection_is_closed_after_keepalive_timeout(docroot, unix_servers):
     """The wait for a next request on a kept-alive connection is the server's ``keepalive_timeout``
     (60 s by default), not the sessions' ``idle_timeout``."""
