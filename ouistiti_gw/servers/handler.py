@@ -24,6 +24,7 @@ from ..config import ServerConfig
 from ..core.logsafe import loggable, wsgi_text
 from ..gateway.upgrade import SOCKET_KEY, UPGRADE_KEY, accept_key, handshake_error, is_websocket_request
 from ..green.handler_connection import HandlerConnection, has_pending_input, no_body_to_drain
+from ..green.sockio import send_all
 from .request_head import (
     MAX_HEADER_LINE,
     RequestHeaders,
@@ -80,6 +81,8 @@ class GatewayHandler(WebSocketHandler):
     #: gevent's: the request line, and the request's headers (escaped once logged: :meth:`log_request`).
     requestline: str | None
     headers: "RequestHeaders | _LoggedHeaders"
+    #: gevent's: the response's status code (None before ``start_response``).
+    code: int | None
 
     # The server options' defaults; :func:`ouistiti_gw.servers.wsgi_server.handler_class` sets others.
     #: Seconds a connection may wait before its request line (keep-alive idle time included).
@@ -139,6 +142,19 @@ class GatewayHandler(WebSocketHandler):
                 key = name.replace("-", "_").upper()
                 if key not in ("CONTENT_TYPE", "CONTENT_LENGTH"):  # pywsgi's own keys, without HTTP_
                     yield "HTTP_" + key, value.strip()
+
+    def _sendall(self, data: bytes | bytearray) -> None:
+        """pywsgi's, in one ``send`` when the socket takes it all, as it nearly always does:
+        gevent's ``sendall`` asks the kernel for ``SO_SNDBUF`` first (one more system call per
+        response, a 101 included)."""
+        try:
+            send_all(self.socket, data)
+        except OSError as error:
+            self.status = f"socket error: {error}"  # as pywsgi: the access line says why
+            if self.code is not None and self.code > 0:
+                self.code = -self.code
+            raise
+        self.response_length += len(data)
 
     def _handle_client_error(self, ex: Exception):
         """gevent's hook for a request it cannot parse: ours get their own status, and a warning."""
