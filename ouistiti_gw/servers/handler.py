@@ -30,6 +30,7 @@ from .request_head import (
     RequestHeaders,
     RequestRefused,
     buffered_header_section,
+    end_of_section,
     framing_error,
     read_header_section,
 )
@@ -91,6 +92,8 @@ class GatewayHandler(WebSocketHandler):
     header_timeout = ServerConfig.header_timeout
     #: Bytes of the request's header section.
     max_header_size = ServerConfig.max_header_size
+    #: Whether the reader held the request's whole head (line and header section) when its line was read.
+    _head_buffered = False
 
     @property
     def logger(self) -> logging.Logger:
@@ -100,8 +103,13 @@ class GatewayHandler(WebSocketHandler):
     def read_requestline(self):
         # A new request: nothing of the previous one is kept while waiting for it.
         self.environ = None
-        if has_pending_input(self.socket, self.rfile) and b"\n" in self.rfile.peek():
-            return super().read_requestline()  # all there: no wait, so no timer
+        self._head_buffered = False
+        if has_pending_input(self.socket, self.rfile):
+            buffered = self.rfile.peek()
+            line_end = buffered.find(b"\n") + 1
+            if line_end:  # the line is all there: reading it cannot wait, so no timer
+                self._head_buffered = end_of_section(buffered, line_end) >= 0
+                return super().read_requestline()
         with gevent.Timeout(self.keepalive_timeout, False):
             return super().read_requestline()
         log.debug("closing idle connection from %s", self.client_address)
@@ -112,7 +120,7 @@ class GatewayHandler(WebSocketHandler):
         and :attr:`header_timeout`, and refused (400, then the connection closes) when they make
         the body's length ambiguous."""
         headers = None
-        if has_pending_input(self.socket, rfile):  # all there (as nearly always): no wait, so no timer
+        if self._head_buffered:  # as nearly always: taken from the reader's buffer, no wait, no timer
             headers = buffered_header_section(rfile, self.max_header_size)
         if headers is None:
             headers = self._read_header_section_in_time(rfile)

@@ -169,13 +169,14 @@ def read_header_section(rfile: BinaryIO, budget: int) -> RequestHeaders:
             return RequestHeaders(section.fields)
 
 
-def _end_of_section(data: bytes) -> int:
-    """Where the blank line that ends the header section at the start of ``data`` ends, or -1."""
-    if data[:1] == b"\n":
-        return 1
-    if data[:2] == b"\r\n":
-        return 2
-    ends = [at + len(blank) for blank in (b"\n\n", b"\n\r\n") if (at := data.find(blank)) >= 0]
+def end_of_section(data: bytes, start: int = 0) -> int:
+    """Where the blank line that ends the header section at ``start`` in ``data`` ends, or -1
+    (not all of the section is there)."""
+    if data[start:start + 1] == b"\n":
+        return start + 1
+    if data[start:start + 2] == b"\r\n":
+        return start + 2
+    ends = [at + len(blank) for blank in (b"\n\n", b"\n\r\n") if (at := data.find(blank, start)) >= 0]
     return min(ends, default=-1)
 
 
@@ -183,7 +184,7 @@ def buffered_header_section(rfile: BinaryIO, budget: int) -> RequestHeaders | No
     """The request's header fields when the bytes ``rfile`` buffers (it must have some: ``peek``
     would wait for more) hold the whole section, taken from them in one piece; None (nothing read)
     when they do not. Fields and refusals are those of :func:`read_header_section`."""
-    end = _end_of_section(rfile.peek())  # type: ignore[attr-defined]
+    end = end_of_section(rfile.peek())  # type: ignore[attr-defined]
     if end < 0:
         return None
     section = _Section(budget)

@@ -14,6 +14,7 @@ from ouistiti_gw.servers.request_head import (
     RequestHeaders,
     RequestRefused,
     buffered_header_section,
+    end_of_section,
     read_header_section,
 )
 
@@ -169,3 +170,17 @@ def test_a_section_in_pieces_is_left_to_the_line_reader():
         reader.peek()
         assert buffered_header_section(reader, BUDGET).items() == [("Host", "y")]
         assert reader.read(2) == b"\x81\x05"
+
+
+@pytest.mark.parametrize("data, end", [
+    (b"GET / HTTP/1.1\r\n\r\nnext", 18),
+    (b"GET /\n\nnext", 7),
+    (b"GET / HTTP/1.1\r\nA: b\r\n\r\n", 24),
+    (b"GET / HTTP/1.1\r\nA: b\n\nnext", 22),
+    (b"GET / HTTP/1.1\r\nA: b\n\r\nC: d\r\n\r\n", 23),
+    (b"GET / HTTP/1.1\r\nA: b\r\n", -1),
+    (b"GET / HTTP/1.1\r\nA: b\r\n\r", -1),
+])
+def test_the_end_of_a_section_after_its_request_line(data, end):
+    """What the handler asks of the bytes its request line was read from: is the head all there?"""
+    assert end_of_section(data, data.index(b"\n") + 1) == end
