@@ -11,7 +11,7 @@ in brackets, below ``ouistiti_gw``), so a reader of that module sees what it rai
             NameRefused (gateway.names): a name that can never be a socket below docroot: 403
             BackendUnavailable (green.unix): the UNIX server cannot be reached: 404, 403 or 503
             HeaderTooLong (core.proxy_protocol): a PROXY header that cannot be built: 431
-            RequestRefused (servers.handler): a request head answered before any app sees it: 400, 431
+            RequestRefused (servers.request_head): a request head answered before any app sees it: 400, 431
             OfferDeclined (core.deflate): a permessage-deflate offer declined; the handshake goes on
         protocol violations and closes
             ProtocolViolation (core.frames): the client broke RFC 6455: the close code to fail with

@@ -14,123 +14,31 @@ back to closing the already-open WebSocket with a close code (:mod:`ouistiti_gw.
 """
 from __future__ import annotations
 
-import email.parser
 import logging
-import re
-from typing import BinaryIO
+from typing import BinaryIO, Iterator
 
 import gevent
-from gevent.pywsgi import OldMessage
 from geventwebsocket.handler import WebSocketHandler
 
 from ..config import ServerConfig
 from ..core.logsafe import loggable, wsgi_text
-from ..errors import GatewayError
 from ..gateway.upgrade import SOCKET_KEY, UPGRADE_KEY, accept_key, handshake_error, is_websocket_request
 from ..green.handler_connection import HandlerConnection, has_pending_input, no_body_to_drain
+from ..green.sockio import send_all
+from .request_head import (
+    MAX_HEADER_LINE,
+    RequestHeaders,
+    RequestRefused,
+    buffered_header_section,
+    end_of_section,
+    framing_error,
+    read_header_section,
+)
 
 log = logging.getLogger(__name__)
 
-#: Bytes of one header line (CRLF included): nginx's buffer size.
-MAX_HEADER_LINE = 8 * 1024
-#: Header fields of one request: ``http.client``'s and HAProxy's bound.
-MAX_HEADER_FIELDS = 100
 #: Characters of a request line (and of an environ value) an access line quotes: a whole line.
 MAX_LOGGED_REQUEST_LINE = MAX_HEADER_LINE
-
-
-class RequestRefused(GatewayError):
-    """A request head the handler answers itself, before any app sees it.
-
-    gevent hands whatever ``read_request`` raises to :meth:`GatewayHandler._handle_client_error`,
-    which answers this one with its own status (a ``ValueError`` there is gevent's 400).
-    """
-
-    def __init__(self, status: str, why: str) -> None:
-        super().__init__(why)
-        self.status = status
-        self.code = status.split()[0]
-        self.why = why
-
-    def response(self) -> bytes:
-        body = (self.why + "\n").encode("latin-1", "replace")
-        head = (f"HTTP/1.1 {self.status}\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\n"
-                f"Content-Length: {len(body)}\r\n\r\n")
-        return head.encode("latin-1") + body
-
-
-def _field_line_error(line: bytes) -> str | None:
-    """Why a header line is malformed (RFC 9112 sections 5.1 and 5.2), or None."""
-    if line[:1] in (b" ", b"\t"):
-        # A continuation would glue CR LF into the previous field's value.
-        return "obsolete line folding (RFC 9112 section 5.2)"
-    content = line[:-2] if line.endswith(b"\r\n") else line.rstrip(b"\n")
-    if b"\r" in content or b"\0" in content:
-        # The parser behind us ends a line at a bare CR: one field would become two.
-        return "a bare CR or NUL in a header line (RFC 9112 section 2.2)"
-    name, colon, _ = line.partition(b":")
-    if not colon or not name:
-        return "a header line without a field name and colon"
-    if name[-1:] in (b" ", b"\t"):
-        return "whitespace between a field name and its colon"
-    return None
-
-
-#: A Content-Length value (RFC 9112 section 8.6: ``1*DIGIT``; not Python's ``int()``, which takes
-#: ``+5``, `` 5`` and ``1_0``).
-_DECIMAL = re.compile(r"[0-9]+")
-
-
-def framing_error(headers: OldMessage) -> str | None:
-    """Why the length of a request's body is ambiguous (RFC 9112 section 6.3), or None.
-
-    Two parsers in a chain that read different lengths from one request are how requests are
-    smuggled past a front proxy. gevent takes the first ``Content-Length`` and lets a
-    ``Transfer-Encoding`` that is not ``chunked`` stand beside one; the RFC says a server "MUST
-    respond with a 400 (Bad Request) status code and then close the connection" for an invalid
-    Content-Length or a final transfer coding other than chunked, and calls both headers
-    together an error a server ought to treat as one.
-    """
-    lengths = headers.get_all("Content-Length") or []
-    encodings = headers.get_all("Transfer-Encoding") or []
-    if lengths and encodings:
-        return "both Content-Length and Transfer-Encoding (RFC 9112 section 6.3)"
-    values = {value.strip() for value in lengths}  # a list (``5, 5``) is no decimal number either
-    if not all(_DECIMAL.fullmatch(value) for value in values):
-        return "a Content-Length that is not a decimal number (RFC 9112 section 8.6)"
-    if len(values) > 1:
-        return "conflicting Content-Length values (RFC 9112 section 6.3)"
-    codings = [coding.strip().lower() for field in encodings for coding in field.split(",")]
-    if codings and codings[-1] != "chunked":
-        return "a Transfer-Encoding whose last coding is not chunked (RFC 9112 section 6.3)"
-    return None
-
-
-def read_header_section(rfile: BinaryIO, budget: int) -> bytes:
-    """The request's header lines up to the blank one, read line by line within ``budget`` bytes.
-
-    Past the budget, a line over :data:`MAX_HEADER_LINE` or more than :data:`MAX_HEADER_FIELDS`
-    fields: :class:`RequestRefused` with 431, as soon as the excess is seen, so the gateway never
-    reads (nor holds) more than the budget. A malformed line: 400.
-    """
-    lines: list[bytes] = []
-    left = budget
-    while True:
-        limit = min(MAX_HEADER_LINE, left)
-        line = rfile.readline(limit + 1)
-        if len(line) > limit:
-            why = (f"request header fields over {budget} bytes" if limit == left
-                   else f"a header line over {MAX_HEADER_LINE} bytes")
-            raise RequestRefused("431 Request Header Fields Too Large", why)
-        if line in (b"\r\n", b"\n", b""):
-            return b"".join(lines)
-        left -= len(line)
-        malformed = _field_line_error(line)
-        if malformed is not None:
-            raise RequestRefused("400 Bad Request", malformed)
-        lines.append(line)
-        if len(lines) > MAX_HEADER_FIELDS:
-            raise RequestRefused("431 Request Header Fields Too Large", f"more than {MAX_HEADER_FIELDS} header fields")
 
 
 class _LoggedHeaders:
@@ -168,12 +76,14 @@ class GatewayHandler(WebSocketHandler):
     It also bounds what a client may send before any app runs: an idle keep-alive connection is
     closed after :attr:`keepalive_timeout`, headers slower than :attr:`header_timeout` get a 400
     (slowloris), a header section over :attr:`max_header_size` bytes gets a 431 (see
-    :func:`read_header_section`), a request line over 8 KiB a 414 (gevent's).
+    :mod:`~ouistiti_gw.servers.request_head`), a request line over 8 KiB a 414 (gevent's).
     """
 
     #: gevent's: the request line, and the request's headers (escaped once logged: :meth:`log_request`).
     requestline: str | None
-    headers: "OldMessage | _LoggedHeaders"
+    headers: "RequestHeaders | _LoggedHeaders"
+    #: gevent's: the response's status code (None before ``start_response``).
+    code: int | None
 
     # The server options' defaults; :func:`ouistiti_gw.servers.wsgi_server.handler_class` sets others.
     #: Seconds a connection may wait before its request line (keep-alive idle time included).
@@ -182,6 +92,8 @@ class GatewayHandler(WebSocketHandler):
     header_timeout = ServerConfig.header_timeout
     #: Bytes of the request's header section.
     max_header_size = ServerConfig.max_header_size
+    #: Whether the reader held the request's whole head (line and header section) when its line was read.
+    _head_buffered = False
 
     @property
     def logger(self) -> logging.Logger:
@@ -191,16 +103,37 @@ class GatewayHandler(WebSocketHandler):
     def read_requestline(self):
         # A new request: nothing of the previous one is kept while waiting for it.
         self.environ = None
+        self._head_buffered = False
+        if has_pending_input(self.socket, self.rfile):
+            buffered = self.rfile.peek()
+            line_end = buffered.find(b"\n") + 1
+            if line_end:  # the line is all there: reading it cannot wait, so no timer
+                self._head_buffered = end_of_section(buffered, line_end) >= 0
+                return super().read_requestline()
         with gevent.Timeout(self.keepalive_timeout, False):
             return super().read_requestline()
         log.debug("closing idle connection from %s", self.client_address)
         return None
 
-    def read_request(self, raw_requestline):
+    def MessageClass(self, rfile: BinaryIO, *args) -> RequestHeaders:
+        """The request's headers (:mod:`ouistiti_gw.servers.request_head`), read within the budget
+        and :attr:`header_timeout`, and refused (400, then the connection closes) when they make
+        the body's length ambiguous."""
+        headers = None
+        if self._head_buffered:  # as nearly always: taken from the reader's buffer, no wait, no timer
+            headers = buffered_header_section(rfile, self.max_header_size)
+        if headers is None:
+            headers = self._read_header_section_in_time(rfile)
+        ambiguous = framing_error(headers)
+        if ambiguous is not None:
+            raise RequestRefused("400 Bad Request", ambiguous)
+        return headers
+
+    def _read_header_section_in_time(self, rfile: BinaryIO) -> RequestHeaders:
         timeout = gevent.Timeout(self.header_timeout)
         timeout.start()
         try:
-            return super().read_request(raw_requestline)
+            return read_header_section(rfile, self.max_header_size)
         except gevent.Timeout as expired:
             if expired is not timeout:
                 raise
@@ -209,15 +142,27 @@ class GatewayHandler(WebSocketHandler):
         finally:
             timeout.close()
 
-    def MessageClass(self, rfile: BinaryIO, *args) -> OldMessage:
-        """The request's headers, parsed as gevent's own factory does, read within the budget, and
-        refused (400, then the connection closes) when they make the body's length ambiguous."""
-        section = read_header_section(rfile, self.max_header_size)
-        headers = email.parser.Parser(_class=OldMessage).parsestr(section.decode("iso-8859-1"))
-        ambiguous = framing_error(headers)
-        if ambiguous is not None:
-            raise RequestRefused("400 Bad Request", ambiguous)
-        return headers
+    def _headers(self) -> Iterator[tuple[str, str]]:
+        """pywsgi's ``HTTP_*`` environ keys, taken from the parsed fields (pywsgi formats each
+        field as a line, then splits the line again): a name with ``_`` is left out, as there."""
+        for name, value in self.headers.items():
+            if "_" not in name:
+                key = name.replace("-", "_").upper()
+                if key not in ("CONTENT_TYPE", "CONTENT_LENGTH"):  # pywsgi's own keys, without HTTP_
+                    yield "HTTP_" + key, value.strip()
+
+    def _sendall(self, data: bytes | bytearray) -> None:
+        """pywsgi's, in one ``send`` when the socket takes it all, as it nearly always does:
+        gevent's ``sendall`` asks the kernel for ``SO_SNDBUF`` first (one more system call per
+        response, a 101 included)."""
+        try:
+            send_all(self.socket, data)
+        except OSError as error:
+            self.status = f"socket error: {error}"  # as pywsgi: the access line says why
+            if self.code is not None and self.code > 0:
+                self.code = -self.code
+            raise
+        self.response_length += len(data)
 
     def _handle_client_error(self, ex: Exception):
         """gevent's hook for a request it cannot parse: ours get their own status, and a warning."""

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from rawclient import client_frame
 from support import BIN, wait_until
 from support.addresses import free_port
 from support.clients import handshake_request, handshake_status, raw_request
@@ -114,6 +115,72 @@ def test_the_budget_is_an_environment_variable_under_the_gunicorn_worker(docroot
     with gunicorn(PROJECT_WORKER, port, {"OUISTITI_GW_DOCROOT": docroot, "OUISTITI_GW_MAX_HEADER_SIZE": "4096"}):
         assert handshake_status(port, "/echo", extra=header_lines(10, 300))[0] == 101
         assert handshake_status(port, "/echo", extra=header_lines(20, 300))[0] == 431
+
+
+def send_in_pieces(port: int, request: bytes, piece: int) -> socket.socket:
+    """A connection that sends ``request`` ``piece`` bytes at a time, a moment apart (a segment
+    each): the gateway sees the header section come in parts."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    for start in range(0, len(request), piece):
+        sock.sendall(request[start:start + piece])
+        time.sleep(0.005)
+    return sock
+
+
+def status_of(sock: socket.socket) -> int:
+    """The status of the response ``sock`` gets (read up to its blank line)."""
+    head = b""
+    while b"\r\n\r\n" not in head and (chunk := sock.recv(1)):
+        head += chunk
+    return int(head.split()[1])
+
+
+def echoes(sock: socket.socket) -> bool:
+    """A message comes back through the session (as a text frame: the gateway's default)."""
+    sock.sendall(client_frame(0x2, b"ping"))
+    return sock.recv(100) == b"\x81\x04ping"
+
+
+@pytest.mark.parametrize("piece", [None, 7], ids=["one-segment", "many-segments"])
+def test_a_handshake_in_many_segments_or_with_bare_lf_is_served(echo_gateway, piece):
+    """A header section read in one piece (all of it in the first read) or line by line as it
+    comes, with CRLF or bare LF line ends: the same session."""
+    gateway, _ = echo_gateway
+    request = handshake_request("/echo", port=gateway.port, extra="X-Note: a\r\n")
+    for sent in (request, request.replace(b"\r\n", b"\n")):
+        with send_in_pieces(gateway.port, sent, piece or len(sent)) as sock:
+            assert status_of(sock) == 101 and echoes(sock)
+
+
+@pytest.mark.parametrize("piece", [None, 50], ids=["one-segment", "many-segments"])
+def test_the_budget_holds_to_the_byte_however_the_section_comes(docroot, unix_servers, piece):
+    """A header section of exactly max_header_size bytes (its blank line included) is served;
+    one byte more gets 431; a malformed line 400. Both in one segment and in pieces."""
+    unix_servers(f"{docroot}/echo")
+    with gateway_cli(docroot, "--max-header-size", "1024") as gateway:
+        plain = handshake_request("/echo", port=gateway.port)
+        fields = len(plain) - plain.index(b"\r\n") - 2  # the section, blank line included
+        for extra, status in ((1024, 101), (1025, 431)):
+            request = handshake_request("/echo", port=gateway.port, extra=header_lines(1, extra - fields))
+            with send_in_pieces(gateway.port, request, piece or len(request)) as sock:
+                assert status_of(sock) == status
+        folded = handshake_request("/echo", port=gateway.port, extra="X-Note: a\r\n X-Injected: yes\r\n")
+        with send_in_pieces(gateway.port, folded, piece or len(folded)) as sock:
+            assert status_of(sock) == 400
+        wait_until(lambda: [line.rsplit(" ", 1)[-1] for line in warnings(gateway)] == ["(431)", "(400)"],
+                   what="one refusal line each")
+
+
+@pytest.mark.parametrize("sent", [b"", b"GET /ec"], ids=["nothing", "half-a-request-line"])
+def test_a_connection_without_a_request_line_is_closed_after_keepalive_timeout(docroot, sent):
+    with gateway_cli(docroot, "--keepalive-timeout", "1") as gateway:
+        sock = socket.create_connection(("127.0.0.1", gateway.port), timeout=20)
+        with sock:
+            sock.sendall(sent)
+            started = time.monotonic()
+            assert sock.recv(100) == b""
+            assert 0.5 < time.monotonic() - started < 10
 
 
 def test_an_idle_keepalive_connection_is_closed_after_keepalive_timeout(docroot, unix_servers):
