@@ -99,12 +99,15 @@ def _field_line_error(content: str) -> str | None:
         return "a header line without a field name and colon"
     if name[-1:] in (" ", "\t"):
         return "whitespace between a field name and its colon"
+    if not _TOKEN.fullmatch(name):
+        # What one parser skips and another takes (email.parser took it for the start of a body,
+        # and every field after it was lost to the checks) is refused, not guessed.
+        return "a field name that is not a token (RFC 9110 section 5.6.2)"
     return None
 
 
-#: The field names ``email.parser`` took (printable ASCII but the colon): the fields the handler
-#: read before this module, which are kept as they were.
-_NAME = re.compile(r"[\x21-\x39\x3b-\x7e]+")
+#: A field name: a token (RFC 9110 section 5.6.2).
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
 class _Section:
@@ -116,9 +119,6 @@ class _Section:
         self.left = budget
         self.lines = 0
         self.fields: list[tuple[str, str]] = []
-        #: False once a line had a name ``email.parser`` took for the start of a body: it and
-        #: the lines after it are checked, not kept (as they were not before).
-        self.keeping = True
 
     @property
     def limit(self) -> int:
@@ -148,12 +148,8 @@ class _Section:
         self.lines += 1
         if self.lines > MAX_HEADER_FIELDS:
             raise RequestRefused("431 Request Header Fields Too Large", f"more than {MAX_HEADER_FIELDS} header fields")
-        if self.keeping:
-            name, _, value = content.partition(":")
-            if _NAME.fullmatch(name):
-                self.fields.append((name, value.lstrip(" \t")))
-            elif not name.startswith("From "):  # a mailbox's envelope line, which email.parser skipped
-                self.keeping = False
+        name, _, value = content.partition(":")
+        self.fields.append((name, value.lstrip(" \t")))
         return False
 
 

@@ -205,7 +205,8 @@ def test_an_idle_keepalive_connection_is_closed_after_keepalive_timeout(docroot,
     "X-Space-Before-Colon : 1",
     "Origin: http://a\rX-Injected: yes",  # a bare CR would end the field for the parser behind
     "X-Note: a\0b",
-], ids=["fold-space", "fold-tab", "no-colon", "space-before-colon", "bare-cr", "nul"])
+    "Bad Name: x\r\nOrigin: http://hidden.example",  # a parser that ends the fields here sees no Origin
+], ids=["fold-space", "fold-tab", "no-colon", "space-before-colon", "bare-cr", "nul", "name-not-a-token"])
 def test_malformed_field_lines_get_400(echo_gateway, websocket, line):
     """RFC 9112 section 5.1 and 5.2: a server MUST reject these with 400 (no 500, no traceback)."""
     gateway, echo = echo_gateway

@@ -57,12 +57,8 @@ HANDSHAKE = ("Host: 127.0.0.1:8080\r\nUpgrade: websocket\r\nConnection: Upgrade\
     "X-Spaces:   padded  \t\r\nX-Empty:\r\nX-Blank: \t \r\nX-Tight:value\r\n",
     "Cookie: a=1\r\ncookie: b=2\r\nCOOKIE: c=3\r\n",
     "X-Latin: caf\xe9 \x85 \x0c\x1c end\r\nX-Colons: a: b: c\r\n",
-    "Bad Name: x\r\nHost: hidden\r\n",  # email.parser's start of a body: the rest was no field
-    "Host: y\r\nX\x7fDel: x\r\nUpgrade: websocket\r\n",
-    "From someone: x\r\nHost: y\r\nFrom other: z\r\nA: b\r\n",  # mailbox envelope lines: skipped
     "X_Under: kept\r\nContent-Type: text/plain\r\nContent-Length: 0\r\n",
-], ids=["handshake", "empty", "bare-lf", "mixed-ends", "whitespace", "repeated", "latin-1", "bad-name",
-        "del-in-name", "from-lines", "cgi-names"])
+], ids=["handshake", "empty", "bare-lf", "mixed-ends", "whitespace", "repeated", "latin-1", "cgi-names"])
 def test_fields_are_those_email_parser_gave(section):
     data = (section + "\r\nafter").encode("latin-1")
     fields, rest = both_readers(data)
@@ -95,6 +91,12 @@ def test_a_field_is_deleted_under_any_case():
     (": no name", "without a field name"),
     ("A : b", "whitespace between"),
     ("A\t: b", "whitespace between"),
+    # email.parser took these for the start of a body, and the fields after them were lost to the checks
+    ("Bad Name: x", "not a token"),
+    ("From someone: x", "not a token"),
+    ("X\x7fDel: x", "not a token"),
+    ("X(y): z", "not a token"),
+    ("Caf\xe9: x", "not a token"),
 ])
 def test_malformed_lines_get_400_from_both_readers(line, why):
     status, reason = both_readers(f"Host: x\r\n{line}\r\nA: b\r\n\r\n".encode("latin-1"))
