@@ -51,6 +51,7 @@ from typing import Callable, NamedTuple, Union
 from ..errors import GatewayError
 from .deflate import DeflateParameters, PerMessageDeflate
 from .frames import (
+    RSV1,
     CloseCode,
     FrameHeader,
     Opcode,
@@ -59,8 +60,11 @@ from .frames import (
     encode_close_payload,
     encode_header,
     header_size,
+    pack_medium_header,
+    pack_short_header,
     parse_close_payload,
     parse_header,
+    unmask,
 )
 from .ratelimit import TokenBucket
 from .utf8 import Utf8Validator, check_message
@@ -85,6 +89,11 @@ FRAMES_PER_TURN = 256
 #: costs, in frames: a turn inflates at most 4 MiB (a few milliseconds), however little the client
 #: sent (16 KiB of deflate can inflate to 16 MiB), and the frame budget pays for inflating too.
 FRAMES_PER_INFLATED_PIECE = 4
+#: The first byte of a whole (FIN) uncompressed text or binary frame: :meth:`Protocol.next_event`'s fast path.
+_FIN_TEXT = 0x80 | int(Opcode.TEXT)
+_FIN_BINARY = 0x80 | int(Opcode.BINARY)
+#: A DataPiece built without the Python-level ``__new__`` a NamedTuple has.
+_new_tuple = tuple.__new__
 
 
 class WebSocketClosed(GatewayError):
@@ -222,7 +231,8 @@ class Protocol:
                  "wire_bytes_received", "wire_bytes_sent", "deflate", "_clock", "max_message_size", "_too_big",
                  "_frame_budget", "_turn", "_frames_left", "_byte_budget", "_bytes_paid", "_bytes_due",
                  "_buffer", "_offset", "_receiving", "_frame", "_frame_received", "_message_opcode",
-                 "_message_size", "_validator", "_compressed", "_inflating", "_inflated_text", "_sending_pieces")
+                 "_message_size", "_validator", "_compressed", "_inflating", "_inflated_text", "_sending_pieces",
+                 "needs_data")
 
     def __init__(self, *, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
                  max_frame_rate: float = DEFAULT_MAX_FRAME_RATE,
@@ -276,6 +286,9 @@ class Protocol:
         self._inflated_text = False
         #: A message sent with :meth:`send_data` is open (its final piece has not gone out).
         self._sending_pieces = False
+        #: True: :meth:`next_event` has nothing until :meth:`receive_data` brings more bytes, so a
+        #: shell may read at once. Set only where that is known for free; False says nothing.
+        self.needs_data = False
 
     @property
     def receiving(self) -> bool:
@@ -301,6 +314,7 @@ class Protocol:
         """Add bytes read from the transport (``b""`` is not the end: see :meth:`connection_lost`)."""
         if not self._receiving:
             return
+        self.needs_data = False
         if self._offset >= len(self._buffer):
             self._buffer, self._offset = data, 0
         else:  # what is left is a piece of a header or of a control frame: a few bytes
@@ -319,6 +333,32 @@ class Protocol:
         :attr:`receiving` is False), :class:`Throttled` instead while the byte budget is in
         debt. Raises :class:`~ouistiti_gw.core.frames.ProtocolViolation` when the peer
         broke the protocol: answer with ``send_close(violation.code, violation.reason)``."""
+        buffer, offset = self._buffer, self._offset
+        if len(buffer) - offset >= 6:
+            # Nearly every frame: a whole text or binary message in one masked frame of under
+            # 64 KiB, read in one pass. Anything else, or anything under way (a fragmented
+            # message, inflating, our close sent, the turn's frames spent), takes the general
+            # path below, which checks every rule; this one checks the same, in the same order.
+            first, second = buffer[offset], buffer[offset + 1]
+            if (first == _FIN_TEXT or first == _FIN_BINARY) and 0x80 <= second < 0xFF:
+                length, start = second & 0x7F, offset + 6
+                if length == 126:
+                    length, start = buffer[offset + 2] << 8 | buffer[offset + 3], offset + 8
+                end = start + length
+                # (while receiving, close_sent is None exactly while the state is OPEN)
+                if end <= len(buffer) and length <= self.max_message_size and self._frame is None \
+                        and self._message_opcode is None and self._frames_left > 0 and self._receiving \
+                        and self.close_sent is None and not self._inflating:
+                    piece = unmask(buffer[start:end], buffer[start - 4:start])
+                    self._offset = end
+                    self._frames_left -= 1
+                    self._message_size = length
+                    self.wire_bytes_received += length
+                    if first == _FIN_TEXT and not piece.isascii():
+                        self._check_whole_text(piece)
+                    self.bytes_received += length
+                    self.needs_data = end == len(buffer) and self.bytes_received < self._bytes_due
+                    return _new_tuple(DataPiece, (piece, first == _FIN_TEXT, True))
         if not self._receiving:
             return None
         try:
@@ -474,6 +514,14 @@ class Protocol:
         self.bytes_received += len(data)
         return DataPiece(data, self._inflated_text, final)
 
+    def _check_whole_text(self, piece: bytes) -> None:
+        """:meth:`next_event`'s fast path: a whole text message that is not ASCII."""
+        try:
+            check_message(piece)
+        except ProtocolViolation:
+            self._receiving = False
+            raise
+
     def _check_text(self, piece: bytes, final: bool, *, whole: bool) -> None:
         """Raise 1007 at the first piece that cannot be valid UTF-8 (section 8.1)."""
         if whole:  # a message in one piece (nearly all): checked at once, no incremental decoder
@@ -602,9 +650,15 @@ class Protocol:
                 if deflated is not None:
                     payload, compressed = deflated, True
         self._sending_pieces = not final
+        length = len(payload)
         self.bytes_sent += len(data)
-        self.wire_bytes_sent += len(payload)
-        return encode_header(opcode, len(payload), fin=final, rsv1=compressed), payload
+        self.wire_bytes_sent += length
+        first = (0x80 if final else 0) | (RSV1 if compressed else 0) | opcode
+        if length < 126:  # encode_header's work, without its call
+            return pack_short_header(first, length), payload
+        if length <= 0xFFFF:
+            return pack_medium_header(first, 126, length), payload
+        return encode_header(opcode, length, fin=final, rsv1=compressed), payload
 
     def drop_idle_compressor(self) -> float | None:
         """Drop the compressor once it has been idle long enough (see :mod:`ouistiti_gw.core.deflate`); the

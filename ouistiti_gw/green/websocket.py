@@ -160,8 +160,8 @@ class WebSocket:
     def _read_message(self, deliver: Callable[[bytes, bool, bool], None], before_read: Callable[[], None]) -> bool:
         protocol = self.protocol
         next_event, receive_data, recv = protocol.next_event, protocol.receive_data, self._receiver.recv
+        event = None if protocol.needs_data else next_event()  # (the last message ended the last read)
         while True:
-            event = next_event()
             if type(event) is DataPiece:
                 deliver(*event)
                 if event.final:
@@ -193,6 +193,7 @@ class WebSocket:
             elif type(event) is CloseReceived:
                 self._write(protocol.send_close_reply(), quiet=True)
                 return False
+            event = next_event()
 
     def pause_reading(self) -> None:
         """Stop reading before the next read, a read under way included (:attr:`pausing`)."""
@@ -205,11 +206,11 @@ class WebSocket:
                wait: bool = True) -> bool:
         """Write what the core returned (``payload`` after ``data``); with ``wait=False`` give up
         (False) if another frame is being written. OSError: WebSocketClosed, or False if ``quiet``."""
-        if not data or not self._write_lock.acquire(blocking=wait):
+        if not data or not self._write_lock.acquire(wait):
             return False
         try:
             if len(payload) <= _COALESCE_LIMIT:
-                send_all(self.sock, data + payload if payload else data)
+                send_all(self.sock, data + payload)
             else:
                 send_all(self.sock, data)
                 send_all(self.sock, payload)
@@ -230,7 +231,8 @@ class WebSocket:
     def send(self, data: bytes | memoryview, *, text: bool) -> None:
         """Send one data message; ``data`` must already be valid UTF-8 when ``text`` is True.
         Raises :class:`WebSocketClosed` when it cannot."""
-        self._write(*self.protocol.send_data(data, text=text, final=True))
+        header, payload = self.protocol.send_data(data, text=text)
+        self._write(header, payload)
 
     def send_piece(self, data: bytes | memoryview, *, text: bool, final: bool) -> None:
         """Send a message piece by piece, as its bytes come (fragments, section 5.4): the first
