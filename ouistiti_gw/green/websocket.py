@@ -145,8 +145,44 @@ class WebSocket:
         (which may be empty). Exceptions from ``deliver`` propagate; OSError from it would be
         taken for the client's transport ending, so wrap those.
         """
-        try:
-            return self._read_message(deliver, before_read or _nothing)
+        before_read = before_read or _nothing
+        protocol = self.protocol
+        next_event, receive_data, recv = protocol.next_event, protocol.receive_data, self._receiver.recv
+        try:  # (the loop is here, not in a method of its own: one call less a message)
+            event = None if protocol.needs_data else next_event()  # (the last message ended the last read)
+            while True:
+                if type(event) is DataPiece:
+                    deliver(*event)
+                    if event.final:
+                        return True
+                elif event is None:
+                    if not protocol.receiving:
+                        return False
+                    before_read()
+                    if self.pausing:  # after before_read: what it gathered is written, nothing is held
+                        raise ReadPaused()
+                    data = recv(_READ_CHUNK)
+                    if not data:
+                        raise EOFError("connection ended inside a frame")
+                    self.last_heard = time.monotonic()
+                    receive_data(data)
+                elif event is TURN_ENDED:
+                    # Frames come out of the buffer without a system call: without this, a client
+                    # sending tiny frames faster than they are parsed would keep the loop (every
+                    # session of the process, the gunicorn worker's heartbeat) to itself.
+                    before_read()
+                    yield_to_loop()
+                elif type(event) is Throttled:
+                    # The client sent more than max_byte_rate allows: it is not read for a while, and
+                    # its TCP window does the rest (it cannot send more than the buffers hold).
+                    before_read()
+                    gevent.sleep(event.seconds)
+                elif type(event) is Ping:
+                    self._write(protocol.send_pong(event.payload), quiet=True)
+                elif type(event) is CloseReceived:
+                    self._write(protocol.send_close_reply(), quiet=True)
+                    return False
+                event = next_event()
         except ProtocolViolation as violation:
             # A client over a limit set for the operator is worth a warning; a broken client is not.
             log.log(logging.WARNING if violation.code == CloseCode.POLICY_VIOLATION else logging.INFO,
@@ -156,44 +192,6 @@ class WebSocket:
             log.debug("WebSocket transport ended: %s", error)
             self.protocol.connection_lost()
         return False
-
-    def _read_message(self, deliver: Callable[[bytes, bool, bool], None], before_read: Callable[[], None]) -> bool:
-        protocol = self.protocol
-        next_event, receive_data, recv = protocol.next_event, protocol.receive_data, self._receiver.recv
-        event = None if protocol.needs_data else next_event()  # (the last message ended the last read)
-        while True:
-            if type(event) is DataPiece:
-                deliver(*event)
-                if event.final:
-                    return True
-            elif event is None:
-                if not protocol.receiving:
-                    return False
-                before_read()
-                if self.pausing:  # after before_read: what it gathered is written, nothing is held
-                    raise ReadPaused()
-                data = recv(_READ_CHUNK)
-                if not data:
-                    raise EOFError("connection ended inside a frame")
-                self.last_heard = time.monotonic()
-                receive_data(data)
-            elif event is TURN_ENDED:
-                # Frames come out of the buffer without a system call: without this, a client
-                # sending tiny frames faster than they are parsed would keep the loop (every
-                # session of the process, the gunicorn worker's heartbeat) to itself.
-                before_read()
-                yield_to_loop()
-            elif type(event) is Throttled:
-                # The client sent more than max_byte_rate allows: it is not read for a while, and
-                # its TCP window does the rest (it cannot send more than the buffers hold).
-                before_read()
-                gevent.sleep(event.seconds)
-            elif type(event) is Ping:
-                self._write(protocol.send_pong(event.payload), quiet=True)
-            elif type(event) is CloseReceived:
-                self._write(protocol.send_close_reply(), quiet=True)
-                return False
-            event = next_event()
 
     def pause_reading(self) -> None:
         """Stop reading before the next read, a read under way included (:attr:`pausing`)."""
