@@ -43,6 +43,7 @@ after it.
 """
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from enum import Enum
@@ -176,6 +177,26 @@ class NotMovable(GatewayError):
     :meth:`Protocol.why_not_movable`)."""
 
 
+class _Limits(NamedTuple):
+    """What a core's limits imply, computed once for every core that has the same ones."""
+
+    frame_rate: float
+    #: Frames per turn: a batch paid for at once may not exceed the frame budget's burst.
+    turn: int
+    byte_rate: float
+    #: The byte budget's burst: one second's worth, or a whole message.
+    byte_burst: float
+    #: The reason of a 1009.
+    too_big: str
+
+
+@functools.lru_cache(maxsize=64)
+def _limits_of(max_message_size: int, max_frame_rate: float, max_byte_rate: float) -> _Limits:
+    turn = min(FRAMES_PER_TURN, int(max(max_frame_rate, 1.0))) if max_frame_rate else FRAMES_PER_TURN
+    return _Limits(max_frame_rate, turn, max_byte_rate, max(max_byte_rate, max_message_size),
+                   f"message over {max_message_size} bytes")
+
+
 @dataclass(frozen=True)
 class ProtocolState:
     """What a :class:`Protocol` holds between two reads, as plain values (:meth:`Protocol.snapshot`).
@@ -228,8 +249,8 @@ class Protocol:
     # One per session: without slots its ~30 attributes take a dict of 1.5 KiB (past CPython's
     # 30 shared keys), 5 % of an idle session.
     __slots__ = ("state", "close_sent", "close_received", "close_reason", "bytes_received", "bytes_sent",
-                 "wire_bytes_received", "wire_bytes_sent", "deflate", "_clock", "max_message_size", "_too_big",
-                 "_frame_budget", "_turn", "_frames_left", "_byte_budget", "_bytes_paid", "_bytes_due",
+                 "wire_bytes_received", "wire_bytes_sent", "deflate", "_clock", "_limits", "max_message_size",
+                 "_too_big", "_frame_budget", "_frames_left", "_byte_budget", "_bytes_paid", "_bytes_due",
                  "_buffer", "_offset", "_receiving", "_frame", "_frame_received", "_message_opcode",
                  "_message_size", "_validator", "_compressed", "_inflating", "_inflated_text", "_sending_pieces",
                  "needs_data")
@@ -252,20 +273,21 @@ class Protocol:
         self.wire_bytes_sent = 0
         self.deflate = deflate
         self._clock = clock
+        #: What follows from the limits, shared by every core built with the same ones.
+        self._limits = limits = _limits_of(max_message_size, max_frame_rate, max_byte_rate)
         self.max_message_size = max_message_size
-        self._too_big = f"message over {max_message_size} bytes"
-        self._frame_budget = TokenBucket(max_frame_rate, clock=clock) if max_frame_rate else None
-        #: Frames per turn: a batch paid for at once may not exceed the budget's burst.
-        self._turn = FRAMES_PER_TURN
-        if self._frame_budget is not None:
-            self._turn = min(FRAMES_PER_TURN, int(self._frame_budget.capacity))
-        self._frames_left = self._turn
-        self._byte_budget = TokenBucket(max_byte_rate, clock=clock, capacity=max(max_byte_rate, max_message_size)) \
-            if max_byte_rate else None
+        #: The reason of a 1009 once :meth:`limit_message_size` lowered the limit (None: the limits').
+        self._too_big: str | None = None
+        #: The budgets are made when first charged: a full bucket then is the full bucket it would
+        #: have been since the start (a bucket never holds more than its burst), and an idle
+        #: session keeps none.
+        self._frame_budget: TokenBucket | None = None
+        self._frames_left = limits.turn
+        self._byte_budget: TokenBucket | None = None
         #: The bytes received the byte budget was charged for, and the count at which it must be
         #: charged again: what it held then (until that, it cannot be in debt).
         self._bytes_paid = 0
-        self._bytes_due = int(self._byte_budget.capacity) if self._byte_budget is not None else _NEVER
+        self._bytes_due = int(limits.byte_burst) if max_byte_rate else _NEVER
         #: Bytes received but not parsed yet: those from ``_buffer[_offset]`` on. Consumed by
         #: moving the offset, never by copying the rest (a 256 KiB read may hold 37 000 frames).
         self._buffer = b""
@@ -307,6 +329,10 @@ class Protocol:
         if size < self.max_message_size:
             self.max_message_size = size
             self._too_big = f"{reason} (over {size} bytes)"
+
+    @property
+    def _too_big_reason(self) -> str:
+        return self._too_big or self._limits.too_big
 
     # -- receiving -------------------------------------------------------------------------
 
@@ -401,7 +427,9 @@ class Protocol:
         """Charge the byte budget for what came since it was last charged; :class:`Throttled`
         when that put it in debt (the peer must not be read until it is paid back)."""
         budget = self._byte_budget
-        assert budget is not None
+        if budget is None:
+            limits = self._limits
+            budget = self._byte_budget = TokenBucket(limits.byte_rate, clock=self._clock, capacity=limits.byte_burst)
         received = self.bytes_received
         wait = budget.charge(received - self._bytes_paid)
         self._bytes_paid = received
@@ -410,10 +438,17 @@ class Protocol:
 
     def _end_turn(self) -> None:
         """Pay for a turn's frames from the frame budget (1008 when it is spent)."""
-        self._frames_left = self._turn
-        if self._frame_budget is not None and not self._frame_budget.take(self._turn):
-            raise ProtocolViolation(CloseCode.POLICY_VIOLATION,
-                                    f"over {self._frame_budget.rate:g} frames/s (max_frame_rate)")
+        limits = self._limits
+        self._frames_left = limits.turn
+        if not limits.frame_rate:
+            return
+        budget = self._frame_budget or self._new_frame_budget()
+        if not budget.take(limits.turn):
+            raise ProtocolViolation(CloseCode.POLICY_VIOLATION, f"over {limits.frame_rate:g} frames/s (max_frame_rate)")
+
+    def _new_frame_budget(self) -> TokenBucket:
+        budget = self._frame_budget = TokenBucket(self._limits.frame_rate, clock=self._clock)
+        return budget
 
     def _start_frame(self, frame: FrameHeader) -> None:
         """Check a data frame against the message it starts or continues (section 5.4)."""
@@ -441,7 +476,7 @@ class Protocol:
                 self._inflated_text = opcode == Opcode.TEXT
         self._message_size += frame.length
         if self._message_size > self.max_message_size:
-            raise ProtocolViolation(CloseCode.MESSAGE_TOO_BIG, self._too_big)
+            raise ProtocolViolation(CloseCode.MESSAGE_TOO_BIG, self._too_big_reason)
 
     def _data_piece(self, frame: FrameHeader) -> DataPiece | TurnEnded | Throttled | None:
         """What has arrived of ``frame``'s payload, unmasked and checked; None if nothing to
@@ -502,7 +537,7 @@ class Protocol:
             if throttled is not None:
                 return throttled
         self._frames_left -= FRAMES_PER_INFLATED_PIECE
-        result = self.deflate.read(self.max_message_size, self._too_big)
+        result = self.deflate.read(self.max_message_size, self._too_big_reason)
         if result is None:
             self._inflating = False
             return None
@@ -609,10 +644,9 @@ class Protocol:
         self._message_size = state.message_size
         if state.utf8_pending is not None:
             self._validator = Utf8Validator(state.utf8_pending)
-        self._frames_left = min(state.frames_left, self._turn)
-        budget = self._frame_budget
-        if budget is not None and state.frame_tokens is not None and state.frame_budget_updated is not None:
-            budget.resume(state.frame_tokens, state.frame_budget_updated)
+        self._frames_left = min(state.frames_left, self._limits.turn)
+        if self._limits.frame_rate and state.frame_tokens is not None and state.frame_budget_updated is not None:
+            self._new_frame_budget().resume(state.frame_tokens, state.frame_budget_updated)
         self.bytes_received, self.bytes_sent = state.bytes_received, state.bytes_sent
         # The byte budget starts afresh here: what came before the move was paid for there.
         self._bytes_paid = state.bytes_received
@@ -623,7 +657,7 @@ class Protocol:
         """1009 when the message a restored core is receiving is already over its
         ``max_message_size`` (its frames were announced under the old process's larger limit)."""
         if self._message_size > self.max_message_size:
-            return ProtocolViolation(CloseCode.MESSAGE_TOO_BIG, self._too_big)
+            return ProtocolViolation(CloseCode.MESSAGE_TOO_BIG, self._too_big_reason)
         return None
 
     # -- sending ---------------------------------------------------------------------------

@@ -85,10 +85,9 @@ class Receiver:
     read must not keep the loop to itself).
 
     The wait is gevent's own (``socket._wait`` on its read watcher, honouring the socket's
-    timeout exactly as ``recv`` does), and the read then the OS socket's ``recv`` itself. Both are
-    used only on plain sockets: a TLS socket may hold decrypted bytes its descriptor knows
-    nothing of. Where gevent lacks that method, reads are plain ``recv`` calls. What it saves:
-    ``benchmarks/PROFILE.md`` (1 KiB messages).
+    timeout exactly as ``recv`` does). It is used only on plain sockets: a TLS socket may hold
+    decrypted bytes its descriptor knows nothing of. Where gevent lacks that method, reads are
+    plain ``recv`` calls. What it saves: ``benchmarks/PROFILE.md`` (1 KiB messages).
     """
 
     __slots__ = ("sock", "_drained", "_wait", "_reads")
@@ -103,21 +102,14 @@ class Receiver:
         self._wait = wait if wait is not None and plain and hasattr(sock, "_read_event") else None
 
     def recv(self, size: int) -> bytes:
-        sock = self.sock
-        if self._drained and self._wait is not None and sock._read_event is not None:
+        if self._drained and self._wait is not None and self.sock._read_event is not None:
             # (the event is None once the socket is closed: then recv reports it)
-            self._wait(sock._read_event)
+            self._wait(self.sock._read_event)
             self._reads = 0
         elif self._reads >= READS_PER_TURN:
             yield_to_loop()
             self._reads = 0
-        if self._wait is None:
-            data = sock.recv(size)
-        else:
-            try:  # the OS socket's own recv: gevent's wrapper around it would only add a frame
-                data = sock._sock.recv(size)
-            except BlockingIOError:
-                data = sock.recv(size)  # nothing after all: gevent's recv waits (and honours the timeout)
+        data = self.sock.recv(size)
         self._reads += 1
         self._drained = len(data) < size
         return data

@@ -82,6 +82,9 @@ class WebSocket:
         compresses and inflates; see :mod:`~ouistiti_gw.core.deflate`).
     """
 
+    # One per session: slots, not a dict (what an idle session costs: ``benchmarks/PROFILE.md``).
+    __slots__ = ("sock", "protocol", "_receiver", "_write_lock", "last_heard", "pausing", "keepalive")
+
     def __init__(self, sock, buffered: bytes = b"", *, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
                  max_frame_rate: float = DEFAULT_MAX_FRAME_RATE, max_byte_rate: float = DEFAULT_MAX_BYTE_RATE,
                  deflate: PerMessageDeflate | None = None) -> None:

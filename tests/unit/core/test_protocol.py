@@ -216,6 +216,19 @@ def test_past_the_frame_budget_every_kind_of_frame_is_1008():
     assert (refused.code, refused.reason) == (CloseCode.POLICY_VIOLATION, "over 10 frames/s (max_frame_rate)")
 
 
+def test_an_idle_core_holds_no_budget_and_shares_what_its_limits_imply():
+    """The budgets are made when first charged (a bucket made then is as full as one made at the
+    start); cores with the same limits share one object of what follows from them."""
+    first, second = Protocol(max_byte_rate=100, max_message_size=100), Protocol(max_byte_rate=100, max_message_size=100)
+    assert first._limits is second._limits
+    assert events(first, frame(BINARY, bytes(10))) == [DataPiece(bytes(10), False, True)]
+    assert first._frame_budget is None and first._byte_budget is None
+    events(first, frame(BINARY, bytes(90)))  # the byte budget's burst reached: charged
+    assert first._byte_budget is not None and first._frame_budget is None
+    events(first, frame(PING) * FRAMES_PER_TURN)  # a turn's frames: paid for
+    assert first._frame_budget is not None
+
+
 def test_past_the_byte_budget_the_peer_is_not_read_until_the_debt_is_paid_back():
     """max_byte_rate 1000 B/s, max_message_size 2000: a burst of 2000 bytes. What came is charged
     when more must be read (no clock reading per frame); a debt is Throttled for as long as it
