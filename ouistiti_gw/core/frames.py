@@ -155,15 +155,26 @@ def apply_mask(payload: bytes | bytearray | memoryview, mask: bytes, offset: int
     return value.to_bytes(length, "big")
 
 
+#: A whole payload unmasked (from its first byte): websockets' C helper itself where it is
+#: installed, without :func:`apply_mask`'s call around it (the protocol core's fast path).
+unmask = apply_mask if _c_apply_mask is None else _c_apply_mask
+
+
+#: A header's two bytes (a length under 126), and its four (a 16-bit length), with their
+#: formats parsed once: the protocol core packs its data frames' headers with them directly.
+pack_short_header = struct.Struct("!BB").pack
+pack_medium_header = struct.Struct("!BBH").pack
+
+
 def encode_header(opcode: int, length: int, *, fin: bool = True, mask: bytes = b"", rsv1: bool = False) -> bytes:
     """Encode a frame header with the shortest length form (section 5.2); ``rsv1`` marks a
     compressed message's first frame (RFC 7692 section 6)."""
     first = (_FIN if fin else 0) | (RSV1 if rsv1 else 0) | opcode
     mask_bit = _MASK if mask else 0
     if length < 126:
-        header = struct.pack("!BB", first, mask_bit | length)
+        header = pack_short_header(first, mask_bit | length)
     elif length <= 0xFFFF:
-        header = struct.pack("!BBH", first, mask_bit | 126, length)
+        header = pack_medium_header(first, mask_bit | 126, length)
     else:
         header = struct.pack("!BBQ", first, mask_bit | 127, length)
     return header + mask

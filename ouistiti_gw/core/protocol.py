@@ -43,6 +43,7 @@ after it.
 """
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from enum import Enum
@@ -51,6 +52,7 @@ from typing import Callable, NamedTuple, Union
 from ..errors import GatewayError
 from .deflate import DeflateParameters, PerMessageDeflate
 from .frames import (
+    RSV1,
     CloseCode,
     FrameHeader,
     Opcode,
@@ -59,8 +61,11 @@ from .frames import (
     encode_close_payload,
     encode_header,
     header_size,
+    pack_medium_header,
+    pack_short_header,
     parse_close_payload,
     parse_header,
+    unmask,
 )
 from .ratelimit import TokenBucket
 from .utf8 import Utf8Validator, check_message
@@ -85,6 +90,11 @@ FRAMES_PER_TURN = 256
 #: costs, in frames: a turn inflates at most 4 MiB (a few milliseconds), however little the client
 #: sent (16 KiB of deflate can inflate to 16 MiB), and the frame budget pays for inflating too.
 FRAMES_PER_INFLATED_PIECE = 4
+#: The first byte of a whole (FIN) uncompressed text or binary frame: :meth:`Protocol.next_event`'s fast path.
+_FIN_TEXT = 0x80 | int(Opcode.TEXT)
+_FIN_BINARY = 0x80 | int(Opcode.BINARY)
+#: A DataPiece built without the Python-level ``__new__`` a NamedTuple has.
+_new_tuple = tuple.__new__
 
 
 class WebSocketClosed(GatewayError):
@@ -167,6 +177,26 @@ class NotMovable(GatewayError):
     :meth:`Protocol.why_not_movable`)."""
 
 
+class _Limits(NamedTuple):
+    """What a core's limits imply, computed once for every core that has the same ones."""
+
+    frame_rate: float
+    #: Frames per turn: a batch paid for at once may not exceed the frame budget's burst.
+    turn: int
+    byte_rate: float
+    #: The byte budget's burst: one second's worth, or a whole message.
+    byte_burst: float
+    #: The reason of a 1009.
+    too_big: str
+
+
+@functools.lru_cache(maxsize=64)
+def _limits_of(max_message_size: int, max_frame_rate: float, max_byte_rate: float) -> _Limits:
+    turn = min(FRAMES_PER_TURN, int(max(max_frame_rate, 1.0))) if max_frame_rate else FRAMES_PER_TURN
+    return _Limits(max_frame_rate, turn, max_byte_rate, max(max_byte_rate, max_message_size),
+                   f"message over {max_message_size} bytes")
+
+
 @dataclass(frozen=True)
 class ProtocolState:
     """What a :class:`Protocol` holds between two reads, as plain values (:meth:`Protocol.snapshot`).
@@ -219,10 +249,11 @@ class Protocol:
     # One per session: without slots its ~30 attributes take a dict of 1.5 KiB (past CPython's
     # 30 shared keys), 5 % of an idle session.
     __slots__ = ("state", "close_sent", "close_received", "close_reason", "bytes_received", "bytes_sent",
-                 "wire_bytes_received", "wire_bytes_sent", "deflate", "_clock", "max_message_size", "_too_big",
-                 "_frame_budget", "_turn", "_frames_left", "_byte_budget", "_bytes_paid", "_bytes_due",
+                 "wire_bytes_received", "wire_bytes_sent", "deflate", "_clock", "_limits", "max_message_size",
+                 "_too_big", "_frame_budget", "_frames_left", "_byte_budget", "_bytes_paid", "_bytes_due",
                  "_buffer", "_offset", "_receiving", "_frame", "_frame_received", "_message_opcode",
-                 "_message_size", "_validator", "_compressed", "_inflating", "_inflated_text", "_sending_pieces")
+                 "_message_size", "_validator", "_compressed", "_inflating", "_inflated_text", "_sending_pieces",
+                 "needs_data")
 
     def __init__(self, *, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
                  max_frame_rate: float = DEFAULT_MAX_FRAME_RATE,
@@ -242,20 +273,21 @@ class Protocol:
         self.wire_bytes_sent = 0
         self.deflate = deflate
         self._clock = clock
+        #: What follows from the limits, shared by every core built with the same ones.
+        self._limits = limits = _limits_of(max_message_size, max_frame_rate, max_byte_rate)
         self.max_message_size = max_message_size
-        self._too_big = f"message over {max_message_size} bytes"
-        self._frame_budget = TokenBucket(max_frame_rate, clock=clock) if max_frame_rate else None
-        #: Frames per turn: a batch paid for at once may not exceed the budget's burst.
-        self._turn = FRAMES_PER_TURN
-        if self._frame_budget is not None:
-            self._turn = min(FRAMES_PER_TURN, int(self._frame_budget.capacity))
-        self._frames_left = self._turn
-        self._byte_budget = TokenBucket(max_byte_rate, clock=clock, capacity=max(max_byte_rate, max_message_size)) \
-            if max_byte_rate else None
+        #: The reason of a 1009 once :meth:`limit_message_size` lowered the limit (None: the limits').
+        self._too_big: str | None = None
+        #: The budgets are made when first charged: a full bucket then is the full bucket it would
+        #: have been since the start (a bucket never holds more than its burst), and an idle
+        #: session keeps none.
+        self._frame_budget: TokenBucket | None = None
+        self._frames_left = limits.turn
+        self._byte_budget: TokenBucket | None = None
         #: The bytes received the byte budget was charged for, and the count at which it must be
         #: charged again: what it held then (until that, it cannot be in debt).
         self._bytes_paid = 0
-        self._bytes_due = int(self._byte_budget.capacity) if self._byte_budget is not None else _NEVER
+        self._bytes_due = int(limits.byte_burst) if max_byte_rate else _NEVER
         #: Bytes received but not parsed yet: those from ``_buffer[_offset]`` on. Consumed by
         #: moving the offset, never by copying the rest (a 256 KiB read may hold 37 000 frames).
         self._buffer = b""
@@ -276,6 +308,9 @@ class Protocol:
         self._inflated_text = False
         #: A message sent with :meth:`send_data` is open (its final piece has not gone out).
         self._sending_pieces = False
+        #: True: :meth:`next_event` has nothing until :meth:`receive_data` brings more bytes, so a
+        #: shell may read at once. Set only where that is known for free; False says nothing.
+        self.needs_data = False
 
     @property
     def receiving(self) -> bool:
@@ -295,12 +330,17 @@ class Protocol:
             self.max_message_size = size
             self._too_big = f"{reason} (over {size} bytes)"
 
+    @property
+    def _too_big_reason(self) -> str:
+        return self._too_big or self._limits.too_big
+
     # -- receiving -------------------------------------------------------------------------
 
     def receive_data(self, data: bytes) -> None:
         """Add bytes read from the transport (``b""`` is not the end: see :meth:`connection_lost`)."""
         if not self._receiving:
             return
+        self.needs_data = False
         if self._offset >= len(self._buffer):
             self._buffer, self._offset = data, 0
         else:  # what is left is a piece of a header or of a control frame: a few bytes
@@ -319,6 +359,32 @@ class Protocol:
         :attr:`receiving` is False), :class:`Throttled` instead while the byte budget is in
         debt. Raises :class:`~ouistiti_gw.core.frames.ProtocolViolation` when the peer
         broke the protocol: answer with ``send_close(violation.code, violation.reason)``."""
+        buffer, offset = self._buffer, self._offset
+        if len(buffer) - offset >= 6:
+            # Nearly every frame: a whole text or binary message in one masked frame of under
+            # 64 KiB, read in one pass. Anything else, or anything under way (a fragmented
+            # message, inflating, our close sent, the turn's frames spent), takes the general
+            # path below, which checks every rule; this one checks the same, in the same order.
+            first, second = buffer[offset], buffer[offset + 1]
+            if (first == _FIN_TEXT or first == _FIN_BINARY) and 0x80 <= second < 0xFF:
+                length, start = second & 0x7F, offset + 6
+                if length == 126:
+                    length, start = buffer[offset + 2] << 8 | buffer[offset + 3], offset + 8
+                end = start + length
+                # (while receiving, close_sent is None exactly while the state is OPEN)
+                if end <= len(buffer) and length <= self.max_message_size and self._frame is None \
+                        and self._message_opcode is None and self._frames_left > 0 and self._receiving \
+                        and self.close_sent is None and not self._inflating:
+                    piece = unmask(buffer[start:end], buffer[start - 4:start])
+                    self._offset = end
+                    self._frames_left -= 1
+                    self._message_size = length
+                    self.wire_bytes_received += length
+                    if first == _FIN_TEXT and not piece.isascii():
+                        self._check_whole_text(piece)
+                    self.bytes_received += length
+                    self.needs_data = end == len(buffer) and self.bytes_received < self._bytes_due
+                    return _new_tuple(DataPiece, (piece, first == _FIN_TEXT, True))
         if not self._receiving:
             return None
         try:
@@ -361,7 +427,9 @@ class Protocol:
         """Charge the byte budget for what came since it was last charged; :class:`Throttled`
         when that put it in debt (the peer must not be read until it is paid back)."""
         budget = self._byte_budget
-        assert budget is not None
+        if budget is None:
+            limits = self._limits
+            budget = self._byte_budget = TokenBucket(limits.byte_rate, clock=self._clock, capacity=limits.byte_burst)
         received = self.bytes_received
         wait = budget.charge(received - self._bytes_paid)
         self._bytes_paid = received
@@ -370,10 +438,17 @@ class Protocol:
 
     def _end_turn(self) -> None:
         """Pay for a turn's frames from the frame budget (1008 when it is spent)."""
-        self._frames_left = self._turn
-        if self._frame_budget is not None and not self._frame_budget.take(self._turn):
-            raise ProtocolViolation(CloseCode.POLICY_VIOLATION,
-                                    f"over {self._frame_budget.rate:g} frames/s (max_frame_rate)")
+        limits = self._limits
+        self._frames_left = limits.turn
+        if not limits.frame_rate:
+            return
+        budget = self._frame_budget or self._new_frame_budget()
+        if not budget.take(limits.turn):
+            raise ProtocolViolation(CloseCode.POLICY_VIOLATION, f"over {limits.frame_rate:g} frames/s (max_frame_rate)")
+
+    def _new_frame_budget(self) -> TokenBucket:
+        budget = self._frame_budget = TokenBucket(self._limits.frame_rate, clock=self._clock)
+        return budget
 
     def _start_frame(self, frame: FrameHeader) -> None:
         """Check a data frame against the message it starts or continues (section 5.4)."""
@@ -401,7 +476,7 @@ class Protocol:
                 self._inflated_text = opcode == Opcode.TEXT
         self._message_size += frame.length
         if self._message_size > self.max_message_size:
-            raise ProtocolViolation(CloseCode.MESSAGE_TOO_BIG, self._too_big)
+            raise ProtocolViolation(CloseCode.MESSAGE_TOO_BIG, self._too_big_reason)
 
     def _data_piece(self, frame: FrameHeader) -> DataPiece | TurnEnded | Throttled | None:
         """What has arrived of ``frame``'s payload, unmasked and checked; None if nothing to
@@ -462,7 +537,7 @@ class Protocol:
             if throttled is not None:
                 return throttled
         self._frames_left -= FRAMES_PER_INFLATED_PIECE
-        result = self.deflate.read(self.max_message_size, self._too_big)
+        result = self.deflate.read(self.max_message_size, self._too_big_reason)
         if result is None:
             self._inflating = False
             return None
@@ -473,6 +548,14 @@ class Protocol:
             self._inflating, self._validator = False, None
         self.bytes_received += len(data)
         return DataPiece(data, self._inflated_text, final)
+
+    def _check_whole_text(self, piece: bytes) -> None:
+        """:meth:`next_event`'s fast path: a whole text message that is not ASCII."""
+        try:
+            check_message(piece)
+        except ProtocolViolation:
+            self._receiving = False
+            raise
 
     def _check_text(self, piece: bytes, final: bool, *, whole: bool) -> None:
         """Raise 1007 at the first piece that cannot be valid UTF-8 (section 8.1)."""
@@ -561,10 +644,9 @@ class Protocol:
         self._message_size = state.message_size
         if state.utf8_pending is not None:
             self._validator = Utf8Validator(state.utf8_pending)
-        self._frames_left = min(state.frames_left, self._turn)
-        budget = self._frame_budget
-        if budget is not None and state.frame_tokens is not None and state.frame_budget_updated is not None:
-            budget.resume(state.frame_tokens, state.frame_budget_updated)
+        self._frames_left = min(state.frames_left, self._limits.turn)
+        if self._limits.frame_rate and state.frame_tokens is not None and state.frame_budget_updated is not None:
+            self._new_frame_budget().resume(state.frame_tokens, state.frame_budget_updated)
         self.bytes_received, self.bytes_sent = state.bytes_received, state.bytes_sent
         # The byte budget starts afresh here: what came before the move was paid for there.
         self._bytes_paid = state.bytes_received
@@ -575,7 +657,7 @@ class Protocol:
         """1009 when the message a restored core is receiving is already over its
         ``max_message_size`` (its frames were announced under the old process's larger limit)."""
         if self._message_size > self.max_message_size:
-            return ProtocolViolation(CloseCode.MESSAGE_TOO_BIG, self._too_big)
+            return ProtocolViolation(CloseCode.MESSAGE_TOO_BIG, self._too_big_reason)
         return None
 
     # -- sending ---------------------------------------------------------------------------
@@ -602,9 +684,15 @@ class Protocol:
                 if deflated is not None:
                     payload, compressed = deflated, True
         self._sending_pieces = not final
+        length = len(payload)
         self.bytes_sent += len(data)
-        self.wire_bytes_sent += len(payload)
-        return encode_header(opcode, len(payload), fin=final, rsv1=compressed), payload
+        self.wire_bytes_sent += length
+        first = (0x80 if final else 0) | (RSV1 if compressed else 0) | opcode
+        if length < 126:  # encode_header's work, without its call
+            return pack_short_header(first, length), payload
+        if length <= 0xFFFF:
+            return pack_medium_header(first, 126, length), payload
+        return encode_header(opcode, length, fin=final, rsv1=compressed), payload
 
     def drop_idle_compressor(self) -> float | None:
         """Drop the compressor once it has been idle long enough (see :mod:`ouistiti_gw.core.deflate`); the

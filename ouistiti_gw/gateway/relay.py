@@ -126,7 +126,10 @@ class StreamFeed:
             self._ready.clear()
 
     def before_read(self) -> None:
-        self.flush()
+        ready = self._ready
+        if ready:  # flush(), without its call: once a message
+            self._write(ready)
+            ready.clear()
         if self.held and self._protocol.mid_compressed_message:
             self._write(self.held)  # the client sent a fraction of it: not held while it sends on
             self.held.clear()

@@ -50,6 +50,8 @@ class HandlerConnection:
     parsed the handshake from (bytes sent right after the handshake may already sit in it), and
     the handler that served it, whichever server that was (ours, or gevent-websocket's)."""
 
+    __slots__ = ("handler", "sock", "rfile")  # one per session, for its whole life
+
     def __init__(self, handler: WSGIHandler) -> None:
         self.handler = handler
         self.sock = handler.socket

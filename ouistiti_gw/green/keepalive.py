@@ -32,7 +32,7 @@ class Keepalive:
     keeps it would be a reference cycle, freed only by the garbage collector's next full run.
     """
 
-    __slots__ = ("went_idle", "_reader", "_timers", "_drop_timer")
+    __slots__ = ("went_idle", "_reader", "_tick_timer", "_timers", "_drop_timer")
 
     class Interrupted(BaseException):
         """Thrown into the greenlet that reads the client to stop its wait: a deadline passed
@@ -43,14 +43,17 @@ class Keepalive:
     def __init__(self) -> None:
         #: The client sent nothing for ``idle_timeout``: the reader was interrupted for that.
         self.went_idle = False
+        #: The greenlet that reads the client, while running.
         self._reader: Any = None
+        #: The periodic timer (pings, idle timeout), and the deadlines set (a list once there is one).
+        self._tick_timer: Any = None
         self._timers: list | None = None
         self._drop_timer: Any = None
 
     @property
     def running(self) -> bool:
         """Between :meth:`start` and :meth:`stop`."""
-        return self._timers is not None
+        return self._reader is not None
 
     def start(self, websocket: "WebSocket", ping_interval: float, idle_timeout: float) -> None:
         """Watch ``websocket`` for the calling greenlet, the one that reads it: ping the client
@@ -58,27 +61,29 @@ class Keepalive:
         pong) came for ``idle_timeout``: the client is gone without a word (half-open). 0: off;
         no timer when both are."""
         self._reader = gevent.getcurrent()
-        self._timers = []
         ticks = [t for t in (ping_interval, idle_timeout) if t]
         if ticks:
-            timer = gevent.get_hub().loop.timer(min(ticks), min(ticks))
+            timer = self._tick_timer = gevent.get_hub().loop.timer(min(ticks), min(ticks))
             timer.start(self._tick, websocket, ping_interval, idle_timeout)
-            self._timers.append(timer)
 
     def interrupt_after(self, seconds: float) -> None:
         """Throw :class:`Keepalive.Interrupted` into the reader in ``seconds`` (0: at the event loop's next
         turn); nothing once stopped (its wait is already over)."""
-        if self._timers is None:
+        if self._reader is None:
             return
         timer = gevent.get_hub().loop.timer(seconds)
         timer.start(self._reader.throw, Keepalive.Interrupted())
+        if self._timers is None:
+            self._timers = []
         self._timers.append(timer)
 
     def stop(self) -> None:
         """Close every timer: nothing is thrown at the reader past this point."""
+        if self._tick_timer is not None:
+            self._tick_timer.close()
         for timer in self._timers or ():
             timer.close()
-        self._timers = self._reader = None
+        self._tick_timer = self._timers = self._reader = None
         if self._drop_timer is not None:
             self._drop_timer.close()
             self._drop_timer = None
@@ -105,7 +110,7 @@ class Keepalive:
 
         def send(data: bytes, *, text: bool) -> None:
             send_message(data, text=text)
-            if self._drop_timer is None and deflate.compressing and self._timers is not None:
+            if self._drop_timer is None and deflate.compressing and self._reader is not None:
                 self._drop_idle_compressor_in(COMPRESSOR_IDLE_SECONDS, protocol)
         return send
 
@@ -121,5 +126,5 @@ class Keepalive:
         left = protocol.drop_idle_compressor()
         if left is None:
             trim_soon()  # else its memory stays resident, scattered in the heap (see heap_trim.py)
-        elif self._timers is not None:
+        elif self._reader is not None:
             self._drop_idle_compressor_in(left, protocol)

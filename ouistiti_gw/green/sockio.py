@@ -16,6 +16,7 @@ reads (or parses) without waiting calls :func:`yield_to_loop` after a bounded am
 from __future__ import annotations
 
 from gevent import get_hub
+from gevent.socket import socket as _PLAIN_SOCKET
 
 from ..errors import GatewayError
 
@@ -60,8 +61,19 @@ def recv_exactly(sock, size: int) -> bytes:
 
 
 def send_all(sock, data: bytes | bytearray | memoryview) -> None:
-    """``sock.sendall(data)`` in one system call when the socket takes it all, as it nearly always does."""
-    sent = sock.send(data)
+    """``sock.sendall(data)`` in one system call when the socket takes it all, as it nearly always does.
+
+    On gevent's plain socket that call is the OS socket's own ``send`` (gevent's wrapper around it
+    only adds a frame and a timeout lookup), and gevent's wait comes in only when it would block.
+    Anything else (a TLS socket, which encrypts first) is sent through its own ``send``.
+    """
+    if type(sock) is _PLAIN_SOCKET:
+        try:
+            sent = sock._sock.send(data)  # (closed: gevent's stand-in raises EBADF)
+        except BlockingIOError:
+            sent = 0
+    else:
+        sent = sock.send(data)
     if sent < len(data):
         sock.sendall(memoryview(data)[sent:])
 

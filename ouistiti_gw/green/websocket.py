@@ -82,6 +82,9 @@ class WebSocket:
         compresses and inflates; see :mod:`~ouistiti_gw.core.deflate`).
     """
 
+    # One per session: slots, not a dict (what an idle session costs: ``benchmarks/PROFILE.md``).
+    __slots__ = ("sock", "protocol", "_receiver", "_write_lock", "last_heard", "pausing", "keepalive")
+
     def __init__(self, sock, buffered: bytes = b"", *, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
                  max_frame_rate: float = DEFAULT_MAX_FRAME_RATE, max_byte_rate: float = DEFAULT_MAX_BYTE_RATE,
                  deflate: PerMessageDeflate | None = None) -> None:
@@ -145,8 +148,44 @@ class WebSocket:
         (which may be empty). Exceptions from ``deliver`` propagate; OSError from it would be
         taken for the client's transport ending, so wrap those.
         """
-        try:
-            return self._read_message(deliver, before_read or _nothing)
+        before_read = before_read or _nothing
+        protocol = self.protocol
+        next_event, receive_data, recv = protocol.next_event, protocol.receive_data, self._receiver.recv
+        try:  # (the loop is here, not in a method of its own: one call less a message)
+            event = None if protocol.needs_data else next_event()  # (the last message ended the last read)
+            while True:
+                if type(event) is DataPiece:
+                    deliver(*event)
+                    if event.final:
+                        return True
+                elif event is None:
+                    if not protocol.receiving:
+                        return False
+                    before_read()
+                    if self.pausing:  # after before_read: what it gathered is written, nothing is held
+                        raise ReadPaused()
+                    data = recv(_READ_CHUNK)
+                    if not data:
+                        raise EOFError("connection ended inside a frame")
+                    self.last_heard = time.monotonic()
+                    receive_data(data)
+                elif event is TURN_ENDED:
+                    # Frames come out of the buffer without a system call: without this, a client
+                    # sending tiny frames faster than they are parsed would keep the loop (every
+                    # session of the process, the gunicorn worker's heartbeat) to itself.
+                    before_read()
+                    yield_to_loop()
+                elif type(event) is Throttled:
+                    # The client sent more than max_byte_rate allows: it is not read for a while, and
+                    # its TCP window does the rest (it cannot send more than the buffers hold).
+                    before_read()
+                    gevent.sleep(event.seconds)
+                elif type(event) is Ping:
+                    self._write(protocol.send_pong(event.payload), quiet=True)
+                elif type(event) is CloseReceived:
+                    self._write(protocol.send_close_reply(), quiet=True)
+                    return False
+                event = next_event()
         except ProtocolViolation as violation:
             # A client over a limit set for the operator is worth a warning; a broken client is not.
             log.log(logging.WARNING if violation.code == CloseCode.POLICY_VIOLATION else logging.INFO,
@@ -156,43 +195,6 @@ class WebSocket:
             log.debug("WebSocket transport ended: %s", error)
             self.protocol.connection_lost()
         return False
-
-    def _read_message(self, deliver: Callable[[bytes, bool, bool], None], before_read: Callable[[], None]) -> bool:
-        protocol = self.protocol
-        next_event, receive_data, recv = protocol.next_event, protocol.receive_data, self._receiver.recv
-        while True:
-            event = next_event()
-            if type(event) is DataPiece:
-                deliver(*event)
-                if event.final:
-                    return True
-            elif event is None:
-                if not protocol.receiving:
-                    return False
-                before_read()
-                if self.pausing:  # after before_read: what it gathered is written, nothing is held
-                    raise ReadPaused()
-                data = recv(_READ_CHUNK)
-                if not data:
-                    raise EOFError("connection ended inside a frame")
-                self.last_heard = time.monotonic()
-                receive_data(data)
-            elif event is TURN_ENDED:
-                # Frames come out of the buffer without a system call: without this, a client
-                # sending tiny frames faster than they are parsed would keep the loop (every
-                # session of the process, the gunicorn worker's heartbeat) to itself.
-                before_read()
-                yield_to_loop()
-            elif type(event) is Throttled:
-                # The client sent more than max_byte_rate allows: it is not read for a while, and
-                # its TCP window does the rest (it cannot send more than the buffers hold).
-                before_read()
-                gevent.sleep(event.seconds)
-            elif type(event) is Ping:
-                self._write(protocol.send_pong(event.payload), quiet=True)
-            elif type(event) is CloseReceived:
-                self._write(protocol.send_close_reply(), quiet=True)
-                return False
 
     def pause_reading(self) -> None:
         """Stop reading before the next read, a read under way included (:attr:`pausing`)."""
@@ -205,11 +207,11 @@ class WebSocket:
                wait: bool = True) -> bool:
         """Write what the core returned (``payload`` after ``data``); with ``wait=False`` give up
         (False) if another frame is being written. OSError: WebSocketClosed, or False if ``quiet``."""
-        if not data or not self._write_lock.acquire(blocking=wait):
+        if not data or not self._write_lock.acquire(wait):
             return False
         try:
             if len(payload) <= _COALESCE_LIMIT:
-                send_all(self.sock, data + payload if payload else data)
+                send_all(self.sock, data + payload)
             else:
                 send_all(self.sock, data)
                 send_all(self.sock, payload)
@@ -230,7 +232,8 @@ class WebSocket:
     def send(self, data: bytes | memoryview, *, text: bool) -> None:
         """Send one data message; ``data`` must already be valid UTF-8 when ``text`` is True.
         Raises :class:`WebSocketClosed` when it cannot."""
-        self._write(*self.protocol.send_data(data, text=text, final=True))
+        header, payload = self.protocol.send_data(data, text=text)
+        self._write(header, payload)
 
     def send_piece(self, data: bytes | memoryview, *, text: bool, final: bool) -> None:
         """Send a message piece by piece, as its bytes come (fragments, section 5.4): the first

@@ -84,6 +84,35 @@ def test_a_frame_cut_at_every_byte_gives_the_same_message():
     assert found[-1] == Pong(b"x")
 
 
+@pytest.mark.parametrize("opcode, payload", [
+    (TEXT, b"ascii"), (TEXT, "héllo €".encode()), (BINARY, b"\xff" * 125), (BINARY, bytes(126)),
+    (TEXT, b"x" * 1024), (BINARY, b""), (TEXT, b"a" * 65535)])
+def test_a_whole_frame_gives_what_the_same_frame_gives_a_byte_at_a_time(opcode, payload):
+    """A whole text or binary frame is read in one pass; the same frame cut anywhere goes the
+    general way: the same message and the same counts either way."""
+    whole, cut = Protocol(), Protocol()
+    data = frame(opcode, payload) * 2
+    found = events(whole, data)
+    pieces = [event for byte in data for event in events(cut, bytes([byte]))]
+    assert found == [DataPiece(payload, opcode == TEXT, True)] * 2
+    assert b"".join(piece.data for piece in pieces) == payload * 2
+    for counter in ("bytes_received", "wire_bytes_received", "_message_size", "_frames_left"):
+        assert getattr(whole, counter) == getattr(cut, counter)
+
+
+def test_needs_data_only_once_every_byte_that_came_was_handed_out_and_nothing_is_due():
+    protocol = Protocol()
+    protocol.receive_data(frame(BINARY, b"a") + frame(BINARY, b"b"))
+    assert protocol.next_event() == DataPiece(b"a", False, True) and not protocol.needs_data
+    assert protocol.next_event() == DataPiece(b"b", False, True) and protocol.needs_data
+    assert protocol.next_event() is None
+    protocol.receive_data(frame(BINARY, b"c")[:3])
+    assert not protocol.needs_data and protocol.next_event() is None
+    budgeted = Protocol(max_byte_rate=10, max_message_size=10)  # the byte budget is due: it must be asked
+    budgeted.receive_data(frame(BINARY, bytes(10)))
+    assert budgeted.next_event() == DataPiece(bytes(10), False, True) and not budgeted.needs_data
+
+
 def test_a_16_mib_frame_is_handed_out_as_its_bytes_arrive_never_held_whole():
     size, chunk = 16 * 1024 * 1024, 256 * 1024
     protocol = Protocol()
@@ -185,6 +214,19 @@ def test_past_the_frame_budget_every_kind_of_frame_is_1008():
     now[0] = 1.5  # half a second later, five tokens: not enough for the next turn
     refused = violation(protocol, frame(CONTINUATION, b"x", fin=False))
     assert (refused.code, refused.reason) == (CloseCode.POLICY_VIOLATION, "over 10 frames/s (max_frame_rate)")
+
+
+def test_an_idle_core_holds_no_budget_and_shares_what_its_limits_imply():
+    """The budgets are made when first charged (a bucket made then is as full as one made at the
+    start); cores with the same limits share one object of what follows from them."""
+    first, second = Protocol(max_byte_rate=100, max_message_size=100), Protocol(max_byte_rate=100, max_message_size=100)
+    assert first._limits is second._limits
+    assert events(first, frame(BINARY, bytes(10))) == [DataPiece(bytes(10), False, True)]
+    assert first._frame_budget is None and first._byte_budget is None
+    events(first, frame(BINARY, bytes(90)))  # the byte budget's burst reached: charged
+    assert first._byte_budget is not None and first._frame_budget is None
+    events(first, frame(PING) * FRAMES_PER_TURN)  # a turn's frames: paid for
+    assert first._frame_budget is not None
 
 
 def test_past_the_byte_budget_the_peer_is_not_read_until_the_debt_is_paid_back():
