@@ -37,6 +37,8 @@ SAMPLES = {
     "mode": ("direct", "direct"),
     "origins": ("https://a.example, https://*.example.org", ("https://a.example", "https://*.example.org")),
     "allowed_hosts": ("gw.example", ("gw.example",)),
+    "auth_request": ("/auth/check", "/auth/check"),
+    "authorize": ("wrapped_app:authorize", "wrapped_app:authorize"),
     "max_connections": ("5", 5),
     "max_message_size": ("4096", 4096),
     "max_message_rate": ("2.5", 2.5),
