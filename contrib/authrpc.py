@@ -11,7 +11,7 @@ missing, and opened read-only when it is only readable.
 Methods (params by name, as in authrpc.c; ``session`` is the connection's):
 
 * ``auth {user, passwd}`` -> ``{user, group, home}``.  On success the session
-  belongs to that user; a failed ``auth`` ends the session's login.
+  belongs to that user; a failed ``auth`` ends that login (not the web login, below).
 * ``passwd {user, new, confirm, old?}`` -> ``{message}``.  With ``old``:
   anyone who knows the user's password.  Without ``old``: a root session only.
 * ``adduser {user, passwd, home?, group?}`` -> ``{message, user, group,
@@ -20,8 +20,14 @@ Methods (params by name, as in authrpc.c; ``session`` is the connection's):
   authrpc.c), but only a root session may add one to group ``root``.
 * ``rmuser {user, passwd?}`` -> ``{message}``.  With the user's ``passwd``:
   anyone who knows it.  Without: a root session only.
+* ``whoami`` -> ``{user, group, home}`` of the session's account (error 1 when
+  it has none).
 
-Sessions: a root session is a connection whose last ``auth`` succeeded for a
+Sessions: a session belongs to the account of its last successful ``auth``;
+before any, to the account named like the user the gateway's authorization
+let in (``session.user``: the web app's login, with ``auth_request`` or
+``authorize``, ``proxy_protocol = v2`` and ``-P``), so a user logged in to the
+web app needs no second password.  A root session is one whose account is a
 member of group ``root``.  It is checked against the database at each call, so
 removing that account or moving it out of ``root`` ends its rights at once.
 A session lasts as long as its connection; no other connection shares it.
@@ -228,10 +234,17 @@ def _store(session: Session) -> UserStore:
     return session.ctx
 
 
+def _account(session: Session) -> Optional[Account]:
+    """The session's account, now: its last ``auth``'s, else its web login's (``session.user``)."""
+    account_id = session.data.get("authrpc.user")
+    if account_id is not None:
+        return _store(session).get(account_id)
+    return _store(session).find(session.user) if session.user else None
+
+
 def _is_root(session: Session) -> bool:
     """Whether the session's user exists and is in group root, now."""
-    account_id = session.data.get("authrpc.user")
-    account = _store(session).get(account_id) if account_id is not None else None
+    account = _account(session)
     return account is not None and account.group == ROOT_GROUP
 
 
@@ -306,7 +319,16 @@ def rmuser(session: Session, *, user: Any, passwd: Any = None) -> Dict[str, str]
     return {"message": "user removed"}
 
 
-METHODS = {"auth": auth, "passwd": passwd, "adduser": adduser, "rmuser": rmuser}
+@_database_errors
+def whoami(session: Session) -> Dict[str, Any]:
+    """The session's account (:func:`_account`)."""
+    account = _account(session)
+    if account is None:
+        raise RPCError(ACCESS_DENIED, "not logged in")
+    return {"user": account.name, "group": account.group, "home": account.home}
+
+
+METHODS = {"auth": auth, "passwd": passwd, "adduser": adduser, "rmuser": rmuser, "whoami": whoami}
 
 
 def init(config: Optional[str]) -> UserStore:

@@ -24,8 +24,19 @@ With ``-w`` a message may be a command, as in ouistiti's chat.c (a trailing
   keeps the name it had.
 * ``WSPrivate NAME TEXT``: send TEXT only to the client(s) called NAME.
 * ``WSWhois NAME``: answer ``WSIs NAME ADDRESS``, ``WSIs NAME network error``
-  when the client's address is unknown, or ``WSIs NAME undefined``.
+  when the client's address is unknown, or ``WSIs NAME undefined``; when the
+  client NAME logged in (below), ``WSIs NAME ADDRESS USER``.
 * anything else is relayed to the others unchanged.
+
+Logged-in users: behind a gateway with ``auth_request`` or ``authorize`` and
+``proxy_protocol = v2``, a server started with ``-P`` learns each client's user
+(:func:`.server.peer_user`). With ``-w`` such a client is named after its user
+as it joins (``WSWelcome NAME``, numbered as any duplicate: the same user in two
+tabs is ``alice`` and ``alice001``) without a ``WSHello``; a ``WSHello`` for
+that same name is answered ``WSWelcome``, one for any other name
+``WSError WSHello ...``: a logged-in user cannot pass for another. A user name
+the rules below refuse leaves the client unnamed (``WSError WSHello REASON``).
+Across servers (``--redis``), ``WSIs`` carries no user.
 
 With ``--redis URL`` the room spans every chat server started with the same
 Redis and ``--room`` (see :mod:`.federation`): broadcasts, private messages,
@@ -60,6 +71,7 @@ from .server import (
     build_parser,
     enlarge_send_buffer,
     peer_address,
+    peer_user,
     program_name,
     recv_packet,
     run,
@@ -85,8 +97,10 @@ class Client:
         self.conn = conn
         self.serial = next(_serials)
         self.name: Optional[bytes] = None
-        #: The client's network address as text, when known (in direct mode).
+        #: The client's network address as text, when known (in direct mode, or with -P).
         self.address: Optional[str] = None
+        #: The user the gateway's authorization let in (with -P), whose name the client takes.
+        self.user: Optional[str] = None
         self.dropped = False
         self._outbox: collections.deque[bytes] = collections.deque()
         self._outbox_bytes = 0
@@ -96,6 +110,7 @@ class Client:
         """Serve through *conn* from now on: the browser's own socket in direct mode."""
         self.conn = conn
         self.address = peer_address(conn)
+        self.user = peer_user(conn)
 
     def post(self, message: bytes) -> None:
         """Queue *message*; disconnect the client if it cannot keep up."""
@@ -215,6 +230,8 @@ class ChatRoom:
                 client.attach(conn)
                 enlarge_send_buffer(conn)
                 writer = gevent.spawn(client.write_loop)
+                if self.commands and client.user is not None:
+                    self.hello(client, client.user.encode("utf-8"))
                 while True:
                     message = recv_packet(conn)
                     if not message:
@@ -258,12 +275,18 @@ class ChatRoom:
 
     def hello(self, sender: Client, argument: bytes) -> None:
         """``WSHello NAME``: take a unique name, answer ``WSWelcome NAME``,
-        or ``WSError WSHello REASON`` for a name the rules refuse."""
+        or ``WSError WSHello REASON`` for a name the rules refuse, or (a logged-in
+        client) for another name than its user's."""
         try:
             wanted = check_name(first_word(argument))
+            if sender.user is not None and wanted != check_name(sender.user.encode("utf-8")):
+                raise NameRefused("a logged-in client's name is its user's")
         except NameRefused as refused:
             log.info("client %s: WSHello refused: %s", sender.label, refused)
             sender.post(b"WSError WSHello " + str(refused).encode())
+            return
+        if sender.name is not None and sender.user is not None:
+            sender.post(b"WSWelcome " + sender.name)  # the name it holds already
             return
         taken = {client.name for client in self.clients if client is not sender}
         name, number = wanted, 0
@@ -297,6 +320,8 @@ class ChatRoom:
             where = b"network error"
         else:
             where = address.encode()
+        if client is not None and client.user is not None:
+            where += b" " + client.user.encode("utf-8")
         sender.post(b"WSIs %s %s" % (name, where))
 
 

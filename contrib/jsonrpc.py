@@ -52,6 +52,7 @@ from .server import (
     enlarge_send_buffer,
     max_packet_size,
     peer_address,
+    peer_user,
     program_name,
     recv_packet,
     run,
@@ -80,6 +81,7 @@ class RPCServer:
         enlarge_send_buffer(conn)
         session = self.dispatcher.new_session()
         session.peer = peer_address(conn)
+        session.user = peer_user(conn)
         while True:
             message = recv_packet(conn)
             if not message:

@@ -40,7 +40,10 @@ switches user (``-u``).  It defines:
     by all connections), ``session.data`` a dict the library is free to use
     for what one connection has established (e.g. who authenticated on it),
     ``session.peer`` the client's IP address when the gateway gave it
-    (direct mode, or a PROXY header with ``-P``), else None.
+    (direct mode, or a PROXY header with ``-P``), else None; ``session.user``
+    the user the gateway's authorization let in (``auth_request`` or
+    ``authorize``, told in a PROXY v2 header with ``-P``), else None: the web
+    app's login, which a library may take as its own (authrpc does).
 
 Errors
     ``raise RPCError(code, message, data=None)`` (``from
@@ -126,6 +129,7 @@ class Session:
     ctx: Any = None
     data: Dict[str, Any] = field(default_factory=dict)
     peer: Optional[str] = None
+    user: Optional[str] = None
 
 
 def error_response(request_id: Any, error: RPCError) -> Dict[str, Any]:

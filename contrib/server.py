@@ -10,7 +10,8 @@ what they do with a connected client, so this module holds everything else:
   SIGINT, then the clean-up (clients closed, socket file removed, exit 0);
 * :func:`adopted`, :func:`recv_packet`, :func:`enlarge_send_buffer`,
   :func:`max_packet_size` -- a client, piped or handed over directly, and its
-  packets (over :mod:`ouistiti_gw.backend`).
+  packets (over :mod:`ouistiti_gw.backend`); :func:`peer_address` and
+  :func:`peer_user` -- who it is, as the gateway said.
 
 The socket file is :mod:`.socketfile`'s job, the user and the daemon
 :mod:`.process`'s; this module is the command line and the accept loop.
@@ -57,6 +58,7 @@ from ouistiti_gw.backend import (  # noqa: F401  (max_packet_size: part of the s
     ProxyProtocolError,
     adopt,
     client_address,
+    client_user,
     max_packet_size,
 )
 from ouistiti_gw.backend import enlarge_send_buffer as enlarge_unix_send_buffer
@@ -251,6 +253,12 @@ def peer_address(conn: Connection) -> Optional[str]:
     a PROXY header with ``-P``), else None."""
     address = client_address(conn)
     return address[0] if address is not None else None
+
+
+def peer_user(conn: Connection) -> Optional[str]:
+    """The user the gateway's authorization let in (``auth_request``, ``authorize``), from the
+    PROXY v2 header read with ``-P``; else None (no authorization, v1, or direct mode)."""
+    return client_user(conn)
 
 
 def enlarge_send_buffer(conn: Connection) -> int:

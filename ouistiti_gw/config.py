@@ -17,6 +17,7 @@ import difflib
 import ipaddress
 import math
 import os
+import re
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, TypeVar
@@ -74,6 +75,44 @@ def host_pattern_error(patterns: tuple[str, ...]) -> str | None:
         name, colon, _ = pattern.rpartition(":")
         if colon and name:
             return f"{pattern!r} has a port: list host names only (a Host's port is not compared)"
+    return None
+
+
+#: What a pattern of ``allow``/``deny`` may hold in braces: the authenticated user's name, one of its groups.
+PLACEHOLDERS = ("{user}", "{group}")
+
+
+def placeholder_error(patterns: tuple[str, ...]) -> str | None:
+    """Why one of ``patterns`` (``allow``, ``deny``) holds braces that are not a placeholder, or None."""
+    for pattern in patterns:
+        rest = pattern
+        for placeholder in PLACEHOLDERS:
+            rest = rest.replace(placeholder, "")
+        if "{" in rest or "}" in rest:
+            return f"{pattern!r}: the only placeholders are {' and '.join(PLACEHOLDERS)}"
+    return None
+
+
+def has_placeholder(patterns: Iterable[str]) -> bool:
+    """Whether one of ``patterns`` names the user or a group (``users/{user}/*``)."""
+    return any(placeholder in pattern for pattern in patterns for placeholder in PLACEHOLDERS)
+
+
+def auth_path_error(path: str) -> str | None:
+    """Why ``path`` cannot be ``auth_request``'s: the subrequest goes to one fixed path of the app."""
+    if path and (not path.startswith("/") or any(c in path for c in "?#% ") or not path.isascii()
+                 or not path.isprintable()):
+        return f"{path!r} is not a plain absolute path (/auth/check): no query, fragment, escape or space"
+    return None
+
+
+def callable_spec_error(spec: str) -> str | None:
+    """Why ``spec`` cannot name ``authorize``'s function (``package.module:function``); it is
+    imported when the gateway is built."""
+    module, colon, name = spec.partition(":")
+    dotted = r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*"
+    if spec and not (colon and re.fullmatch(dotted, module) and re.fullmatch(dotted, name)):
+        return f"{spec!r} is not module:callable (myapp.auth:authorize)"
     return None
 
 
@@ -274,8 +313,11 @@ class GatewayConfig(Options):
     """The options of :class:`~ouistiti_gw.gateway.middleware.WebSocketGateway`."""
 
     docroot: str = option("", "directory of the UNIX sockets", required=True, check=_not_a_directory)
-    allow: Patterns = option(("*",), "comma-separated globs of the names served (* matches / too)")
-    deny: Patterns = option((), "comma-separated globs of names never served")
+    allow: Patterns = option(("*",), "comma-separated globs of the names served (* matches / too); "
+                             "{user} and {group} stand for the authenticated user and each of its groups",
+                             check=placeholder_error)
+    deny: Patterns = option((), "comma-separated globs of names never served; {user} and {group} as in allow",
+                            check=placeholder_error)
     mode: str = option("pipe", "pipe: the gateway relays messages; direct: after the handshake the "
                        "client's socket itself is handed to the UNIX server (plain HTTP only)",
                        choices=("pipe", "direct"))
@@ -284,6 +326,13 @@ class GatewayConfig(Options):
     allowed_hosts: Patterns = option((), "Host names WebSocket handshakes may carry, globs allowed, no port: "
                                      "empty, only loopback names when reached on a loopback address; '*', any",
                                      check=host_pattern_error)
+    auth_request: str = option("", "a path of the wrapped app (/auth/check) called in-process, GET with the "
+                               "upgrade request's headers, before each WebSocket connects: 2xx allows (user in "
+                               "X-Auth-User), 401 and 403 are the client's answer, anything else 503",
+                               check=auth_path_error)
+    authorize: str = option("", "module:callable deciding, from a copy of the upgrade request's environ, "
+                            "whether each WebSocket may connect: it returns the user or raises "
+                            "ouistiti_gw.gateway.authorization.AuthorizationRefused", check=callable_spec_error)
     # Each session costs two file descriptors.
     max_connections: int = option(10000, "sessions at once in this process before 503; 0: no limit", minimum=0)
     max_message_size: int = option(DEFAULT_MAX_MESSAGE_SIZE, "largest client message in bytes; "
@@ -317,6 +366,16 @@ class GatewayConfig(Options):
                                              "messages (better ratios, more memory per session); off: the "
                                              "gateway asks for client_no_context_takeover",
                                              choices=("off", "on"))
+
+    @classmethod
+    def check_together(cls, values: Mapping[str, Any], source: Source) -> None:
+        if values["auth_request"] and values["authorize"]:
+            raise ConfigurationError(f"{source.spell('auth_request')} and {source.spell('authorize')} are both set: "
+                                     "choose one", "authorize", source)
+        if has_placeholder(values["allow"] + values["deny"]) and not (values["auth_request"] or values["authorize"]):
+            raise ConfigurationError(f"{source.spell('allow')}/{source.spell('deny')} use {{user}} or {{group}}, "
+                                     f"which needs {source.spell('auth_request')} or {source.spell('authorize')}",
+                                     "allow", source)
 
 
 @dataclass(frozen=True)

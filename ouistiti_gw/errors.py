@@ -13,6 +13,8 @@ in brackets, below ``ouistiti_gw``), so a reader of that module sees what it rai
             HeaderTooLong (core.proxy_protocol): a PROXY header that cannot be built: 431
             RequestRefused (servers.request_head): a request head answered before any app sees it: 400, 431
             OfferDeclined (core.deflate): a permessage-deflate offer declined; the handshake goes on
+            AuthorizationRefused (gateway.authorization): the app's authorization refuses: 401 or 403
+            AuthorizationFailed (gateway.authorization): the app's authorization could not decide: 503
         protocol violations and closes
             ProtocolViolation (core.frames): the client broke RFC 6455: the close code to fail with
             WebSocketClosed (core.protocol): sending once the closing handshake has started

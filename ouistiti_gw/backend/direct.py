@@ -162,6 +162,15 @@ def client_address(conn: socket.socket | DirectClient) -> Address | None:
     return header.source if header is not None else None
 
 
+def client_user(conn: socket.socket | DirectClient) -> str | None:
+    """The user the wrapped app's authorization let in (``auth_request``, ``authorize``), as the
+    PROXY v2 header said (or ``REMOTE_USER``, set by an auth middleware in front); its groups are
+    ``proxy_header_of(conn).groups``. None when the gateway did not say: no user, no v2 header,
+    or direct mode, whose handover (ouistiti's wire format) has no room for one."""
+    header = proxy_header_of(conn)
+    return header.user if header is not None else None
+
+
 def accept(listener: socket.socket, wait: float = HANDOVER_WAIT_SECONDS, *,
            proxy_header: bool = False) -> socket.socket | DirectClient:
     """``listener.accept()`` then :func:`adopt`. Call it where a slow client may wait: it may block

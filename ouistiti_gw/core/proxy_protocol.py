@@ -16,8 +16,12 @@ type    name                        value
 ======  ==========================  ==========================================================
 0xE0    :data:`PP2_TYPE_GW_PATH`    the request path (``SCRIPT_NAME + PATH_INFO``, decoded)
 0xE1    :data:`PP2_TYPE_GW_QUERY`   the query string, as sent (still percent-encoded); absent if empty
-0xE2    :data:`PP2_TYPE_GW_USER`    ``REMOTE_USER``, set by an auth middleware in front; absent if unset
+0xE2    :data:`PP2_TYPE_GW_USER`    the user ``auth_request``/``authorize`` authenticated, else
+                                    ``REMOTE_USER`` (an auth middleware in front); absent if none
 0xE3    :data:`PP2_TYPE_GW_PROTOCOL` the WebSocket subprotocol chosen; absent if none
+0xE4    :data:`PP2_TYPE_GW_GROUPS`  the authenticated user's groups, comma-separated; absent if none
+0xE5    :data:`PP2_TYPE_GW_EXPIRES` when the user's authorization ends, Unix time in decimal ASCII
+                                    digits; absent if the app said nothing
 ======  ==========================  ==========================================================
 
 Pure: encoding and :func:`parse` are sans-IO (bytes in, header and length out). Reading a header
@@ -61,6 +65,8 @@ PP2_TYPE_GW_PATH = 0xE0
 PP2_TYPE_GW_QUERY = 0xE1
 PP2_TYPE_GW_USER = 0xE2
 PP2_TYPE_GW_PROTOCOL = 0xE3
+PP2_TYPE_GW_GROUPS = 0xE4
+PP2_TYPE_GW_EXPIRES = 0xE5
 
 _V2_VERSION = 0x20
 _CMD_LOCAL, _CMD_PROXY = 0x0, 0x1
@@ -133,6 +139,22 @@ class ProxyHeader:
     @property
     def protocol(self) -> str | None:
         return self.text(PP2_TYPE_GW_PROTOCOL)
+
+    @property
+    def groups(self) -> tuple[str, ...]:
+        """The authenticated user's groups (empty: none, or no user)."""
+        text = self.text(PP2_TYPE_GW_GROUPS)
+        return tuple(group for group in text.split(",") if group) if text else ()
+
+    @property
+    def expires(self) -> int | None:
+        """When the user's authorization ends (Unix time), if the gateway said."""
+        text = self.text(PP2_TYPE_GW_EXPIRES)
+        if text is None:
+            return None
+        if not (text.isascii() and text.isdigit()):
+            raise ProxyProtocolError(f"PP2_TYPE_GW_EXPIRES is not a Unix time: {text[:20]!r}")
+        return int(text)
 
     @property
     def ssl(self) -> SSLInfo | None:

@@ -30,6 +30,8 @@ from .upgrade import LOCAL_ADDRESS_KEY, client_socket
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
 
+    from .authorization import User
+
 log = logging.getLogger(__name__)
 
 
@@ -214,8 +216,10 @@ def _tls_version(environ: "WSGIEnvironment") -> str | None:
         return None
 
 
-def proxy_header(version: str, environ: "WSGIEnvironment", client: Client, protocol: str | None) -> bytes:
-    """The PROXY header (``version`` ``v1`` or ``v2``) for this request, from ``client`` to us."""
+def proxy_header(version: str, environ: "WSGIEnvironment", client: Client, protocol: str | None,
+                 user: "User | None" = None) -> bytes:
+    """The PROXY header (``version`` ``v1`` or ``v2``) for this request, from ``client`` to us;
+    ``user``: who the app's authorization says the client is (its name wins over ``REMOTE_USER``)."""
     local = local_address(environ)
     if version == "v1":
         return proxy_protocol.encode_v1(client.address, local)
@@ -227,11 +231,23 @@ def proxy_header(version: str, environ: "WSGIEnvironment", client: Client, proto
         tlvs.append((proxy_protocol.PP2_TYPE_SSL, proxy_protocol.encode_ssl(_tls_version(environ))))
     if environ.get("QUERY_STRING"):
         tlvs.append((proxy_protocol.PP2_TYPE_GW_QUERY, environ["QUERY_STRING"].encode("latin-1", "replace")))
-    if environ.get("REMOTE_USER"):
+    if user is not None:
+        tlvs.extend(_user_tlvs(user))
+    elif environ.get("REMOTE_USER"):
         tlvs.append((proxy_protocol.PP2_TYPE_GW_USER, environ["REMOTE_USER"].encode("utf-8", "replace")))
     if protocol:
         tlvs.append((proxy_protocol.PP2_TYPE_GW_PROTOCOL, protocol.encode("ascii", "replace")))
     return proxy_protocol.encode_v2(client.address, local, tlvs)
+
+
+def _user_tlvs(user: "User") -> list[tuple[int, bytes]]:
+    """The TLVs of an authenticated user (checked already: no value holds a comma it should not)."""
+    tlvs = [(proxy_protocol.PP2_TYPE_GW_USER, user.name.encode("utf-8"))]
+    if user.groups:
+        tlvs.append((proxy_protocol.PP2_TYPE_GW_GROUPS, ",".join(user.groups).encode("utf-8")))
+    if user.expires is not None:
+        tlvs.append((proxy_protocol.PP2_TYPE_GW_EXPIRES, str(user.expires).encode("ascii")))
+    return tlvs
 
 
 class Identity:
@@ -249,13 +265,13 @@ class Identity:
         """The client's address as log lines show it (``host:port``, escaped)."""
         return loggable(format_address(self.client(environ).address))
 
-    def proxy_header(self, environ: "WSGIEnvironment", protocol: str | None) -> bytes:
+    def proxy_header(self, environ: "WSGIEnvironment", protocol: str | None, user: "User | None" = None) -> bytes:
         """The PROXY header for this client (empty without ``proxy_protocol``), built before any
         connection: one that cannot be built (:class:`~ouistiti_gw.core.proxy_protocol.HeaderTooLong`)
         refuses the request, and the server never sees a connection without its header."""
         if not self.proxy_protocol:
             return b""
-        return proxy_header(self.proxy_protocol, environ, self.client(environ), protocol)
+        return proxy_header(self.proxy_protocol, environ, self.client(environ), protocol, user)
 
 
 def introduce(backend: Any, header: bytes, name: str) -> bool:

@@ -31,7 +31,8 @@ from prometheus_client import (
 )
 
 #: Why a handshake was refused: the ``reason`` label of ``ouistiti_gw_refusals_total``.
-REFUSAL_REASONS = ("denied", "missing", "refused", "origin", "host", "limit", "too_large")
+REFUSAL_REASONS = ("denied", "missing", "refused", "origin", "host", "limit", "too_large", "unauthorized",
+                   "auth_failed")
 #: TLS handshakes the server gave up, by ``reason`` (:data:`ouistiti_gw.servers.tls.FAILURE_REASONS`).
 TLS_HANDSHAKE_FAILURES = Counter("ouistiti_gw_tls_handshake_failures", "TLS handshakes that did not finish "
                                  "(timeout: not within header_timeout; closed: by the client; protocol: no TLS)",

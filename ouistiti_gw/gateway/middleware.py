@@ -7,7 +7,9 @@ untouched.
 
 Each step is a collaborator's, built from the one :class:`~ouistiti_gw.config.GatewayConfig`:
 who may come in (:class:`~ouistiti_gw.gateway.admission.AdmissionPolicy`), who the client is
-(:class:`~ouistiti_gw.gateway.identity.Identity`), reaching the server
+(:class:`~ouistiti_gw.gateway.identity.Identity`), what the wrapped app's authorization says of
+it (:class:`~ouistiti_gw.gateway.authorization.Authorization`, between admission and any UNIX
+connection), reaching the server
 (:func:`~ouistiti_gw.gateway.reach.reach`), the answers to refusals
 (:class:`~ouistiti_gw.gateway.refusals.Refusals`), direct mode's handover
 (:class:`~ouistiti_gw.gateway.direct_mode.DirectMode`) and the metrics' page
@@ -43,6 +45,7 @@ from ..green.websocket import WebSocket
 from ..reload.migration import register
 from ..reload.session_state import Admission, SessionState
 from .admission import AdmissionPolicy, SessionCounter
+from .authorization import Authorization, Authorized
 from .direct_mode import DirectMode
 from .gunicorn_log import follow_gunicorn_error_log
 from .identity import Identity, introduce
@@ -76,7 +79,8 @@ class WebSocketGateway:
         others), ``max_connections`` (503 past it), ``max_message_size``, ``max_message_rate``,
         ``max_frame_rate``, ``max_byte_rate``, ``ping_interval``, ``idle_timeout``, ``proxy_protocol``
         (:mod:`ouistiti_gw.core.proxy_protocol`), ``trusted_proxies`` (:mod:`ouistiti_gw.gateway.identity`),
-        ``metrics_path`` and ``metrics_allow`` (:mod:`ouistiti_gw.gateway.metrics`). A missing docroot, an
+        ``metrics_path`` and ``metrics_allow`` (:mod:`ouistiti_gw.gateway.metrics`), ``auth_request`` or
+        ``authorize`` (:mod:`ouistiti_gw.gateway.authorization`). A missing docroot, an
         unknown option or a bad value raises :class:`~ouistiti_gw.config.ConfigurationError`.
     """
 
@@ -92,6 +96,7 @@ class WebSocketGateway:
         self.sessions = SessionCounter(config.max_connections)
         self.policy = AdmissionPolicy(config, self.sessions)
         self.identity = Identity(config)
+        self.authorization = Authorization(config, app, self.policy.rules)
         self.metrics = make_metrics(config)
         self.metrics_page = (MetricsPage(self.metrics, config, self.identity, self.policy.hosts)
                              if self.metrics is not None else None)
@@ -128,14 +133,18 @@ class WebSocketGateway:
         if refusal is not None:
             return self.refusals.refuse(environ, start_response, refusal, client)
         try:
-            return self._bridge(environ, start_response, name, client)
+            authorized = self.authorization.decide(environ, name)  # may wait on the app: a place is held
+            if isinstance(authorized, Refusal):
+                return self.refusals.refuse(environ, start_response, authorized, client)
+            return self._bridge(environ, start_response, name, client, authorized)
         finally:
             self.sessions.release()
 
-    def _bridge(self, environ, start_response, name: str, client: str) -> Iterable[bytes]:
+    def _bridge(self, environ, start_response, name: str, client: str, authorized: Authorized) -> Iterable[bytes]:
         """Reach the server, then accept the handshake and hand the client over or run the session to its end."""
         direct = self.config.mode == "direct"
-        reached = reach(environ, name, self.docroot, self.policy.rules, self.identity, send_header=not direct)
+        reached = reach(environ, name, self.docroot, authorized.rules, self.identity, send_header=not direct,
+                        user=authorized.user)
         if isinstance(reached, Refusal):
             return self.refusals.refuse(environ, start_response, reached, client)
         backend, target, header = reached.backend, reached.target, reached.header
@@ -159,6 +168,7 @@ class WebSocketGateway:
         session = self._session(self._websocket(connection, deflate), backend, target.name, client,
                                 reached.admission)
         session.proxy_header_sent = bool(header)
+        session.authorized = authorized
         self._run(session)
         if session.reload_outcome == "moved":
             connection.detach()  # the client's socket is the successor's now

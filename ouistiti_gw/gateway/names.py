@@ -22,7 +22,7 @@ import unicodedata
 from dataclasses import dataclass
 from urllib.parse import unquote
 
-from ..config import parse_patterns
+from ..config import PLACEHOLDERS, has_placeholder, parse_patterns
 from ..errors import GatewayError
 from ..green.unix import fits_sun_path
 
@@ -44,6 +44,12 @@ class NameRules:
 
     Patterns are shell globs matched against the whole name with :func:`fnmatch.fnmatchcase`, so
     ``*`` also matches ``/`` (``internal/*`` covers ``internal/a/b``), as ouistiti's globs do.
+
+    A pattern may hold ``{user}`` and ``{group}`` (``users/{user}/*``): :meth:`for_user` fills them
+    with an authenticated user's name and each of its groups (checked by :func:`check_segment`
+    first). Until the user is known (:meth:`refusal`, which decides whether a request is the
+    gateway's at all), a placeholder of ``allow`` stands for ``*`` and a pattern of ``deny``
+    with one is left out: the request is then judged again with the user's own rules.
     """
 
     allow: tuple[str, ...] = ("*",)
@@ -54,15 +60,64 @@ class NameRules:
                      deny: str | list[str] | tuple[str, ...] | None = "") -> "NameRules":
         return cls(parse_patterns(allow), parse_patterns(deny))
 
+    @property
+    def personal(self) -> bool:
+        """Whether a pattern names the user or a group: the rules differ from one user to the next."""
+        return has_placeholder(self.allow + self.deny)
+
     def permits(self, name: str) -> bool:
         return self.refusal(name) is None
 
     def refusal(self, name: str) -> str | None:
-        """Which rule keeps ``name`` out (``denied by deny = internal/*``), or None if it is served."""
-        if not any(fnmatch.fnmatchcase(name, pattern) for pattern in self.allow):
+        """Which rule keeps ``name`` out (``denied by deny = internal/*``), or None if it is served
+        (to some user, when the rules are :attr:`personal`)."""
+        allow = tuple(_any_value(pattern) for pattern in self.allow)
+        deny = tuple(pattern for pattern in self.deny if not has_placeholder((pattern,)))
+        if not any(fnmatch.fnmatchcase(name, pattern) for pattern in allow):
             return f"not allowed by allow = {', '.join(self.allow) or '(empty)'}"
-        denied_by = next((pattern for pattern in self.deny if fnmatch.fnmatchcase(name, pattern)), None)
+        denied_by = next((pattern for pattern in deny if fnmatch.fnmatchcase(name, pattern)), None)
         return f"denied by deny = {denied_by}" if denied_by is not None else None
+
+    def for_user(self, user: str | None, groups: tuple[str, ...] = ()) -> "NameRules":
+        """The rules of one user: each placeholder filled with ``user`` and each of ``groups``
+        (a pattern whose placeholder has no value, ``{user}`` for an anonymous client, stands for
+        no name). Raises :class:`NameRefused` when one of them would be interpolated and is not a
+        safe path segment (:func:`check_segment`)."""
+        if not self.personal:
+            return self
+        for value in (user, *groups) if user is not None else groups:
+            check_segment(value)
+        return NameRules(_filled(self.allow, user, groups), _filled(self.deny, user, groups))
+
+
+def _any_value(pattern: str) -> str:
+    for placeholder in PLACEHOLDERS:
+        pattern = pattern.replace(placeholder, "*")
+    return pattern
+
+
+def _filled(patterns: tuple[str, ...], user: str | None, groups: tuple[str, ...]) -> tuple[str, ...]:
+    filled: list[str] = []
+    for pattern in patterns:
+        if "{user}" in pattern:
+            if user is None:
+                continue
+            pattern = pattern.replace("{user}", user)  # a safe segment holds no brace
+        filled.extend((pattern.replace("{group}", group) for group in groups) if "{group}" in pattern else (pattern,))
+    return tuple(filled)
+
+
+#: Characters a user or group name may not hold to be put in a name: a separator, a glob's, an
+#: escape's, a placeholder's.
+_UNSAFE_IN_SEGMENT = frozenset("/\\*?[]%{}")
+
+
+def check_segment(value: str) -> None:
+    """Refuse ``value`` (a user or group name) as one segment of a socket name: it must be a
+    whole segment that :func:`check_name` accepts, and match only itself as part of a glob."""
+    if value in ("", ".", "..") or any(c in _UNSAFE_IN_SEGMENT for c in value) or any(
+            unicodedata.category(c) in _CONTROL_CATEGORIES for c in value):
+        raise NameRefused("user or group is not a safe path segment")
 
 
 def wsgi_path_to_name(path_info: str) -> str:

@@ -24,6 +24,8 @@ from .refusals import Refusal
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
 
+    from .authorization import User
+
 
 @dataclass(frozen=True, slots=True)
 class Reached:
@@ -40,9 +42,11 @@ class Reached:
 
 
 def reach(environ: "WSGIEnvironment", name: str, docroot: str, rules: NameRules, identity: Identity, *,
-          send_header: bool) -> Reached | Refusal:
+          send_header: bool, user: "User | None" = None) -> Reached | Refusal:
     """Connect to the server of the name ``name`` below ``docroot``, or say why not.
-    ``send_header``: False in direct mode, where the client may be handed over instead."""
+    ``rules``: the names this client may reach (its user's, with ``{user}`` filled in);
+    ``send_header``: False in direct mode, where the client may be handed over instead;
+    ``user``: who the app's authorization says the client is, for the PROXY header."""
     # one more than the fallback tries: it says so when it ignores some
     protocols = parse_protocols(environ.get("HTTP_SEC_WEBSOCKET_PROTOCOL"), MAX_PROTOCOL_CANDIDATES + 1)
     try:
@@ -56,7 +60,7 @@ def reach(environ: "WSGIEnvironment", name: str, docroot: str, rules: NameRules,
     target = dataclasses.replace(target, name=loggable(target.name))  # for logs and metrics from here on
     with socket_file:  # the descriptor is closed once connected, or refused
         try:
-            header = identity.proxy_header(environ, target.protocol)
+            header = identity.proxy_header(environ, target.protocol, user)
         except HeaderTooLong as too_long:
             return Refusal(431, str(too_long), "too_large")
         try:

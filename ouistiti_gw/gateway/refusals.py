@@ -2,11 +2,13 @@
 
 A :class:`Refusal` says why a handshake is refused; :class:`Refusals` logs it, counts it and
 answers it. Before the 101 (the project's handler) the answer is an HTTP status with the reason
-as a one-line text body: 403 for a name, ``Host`` or ``Origin`` refused, a non-socket or no
-permission; 404 for a missing socket; 431 for a PROXY header that cannot be built; 503 when
-nobody listens, or past ``max_connections``. After it (gevent-websocket's stock handler sends
-the 101 before the app runs) the same refusal is a close frame: 1011 when the server is missing
-or unreachable (404, 503), 1008 otherwise.
+as a one-line text body: 401 or 403 when the app's authorization refuses (its own headers and
+body for ``auth_request``'s answer), 403 for a name, ``Host`` or ``Origin`` refused, a
+non-socket or no permission; 404 for a missing socket; 431 for a PROXY header that cannot be
+built; 503 when nobody listens, past ``max_connections``, or when the authorization failed.
+After it (gevent-websocket's stock handler sends the 101 before the app runs) the same refusal
+is a close frame: 1011 when the server is missing or unreachable or the authorization failed
+(404, 503), 1008 otherwise (401 and 403 included).
 """
 from __future__ import annotations
 
@@ -28,8 +30,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_STATUS_LINES = {403: "403 Forbidden", 404: "404 Not Found", 431: "431 Request Header Fields Too Large",
-                 503: "503 Service Unavailable"}
+_STATUS_LINES = {401: "401 Unauthorized", 403: "403 Forbidden", 404: "404 Not Found",
+                 431: "431 Request Header Fields Too Large", 503: "503 Service Unavailable"}
 #: The metrics' refusal reason for each status a UNIX server's state leads to.
 _UNREACHABLE = {403: "denied", 404: "missing", 503: "refused"}
 
@@ -38,11 +40,16 @@ _UNREACHABLE = {403: "denied", 404: "missing", 503: "refused"}
 class Refusal:
     """Why a handshake is refused: its HTTP status, the reason (logged, and sent to the client),
     and the ``reason`` label it is counted under
-    (:data:`~ouistiti_gw.gateway.metrics.REFUSAL_REASONS`)."""
+    (:data:`~ouistiti_gw.gateway.metrics.REFUSAL_REASONS`); more headers of the answer, and its
+    body when it is not the reason's line (the app's own 401 or 403); what the log line says
+    instead of the reason when the client must not read it (an app's exception)."""
 
     status: int
     reason: str
     category: str
+    headers: tuple[tuple[str, str], ...] = ()
+    body: bytes | None = None
+    logged: str | None = None
 
     @classmethod
     def denied(cls, refused: NameRefused) -> Refusal:
@@ -74,7 +81,7 @@ class Refusals:
                client: str) -> Iterable[bytes]:
         """One warning line, one count, and the answer: the status, or the close after a 101."""
         log.warning("refused WebSocket %s from %s: %s (%d)", wsgi_text(environ.get("PATH_INFO", "")), client,
-                    refusal.reason, refusal.status)
+                    refusal.logged or refusal.reason, refusal.status)
         if self.metrics is not None:
             self.metrics.refused(refusal.category)
         upgrade = environ[UPGRADE_KEY]
@@ -84,7 +91,7 @@ class Refusals:
             websocket.close(code, refusal.reason)
             websocket.linger()
             return []
-        return plain_response(start_response, refusal.status, refusal.reason)
+        return plain_response(start_response, refusal.status, refusal.reason, refusal.headers, refusal.body)
 
     def pass_on(self, environ: "WSGIEnvironment", start_response: "StartResponse",
                 upgrade: Upgrade) -> Iterable[bytes]:
@@ -104,11 +111,14 @@ class Refusals:
         return _then_close(result, close_if_left_open)
 
 
-def plain_response(start_response: "StartResponse", status: int, reason: str) -> Iterable[bytes]:
-    """Answer ``status`` (403, 404, 431 or 503) with ``reason`` as a one-line text body."""
-    body = f"{_STATUS_LINES[status]}: {reason}\n".encode("utf-8")
-    start_response(_STATUS_LINES[status], [("Content-Type", "text/plain; charset=utf-8"),
-                                           ("Content-Length", str(len(body)))])
+def plain_response(start_response: "StartResponse", status: int, reason: str,
+                   headers: tuple[tuple[str, str], ...] = (), body: bytes | None = None) -> Iterable[bytes]:
+    """Answer ``status`` (401, 403, 404, 431 or 503) with ``reason`` as a one-line text body, or
+    with ``headers`` and ``body`` as given (an app's own answer)."""
+    if body is None:
+        body = f"{_STATUS_LINES[status]}: {reason}\n".encode("utf-8")
+        headers = (("Content-Type", "text/plain; charset=utf-8"), *headers)
+    start_response(_STATUS_LINES[status], [*headers, ("Content-Length", str(len(body)))])
     return [body]
 
 

@@ -18,7 +18,7 @@ import errno
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import gevent
 from gevent import socket
@@ -35,6 +35,9 @@ from ..reload.live_sessions import LiveSessions, process_sessions
 from ..reload.pause import Pause, restore
 from ..reload.session_state import Admission, SessionState
 from .relay import BackendWriteFailed, packets_to_client, server_feed, stream_to_client
+
+if TYPE_CHECKING:
+    from .authorization import Authorized
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +76,8 @@ class Session:
     resumed: bool = False
     #: The server's reads as text or binary, with a character cut by a read held back.
     splitter: Utf8Splitter = field(default_factory=Utf8Splitter, repr=False)
+    #: Who the app's authorization let in, and the environ it asked with (None: resumed after a reload).
+    authorized: Authorized | None = None
     #: What the session was admitted with: a reload's successor judges it again.
     admission: Admission = field(kw_only=True, repr=False)
 
@@ -103,7 +108,7 @@ class Session:
         let in), the session starts with its close: its code and reason, and the client has
         :attr:`close_timeout` to answer, as for any close of ours.
         """
-        self._log_start()
+        _log_start(self)
         ws, keepalive = self.websocket, self.websocket.keepalive
         keepalive.start(ws, self.ping_interval, self.idle_timeout)
         to_client: LightGreenlet | None = LightGreenlet.spawn(self._server_to_client)
@@ -243,14 +248,6 @@ class Session:
         code = ws.close_sent if ws.close_sent is not None else ws.close_received
         return int(code) if code is not None else int(CloseCode.ABNORMAL)
 
-    def _log_start(self) -> None:
-        """DEBUG, formatted only if on: a session's INFO line is its end's, which says it all. A session
-        resumed after a reload says so at INFO, the pair of the old process's "session moved"."""
-        level = logging.INFO if self.resumed else logging.DEBUG
-        if log.isEnabledFor(level):
-            log.log(level, "session %s name=%s client=%s type=%s", "resumed" if self.resumed else "open",
-                    self.name, self.client, "seqpacket" if self.seqpacket else "stream")
-
     def _log_end(self) -> None:
         ws = self.websocket
         if self.reload_outcome == "moved":
@@ -262,3 +259,12 @@ class Session:
                      time.monotonic() - self.started)
         if self.on_end is not None:
             self.on_end(self)
+
+
+def _log_start(session: Session) -> None:
+    """DEBUG, formatted only if on: a session's INFO line is its end's, which says it all. A session
+    resumed after a reload says so at INFO, the pair of the old process's "session moved"."""
+    level = logging.INFO if session.resumed else logging.DEBUG
+    if log.isEnabledFor(level):
+        log.log(level, "session %s name=%s client=%s type=%s", "resumed" if session.resumed else "open",
+                session.name, session.client, "seqpacket" if session.seqpacket else "stream")

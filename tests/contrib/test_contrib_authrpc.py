@@ -11,23 +11,17 @@ import select
 import sqlite3
 import stat
 import subprocess
-import sys
 import tempfile
 import time
 
 import pytest
 
 from support import ROOT
-from support.samples import RPCClient, run
+from support.samples import RPCClient, admin_command, run
 
 _numbers = itertools.count()
 
 ADMIN, ADMIN_PASSWORD = "admin", "admin secret"
-
-
-def admin_command(database, *args, password):
-    return subprocess.run([sys.executable, "-m", "ouistiti_gw_contrib.authrpc", database, *args],
-                          input=password + "\n", capture_output=True, text=True, timeout=30)
 
 
 @pytest.fixture(scope="module")

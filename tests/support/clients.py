@@ -97,6 +97,21 @@ def http_get(port: int, path: str, method: str = "GET", body: bytes | None = Non
         connection.close()
 
 
+def log_in(port: int, form: str) -> str:
+    """``POST /login`` with ``form`` (url-encoded) to an app with a cookie login (the test app,
+    the how-to's): the ``Cookie`` header value its ``Set-Cookie`` asks for."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request("POST", "/login", body=form.encode(),
+                           headers={"Content-Type": "application/x-www-form-urlencoded"})
+        response = connection.getresponse()
+        response.read()
+        assert response.status in (200, 303), response.status
+        return response.getheader("Set-Cookie").split(";", 1)[0]
+    finally:
+        connection.close()
+
+
 # -- websockets' clients ----------------------------------------------------------------------
 
 def echo_round_trip(url: str, **kwargs) -> None:

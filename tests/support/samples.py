@@ -36,6 +36,13 @@ def run(program: str, *args: str, **kwargs: Any) -> subprocess.CompletedProcess:
                           timeout=TIMEOUT, cwd=ROOT, **kwargs)
 
 
+def admin_command(database: str, *args: str, password: str) -> subprocess.CompletedProcess:
+    """authrpc's administration command (``python -m ouistiti_gw_contrib.authrpc DB ...``), the
+    password on its stdin."""
+    return subprocess.run([sys.executable, "-m", "ouistiti_gw_contrib.authrpc", database, *args],
+                          input=password + "\n", capture_output=True, text=True, timeout=30)
+
+
 class SampleServer(LoggedProcess):
     """A sample server started in the foreground, run from the project's root."""
 

@@ -37,6 +37,8 @@ SAMPLES = {
     "mode": ("direct", "direct"),
     "origins": ("https://a.example, https://*.example.org", ("https://a.example", "https://*.example.org")),
     "allowed_hosts": ("gw.example", ("gw.example",)),
+    "auth_request": ("/auth/check", "/auth/check"),
+    "authorize": ("wrapped_app:authorize", "wrapped_app:authorize"),
     "max_connections": ("5", 5),
     "max_message_size": ("4096", 4096),
     "max_message_rate": ("2.5", 2.5),
@@ -306,3 +308,24 @@ def test_allowed_hosts_without_ports_are_accepted(hosts):
 def test_a_setting_far_from_every_known_one_gets_no_guess():
     with pytest.raises(ConfigurationError, match=r"^unknown setting colour \(known: docroot,"):
         GatewayConfig.load({"docroot": "/d", "colour": "blue"}, INI)
+
+
+def test_auth_request_and_authorize_exclude_each_other_and_placeholders_need_one():
+    with pytest.raises(ConfigurationError, match="^auth_request and authorize are both set: choose one$"):
+        GatewayConfig(docroot="/run/ws", auth_request="/auth", authorize="m:f")
+    with pytest.raises(ConfigurationError, match=r"^--allow/--deny use \{user\} or \{group\}, which needs"):
+        GatewayConfig.load({**BASE, "deny": "users/{user}/x"}, COMMAND_LINE)
+    with pytest.raises(ConfigurationError, match=r"the only placeholders are \{user\} and \{group\}"):
+        GatewayConfig(docroot="/run/ws", auth_request="/auth", allow="{users}/*")
+
+
+@pytest.mark.parametrize("path", ["auth", "/auth?x=1", "/a b", "/a%2f", "/café", "/a\n"])
+def test_auth_request_is_a_plain_path(path):
+    with pytest.raises(ConfigurationError, match="is not a plain absolute path"):
+        GatewayConfig(docroot="/run/ws", auth_request=path)
+
+
+@pytest.mark.parametrize("spec", ["module", "module:", ":f", "a b:f", "m:f()"])
+def test_authorize_is_module_colon_callable(spec):
+    with pytest.raises(ConfigurationError, match="is not module:callable"):
+        GatewayConfig(docroot="/run/ws", authorize=spec)
