@@ -31,6 +31,18 @@ def accepted(server) -> int:
     return len(vars(server).get("headers", []))
 
 
+def closed_by_the_gateway(ws, seconds: float = 15) -> tuple[int, str, float]:
+    """The close code and reason the gateway ended ``ws`` with, and when (Unix time) it came."""
+    with pytest.raises(ConnectionClosed) as closed:
+        ws.recv(timeout=seconds)
+    return closed.value.rcvd.code, closed.value.rcvd.reason, time.time()
+
+
+def rechecks(port: int, result: str) -> float:
+    """How many rechecks had ``result`` (the metrics' count)."""
+    return scrape(port).get(("ouistiti_gw_auth_rechecks_total", (("result", result),)), 0)
+
+
 def test_the_upgrade_requests_headers_reach_auth_check_and_the_user_reaches_the_server(docroot, unix_servers):
     server = unix_servers(f"{docroot}/echo", proxied_echo_handler)
     with gateway_test_app(docroot, *AUTH) as gateway:
@@ -144,8 +156,8 @@ def test_under_the_stock_handler_a_refusal_is_a_close(docroot, unix_servers):
 
 
 def test_the_issues_scenario_in_a_pastedeploy_ini(tmp_path, docroot, unix_servers):
-    """auth_request = /auth/check, proxy_protocol = v2, allow = echo, users/{user}/* in an ini file
-    whose app is a plain WSGI app with a cookie login (the how-to's)."""
+    """auth_request = /auth/check, auth_recheck = 1, proxy_protocol = v2, allow = echo, users/{user}/*
+    in an ini file whose app is a plain WSGI app with a cookie login (the how-to's)."""
     for user in ("alice", "bob"):
         (Path(docroot) / "users" / user).mkdir(parents=True)
     echo = unix_servers(f"{docroot}/echo", proxied_echo_handler)
@@ -153,6 +165,7 @@ def test_the_issues_scenario_in_a_pastedeploy_ini(tmp_path, docroot, unix_server
     shutil.copy(EXAMPLES / "auth_app.py", tmp_path)
     port = free_port()
     ini = (EXAMPLES / "auth.ini").read_text().replace("/tmp/ws", docroot).replace("8080", str(port))
+    ini = ini.replace("auth_recheck = 30", "auth_recheck = 1")
     (tmp_path / "auth.ini").write_text(ini)
     argv = [str(BIN / "ouistiti-gw"), "serve", str(tmp_path / "auth.ini")]
     with ServerProcess(argv, port, env={"PYTHONPATH": str(tmp_path)}) as gateway:
@@ -169,8 +182,17 @@ def test_the_issues_scenario_in_a_pastedeploy_ini(tmp_path, docroot, unix_server
             assert ws.recv() == "mine"
         assert handshake_status(port, "/users/bob/echo", extra=f"Cookie: {alice}\r\n")[0] == 403
         assert http_get(port, "/") == (200, b"hello, stranger\n")  # plain HTTP still reaches the app
+        bob = log_in(port, "user=bob&password=builder")
+        with connect(f"{gateway.url}/users/bob/echo", additional_headers={"Cookie": bob}) as bobs, \
+                connect(f"{gateway.url}/echo", additional_headers={"Cookie": alice}) as alices:
+            bobs.send("bob's")
+            assert bobs.recv(timeout=10) == "bob's"
+            assert http_get(port, "/logout", "POST", headers={"Cookie": bob})[0] == 303
+            assert closed_by_the_gateway(bobs)[:2] == (1008, "authorization revoked")
+            alices.send("alice's")
+            assert alices.recv(timeout=10) == "alice's"
     assert [h.user for h in homes["alice"].headers] == ["alice"]
-    assert accepted(homes["bob"]) == 0
+    assert [h.user for h in homes["bob"].headers] == ["bob"]
 
 
 def test_the_handshake_is_refused_before_the_app_is_asked_when_admission_refuses(docroot, unix_servers):
@@ -182,18 +204,6 @@ def test_the_handshake_is_refused_before_the_app_is_asked_when_admission_refuses
         sock.close()
         assert status == 403
         assert json.loads(http_get(gateway.port, "/auth/seen")[1]) == {}
-
-
-def closed_by_the_gateway(ws, seconds: float = 15) -> tuple[int, str, float]:
-    """The close code and reason the gateway ended ``ws`` with, and when (Unix time) it came."""
-    with pytest.raises(ConnectionClosed) as closed:
-        ws.recv(timeout=seconds)
-    return closed.value.rcvd.code, closed.value.rcvd.reason, time.time()
-
-
-def rechecks(port: int, result: str) -> float:
-    """How many rechecks had ``result`` (the metrics' count)."""
-    return scrape(port).get(("ouistiti_gw_auth_rechecks_total", (("result", result),)), 0)
 
 
 def test_a_revoked_login_closes_its_session_and_no_other(docroot, unix_servers):
