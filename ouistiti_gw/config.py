@@ -333,6 +333,11 @@ class GatewayConfig(Options):
     authorize: str = option("", "module:callable deciding, from a copy of the upgrade request's environ, "
                             "whether each WebSocket may connect: it returns the user or raises "
                             "ouistiti_gw.gateway.authorization.AuthorizationRefused", check=callable_spec_error)
+    auth_recheck: float = option(0.0, "seconds between two checks of each open session with the credentials "
+                                 "of its upgrade (auth_request or authorize), spread over the period; a refusal "
+                                 "closes it with 1008; 0: never (X-Auth-Expires still ends it)", minimum=0)
+    auth_recheck_failure: str = option("keep", "when a recheck gets no answer (5xx, an exception, a timeout): "
+                                       "keep the session, or close it with 1011", choices=("keep", "close"))
     # Each session costs two file descriptors.
     max_connections: int = option(10000, "sessions at once in this process before 503; 0: no limit", minimum=0)
     max_message_size: int = option(DEFAULT_MAX_MESSAGE_SIZE, "largest client message in bytes; "
@@ -372,6 +377,9 @@ class GatewayConfig(Options):
         if values["auth_request"] and values["authorize"]:
             raise ConfigurationError(f"{source.spell('auth_request')} and {source.spell('authorize')} are both set: "
                                      "choose one", "authorize", source)
+        if values["auth_recheck"] and not (values["auth_request"] or values["authorize"]):
+            raise ConfigurationError(f"{source.spell('auth_recheck')} needs {source.spell('auth_request')} or "
+                                     f"{source.spell('authorize')}", "auth_recheck", source)
         if has_placeholder(values["allow"] + values["deny"]) and not (values["auth_request"] or values["authorize"]):
             raise ConfigurationError(f"{source.spell('allow')}/{source.spell('deny')} use {{user}} or {{group}}, "
                                      f"which needs {source.spell('auth_request')} or {source.spell('authorize')}",

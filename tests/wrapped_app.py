@@ -11,7 +11,9 @@ A cookie login for ``auth_request = /auth/check``: ``POST /login`` with the form
 hostile ones of the tests too), and ``/auth/check`` answers 204 with ``X-Auth-User: NAME``
 (and its groups, expiry) for that cookie, 401 with ``WWW-Authenticate`` without one; for the
 users ``raise``, ``fail`` and ``slow`` it raises, answers 500, or waits a minute first
-(``gevent.sleep``, the way a gevent-aware database driver waits). It records what it was called
+(``gevent.sleep``, the way a gevent-aware database driver waits). ``POST /logout`` forgets the
+cookie's login; ``POST /auth/break`` makes every later ``/auth/check`` answer 500 (the auth
+service down). It records what it was called
 with (``/auth/seen``: the last environ's method, path, query, body, headers and dotted keys).
 :func:`authorize` is the same decision for ``authorize = wrapped_app:authorize``, from
 ``Authorization: Bearer NAME``.
@@ -40,6 +42,8 @@ closed_results = 0
 logins: dict[str, dict[str, str]] = {}
 #: What the last /auth/check was called with.
 seen: dict[str, object] = {}
+#: POST /auth/break was called: every /auth/check answers 500.
+broken = False
 
 
 class Streamed:
@@ -70,18 +74,37 @@ def login(environ, start_response):
     return []
 
 
+def sid_of(environ) -> str | None:
+    cookie = SimpleCookie(environ.get("HTTP_COOKIE", ""))
+    return cookie["sid"].value if "sid" in cookie else None
+
+
+def logout(environ, start_response):
+    logins.pop(sid_of(environ) or "", None)
+    start_response("204 No Content", [])
+    return []
+
+
+def break_auth(environ, start_response):
+    global broken
+    broken = True
+    start_response("204 No Content", [])
+    return []
+
+
 def auth_check(environ, start_response):
     seen.update(method=environ["REQUEST_METHOD"], path=environ["PATH_INFO"], query=environ["QUERY_STRING"],
                 body=environ["wsgi.input"].read().decode("latin-1"),
                 headers={key: value for key, value in environ.items() if key.startswith("HTTP_")},
                 keys=sorted(key for key in environ if "." in key and not key.startswith("wsgi.")))
-    cookie = SimpleCookie(environ.get("HTTP_COOKIE", ""))
-    query = logins.get(cookie["sid"].value) if "sid" in cookie else None
+    query = logins.get(sid_of(environ) or "")
     if query is None:
         start_response("401 Unauthorized", [("WWW-Authenticate", 'Cookie realm="tests"'),
                                             ("Content-Type", "text/plain")])
         return [b"log in first\n"]
     user = query["user"]
+    if broken:
+        user = "fail"
     if user == "raise":
         raise RuntimeError("the database is down")
     if user == "fail":
@@ -113,6 +136,10 @@ def app(environ, start_response):
         return login(environ, start_response)
     if path == "/auth/check":
         return auth_check(environ, start_response)
+    if path == "/logout":
+        return logout(environ, start_response)
+    if path == "/auth/break":
+        return break_auth(environ, start_response)
     if path == "/auth/seen":
         body = json.dumps(seen).encode()
         start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])

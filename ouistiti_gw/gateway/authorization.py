@@ -295,15 +295,36 @@ class Authorization:
                            refused.headers)
         except AuthorizationFailed as failed:
             return Refusal(503, "the authorization failed", "auth_failed", logged=f"{self.where} {loggable(failed)}")
+        try:
+            rules = self._rules_of(user, name)
+        except AuthorizationRefused as refused:
+            return Refusal(403, refused.reason, "unauthorized")
+        return Authorized(user, rules, kept)
+
+    def again(self, authorized: Authorized, name: str) -> User | None:
+        """The same question about a session open on ``name``, asked with the credentials its
+        upgrade kept (:mod:`ouistiti_gw.gateway.recheck`): the user, or
+        :class:`AuthorizationRefused` (the app's refusal, another user, a name this user may no
+        longer reach) or :class:`AuthorizationFailed` (no answer)."""
+        assert self.ask is not None and authorized.credentials is not None
+        user = self.ask(dict(authorized.credentials))  # a copy: a function may change what it gets
+        before = authorized.user
+        if (user.name if user else None) != (before.name if before else None):
+            raise AuthorizationRefused(403, f"the answer names {loggable(user.name) if user else 'nobody'}, "
+                                            f"not {loggable(before.name) if before else 'nobody'}")
+        self._rules_of(user, name)
+        return user
+
+    def _rules_of(self, user: User | None, name: str) -> NameRules:
+        """The names ``user`` may reach, ``name`` among them, or :class:`AuthorizationRefused` (403)."""
         wrong = identity_error(user) if user is not None else None
         if wrong is not None:
-            return Refusal(403, f"{self.where}: {wrong}", "unauthorized")
+            raise AuthorizationRefused(403, f"{self.where}: {wrong}")
         try:
             rules = self.rules.for_user(user.name if user else None, user.groups if user else ())
         except NameRefused as refused:
-            return Refusal(403, f"{self.where}: {refused}", "unauthorized")
-        not_served = rules.refusal(name)
-        if not_served is not None:
+            raise AuthorizationRefused(403, f"{self.where}: {refused}") from None
+        if rules.refusal(name) is not None:
             who = loggable(user.name) if user else "an anonymous client"
-            return Refusal(403, f"{loggable(name)} is not served to {who}", "unauthorized")
-        return Authorized(user, rules, kept)
+            raise AuthorizationRefused(403, f"{loggable(name)} is not served to {who}")
+        return rules

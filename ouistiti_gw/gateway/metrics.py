@@ -68,6 +68,9 @@ class Metrics:
         self.reloads = Counter("ouistiti_gw_reload_sessions", "Sessions a reload found: moved to the new "
                                "process, or drained (they could not move: wss://)", ["outcome"],
                                registry=self.registry)
+        self.rechecks = Counter("ouistiti_gw_auth_rechecks", "Sessions asked about again (auth_recheck) or "
+                                "ended by their login's expiry, by result: allowed, revoked, expired, failed",
+                                ["result"], registry=self.registry)
         self.duration = Histogram("ouistiti_gw_session_duration_seconds", "How long sessions last",
                                   registry=self.registry, buckets=_DURATION_BUCKETS)
         self.registry.register(TLS_HANDSHAKE_FAILURES)
@@ -96,6 +99,10 @@ class Metrics:
 
     def refused(self, reason: str) -> None:
         self.refusals.labels(reason).inc()
+
+    def rechecked(self, result: str) -> None:
+        """A recheck's result (:mod:`ouistiti_gw.gateway.recheck`), or ``expired``."""
+        self.rechecks.labels(result).inc()
 
     def exposition(self) -> bytes:
         """The text format for a scrape: this process's figures, or all workers' in multiprocess mode."""

@@ -53,6 +53,7 @@ from .lookup import hold_docroot
 from .metrics_page import MetricsPage, make_metrics
 from .names import NameRefused, wsgi_path_to_name
 from .reach import reach
+from .recheck import Rechecks
 from .refusals import Refusal, Refusals
 from .session import Session
 from .stock_handler import adapt
@@ -80,7 +81,8 @@ class WebSocketGateway:
         ``max_frame_rate``, ``max_byte_rate``, ``ping_interval``, ``idle_timeout``, ``proxy_protocol``
         (:mod:`ouistiti_gw.core.proxy_protocol`), ``trusted_proxies`` (:mod:`ouistiti_gw.gateway.identity`),
         ``metrics_path`` and ``metrics_allow`` (:mod:`ouistiti_gw.gateway.metrics`), ``auth_request`` or
-        ``authorize`` (:mod:`ouistiti_gw.gateway.authorization`). A missing docroot, an
+        ``authorize`` (:mod:`ouistiti_gw.gateway.authorization`), ``auth_recheck`` and
+        ``auth_recheck_failure`` (:mod:`ouistiti_gw.gateway.recheck`). A missing docroot, an
         unknown option or a bad value raises :class:`~ouistiti_gw.config.ConfigurationError`.
     """
 
@@ -101,6 +103,8 @@ class WebSocketGateway:
         self.metrics_page = (MetricsPage(self.metrics, config, self.identity, self.policy.hosts)
                              if self.metrics is not None else None)
         self.refusals = Refusals(app, self.metrics, self._websocket)
+        self.rechecks = (Rechecks(self.authorization, config.auth_recheck, config.auth_recheck_failure == "close",
+                                  self.metrics) if self.authorization.ask is not None else None)
         self.direct_mode = DirectMode(self.metrics, self._websocket)
         if not os.path.isdir(self.docroot):
             log.warning("docroot %s does not exist (yet): every WebSocket name will be 404", self.docroot)
@@ -169,7 +173,13 @@ class WebSocketGateway:
                                 reached.admission)
         session.proxy_header_sent = bool(header)
         session.authorized = authorized
-        self._run(session)
+        rechecks = self.rechecks
+        watch = rechecks.watch(session, authorized) if rechecks is not None else None
+        try:
+            self._run(session)
+        finally:
+            if rechecks is not None and watch is not None:
+                rechecks.unwatch(watch)
         if session.reload_outcome == "moved":
             connection.detach()  # the client's socket is the successor's now
         return []

@@ -8,16 +8,17 @@ byte for byte.
 import json
 import shutil
 import socket
+import time
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from support import BIN, ROOT, wait_until
 from support.addresses import free_port
-from support.clients import close_of, handshake_request, handshake_status, http_get, log_in, raw_request
+from support.clients import close_of, handshake_request, handshake_status, http_get, log_in, raw_request, scrape
 from support.processes import ServerProcess, gateway_test_app
 from support.unix_servers import proxied_echo_handler
 
@@ -28,6 +29,18 @@ EXAMPLES = ROOT / "docs" / "examples" / "howto"
 def accepted(server) -> int:
     """How many connections a UNIX server with :func:`proxied_echo_handler` took."""
     return len(vars(server).get("headers", []))
+
+
+def closed_by_the_gateway(ws, seconds: float = 15) -> tuple[int, str, float]:
+    """The close code and reason the gateway ended ``ws`` with, and when (Unix time) it came."""
+    with pytest.raises(ConnectionClosed) as closed:
+        ws.recv(timeout=seconds)
+    return closed.value.rcvd.code, closed.value.rcvd.reason, time.time()
+
+
+def rechecks(port: int, result: str) -> float:
+    """How many rechecks had ``result`` (the metrics' count)."""
+    return scrape(port).get(("ouistiti_gw_auth_rechecks_total", (("result", result),)), 0)
 
 
 def test_the_upgrade_requests_headers_reach_auth_check_and_the_user_reaches_the_server(docroot, unix_servers):
@@ -143,8 +156,8 @@ def test_under_the_stock_handler_a_refusal_is_a_close(docroot, unix_servers):
 
 
 def test_the_issues_scenario_in_a_pastedeploy_ini(tmp_path, docroot, unix_servers):
-    """auth_request = /auth/check, proxy_protocol = v2, allow = echo, users/{user}/* in an ini file
-    whose app is a plain WSGI app with a cookie login (the how-to's)."""
+    """auth_request = /auth/check, auth_recheck = 1, proxy_protocol = v2, allow = echo, users/{user}/*
+    in an ini file whose app is a plain WSGI app with a cookie login (the how-to's)."""
     for user in ("alice", "bob"):
         (Path(docroot) / "users" / user).mkdir(parents=True)
     echo = unix_servers(f"{docroot}/echo", proxied_echo_handler)
@@ -152,6 +165,7 @@ def test_the_issues_scenario_in_a_pastedeploy_ini(tmp_path, docroot, unix_server
     shutil.copy(EXAMPLES / "auth_app.py", tmp_path)
     port = free_port()
     ini = (EXAMPLES / "auth.ini").read_text().replace("/tmp/ws", docroot).replace("8080", str(port))
+    ini = ini.replace("auth_recheck = 30", "auth_recheck = 1")
     (tmp_path / "auth.ini").write_text(ini)
     argv = [str(BIN / "ouistiti-gw"), "serve", str(tmp_path / "auth.ini")]
     with ServerProcess(argv, port, env={"PYTHONPATH": str(tmp_path)}) as gateway:
@@ -168,8 +182,17 @@ def test_the_issues_scenario_in_a_pastedeploy_ini(tmp_path, docroot, unix_server
             assert ws.recv() == "mine"
         assert handshake_status(port, "/users/bob/echo", extra=f"Cookie: {alice}\r\n")[0] == 403
         assert http_get(port, "/") == (200, b"hello, stranger\n")  # plain HTTP still reaches the app
+        bob = log_in(port, "user=bob&password=builder")
+        with connect(f"{gateway.url}/users/bob/echo", additional_headers={"Cookie": bob}) as bobs, \
+                connect(f"{gateway.url}/echo", additional_headers={"Cookie": alice}) as alices:
+            bobs.send("bob's")
+            assert bobs.recv(timeout=10) == "bob's"
+            assert http_get(port, "/logout", "POST", headers={"Cookie": bob})[0] == 303
+            assert closed_by_the_gateway(bobs)[:2] == (1008, "authorization revoked")
+            alices.send("alice's")
+            assert alices.recv(timeout=10) == "alice's"
     assert [h.user for h in homes["alice"].headers] == ["alice"]
-    assert accepted(homes["bob"]) == 0
+    assert [h.user for h in homes["bob"].headers] == ["bob"]
 
 
 def test_the_handshake_is_refused_before_the_app_is_asked_when_admission_refuses(docroot, unix_servers):
@@ -181,3 +204,61 @@ def test_the_handshake_is_refused_before_the_app_is_asked_when_admission_refuses
         sock.close()
         assert status == 403
         assert json.loads(http_get(gateway.port, "/auth/seen")[1]) == {}
+
+
+def test_a_revoked_login_closes_its_session_and_no_other(docroot, unix_servers):
+    unix_servers(f"{docroot}/echo", proxied_echo_handler)
+    with gateway_test_app(docroot, *AUTH, "--set", "auth_recheck=1", "--set", "metrics_path=/metrics") as gateway:
+        alice, bob = log_in(gateway.port, "user=alice"), log_in(gateway.port, "user=bob")
+        with connect(f"{gateway.url}/echo", additional_headers={"Cookie": alice}) as alices, \
+                connect(f"{gateway.url}/echo", additional_headers={"Cookie": bob}) as bobs:
+            bobs.send("before")
+            assert bobs.recv(timeout=10) == "before"
+            assert http_get(gateway.port, "/logout", "POST", headers={"Cookie": bob})[0] == 204
+            assert closed_by_the_gateway(bobs)[:2] == (1008, "authorization revoked")
+            wait_until(lambda: "authorization revoked" in gateway.log(), what="the close's line")
+            line = next(line for line in gateway.log().splitlines() if "authorization revoked" in line)
+            assert "closing echo from 127.0.0.1" in line and "user bob" in line and "answered 401" in line
+            allowed = rechecks(gateway.port, "allowed")
+            wait_until(lambda: rechecks(gateway.port, "allowed") >= allowed + 2, what="two more of alice's rechecks")
+            for message in ("still", "here"):
+                alices.send(message)
+                assert alices.recv(timeout=10) == message
+            assert rechecks(gateway.port, "revoked") == 1
+        assert "user alice" not in gateway.log()
+
+
+def test_x_auth_expires_closes_the_session_at_that_time(docroot, unix_servers):
+    unix_servers(f"{docroot}/echo", proxied_echo_handler)
+    with gateway_test_app(docroot, *AUTH, "--set", "metrics_path=/metrics") as gateway:  # no auth_recheck
+        expires = int(time.time()) + 2
+        cookie = log_in(gateway.port, f"user=alice&expires={expires}")
+        with connect(f"{gateway.url}/echo", additional_headers={"Cookie": cookie}) as ws:
+            ws.send("while it lasts")
+            assert ws.recv(timeout=10) == "while it lasts"
+            code, reason, when = closed_by_the_gateway(ws)
+        assert (code, reason) == (1008, "authorization expired")
+        assert when >= expires - 0.05  # not before (the clocks are the same machine's)
+        wait_until(lambda: f"its login expired at {expires}" in gateway.log(), what="the expiry's line")
+        assert (rechecks(gateway.port, "expired"), rechecks(gateway.port, "allowed")) == (1, 0)
+
+
+@pytest.mark.parametrize("policy", ["keep", "close"])
+def test_an_auth_endpoint_that_starts_failing_closes_sessions_only_if_told(docroot, unix_servers, policy):
+    unix_servers(f"{docroot}/echo", proxied_echo_handler)
+    settings = ("--set", "auth_recheck=0.5", "--set", "metrics_path=/metrics",
+                "--set", f"auth_recheck_failure={policy}")
+    with gateway_test_app(docroot, *AUTH, *settings) as gateway:
+        cookie = log_in(gateway.port, "user=alice")
+        with connect(f"{gateway.url}/echo", additional_headers={"Cookie": cookie}) as ws:
+            ws.send("up")
+            assert ws.recv(timeout=10) == "up"
+            assert http_get(gateway.port, "/auth/break", "POST")[0] == 204
+            if policy == "close":
+                assert closed_by_the_gateway(ws)[:2] == (1011, "authorization check failed")
+            else:
+                wait_until(lambda: gateway.log().count("failed, the session goes on") >= 2, what="two failed rechecks")
+                assert rechecks(gateway.port, "failed") >= 2
+                ws.send("still up")
+                assert ws.recv(timeout=10) == "still up"
+        assert "answered 500 Internal Server Error" in gateway.log()

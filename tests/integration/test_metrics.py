@@ -4,7 +4,6 @@ import struct
 import urllib.request
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
@@ -16,18 +15,10 @@ from support.clients import (
     handshake_status,
     proxy_header_too_long_request,
     raw_request,
+    scrape,
 )
 from support.processes import gateway_test_app, gunicorn
 from support.unix_servers import proxied_echo_handler
-
-
-def scrape(port: int, path: str = "/metrics") -> dict[tuple[str, tuple], float]:
-    """Every sample of a scrape as ``{(name, sorted labels): value}``."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
-        assert response.headers["Content-Type"].startswith("text/plain")
-        text = response.read().decode()
-    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
-            for family in text_string_to_metric_families(text) for sample in family.samples}
 
 
 def test_metrics_after_known_traffic(docroot, unix_servers):

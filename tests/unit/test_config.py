@@ -39,6 +39,8 @@ SAMPLES = {
     "allowed_hosts": ("gw.example", ("gw.example",)),
     "auth_request": ("/auth/check", "/auth/check"),
     "authorize": ("wrapped_app:authorize", "wrapped_app:authorize"),
+    "auth_recheck": ("30", 30.0),
+    "auth_recheck_failure": ("close", "close"),
     "max_connections": ("5", 5),
     "max_message_size": ("4096", 4096),
     "max_message_rate": ("2.5", 2.5),
@@ -67,6 +69,8 @@ GATEWAY = [item for item in options(GatewayConfig) if item.name != "metrics_path
 SERVER = list(options(ServerConfig))
 NUMBERS = [item for item in options(GatewayConfig) + options(ServerConfig) if item.kind in (int, float)]
 BASE = {"docroot": "/run/ws"}
+#: What an option needs set with it.
+NEEDS = {"auth_recheck": {"auth_request": "/auth/check"}}
 
 
 def names(schema) -> list[str]:
@@ -87,14 +91,16 @@ def test_sources_spell_an_option_their_way():
 @pytest.mark.parametrize("item", GATEWAY, ids=lambda item: item.name)
 def test_every_gateway_option_is_a_keyword_an_ini_key_a_variable_and_a_flag(item, monkeypatch):
     text, value = SAMPLES[item.name]
-    settings = {**BASE, item.name: text}
+    needed = NEEDS.get(item.name, {})
+    settings = {**BASE, **needed, item.name: text}
     assert getattr(WebSocketGateway(not_found_app, **settings).config, item.name) == value
     assert getattr(make_app({}, **settings).config, item.name) == value
     assert getattr(make_filter({}, **settings)(not_found_app).config, item.name) == value
     for name, setting in settings.items():
         monkeypatch.setenv(f"OUISTITI_GW_{name.upper()}", setting)
     assert getattr(make_app().config, item.name) == value
-    args = build_parser().parse_args(["serve", "--docroot", BASE["docroot"], item.cli_flag, text])
+    flags = [word for name, setting in needed.items() for word in (f"--{name.replace('_', '-')}", setting)]
+    args = build_parser().parse_args(["serve", "--docroot", BASE["docroot"], *flags, item.cli_flag, text])
     assert getattr(given(args, GatewayConfig), item.name) == value
 
 
@@ -317,6 +323,8 @@ def test_auth_request_and_authorize_exclude_each_other_and_placeholders_need_one
         GatewayConfig.load({**BASE, "deny": "users/{user}/x"}, COMMAND_LINE)
     with pytest.raises(ConfigurationError, match=r"the only placeholders are \{user\} and \{group\}"):
         GatewayConfig(docroot="/run/ws", auth_request="/auth", allow="{users}/*")
+    with pytest.raises(ConfigurationError, match=r"^auth_recheck needs auth_request or authorize$"):
+        GatewayConfig.load({**BASE, "auth_recheck": "1"}, INI)
 
 
 @pytest.mark.parametrize("path", ["auth", "/auth?x=1", "/a b", "/a%2f", "/café", "/a\n"])

@@ -40,11 +40,23 @@ def log_in(environ, start_response):
     return []
 
 
+def log_out(environ, start_response):
+    """POST /logout: the session cookie is forgotten here, so the gateway's next recheck closes
+    the WebSockets it opened (auth_recheck in auth.ini)."""
+    cookie = SimpleCookie(environ.get("HTTP_COOKIE", ""))
+    if "session" in cookie:
+        SESSIONS.pop(cookie["session"].value, None)
+    start_response("303 See Other", [("Location", "/"), ("Set-Cookie", "session=; Path=/; Max-Age=0")])
+    return []
+
+
 def application(environ, start_response):
     if environ["PATH_INFO"] == "/auth/check":
         return auth_check(environ, start_response)
     if environ["PATH_INFO"] == "/login" and environ["REQUEST_METHOD"] == "POST":
         return log_in(environ, start_response)
+    if environ["PATH_INFO"] == "/logout" and environ["REQUEST_METHOD"] == "POST":
+        return log_out(environ, start_response)
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [f"hello, {logged_in(environ) or 'stranger'}\n".encode()]
 
