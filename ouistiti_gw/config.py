@@ -99,7 +99,8 @@ def has_placeholder(patterns: Iterable[str]) -> bool:
 
 
 def auth_path_error(path: str) -> str | None:
-    """Why ``path`` cannot be ``auth_request``'s: the subrequest goes to one fixed path of the app."""
+    """Why ``path`` cannot be ``auth_request``'s (the subrequest goes to one fixed path of the app)
+    or ``admin_path``'s (compared with the request's path as it is)."""
     if path and (not path.startswith("/") or any(c in path for c in "?#% ") or not path.isascii()
                  or not path.isprintable()):
         return f"{path!r} is not a plain absolute path (/auth/check): no query, fragment, escape or space"
@@ -358,6 +359,10 @@ class GatewayConfig(Options):
     metrics_path: str = option("", "a path (/metrics) where Prometheus metrics are served")
     metrics_allow: Patterns = option(("127.0.0.0/8", "::1"), "comma-separated IPs/CIDRs that may scrape "
                                      "the metrics", check=networks_error)
+    admin_path: str = option("", "a path (/admin/sessions) where the live sessions are listed (GET) and "
+                             "closed (DELETE PATH/ID, DELETE PATH?user=NAME)", check=auth_path_error)
+    admin_allow: Patterns = option(("127.0.0.0/8", "::1"), "comma-separated IPs/CIDRs that may use "
+                                   "admin_path", check=networks_error)
     # A live client answers pings, so only a vanished one (no FIN, no RST) reaches idle_timeout.
     ping_interval: float = option(30.0, "seconds of client silence before a ping; 0: never", minimum=0)
     idle_timeout: float = option(90.0, "seconds without any frame from the client, pongs included, "
@@ -380,6 +385,9 @@ class GatewayConfig(Options):
         if values["auth_recheck"] and not (values["auth_request"] or values["authorize"]):
             raise ConfigurationError(f"{source.spell('auth_recheck')} needs {source.spell('auth_request')} or "
                                      f"{source.spell('authorize')}", "auth_recheck", source)
+        if values["admin_path"] and values["admin_path"] == values["metrics_path"]:
+            raise ConfigurationError(f"{source.spell('admin_path')} and {source.spell('metrics_path')} are the same "
+                                     "path: choose two", "admin_path", source)
         if has_placeholder(values["allow"] + values["deny"]) and not (values["auth_request"] or values["authorize"]):
             raise ConfigurationError(f"{source.spell('allow')}/{source.spell('deny')} use {{user}} or {{group}}, "
                                      f"which needs {source.spell('auth_request')} or {source.spell('authorize')}",

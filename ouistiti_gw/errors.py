@@ -33,6 +33,8 @@ in brackets, below ``ouistiti_gw``), so a reader of that module sees what it rai
             SuccessorGone (reload.migration): the new process stopped taking sessions
         TLS
             HandshakeFailed (servers.tls): a TLS handshake that did not finish
+        the admin endpoint
+            AdminError (gateway.admin_page): a request it cannot do: 400, 404 or 405
 
 One signal stays outside the tree: ``Keepalive.Interrupted`` (green.keepalive), a ``BaseException``
 as ``gevent.Timeout`` is, thrown into the greenlet that reads a client to end its wait; the

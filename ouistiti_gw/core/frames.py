@@ -199,9 +199,12 @@ def encode_close_payload(code: int | None, reason: str = "") -> bytes:
     """The payload of a close frame: 2-byte status code then UTF-8 reason, cut to fit 125 bytes."""
     if code is None:
         return b""
-    encoded = reason.encode("utf-8")[:MAX_CONTROL_PAYLOAD - 2]
-    encoded = encoded.decode("utf-8", "ignore").encode("utf-8")  # never cut a character in half
-    return struct.pack("!H", code) + encoded
+    return struct.pack("!H", code) + fit_close_reason(reason).encode("utf-8")
+
+
+def fit_close_reason(reason: str) -> str:
+    """``reason`` cut to what a close frame holds (123 bytes of UTF-8), never inside a character."""
+    return reason.encode("utf-8")[:MAX_CONTROL_PAYLOAD - 2].decode("utf-8", "ignore")
 
 
 def parse_close_payload(payload: bytes) -> tuple[int, str]:

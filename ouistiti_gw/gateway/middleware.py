@@ -12,8 +12,9 @@ it (:class:`~ouistiti_gw.gateway.authorization.Authorization`, between admission
 connection), reaching the server
 (:func:`~ouistiti_gw.gateway.reach.reach`), the answers to refusals
 (:class:`~ouistiti_gw.gateway.refusals.Refusals`), direct mode's handover
-(:class:`~ouistiti_gw.gateway.direct_mode.DirectMode`) and the metrics' page
-(:class:`~ouistiti_gw.gateway.metrics_page.MetricsPage`).
+(:class:`~ouistiti_gw.gateway.direct_mode.DirectMode`), the metrics' page
+(:class:`~ouistiti_gw.gateway.metrics_page.MetricsPage`) and the admin endpoint
+(:class:`~ouistiti_gw.gateway.admin_page.AdminPage`).
 
 Two servers can carry it:
 
@@ -44,6 +45,7 @@ from ..core.logsafe import loggable, wsgi_text
 from ..green.websocket import WebSocket
 from ..reload.migration import register
 from ..reload.session_state import Admission, SessionState
+from .admin_page import AdminPage
 from .admission import AdmissionPolicy, SessionCounter
 from .authorization import Authorization, Authorized
 from .direct_mode import DirectMode
@@ -80,7 +82,8 @@ class WebSocketGateway:
         others), ``max_connections`` (503 past it), ``max_message_size``, ``max_message_rate``,
         ``max_frame_rate``, ``max_byte_rate``, ``ping_interval``, ``idle_timeout``, ``proxy_protocol``
         (:mod:`ouistiti_gw.core.proxy_protocol`), ``trusted_proxies`` (:mod:`ouistiti_gw.gateway.identity`),
-        ``metrics_path`` and ``metrics_allow`` (:mod:`ouistiti_gw.gateway.metrics`), ``auth_request`` or
+        ``metrics_path`` and ``metrics_allow`` (:mod:`ouistiti_gw.gateway.metrics`), ``admin_path`` and
+        ``admin_allow`` (:mod:`ouistiti_gw.gateway.admin_page`), ``auth_request`` or
         ``authorize`` (:mod:`ouistiti_gw.gateway.authorization`), ``auth_recheck`` and
         ``auth_recheck_failure`` (:mod:`ouistiti_gw.gateway.recheck`). A missing docroot, an
         unknown option or a bad value raises :class:`~ouistiti_gw.config.ConfigurationError`.
@@ -102,6 +105,8 @@ class WebSocketGateway:
         self.metrics = make_metrics(config)
         self.metrics_page = (MetricsPage(self.metrics, config, self.identity, self.policy.hosts)
                              if self.metrics is not None else None)
+        self.admin_page = (AdminPage(config, self.docroot, self.identity, self.policy.hosts)
+                           if config.admin_path else None)
         self.refusals = Refusals(app, self.metrics, self._websocket)
         self.rechecks = (Rechecks(self.authorization, config.auth_recheck, config.auth_recheck_failure == "close",
                                   self.metrics) if self.authorization.ask is not None else None)
@@ -116,6 +121,8 @@ class WebSocketGateway:
         if not is_websocket_request(environ):
             if self.metrics_page is not None and environ.get("PATH_INFO") == self.config.metrics_path:
                 return self.metrics_page(environ, start_response)
+            if self.admin_page is not None and self.admin_page.serves(environ.get("PATH_INFO", "")):
+                return self.admin_page(environ, start_response)
             return self.app(environ, start_response)
         upgrade = adapt(environ)
         if upgrade is None:

@@ -15,6 +15,7 @@ time; a reload pauses the session and may move it to another process (:mod:`ouis
 from __future__ import annotations
 
 import errno
+import itertools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -43,6 +44,8 @@ log = logging.getLogger(__name__)
 
 #: How long we wait for the client's close frame after sending ours (RFC 6455 section 7.1.1).
 CLOSE_TIMEOUT_SECONDS = 5.0
+#: The next session's :attr:`Session.id`.
+_ids = itertools.count(1)
 
 
 @dataclass(eq=False)
@@ -80,6 +83,8 @@ class Session:
     authorized: Authorized | None = None
     #: What the session was admitted with: a reload's successor judges it again.
     admission: Admission = field(kw_only=True, repr=False)
+    #: Its number in this process, from 1 (the admin endpoint's id; a moved session gets a new one).
+    id: int = field(default_factory=lambda: next(_ids), kw_only=True)
 
     def __post_init__(self) -> None:
         self.bucket = TokenBucket(self.max_message_rate) if self.max_message_rate else None

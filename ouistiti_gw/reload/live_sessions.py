@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import weakref
-from typing import Iterator, Protocol
+from typing import Iterator, Protocol, Sequence
 
 import gevent
 from gevent import socket
@@ -32,7 +32,7 @@ class LiveSession(Protocol):
     def moved(self, taken: bool) -> None: ...
 
 
-#: How long :meth:`LiveSessions.close_all` waits for the close frames to go out.
+#: How long :func:`close_each` waits for the close frames to go out.
 CLOSE_ALL_SECONDS = 1.0
 
 
@@ -71,12 +71,17 @@ class LiveSessions:
     def close_all(self, code: int = CloseCode.GOING_AWAY, reason: str = "server shutting down") -> int:
         """Send every open session a close frame (1001 by default); return how many there were.
 
-        Each close has its greenlet, and all of them :data:`CLOSE_ALL_SECONDS` at most: one
-        session writing to a client that does not read holds its own close, not the others'."""
-        sessions = list(self._sessions)
-        gevent.joinall([LightGreenlet.spawn(session.close, code, reason) for session in sessions],
-                       timeout=CLOSE_ALL_SECONDS)
-        return len(sessions)
+        Each close has its greenlet (:func:`close_each`): one session writing to a client that
+        does not read holds its own close, not the others'."""
+        return close_each(list(self._sessions), code, reason)
+
+
+def close_each(sessions: Sequence[LiveSession], code: int, reason: str) -> int:
+    """Send each of ``sessions`` a close frame, each from its own greenlet, all within
+    :data:`CLOSE_ALL_SECONDS`; return how many there were."""
+    gevent.joinall([LightGreenlet.spawn(session.close, code, reason) for session in sessions],
+                   timeout=CLOSE_ALL_SECONDS)
+    return len(sessions)
 
 
 #: The sessions of this process (see :class:`LiveSessions` for why the registry is process-wide).

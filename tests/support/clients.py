@@ -89,9 +89,10 @@ def close_after_101(port: int, request: bytes) -> bytes:
 
 
 def http_get(port: int, path: str, method: str = "GET", body: bytes | None = None,
-             headers: dict[str, str] | None = None) -> tuple[int, bytes]:
-    """Status and body of a plain HTTP request."""
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+             headers: dict[str, str] | None = None, source: str | None = None) -> tuple[int, bytes]:
+    """Status and body of a plain HTTP request (sent from the local address ``source``, if given)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10,
+                                            source_address=(source, 0) if source else None)
     try:
         connection.request(method, path, body=body, headers=headers or {})
         response = connection.getresponse()

@@ -50,6 +50,8 @@ SAMPLES = {
     "trusted_proxies": ("10.0.0.0/8, ::1", ("10.0.0.0/8", "::1")),
     "metrics_path": ("/stats", "/stats"),
     "metrics_allow": ("192.168.0.0/16", ("192.168.0.0/16",)),
+    "admin_path": ("/admin/sessions", "/admin/sessions"),
+    "admin_allow": ("10.0.0.0/8, ::1", ("10.0.0.0/8", "::1")),
     "ping_interval": ("0.5", 0.5),
     "idle_timeout": ("3", 3.0),
     "compression": ("off", "off"),
@@ -331,6 +333,15 @@ def test_auth_request_and_authorize_exclude_each_other_and_placeholders_need_one
 def test_auth_request_is_a_plain_path(path):
     with pytest.raises(ConfigurationError, match="is not a plain absolute path"):
         GatewayConfig(docroot="/run/ws", auth_request=path)
+
+
+def test_admin_path_is_a_plain_path_and_not_the_metrics_path():
+    with pytest.raises(ConfigurationError, match="is not a plain absolute path"):
+        GatewayConfig(docroot="/run/ws", admin_path="admin")
+    with pytest.raises(ConfigurationError, match="^--admin-path and --metrics-path are the same path: choose two$"):
+        GatewayConfig.load({**BASE, "admin_path": "/x", "metrics_path": "/x"}, COMMAND_LINE)
+    with pytest.raises(ConfigurationError, match="^admin_allow = "):
+        GatewayConfig(docroot="/run/ws", admin_allow="localhost")
 
 
 @pytest.mark.parametrize("spec", ["module", "module:", ":f", "a b:f", "m:f()"])
