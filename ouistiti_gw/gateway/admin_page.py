@@ -4,7 +4,7 @@ What HAProxy's runtime API does with ``show sess`` and ``shutdown session``, ove
 JSON, under the guard of the metrics page (:class:`~ouistiti_gw.gateway.page_gate.PageGate`:
 ``admin_allow``, this gateway's own ``Host`` names):
 
-- ``GET PATH``: ``{"pid": ..., "sessions": [...]}``, each session with its ``id`` (``PID-N``:
+- ``GET PATH``: ``{"pid": ..., "workers": [...], "sessions": [...]}``, each session with its ``id`` (``PID-N``:
   the process and the session's number in it), ``name``, ``user`` (the authorization's, or
   null), ``client``, ``since`` (Unix time), ``bytes_in`` and ``bytes_out`` (payload, as the
   server sees it), ``compressed`` (permessage-deflate) and ``moved`` (resumed here after a reload);
@@ -12,8 +12,8 @@ JSON, under the guard of the metrics page (:class:`~ouistiti_gw.gateway.page_gat
   every session of that user; ``code`` (1008 by default) and ``reason`` in the query. The answer
   says how many were closed.
 
-Only the sessions of this process, and of this gateway (its docroot): under gunicorn with several
-workers, a request reaches one worker and sees that worker's sessions only.
+The sessions of this gateway (its docroot) in this process and, under gunicorn with several
+``GatewayWorker``, in the other workers, which this one asks (:mod:`ouistiti_gw.reload.admin_channel`).
 """
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ from ..config import GatewayConfig
 from ..core.frames import CloseCode, fit_close_reason, is_valid_close_code
 from ..core.logsafe import loggable
 from ..errors import GatewayError
+from ..reload.admin_channel import ask_siblings, register
 from ..reload.live_sessions import LiveSessions, close_each, process_sessions
 from .admission import HostPolicy
 from .identity import Identity
@@ -73,6 +74,7 @@ class AdminPage:
         self.live = live
         self.gate = PageGate(config.admin_allow, "admin_allow", identity, hosts, what="admin request",
                              refused="the admin endpoint is not served to this address")
+        register(docroot, self.for_sibling)  # the other gunicorn workers' requests
 
     def serves(self, path: str) -> bool:
         """Whether a request for ``path`` (PATH_INFO) is the endpoint's."""
@@ -93,7 +95,7 @@ class AdminPage:
         rest = environ.get("PATH_INFO", "")[len(self.path):].strip("/").split("/")
         if rest == [""]:
             if method == "GET":
-                return {"pid": os.getpid(), "sessions": [_describe(session) for session in self._sessions()]}
+                return self._list()
             if method != "DELETE":
                 raise AdminError(405, f"{method} {self.path}: GET lists, DELETE ?user=NAME closes", "GET, DELETE")
             if "user" not in query:
@@ -106,20 +108,45 @@ class AdminPage:
             return self._close(query, by_id=rest[0])
         raise AdminError(404, f"no such admin path: {loggable(environ.get('PATH_INFO', ''))}")
 
+    def _list(self) -> dict[str, Any]:
+        """This worker's sessions and its siblings' (those that answered: ``workers``)."""
+        answers = ask_siblings(self.docroot, {"op": "list"})
+        sessions = [_describe(session) for session in self._sessions()]
+        for answer in answers.values():
+            sessions += answer.get("sessions") or []
+        return {"pid": os.getpid(), "workers": sorted([os.getpid(), *answers]), "sessions": sessions}
+
     def _close(self, query: dict[str, str], *, by_id: str | None = None, by_user: str | None = None
                ) -> dict[str, Any]:
-        """Close the session ``by_id`` (``PID-N``), or every session of ``by_user``, as ``query`` says."""
+        """Close the session ``by_id`` (``PID-N``: here, or in the sibling worker PID), or every
+        session of ``by_user`` in every worker, as ``query`` says."""
         code = close_code(query.get("code", str(int(CloseCode.POLICY_VIOLATION))))
         reason = fit_close_reason(query.get("reason", DEFAULT_REASON))
-        if by_id is not None:
-            found = [session for session in self._sessions() if session_id(session) == by_id]
-            if not found:
-                raise AdminError(404, f"no live session with id {loggable(by_id)} in this process")
-            closed = self._close_here(found, code, reason, f"id {loggable(by_id)}")
+        request = {"op": "close", "id": by_id, "user": by_user, "code": code, "reason": reason}
+        if by_id is None:
+            closed = self._close_here(None, by_user, code, reason)
+            closed += sum(int(answer.get("closed", 0)) for answer in ask_siblings(self.docroot, request).values())
+        elif by_id.partition("-")[0] == str(os.getpid()):
+            closed = self._close_here(by_id, None, code, reason)
         else:
-            sessions = [session for session in self._sessions() if _user(session) == by_user]
-            closed = self._close_here(sessions, code, reason, f"user {loggable(by_user)}")
+            pid = by_id.partition("-")[0]
+            answer = (ask_siblings(self.docroot, request, only=int(pid)).get(int(pid))
+                      if pid.isascii() and pid.isdigit() else None)
+            if answer is None or "error" in answer:
+                raise AdminError(404, f"no live session with id {loggable(by_id)}")
+            closed = int(answer.get("closed", 0))
         return {"closed": closed, "code": code, "reason": reason}
+
+    def for_sibling(self, request: dict[str, Any]) -> dict[str, Any]:
+        """What this worker answers another one's request (:mod:`ouistiti_gw.reload.admin_channel`)."""
+        if request.get("op") == "list":
+            return {"sessions": [_describe(session) for session in self._sessions()]}
+        try:
+            code = close_code(str(request.get("code")))
+            return {"closed": self._close_here(request.get("id"), request.get("user"), code,
+                                               fit_close_reason(str(request.get("reason", ""))))}
+        except AdminError as error:
+            return {"error": str(error)}
 
     def _sessions(self) -> list[Session]:
         """This gateway's sessions that run here now (not one that moved away on a reload)."""
@@ -127,8 +154,18 @@ class AdminPage:
                 if isinstance(session, Session) and session.docroot == self.docroot
                 and session.reload_outcome != "moved"]
 
-    @staticmethod
-    def _close_here(sessions: list[Session], code: int, reason: str, which: str) -> int:
+    def _close_here(self, by_id: str | None, by_user: str | None, code: int, reason: str) -> int:
+        """Close this worker's session ``by_id``, or its sessions of ``by_user``; return how many."""
+        if by_id is not None:
+            sessions = [session for session in self._sessions() if session_id(session) == by_id]
+            if not sessions:
+                raise AdminError(404, f"no live session with id {loggable(by_id)}")
+            which = f"id {loggable(by_id)}"
+        elif isinstance(by_user, str):
+            sessions = [session for session in self._sessions() if _user(session) == by_user]
+            which = f"user {loggable(by_user)}"
+        else:
+            raise AdminError(400, "a close names a session or a user")
         for session in sessions:
             log.warning("closing %s from %s (id %s): admin request for %s: %d %s", session.name, session.client,
                         session_id(session), which, code, loggable(reason))

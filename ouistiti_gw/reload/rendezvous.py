@@ -40,6 +40,7 @@ import stat
 import struct
 import tempfile
 import time
+from typing import Callable
 
 import gevent
 from gevent import socket
@@ -145,7 +146,7 @@ def _uptime() -> float:
         return float(uptime.read().split()[0])
 
 
-def _siblings() -> list[int]:
+def siblings() -> list[int]:
     master = os.getppid()
     try:
         with open(f"/proc/{master}/task/{master}/children") as children:
@@ -158,7 +159,7 @@ def successors() -> list[int]:
     """The workers of our master that a reload started: younger than us, and fresh."""
     mine, now = _started(os.getpid()), _uptime()
     found = []
-    for pid in _siblings():
+    for pid in siblings():
         started = _started(pid)
         if started is not None and mine is not None and started > mine and now - started < FRESH_SECONDS:
             found.append(pid)
@@ -169,33 +170,30 @@ def socket_path(directory: str, pid: int) -> str:
     return os.path.join(directory, f"{os.getppid()}-{pid}.sock")
 
 
-class TakeoverPoint:
-    """This worker's takeover socket: sessions of older workers come in there."""
+class WorkerPoint:
+    """A socket of this worker's at ``path`` in the rendezvous directory: each connection from
+    the workers' user is served by ``serve`` in a greenlet of its own, any other one closed unread."""
 
-    def __init__(self, directory: str) -> None:
-        self.path = socket_path(directory, os.getpid())
+    def __init__(self, path: str, serve: Callable[[socket.socket], None]) -> None:
+        self.path = path
         if os.path.exists(self.path):
             os.unlink(self.path)  # a dead worker's, with our PID
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.listener.bind(self.path)
         self.listener.listen(16)
+        self._serve = serve
         self._accepting = LightGreenlet.spawn(self._accept)
 
     def _accept(self) -> None:
         while True:
             channel, _ = self.listener.accept()
-            if _peer(channel)[1] != os.getuid():
+            if peer(channel)[1] != os.getuid():
                 channel.close()
                 continue
-            LightGreenlet.spawn(self._take, channel)
-
-    @staticmethod
-    def _take(channel) -> None:
-        with channel:
-            log.info("reload: took %d session(s) from an old worker", take_sessions(channel))
+            LightGreenlet.spawn(self._serve, channel)
 
     def close(self) -> None:
-        """No more takeovers (we stop too): the socket goes."""
+        """No more connections (we stop too): the socket goes."""
         self._accepting.kill()
         self.listener.close()
         try:
@@ -204,7 +202,19 @@ class TakeoverPoint:
             pass
 
 
-def _peer(channel) -> tuple[int, int]:
+class TakeoverPoint(WorkerPoint):
+    """This worker's takeover socket: sessions of older workers come in there."""
+
+    def __init__(self, directory: str) -> None:
+        super().__init__(socket_path(directory, os.getpid()), self._take)
+
+    @staticmethod
+    def _take(channel) -> None:
+        with channel:
+            log.info("reload: took %d session(s) from an old worker", take_sessions(channel))
+
+
+def peer(channel) -> tuple[int, int]:
     """``(pid, uid)`` of the process at the other end of a UNIX connection."""
     credentials = channel.getsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_PEERCRED, struct.calcsize("3i"))
     pid, uid, _ = struct.unpack("3i", credentials)
@@ -222,7 +232,7 @@ def _connect(directory: str, pid: int, deadline: float):
             channel.close()
             gevent.sleep(0.05)
             continue
-        if _peer(channel) == (pid, os.getuid()):
+        if peer(channel) == (pid, os.getuid()):
             return channel
         channel.close()
         log.warning("reload: %s is not worker %d's: not used", path, pid)

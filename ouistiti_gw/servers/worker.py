@@ -31,6 +31,7 @@ except ImportError as missing:
 
 from ..config import ConfigurationError, ServerConfig
 from ..gateway.gunicorn_log import follow_gunicorn_error_log
+from ..reload.admin_channel import AdminPoint
 from ..reload.live_sessions import process_sessions
 from ..reload.rendezvous import TakeoverPoint, is_private, migrate, rendezvous_directory
 from .accept_pacing import PacedAccept
@@ -69,6 +70,8 @@ class GatewayWorker(GeventWebSocketWorker):
     rendezvous: str | None = None
     #: Where sessions of older workers come in (None: no safe directory).
     takeover: TakeoverPoint | None = None
+    #: Where the other workers ask about this one's sessions, for the admin endpoint (None: no safe directory).
+    admin: AdminPoint | None = None
     #: The greenlet that hands the sessions over and closes the others, once SIGTERM came.
     leaving: gevent.Greenlet | None = None
 
@@ -110,6 +113,7 @@ class GatewayWorker(GeventWebSocketWorker):
                         directory)
             directory = None
         self.takeover = TakeoverPoint(directory) if directory else None
+        self.admin = AdminPoint(directory) if directory else None
         try:
             super().run()
             # gunicorn waits for the requests it started; sessions an older worker handed us
@@ -119,6 +123,8 @@ class GatewayWorker(GeventWebSocketWorker):
         finally:
             if self.takeover is not None:
                 self.takeover.close()
+            if self.admin is not None:
+                self.admin.close()
             _forget_live_gauges(self.pid)
 
     def handle_exit(self, sig, frame) -> None:

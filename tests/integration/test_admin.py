@@ -5,7 +5,7 @@ names the user of ``Authorization: Bearer NAME``), a UNIX echo server, websocket
 """
 import json
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from urllib.parse import quote
 
 import pytest
@@ -13,8 +13,9 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from support import wait_until
+from support.addresses import free_port
 from support.clients import http_get
-from support.processes import gateway_test_app
+from support.processes import TESTS, gateway_test_app, gunicorn
 
 ADMIN = ("--set", "authorize=wrapped_app:authorize", "--set", "admin_path=/admin/sessions")
 
@@ -134,3 +135,47 @@ def test_only_admin_allow_under_this_gateways_names(docroot, unix_servers):
                                     source="127.0.0.2")
             assert status == 403 and b"alice" not in body
             wait_until(lambda: "refused admin request from 127.0.0.2: Host" in gateway.log(), what="the line")
+
+
+@pytest.mark.gunicorn
+def test_under_gunicorn_every_workers_sessions(docroot, unix_servers):
+    """``-w 2``: whichever worker a request reaches lists and closes the sessions of both."""
+    unix_servers(f"{docroot}/echo")
+    port = free_port()
+    env = {"OUISTITI_GW_DOCROOT": docroot, "OUISTITI_GW_ADMIN_PATH": "/admin/sessions",
+           "OUISTITI_GW_AUTHORIZE": "wrapped_app:authorize", "PYTHONPATH": str(TESTS)}
+    with gunicorn("ouistiti_gw.worker.GatewayWorker", port, env, "-w", "2") as gateway:
+        clients = []
+        with ExitStack() as stack:
+            while len({ws_id.split("-")[0] for ws_id in listed(gateway)}) < 2:  # until both workers have some
+                assert len(clients) < 40, "every session went to one worker"
+                clients.append(stack.enter_context(user_session(gateway, "alice" if len(clients) % 2 else "carol")))
+            for _ in range(6):  # whichever worker answers lists them all
+                status, answer = admin(gateway)
+                assert status == 200 and len(answer["sessions"]) == len(clients)
+                assert len(answer["workers"]) == 2 and answer["pid"] in answer["workers"]
+            sessions = listed(gateway)
+            by_worker = {}
+            for ws_id, session in sessions.items():
+                by_worker.setdefault(ws_id.split("-")[0], (ws_id, session))
+            clients_by_port = {ws.socket.getsockname()[1]: ws for ws in clients}
+            for ws_id, session in by_worker.values():  # one of each worker, whichever worker is asked
+                assert admin(gateway, f"/{ws_id}?code=4002&reason=bye", "DELETE") == (
+                    200, {"closed": 1, "code": 4002, "reason": "bye"})
+                ws = clients_by_port[int(session["client"].rsplit(":", 1)[1])]
+                assert closed_by_the_gateway(ws) == (4002, "bye")
+                clients.remove(ws)
+            carols = [ws for ws in clients if sessions_of(gateway, ws)["user"] == "carol"]
+            status, answer = admin(gateway, "?user=carol", "DELETE")
+            assert (status, answer["closed"]) == (200, len(carols))
+            for ws in carols:
+                assert closed_by_the_gateway(ws)[0] == 1008
+                clients.remove(ws)
+            assert all(still_echoes(ws) for ws in clients)
+            assert admin(gateway, "/1-1", "DELETE")[0] == 404  # no such worker
+
+
+def sessions_of(gateway, ws) -> dict:
+    """The listed session of the client ``ws``."""
+    port = ws.socket.getsockname()[1]
+    return next(session for session in listed(gateway).values() if session["client"].endswith(f":{port}"))
