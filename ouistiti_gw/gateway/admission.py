@@ -191,11 +191,14 @@ class AdmissionPolicy:
             return Refusal(503, f"{self.sessions.maximum} sessions already open", "limit")
         return None
 
-    def judge_again(self, admission: Admission, client_socket: Any) -> str | None:
-        """Why a session a reload moved here would not be let in now (None: it would). It is
-        never refused for ``max_connections``: it is running already."""
+    def judge_again(self, admission: Admission, client_socket: Any, rules: NameRules | None = None) -> str | None:
+        """Why a session a reload moved here would not be let in now (None: it would), its names
+        judged by ``rules`` (its user's, when it carried one: :meth:`NameRules.for_user
+        <ouistiti_gw.gateway.names.NameRules.for_user>`; else this configuration's). It is never
+        refused for ``max_connections``: it is running already."""
         names = (admission.requested, admission.target, admission.resolved)
-        if not all(self.rules.permits(name) for name in names):
+        rules = rules if rules is not None else self.rules
+        if not all(rules.permits(name) for name in names):
             return "name not served (allow/deny)"
         refusal = self._judge(admission.host, admission.origin, admission.scheme, socket_arrival(client_socket) or "")
         return None if refusal is None else refusal.reason

@@ -25,13 +25,15 @@ line (:func:`identity_error`, then :meth:`~ouistiti_gw.gateway.names.NameRules.f
 value that is too long, holds a control character or whitespace, or (for ``{user}`` and
 ``{group}`` in ``allow``/``deny``) is not a safe path segment is refused with 403, never
 repaired. The decision keeps the environ it was made with (:attr:`Authorized.credentials`) for
-the session, so that the same question can be asked again later.
+the session, so that the same question can be asked again later, in this process or, after a
+reload, in the next one (:func:`login_of`, :meth:`Authorization.resumed`).
 """
 from __future__ import annotations
 
 import importlib
 import io
 import logging
+import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Union
 from urllib.parse import quote
@@ -39,6 +41,7 @@ from urllib.parse import quote
 from ..config import ConfigurationError, GatewayConfig
 from ..core.logsafe import loggable
 from ..errors import GatewayError
+from ..reload.session_state import Login, StateError
 from .names import NameRefused, NameRules
 from .refusals import Refusal
 
@@ -123,12 +126,17 @@ def identity_error(user: User) -> str | None:
     return None
 
 
+def _is_cgi(key: str) -> bool:
+    """A CGI variable or a header (``HTTP_*``): no server's key has that shape."""
+    return key.isupper() and "." not in key
+
+
 def credentials(environ: "WSGIEnvironment") -> dict[str, Any]:
     """The copy of the upgrade request's environ a decision reads: its CGI variables and headers
     but those of :data:`_NOT_PASSED`, PEP 3333's ``wsgi.*`` keys, no key of the server's, an
     empty body, and ``X-Original-URI`` (as sent: path and query) and ``X-Original-Method``."""
     copy = {key: value for key, value in environ.items()
-            if key in _WSGI_KEYS or (key.isupper() and "." not in key and key not in _NOT_PASSED)}
+            if key in _WSGI_KEYS or (_is_cgi(key) and key not in _NOT_PASSED)}
     uri = quote(environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""), safe="/;=,~!$&'()*+@:",
                 encoding="latin-1")
     if environ.get("QUERY_STRING"):
@@ -136,6 +144,29 @@ def credentials(environ: "WSGIEnvironment") -> dict[str, Any]:
     copy.update({"HTTP_X_ORIGINAL_URI": uri, "HTTP_X_ORIGINAL_METHOD": environ.get("REQUEST_METHOD", "GET"),
                  "REQUEST_METHOD": "GET", "CONTENT_LENGTH": "0", "wsgi.input": io.BytesIO()})
     return copy
+
+
+def login_of(authorized: Authorized | None) -> Login | None:
+    """What of ``authorized`` a reload carries to the successor with its session: the user, and
+    the strings of its credentials (CGI variables, headers, the URL scheme); None when no
+    authorization decided (nothing to recheck)."""
+    if authorized is None or authorized.credentials is None:
+        return None
+    user = authorized.user
+    strings = {key: value for key, value in authorized.credentials.items()
+               if isinstance(value, str) and (_is_cgi(key) or key == "wsgi.url_scheme")}
+    return Login(user.name if user else None, user.groups if user else (), user.expires if user else None, strings)
+
+
+def _environ_of(login: Login) -> dict[str, Any]:
+    """The credentials of a moved session as a decision's environ: its strings, checked to be
+    what :func:`login_of` carries, with PEP 3333's other keys made here."""
+    foreign = next((key for key in login.credentials if not (_is_cgi(key) or key == "wsgi.url_scheme")), None)
+    if foreign is not None:
+        raise StateError(f"a moved login's credentials hold {loggable(foreign, 40)}, not a CGI variable or header")
+    return {**login.credentials, "REQUEST_METHOD": "GET", "CONTENT_LENGTH": "0", "wsgi.input": io.BytesIO(),
+            "wsgi.version": (1, 0), "wsgi.url_scheme": login.credentials.get("wsgi.url_scheme", "http"),
+            "wsgi.errors": sys.stderr, "wsgi.multithread": False, "wsgi.multiprocess": False, "wsgi.run_once": False}
 
 
 @dataclass(frozen=True)
@@ -314,6 +345,29 @@ class Authorization:
                                             f"not {loggable(before.name) if before else 'nobody'}")
         self._rules_of(user, name)
         return user
+
+    def resumed(self, login: Login | None) -> Authorized | None:
+        """The authorization of a session a reload moved here, as :func:`login_of` carried it
+        (None: it carries none, or no authorization is configured here: nothing to recheck).
+        Its user is checked as an answer of the app is (:func:`identity_error`): a
+        :class:`~ouistiti_gw.reload.session_state.StateError` if it would not be accepted, and
+        the session stays with the old process. A user whose name cannot fill this
+        configuration's ``{user}`` or ``{group}`` gets rules that serve no name, as the decision
+        would refuse it any: the caller's judgement closes the session."""
+        if login is None or self.ask is None:
+            return None
+        user = User(login.user, login.groups, login.expires) if login.user is not None else None
+        wrong = identity_error(user) if user is not None else None
+        if user is None and (login.groups or login.expires is not None):
+            wrong = "groups or an expiry without a user"
+        if wrong is not None:
+            raise StateError(f"a moved login's {wrong}")
+        environ = _environ_of(login)
+        try:
+            rules = self.rules.for_user(login.user, login.groups)
+        except NameRefused:
+            rules = NameRules(allow=())
+        return Authorized(user, rules, environ)
 
     def _rules_of(self, user: User | None, name: str) -> NameRules:
         """The names ``user`` may reach, ``name`` among them, or :class:`AuthorizationRefused` (403)."""

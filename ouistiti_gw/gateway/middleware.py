@@ -180,13 +180,7 @@ class WebSocketGateway:
                                 reached.admission)
         session.proxy_header_sent = bool(header)
         session.authorized = authorized
-        rechecks = self.rechecks
-        watch = rechecks.watch(session, authorized) if rechecks is not None else None
-        try:
-            self._run(session)
-        finally:
-            if rechecks is not None and watch is not None:
-                rechecks.unwatch(watch)
+        self._run(session)
         if session.reload_outcome == "moved":
             connection.detach()  # the client's socket is the successor's now
         return []
@@ -200,26 +194,40 @@ class WebSocketGateway:
                        admission=admission)
 
     def _run(self, session: Session, refusal: ProtocolViolation | None = None) -> None:
+        """Run ``session`` to its end, under this gateway's rechecks and expiry when an
+        authorization let it in (not when it starts with its close)."""
         if self.metrics is not None:
             self.metrics.session_opened()
-        session.run(refusal)
+        rechecks, authorized = self.rechecks, session.authorized
+        watch = (rechecks.watch(session, authorized)
+                 if rechecks is not None and authorized is not None and refusal is None else None)
+        try:
+            session.run(refusal)
+        finally:
+            if rechecks is not None and watch is not None:
+                rechecks.unwatch(watch)
 
     def _resume(self, state: SessionState, client_socket, backend) -> Callable[[], None]:
         """Build a session a reload moved here from the old process (:mod:`ouistiti_gw.reload.migration`)
         with this gateway's limits, and return what runs it to its end (StateError: the state
-        cannot be restored). It counts against ``max_connections`` but is never refused. A
-        session this configuration would not let in (allow/deny, ``allowed_hosts``,
-        ``origins``) starts with its close, 1008; one inside a message already over
-        ``max_message_size``, 1009."""
+        cannot be restored, its login included). It counts against ``max_connections`` but is
+        never refused. A session this configuration would not let in (allow/deny, by its user's
+        rules when it carried one, ``allowed_hosts``, ``origins``) starts with its close, 1008;
+        one inside a message already over ``max_message_size``, 1009. One that carried its
+        authorization is rechecked and expires here as it did there."""
+        authorized = self.authorization.resumed(state.login)
         websocket = self._wrap(client_socket, b"", state.protocol.deflate_parameters())
         session = self._session(websocket, backend, state.name, state.client, state.admission)
         session.restore(state)
-        refusal = self._judge_again(state.admission, client_socket) or websocket.protocol.over_limit()
+        session.authorized = authorized
+        refusal = (self._judge_again(state.admission, client_socket, authorized)
+                   or websocket.protocol.over_limit())
         return partial(self._run_resumed, session, refusal)
 
-    def _judge_again(self, admission: Admission, client_socket) -> ProtocolViolation | None:
+    def _judge_again(self, admission: Admission, client_socket,
+                     authorized: Authorized | None) -> ProtocolViolation | None:
         """Why this configuration would not let a moved session in, as the close that ends it."""
-        why = self.policy.judge_again(admission, client_socket)
+        why = self.policy.judge_again(admission, client_socket, authorized.rules if authorized else None)
         return None if why is None else ProtocolViolation(CloseCode.POLICY_VIOLATION, f"after a reload: {why}")
 
     def _run_resumed(self, session: Session, refusal: ProtocolViolation | None) -> None:

@@ -21,6 +21,7 @@ and is asked again next period; with ``close`` it ends with 1011 "authorization 
 """
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import itertools
 import logging
@@ -51,10 +52,12 @@ _RECHECK, _EXPIRE = "recheck", "expire"
 
 
 class Closable(Protocol):
-    """What a recheck ends: a :class:`~ouistiti_gw.gateway.session.Session`."""
+    """What a recheck ends: a :class:`~ouistiti_gw.gateway.session.Session`, whose
+    ``authorized`` follows the latest allowed answer (a reload carries that one)."""
 
     name: str
     client: str
+    authorized: Authorized | None
 
     def close(self, code: int, reason: str) -> None: ...
 
@@ -180,6 +183,8 @@ class Rechecks:
         else:
             if not watch.ended:
                 self._count("allowed")
+                if user != watch.authorized.user:  # groups or expiry moved
+                    watch.authorized = watch.session.authorized = dataclasses.replace(watch.authorized, user=user)
                 self._expire_at(watch, user.expires if user else None)
         finally:
             watch.checking = False

@@ -19,7 +19,7 @@ import itertools
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import gevent
 from gevent import socket
@@ -34,11 +34,9 @@ from ..green.sockio import ReadPaused
 from ..green.websocket import WebSocket, WebSocketClosed
 from ..reload.live_sessions import LiveSessions, process_sessions
 from ..reload.pause import Pause, restore
-from ..reload.session_state import Admission, SessionState
+from ..reload.session_state import Admission, Login, SessionState
+from .authorization import Authorized, login_of
 from .relay import BackendWriteFailed, packets_to_client, server_feed, stream_to_client
-
-if TYPE_CHECKING:
-    from .authorization import Authorized
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +49,7 @@ _ids = itertools.count(1)
 @dataclass(eq=False)
 class Session:
     """Pump messages between ``websocket`` and the UNIX socket ``backend`` until either side ends.
-
-    ``name`` and ``client`` are for the log line; the counters and codes are read after :meth:`run`.
-    """
+    ``name`` and ``client`` are for the log line; the counters and codes are read after :meth:`run`."""
 
     websocket: WebSocket
     backend: socket.socket
@@ -79,7 +75,8 @@ class Session:
     resumed: bool = False
     #: The server's reads as text or binary, with a character cut by a read held back.
     splitter: Utf8Splitter = field(default_factory=Utf8Splitter, repr=False)
-    #: Who the app's authorization let in, and the environ it asked with (None: resumed after a reload).
+    #: Who the app's authorization let in, and the environ it asked with (None: no authorization,
+    #: or a session moved by a reload from a process that did not carry it).
     authorized: Authorized | None = None
     #: What the session was admitted with: a reload's successor judges it again.
     admission: Admission = field(kw_only=True, repr=False)
@@ -97,6 +94,11 @@ class Session:
     @property
     def client_socket(self) -> socket.socket:
         return self.websocket.sock
+
+    @property
+    def login(self) -> Login | None:
+        """What of :attr:`authorized` a reload carries (:func:`~ouistiti_gw.gateway.authorization.login_of`)."""
+        return login_of(self.authorized)
 
     @property
     def seqpacket(self) -> bool:

@@ -21,7 +21,7 @@ from ..core.ratelimit import TokenBucket
 from ..core.utf8 import Utf8Splitter
 from ..green.sockio import interrupt_read
 from ..green.websocket import WebSocket
-from .session_state import Admission, SessionState
+from .session_state import Admission, Login, SessionState
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,9 @@ class Pausable(Protocol):
 
     @property
     def bucket(self) -> TokenBucket | None: ...
+
+    @property
+    def login(self) -> Login | None: ...
 
 
 class Pause:
@@ -138,11 +141,13 @@ def capture(session: Pausable) -> SessionState:
         proxy_header_sent=session.proxy_header_sent,
         message_tokens=bucket.tokens if bucket is not None else None,
         message_bucket_updated=bucket.updated if bucket is not None else None,
-        protocol=websocket.protocol.snapshot(), admission=session.admission)
+        protocol=websocket.protocol.snapshot(), admission=session.admission, login=session.login)
 
 
 def restore(session: Pausable, state: SessionState) -> None:
-    """Put ``state``, a session paused in another process, into ``session``, before it runs."""
+    """Put ``state``, a session paused in another process, into ``session``, before it runs
+    (its :attr:`~SessionState.login` is the gateway's to judge:
+    :meth:`~ouistiti_gw.gateway.authorization.Authorization.resumed`)."""
     session.started, session.websocket.last_heard = state.started, state.last_heard
     session.feed.held[:] = state.held
     session.splitter.pending = state.server_pending

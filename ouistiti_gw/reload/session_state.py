@@ -14,7 +14,10 @@ process paused, byte for byte:
   end inside a UTF-8 character (:class:`~ouistiti_gw.core.utf8.Utf8Splitter`), the message-rate
   bucket, whether a PROXY header went out (it is never sent twice);
 - what the session was admitted with (:class:`Admission`: the names, ``Origin`` and ``Host``),
-  which the successor judges again by its own configuration.
+  which the successor judges again by its own configuration;
+- who the wrapped app's authorization let in, and the credentials it asked with (:class:`Login`),
+  for the successor to judge the session by that user's rules and to go on rechecking it
+  (:mod:`ouistiti_gw.gateway.recheck`).
 
 Limits are not carried: the successor builds the session with its own (``max_message_size``,
 the rates, ``ping_interval``, ``idle_timeout``...), which is how a reload applies a new
@@ -23,7 +26,9 @@ configuration to the sessions it moves.
 Only a session whose closing handshake has not started moves (the core decides:
 :meth:`Protocol.why_not_movable <ouistiti_gw.core.protocol.Protocol.why_not_movable>`); a closing one
 ends where it is. A state of another :data:`VERSION` is refused
-(:class:`StateError`), so a successor that cannot read it leaves the session where it was.
+(:class:`StateError`), so a successor that cannot read it leaves the session where it was. A
+field added within a version has a default (:attr:`SessionState.login`): a state from a process
+that did not know it still restores, while a field this code does not know is refused.
 
 Compression (permessage-deflate, :mod:`ouistiti_gw.core.deflate`): zlib's streams cannot be serialized, so a
 compressed session moves only between messages both ways, with the negotiated parameters and no
@@ -77,6 +82,20 @@ class Admission:
     scheme: str
 
 
+@dataclass(frozen=True, slots=True)
+class Login:
+    """What the wrapped app's authorization said of a session, in JSON's types: the user (None:
+    an anonymous client the app let in), its groups and expiry, and the credentials of the
+    upgrade request the decision read (its CGI variables and headers, strings only: the
+    successor rebuilds the rest). Checked again on the way in, as the app's answer was
+    (:meth:`~ouistiti_gw.gateway.authorization.Authorization.resumed`)."""
+
+    user: str | None
+    groups: tuple[str, ...]
+    expires: int | None
+    credentials: dict[str, str]
+
+
 def bounded(value: str | None) -> str | None:
     """A header for an :class:`Admission`: ``""`` (malformed, refused by any check but ``*``)
     when longer than :data:`MAX_ADMISSION_HEADER`, so a session never keeps more."""
@@ -102,11 +121,18 @@ class SessionState:
     protocol: ProtocolState
     admission: Admission
     version: int = VERSION
+    #: None: no authorization let the session in (or the old process did not carry it).
+    login: Login | None = None
 
 
 def as_fields(state: SessionState) -> dict[str, Any]:
-    """``state`` in JSON's types (bytes as ``{"b64": ...}``), ``version`` included."""
-    return _plain(dataclasses.asdict(state))
+    """``state`` in JSON's types (bytes as ``{"b64": ...}``), ``version`` included; without
+    ``login`` when there is none, so that a successor that does not know the field (an older
+    code) still takes the session."""
+    fields = _plain(dataclasses.asdict(state))
+    if fields["login"] is None:
+        del fields["login"]
+    return fields
 
 
 def from_fields(fields: Any) -> SessionState:
@@ -117,7 +143,8 @@ def from_fields(fields: Any) -> SessionState:
     try:
         protocol = _typed(ProtocolState, fields["protocol"])
         admission = _typed(Admission, fields["admission"])
-        state = _typed(SessionState, {**fields, "protocol": protocol, "admission": admission})
+        login = _typed(Login, fields["login"]) if fields.get("login") is not None else None
+        state = _typed(SessionState, {**fields, "protocol": protocol, "admission": admission, "login": login})
     except (ValueError, TypeError, KeyError, AttributeError) as error:
         raise StateError(f"malformed session state: {error}") from None
     _check_values(state.protocol)
@@ -153,11 +180,12 @@ def _unplain(value: Any) -> Any:
     return value
 
 
-#: What each annotation of the two dataclasses accepts (ints are floats too, as JSON has them).
+#: What each annotation of the dataclasses accepts (ints are floats too, as JSON has them).
 _KINDS: dict[str, tuple[type, ...]] = {"bytes": (bytes,), "int": (int,), "float": (int, float), "str": (str,),
                                        "bool": (bool,), "None": (type(None),), "ProtocolState": (ProtocolState,),
-                                       "Admission": (Admission,),
-                                       "tuple[bool, int, int, bytes]": (tuple,), "tuple[bool, bool, int]": (tuple,)}
+                                       "Admission": (Admission,), "Login": (Login,),
+                                       "tuple[bool, int, int, bytes]": (tuple,), "tuple[bool, bool, int]": (tuple,),
+                                       "tuple[str, ...]": (tuple,), "dict[str, str]": (dict,)}
 
 
 def _typed(cls: type, fields: dict[str, Any]) -> Any:
@@ -171,12 +199,19 @@ def _typed(cls: type, fields: dict[str, Any]) -> Any:
     values = {key: _unplain(value) for key, value in fields.items()}
     for key, value in values.items():
         kinds = tuple(kind for name in annotations[key].split(" | ") for kind in _KINDS[name])
-        if not isinstance(value, kinds) or (isinstance(value, tuple) and not _items_are(value, annotations[key])):
-            raise StateError(f"malformed session state: {key} = {value!r:.40}")
+        if not isinstance(value, kinds) or (isinstance(value, (tuple, dict))
+                                            and not _items_are(value, annotations[key])):
+            shown = "an object (not shown: credentials)" if isinstance(value, dict) else f"{value!r:.40}"
+            raise StateError(f"malformed session state: {key} = {shown}")
     return cls(**values)
 
 
-def _items_are(value: tuple, annotation: str) -> bool:
-    """A tuple's items have the types ``annotation`` (``tuple[bool, int, ...] | None``) lists."""
+def _items_are(value: tuple | dict, annotation: str) -> bool:
+    """A tuple's items have the types ``annotation`` (``tuple[bool, int, int, bytes] | None``)
+    lists, or all the one type of ``tuple[str, ...]``; a ``dict[str, str]`` holds strings only."""
+    if isinstance(value, dict):
+        return all(type(item) is str for pair in value.items() for item in pair)
     names = annotation.split(" | ")[0].removeprefix("tuple[").removesuffix("]").split(", ")
+    if names[-1] == "...":
+        return all(type(item).__name__ == names[0] for item in value)
     return [type(item).__name__ for item in value] == names

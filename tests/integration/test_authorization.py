@@ -2,11 +2,14 @@
 
 Real parts: the gateway process in front of ``tests/wrapped_app.py`` (its cookie login and
 ``/auth/check``, its ``authorize`` function) or of the how-to's ``auth_app.py`` through
-``auth.ini``, UNIX servers that read the PROXY header, websockets' clients and handshakes sent
-byte for byte.
+``auth.ini``, or ``ouistiti-gw serve`` reloaded by SIGHUP in front of an app whose logins are
+files (every worker reads them), UNIX servers that read the PROXY header, websockets' clients
+and handshakes sent byte for byte.
 """
 import json
+import os
 import shutil
+import signal
 import socket
 import time
 from pathlib import Path
@@ -19,7 +22,7 @@ from websockets.sync.client import connect
 from support import BIN, ROOT, wait_until
 from support.addresses import free_port
 from support.clients import close_of, handshake_request, handshake_status, http_get, log_in, raw_request, scrape
-from support.processes import ServerProcess, gateway_test_app
+from support.processes import ServerProcess, gateway_test_app, only_child
 from support.unix_servers import proxied_echo_handler
 
 AUTH = ("--set", "auth_request=/auth/check", "--set", "proxy_protocol=v2")
@@ -262,3 +265,88 @@ def test_an_auth_endpoint_that_starts_failing_closes_sessions_only_if_told(docro
                 ws.send("still up")
                 assert ws.recv(timeout=10) == "still up"
         assert "answered 500 Internal Server Error" in gateway.log()
+
+
+FILE_LOGINS_APP = '''
+import os
+from http.cookies import SimpleCookie
+
+
+def app(environ, start_response):
+    """/auth/check: 204 naming the user whose file the sid cookie names, 401 without one."""
+    cookie = SimpleCookie(environ.get("HTTP_COOKIE", ""))
+    login = os.path.join({logins!r}, cookie["sid"].value) if "sid" in cookie else None
+    if environ["PATH_INFO"] == "/auth/check" and login is not None and os.path.isfile(login):
+        with open(login) as file:
+            start_response("204 No Content", [("X-Auth-User", file.read())])
+    else:
+        start_response("401 Unauthorized", [("WWW-Authenticate", 'Cookie realm="tests"')])
+    return []
+
+
+def make(global_conf, **settings):
+    return app
+'''
+
+RELOADED_INI = """
+[pipeline:main]
+pipeline = websocket app
+
+[filter:websocket]
+use = egg:ouistiti_gw#websocket
+docroot = {docroot}
+auth_request = /auth/check
+auth_recheck = 1
+proxy_protocol = v2
+allow = {allow}
+
+[app:app]
+use = call:file_logins:make
+
+[server:main]
+use = egg:ouistiti_gw#gevent
+host = 127.0.0.1
+port = {port}
+drain_timeout = 2
+"""
+
+
+def test_a_session_moved_by_a_reload_keeps_its_user_its_rechecks_and_its_rules(tmp_path, docroot, unix_servers):
+    """Sessions of alice and bob move to a new worker (SIGHUP) whose ``allow`` names
+    ``{user}``: alice's on bob's name is closed there (judged by alice's rules, not ``*``),
+    bob's is rechecked there and closed once his login is gone, alice's on echo goes on."""
+    (Path(docroot) / "users" / "bob").mkdir(parents=True)
+    unix_servers(f"{docroot}/echo", proxied_echo_handler)
+    unix_servers(f"{docroot}/users/bob/echo", proxied_echo_handler)
+    logins = tmp_path / "logins"
+    logins.mkdir()
+    for user in ("alice", "bob"):
+        (logins / f"sid-{user}").write_text(user)
+    (tmp_path / "file_logins.py").write_text(FILE_LOGINS_APP.format(logins=str(logins)))
+    port, ini = free_port(), tmp_path / "gateway.ini"
+    ini.write_text(RELOADED_INI.format(docroot=docroot, port=port, allow="echo, users/*"))
+    argv = [str(BIN / "ouistiti-gw"), "serve", str(ini)]
+    env = {"PYTHONPATH": str(tmp_path), "PYTHONDONTWRITEBYTECODE": "1"}
+    with ServerProcess(argv, port, env=env) as gateway, \
+            connect(f"ws://127.0.0.1:{port}/echo", additional_headers={"Cookie": "sid=sid-alice"}) as alices, \
+            connect(f"ws://127.0.0.1:{port}/echo", additional_headers={"Cookie": "sid=sid-bob"}) as bobs, \
+            connect(f"ws://127.0.0.1:{port}/users/bob/echo", additional_headers={"Cookie": "sid=sid-alice"}) as astray:
+        for ws in (alices, bobs, astray):
+            ws.send("before")
+            assert ws.recv(timeout=10) == "before"
+        old = only_child(gateway.pid)
+        ini.write_text(RELOADED_INI.format(docroot=docroot, port=port, allow="echo, users/{user}/*"))
+        gateway.process.send_signal(signal.SIGHUP)
+        wait_until(lambda: not os.path.exists(f"/proc/{old}"), what=f"old worker {old} to exit")
+        assert "reload: 3 session(s) moved to the new worker" in gateway.log()
+        assert closed_by_the_gateway(astray)[:2] == (1008, "after a reload: name not served (allow/deny)")
+        for ws in (alices, bobs):
+            ws.send("moved")
+            assert ws.recv(timeout=10) == "moved"
+        (logins / "sid-bob").unlink()  # bob logs out
+        assert closed_by_the_gateway(bobs)[:2] == (1008, "authorization revoked")
+        wait_until(lambda: "authorization revoked" in gateway.log(), what="the close's line")
+        line = next(line for line in gateway.log().splitlines() if "authorization revoked" in line)
+        assert f"[{only_child(gateway.pid)}]" in line and "user bob" in line and "answered 401" in line
+        alices.send("still here")
+        assert alices.recv(timeout=10) == "still here"

@@ -1,9 +1,12 @@
 """The decision of ``gateway/authorization.py``, called directly: WSGI apps of the test itself
 answer the subrequest (in-process, as the gateway calls them), no server, no network."""
+import json
+
 import pytest
 
 from ouistiti_gw.config import ConfigurationError, GatewayConfig
 from ouistiti_gw.core import proxy_protocol
+from ouistiti_gw.core.protocol import Protocol
 from ouistiti_gw.gateway.authorization import (
     Authorization,
     AuthorizationRefused,
@@ -11,10 +14,12 @@ from ouistiti_gw.gateway.authorization import (
     User,
     credentials,
     identity_error,
+    login_of,
 )
 from ouistiti_gw.gateway.identity import Identity
 from ouistiti_gw.gateway.names import NameRefused, NameRules, check_segment
 from ouistiti_gw.gateway.refusals import Refusal
+from ouistiti_gw.reload.session_state import Admission, Login, SessionState, StateError, as_fields, from_fields
 
 HANDSHAKE = {"REQUEST_METHOD": "GET", "SCRIPT_NAME": "", "PATH_INFO": "/chat/é".encode().decode("latin-1"),
              "QUERY_STRING": "a=1", "HTTP_COOKIE": "sid=1", "HTTP_UPGRADE": "websocket", "HTTP_CONNECTION": "Upgrade",
@@ -161,3 +166,65 @@ def test_the_user_goes_into_the_v2_header_and_back():
     assert (parsed.user, parsed.groups, parsed.expires) == ("Zoë", ("a", "b"), 17)
     parsed, _ = proxy_protocol.parse(identity.proxy_header({**request, "REMOTE_USER": "front"}, None))
     assert (parsed.user, parsed.groups, parsed.expires) == ("front", (), None)
+
+
+def moved(login: Login | None) -> Login | None:
+    """``login`` as the successor reads it: in a session's state, through JSON."""
+    state = SessionState("/d", "echo", "c", 0.0, 0.0, b"", b"", False, None, None, Protocol().snapshot(),
+                         Admission("echo", "echo", "echo", None, "localhost", "http"), login=login)
+    return from_fields(json.loads(json.dumps(as_fields(state)))).login
+
+
+def test_a_decision_moves_with_its_session_and_the_successor_asks_the_same_question():
+    app, seen = answering("204 No Content", [("X-Auth-User", "alice"), ("X-Auth-Groups", "staff"),
+                                             ("X-Auth-Expires", "1700000000")])
+    config = GatewayConfig(docroot="/tmp", auth_request="/auth", allow="echo, users/{user}/*, teams/{group}/*")
+    authorization = Authorization(config, app, NameRules.from_options(config.allow, config.deny))
+    decided = authorization.decide(dict(HANDSHAKE), "echo")
+    assert isinstance(decided, Authorized)
+    login = moved(login_of(decided))
+    assert login == Login("alice", ("staff",), 1700000000, login.credentials)
+    assert not [key for key in login.credentials if "." in key and key != "wsgi.url_scheme"]
+    resumed = authorization.resumed(login)
+    assert resumed is not None and resumed.user == decided.user
+    assert [resumed.rules.permits(name) for name in ("echo", "users/alice/a", "users/bob/a", "teams/staff/a")] == \
+        [True, True, False, True]
+    assert authorization.again(resumed, "users/alice/a") == decided.user
+    asked, again = seen
+    assert again["wsgi.input"].read() == b"" and again["wsgi.version"] == (1, 0)
+    assert {key: value for key, value in again.items() if key.isupper()} == \
+        {key: value for key, value in asked.items() if key.isupper()}
+
+
+def test_what_moves_without_a_user_or_to_a_gateway_without_authorization():
+    app, _ = answering("204 No Content")  # anonymous
+    config = GatewayConfig(docroot="/tmp", auth_request="/auth", allow="echo, users/{user}/*")
+    authorization = Authorization(config, app, NameRules.from_options(config.allow, config.deny))
+    resumed = authorization.resumed(moved(login_of(authorization.decide(dict(HANDSHAKE), "echo"))))
+    assert resumed is not None and resumed.user is None and not resumed.rules.permits("users/alice/a")
+    assert authorization.resumed(None) is None  # from an older process: judged as before
+    assert login_of(None) is None and login_of(Authorized(None, NameRules())) is None
+    plain = Authorization(GatewayConfig(docroot="/tmp"), app, NameRules())
+    assert plain.resumed(Login("alice", (), None, {})) is None
+
+
+@pytest.mark.parametrize("login", [Login("", (), None, {}), Login("a b", (), None, {}), Login("a\n", (), None, {}),
+                                   Login("x" * 257, (), None, {}), Login("a", ("b,c",), None, {}),
+                                   Login("a", tuple(f"g{n}" for n in range(65)), None, {}), Login("a", (), -1, {}),
+                                   Login("a", (), True, {}), Login(None, ("g",), None, {}),
+                                   Login("a", (), None, {"gunicorn.socket": "x"}),
+                                   Login("a", (), None, {"http_cookie": "x"})])
+def test_a_moved_login_the_app_could_not_have_given_refuses_the_move(login):
+    """Checked again on the way in, as the app's answer is: the session stays with the old process."""
+    app, _ = answering("204 No Content")
+    authorization = Authorization(GatewayConfig(docroot="/tmp", auth_request="/auth"), app, NameRules())
+    with pytest.raises(StateError, match="a moved login"):
+        authorization.resumed(moved(login))
+
+
+def test_a_moved_user_that_cannot_fill_a_placeholder_reaches_no_name():
+    app, _ = answering("204 No Content")
+    config = GatewayConfig(docroot="/tmp", auth_request="/auth", allow="echo, users/{user}/*")
+    authorization = Authorization(config, app, NameRules.from_options(config.allow, config.deny))
+    resumed = authorization.resumed(Login("a*b", (), None, {}))
+    assert resumed is not None and not resumed.rules.permits("echo")

@@ -12,7 +12,7 @@ import pytest
 from gevent.event import Event
 
 from ouistiti_gw.config import GatewayConfig
-from ouistiti_gw.gateway.authorization import Authorization, Authorized, User
+from ouistiti_gw.gateway.authorization import Authorization, Authorized, User, login_of
 from ouistiti_gw.gateway.metrics import Metrics
 from ouistiti_gw.gateway.names import NameRules
 from ouistiti_gw.gateway.recheck import CONCURRENCY, Rechecks
@@ -23,6 +23,7 @@ class Closed:
 
     def __init__(self, name: str = "echo") -> None:
         self.name, self.client, self.closes = name, "192.0.2.7:5000", []
+        self.authorized: Authorized | None = None
 
     def close(self, code: int, reason: str) -> None:
         self.closes.append((code, reason))
@@ -126,6 +127,21 @@ def test_another_user_in_the_answer_is_a_refusal():
     wait_for(lambda: session.closes)
     rechecks.unwatch(watch)
     assert session.closes == [(1008, "authorization revoked")]
+
+
+def test_the_session_keeps_the_latest_answers_user_for_a_reload_to_carry():
+    """An expiry a recheck moved is the one the session's login carries, not the upgrade's."""
+    logins = Logins()
+    auth = authorization(logins)
+    session = Closed()
+    allowed = let_in(auth, "alice")
+    rechecks = Rechecks(auth, period=0.05)
+    watch = rechecks.watch(session, Authorized(User("alice", ("old",), int(time.time()) + 3600), allowed.rules,
+                                               allowed.credentials))
+    wait_for(lambda: session.authorized is not None)
+    rechecks.unwatch(watch)
+    assert session.authorized.user == User("alice") and session.authorized.credentials is allowed.credentials
+    assert login_of(session.authorized).expires is None and session.closes == []
 
 
 def failed(metrics: Metrics) -> float:

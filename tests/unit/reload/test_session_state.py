@@ -17,6 +17,7 @@ from ouistiti_gw.reload.session_state import (
     MAX_ADMISSION_HEADER,
     VERSION,
     Admission,
+    Login,
     SessionState,
     StateError,
     as_fields,
@@ -175,6 +176,41 @@ def test_values_of_another_type_are_refused(path, value):
     target[last] = value
     with pytest.raises(StateError, match="malformed"):
         from_fields(fields)
+
+
+LOGIN = Login("alice", ("staff", "admins"), 1700000000, {"HTTP_COOKIE": "sid=1", "wsgi.url_scheme": "https"})
+
+
+def test_a_login_goes_through_json_and_an_older_state_without_one_still_restores():
+    state = bare_state(Protocol())
+    with_login = SessionState(**{**vars(state), "login": LOGIN})
+    assert from_fields(json.loads(json.dumps(as_fields(with_login)))) == with_login
+    older = as_fields(state)
+    assert "login" not in older  # as a process that did not know it sends it (and as one takes it)
+    assert from_fields(older) == state and state.login is None
+
+
+@pytest.mark.parametrize("field, value", [("user", 5), ("groups", ["a", 5]), ("groups", "a"), ("expires", 1.5),
+                                          ("expires", "1"), ("credentials", {"HTTP_COOKIE": 1}),
+                                          ("credentials", {"HTTP_COOKIE": ["a"]}), ("credentials", ["a"]),
+                                          ("credentials", {"b64": "YQ=="}), ("surprise", 1)])
+def test_a_login_of_another_shape_is_refused(field, value):
+    fields = as_fields(SessionState(**{**vars(bare_state(Protocol())), "login": LOGIN}))
+    fields["login"][field] = value
+    with pytest.raises(StateError, match="malformed|unknown"):
+        from_fields(fields)
+    del fields["login"][field if field != "surprise" else "user"]
+    with pytest.raises(StateError, match="malformed"):
+        from_fields(fields)
+
+
+def test_the_reason_a_login_is_refused_shows_no_credential():
+    """It is logged (the old process's "refused session" line)."""
+    fields = as_fields(SessionState(**{**vars(bare_state(Protocol())), "login": LOGIN}))
+    fields["login"]["credentials"]["HTTP_AUTHORIZATION"] = ["Bearer secret"]
+    with pytest.raises(StateError, match="credentials") as refused:
+        from_fields(fields)
+    assert "secret" not in str(refused.value) and "sid=1" not in str(refused.value)
 
 
 def test_unknown_fields_are_refused():
