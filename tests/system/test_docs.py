@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as ws_connect
 
 from support import BIN, ROOT, TIMEOUT, wait_until
@@ -420,6 +421,30 @@ def test_metrics(workspace):
     status, body = wait_until(lambda: (found := http_get(workspace.port, "/metrics"))[1].count(
         b'ouistiti_gw_sessions_total{code="1000"') and found, "the session counted")
     assert status == 200 and b"ouistiti_gw_sessions_open" in body
+
+
+@runs("howto/admin.sh", "howto/admin_list.sh", "howto/admin_list.json", "howto/admin_close.sh")
+def test_admin(workspace):
+    if shutil.which("curl") is None:
+        pytest.skip("curl is not installed (.ci/run installs it): the how-to's scripts use it")
+    echo_server(workspace)
+    workspace.serve("howto/admin.sh")
+    workspace.copy("howto/admin_list.sh", "howto/admin_close.sh")
+    with ws_connect(f"ws://127.0.0.1:{workspace.port}/echo", open_timeout=TIMEOUT) as ws:
+        ws.send("x")
+        ws.recv(timeout=TIMEOUT)
+        listed = json.loads(workspace.run("admin_list.sh").finish())
+        shown = json.loads((EXAMPLES / "howto" / "admin_list.json").read_text(encoding="utf-8"))
+        assert listed.keys() == shown.keys() and listed["sessions"][0].keys() == shown["sessions"][0].keys()
+        session = listed["sessions"][0]
+        assert session["name"] == "echo" and session["bytes_in"] == 1
+        script = workspace.directory / "admin_close.sh"
+        script.write_text(script.read_text().replace("4242-1", session["id"]))
+        answers = workspace.run("admin_close.sh").finish()
+        with pytest.raises(ConnectionClosed):
+            ws.recv(timeout=TIMEOUT)
+    assert (ws.close_code, ws.close_reason) == (4001, "maintenance")
+    assert '"closed": 1' in answers and '"closed": 0' in answers  # by id; nobody is alice here
 
 
 # -- the site builds ------------------------------------------------------------------------------

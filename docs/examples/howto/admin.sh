@@ -1,0 +1,1 @@
+ouistiti-gw serve --docroot /tmp/ws --port 8080 --admin-path /admin/sessions
