@@ -425,8 +425,7 @@ def test_metrics(workspace):
 
 @runs("howto/admin.sh", "howto/admin_list.sh", "howto/admin_list.json", "howto/admin_close.sh")
 def test_admin(workspace):
-    if shutil.which("curl") is None:
-        pytest.skip("curl is not installed (.ci/run installs it): the how-to's scripts use it")
+    assert shutil.which("curl"), "the how-to's scripts use curl (.ci/run installs it)"
     echo_server(workspace)
     workspace.serve("howto/admin.sh")
     workspace.copy("howto/admin_list.sh", "howto/admin_close.sh")
